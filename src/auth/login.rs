@@ -1,0 +1,240 @@
+//! The login form (`GET {prefix}/login`), the login itself (`POST {prefix}/login`) and logout
+//! (`POST {prefix}/logout`).
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::password::VerifyError;
+use super::redirect::safe_return_path;
+use crate::app::App;
+use crate::response::{self, Body, escape_html, no_store};
+
+/// Largest login form body read; a username and password fit many times over.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+const MAX_USERNAME: usize = 1024;
+const MAX_PASSWORD: usize = 4096;
+
+/// Only scripts we never serve could use these pages' content; framing is refused too.
+const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+
+/// The login page with an optional message, `rd` carried in a hidden field.
+pub fn page(app: &App, status: StatusCode, rd: &str, message: Option<&str>) -> Response<Body> {
+    let message = message
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
+        .unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in</title>
+<style>
+body {{ font-family: system-ui, sans-serif; background: #f4f5f7; display: flex; justify-content: center; padding-top: 12vh; margin: 0; }}
+form {{ background: #fff; padding: 2rem; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); width: 18rem; }}
+h1 {{ font-size: 1.25rem; margin: 0 0 1rem; }}
+label {{ display: block; margin: .75rem 0 .25rem; font-size: .9rem; }}
+input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }}
+button {{ margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }}
+.error {{ color: #b00020; margin: 0 0 .5rem; }}
+</style>
+</head>
+<body>
+<form method="post" action="{action}">
+<h1>Sign in</h1>
+{message}
+<label for="username">Username</label>
+<input id="username" name="username" autocomplete="username" required autofocus>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<input type="hidden" name="rd" value="{rd}">
+<button type="submit">Sign in</button>
+</form>
+</body>
+</html>
+"#,
+        action = escape_html(&app.routes.login),
+        rd = escape_html(safe_return_path(rd)),
+    );
+    let mut res = response::full(status, "text/html; charset=utf-8", html);
+    no_store(&mut res);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    res
+}
+
+/// `GET {prefix}/login?rd=PATH`
+pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let rd = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "rd")
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "/".to_string());
+    page(app, StatusCode::OK, &rd, None)
+}
+
+struct LoginForm {
+    username: String,
+    password: String,
+    rd: String,
+}
+
+/// Reads the urlencoded login form, or answers why it can't.
+async fn read_form(req: Request<Incoming>) -> Result<LoginForm, Response<Body>> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(response::text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the login form must be sent as application/x-www-form-urlencoded",
+        ));
+    }
+    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(response::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the login form is larger than {MAX_FORM_BYTES} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(response::text(
+                StatusCode::BAD_REQUEST,
+                "the login form could not be read",
+            ));
+        }
+    };
+    let mut form = LoginForm {
+        username: String::new(),
+        password: String::new(),
+        rd: "/".to_string(),
+    };
+    for (k, v) in form_urlencoded::parse(&body) {
+        match &*k {
+            "username" => form.username = v.into_owned(),
+            "password" => form.password = v.into_owned(),
+            "rd" => form.rd = v.into_owned(),
+            _ => {}
+        }
+    }
+    Ok(form)
+}
+
+/// `POST {prefix}/login`
+pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let previous = app.authenticate(req.headers()).map(|a| a.id);
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err(res) => return res,
+    };
+    let username = form.username.trim();
+    if username.is_empty() || form.password.is_empty() {
+        return page(
+            app,
+            StatusCode::BAD_REQUEST,
+            &form.rd,
+            Some("Enter a username and a password."),
+        );
+    }
+    if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
+        return page(
+            app,
+            StatusCode::BAD_REQUEST,
+            &form.rd,
+            Some("The username or password is too long."),
+        );
+    }
+
+    match app.users.verify(username, &form.password).await {
+        Err(VerifyError::Busy) => {
+            tracing::warn!("login refused: too many logins in progress");
+            let mut res = response::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many logins in progress; try again in a moment",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res
+        }
+        Ok(false) => {
+            // The username is logged only when it is a real user: an unknown "username" is
+            // sometimes a password typed into the wrong field.
+            if app.users.exists(username) {
+                tracing::warn!(user = username, "login failed: wrong password");
+            } else {
+                tracing::warn!("login failed: unknown user");
+            }
+            page(
+                app,
+                StatusCode::UNAUTHORIZED,
+                &form.rd,
+                Some("Invalid username or password."),
+            )
+        }
+        Ok(true) => {
+            // A fresh id on every login, and the one the browser brought is gone: no fixation.
+            if let Some(old) = previous {
+                app.sessions.remove(&old);
+            }
+            let user = HeaderValue::from_str(username).expect("configured names are header-safe");
+            let id = app.sessions.create(user);
+            tracing::info!(user = username, "login");
+            let location = HeaderValue::from_str(safe_return_path(&form.rd))
+                .expect("safe return paths are visible ASCII");
+            let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+            res.headers_mut()
+                .insert(header::SET_COOKIE, app.session_cookie(&id));
+            no_store(&mut res);
+            res
+        }
+    }
+}
+
+/// `POST {prefix}/logout`: ends the session server-side and clears the cookie.
+pub fn logout(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    if let Some(session) = app.authenticate(req.headers()) {
+        app.sessions.remove(&session.id);
+        tracing::info!(user = session.user.to_str().unwrap_or("-"), "logout");
+    }
+    let location = HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
+    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    res.headers_mut()
+        .insert(header::SET_COOKIE, app.clearing_cookie());
+    no_store(&mut res);
+    res
+}
+
+/// 405 with the methods an endpoint takes.
+pub fn method_not_allowed(allow: &'static str, method: &Method) -> Response<Body> {
+    let mut res = response::text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not allowed here; use {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}

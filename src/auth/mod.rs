@@ -1,0 +1,5 @@
+//! Everything about logging in: the form and its POST, password checks, return addresses.
+
+pub mod login;
+pub mod password;
+pub mod redirect;

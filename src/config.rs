@@ -1,0 +1,501 @@
+//! The configuration file: what the user wrote (`file::*`, serde types) and the validated
+//! [`Config`] the rest of the program uses. Every error names the key it is about.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::auth::password::PasswordHash;
+use crate::error::ConfigError;
+use crate::headers;
+use http::HeaderName;
+
+/// What the TOML file may contain. Unknown keys are refused by serde and named in the error.
+mod file {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub server: Server,
+        pub upstream: Upstream,
+        #[serde(default)]
+        pub session: Session,
+        #[serde(default)]
+        pub auth: Auth,
+        #[serde(default)]
+        pub users: Vec<User>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: String,
+        pub workers: Option<usize>,
+        pub shutdown_timeout: Option<String>,
+        pub header_read_timeout: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub url: String,
+        pub timeout: Option<String>,
+        pub identity_header: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Session {
+        pub secret: Option<String>,
+        pub secret_file: Option<String>,
+        pub cookie_name: Option<String>,
+        pub secure: Option<bool>,
+        pub same_site: Option<String>,
+        pub idle_timeout: Option<String>,
+        pub absolute_timeout: Option<String>,
+        pub cookie_max_age: Option<String>,
+        pub sweep_interval: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Auth {
+        pub prefix: Option<String>,
+        pub public_paths: Option<Vec<String>>,
+        pub login_workers: Option<usize>,
+        pub login_queue: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct User {
+        pub name: String,
+        pub password_hash: String,
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Number of single-threaded runtimes serving connections (one per core by default).
+    pub workers: usize,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request head (slowloris protection).
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// `host:port` to connect to, as written (resolved at connect time).
+    pub authority: http::uri::Authority,
+    pub timeout: Duration,
+    pub identity_header: HeaderName,
+}
+
+#[derive(Clone)]
+pub struct SessionConfig {
+    /// HMAC key for the cookie signature; `None` means "random per process".
+    pub secret: Option<Vec<u8>>,
+    /// The cookie name as sent to browsers (with the `__Host-` prefix when it applies).
+    pub cookie_name: String,
+    pub secure: bool,
+    pub same_site: SameSite,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub cookie_max_age: Option<Duration>,
+    pub sweep_interval: Duration,
+}
+
+// Hand-written so the secret never reaches a log line through `{:?}`.
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("cookie_name", &self.cookie_name)
+            .field("secure", &self.secure)
+            .field("same_site", &self.same_site)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("absolute_timeout", &self.absolute_timeout)
+            .field("cookie_max_age", &self.cookie_max_age)
+            .field("sweep_interval", &self.sweep_interval)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Where sessiongate's own endpoints live, e.g. `/.sessiongate`.
+    pub prefix: String,
+    /// Path prefixes served without a login.
+    pub public_paths: Vec<String>,
+    /// Password hashes computed at once (each argon2id hash holds ~19 MiB while it runs).
+    pub login_workers: usize,
+    /// Logins allowed to wait for a hashing slot; past that, 503.
+    pub login_queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub password_hash: PasswordHash,
+}
+
+const MIN_SECRET_LEN: usize = 32;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: file::File =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        validate(file)
+    }
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn duration(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text).map_err(|e| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration ({e}); write e.g. \"30s\", \"30m\" or \"12h\""),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(invalid(key, "must be at least 1")),
+        Some(n) => Ok(n),
+    }
+}
+
+fn validate(file: file::File) -> Result<Config, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = ServerConfig {
+        listen: file.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\"",
+                    file.server.listen
+                ),
+            )
+        })?,
+        workers: positive("server.workers", file.server.workers, cores)?,
+        shutdown_timeout: duration(
+            "server.shutdown_timeout",
+            file.server.shutdown_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            file.server.header_read_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+    };
+
+    let upstream = validate_upstream(&file.upstream)?;
+    let session = validate_session(&file.session)?;
+    let auth = validate_auth(&file.auth, cores)?;
+
+    if file.users.is_empty() {
+        return Err(invalid(
+            "users",
+            "no [[users]] configured: nobody could log in (add one with `sessiongate hash-password`)",
+        ));
+    }
+    let mut users: Vec<UserConfig> = Vec::with_capacity(file.users.len());
+    for (i, u) in file.users.into_iter().enumerate() {
+        let name = u.name.trim();
+        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            return Err(invalid(
+                format!("users[{i}].name"),
+                "must be 1 to 256 characters without control characters",
+            ));
+        }
+        if http::HeaderValue::from_str(name).is_err() {
+            return Err(invalid(
+                format!("users[{i}].name"),
+                "must be sendable in an HTTP header (visible ASCII and spaces)",
+            ));
+        }
+        if users.iter().any(|other| other.name == name) {
+            return Err(invalid(
+                format!("users[{i}].name"),
+                format!("user {name:?} is configured twice"),
+            ));
+        }
+        let password_hash = PasswordHash::parse(&u.password_hash)
+            .map_err(|reason| invalid(format!("users[{i}].password_hash"), reason))?;
+        users.push(UserConfig {
+            name: name.to_string(),
+            password_hash,
+        });
+    }
+
+    Ok(Config {
+        server,
+        upstream,
+        session,
+        auth,
+        users,
+    })
+}
+
+fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> {
+    let uri: http::Uri = u.url.parse().map_err(|_| {
+        invalid(
+            "upstream.url",
+            format!(
+                "{:?} is not a URL; write e.g. \"http://127.0.0.1:3000\"",
+                u.url
+            ),
+        )
+    })?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                "upstream.url",
+                "https upstreams are not supported yet; use http:// to a local or private backend",
+            ));
+        }
+        _ => return Err(invalid("upstream.url", "must start with http://")),
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| invalid("upstream.url", "has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("upstream.url", "must not contain user information"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid(
+            "upstream.url",
+            "must not have a path or query: requests keep their own path",
+        ));
+    }
+    // Normalise to host:port so the connector always has a port.
+    let authority = if authority.port_u16().is_some() {
+        authority
+    } else {
+        format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| invalid("upstream.url", "has an invalid host"))?
+    };
+
+    let identity_header = match &u.identity_header {
+        None => HeaderName::from_static("x-forwarded-user"),
+        Some(name) => {
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                invalid(
+                    "upstream.identity_header",
+                    format!("{name:?} is not a valid header name"),
+                )
+            })?;
+            if headers::is_reserved(&header) {
+                return Err(invalid(
+                    "upstream.identity_header",
+                    format!("{name:?} is a header sessiongate or HTTP itself manages"),
+                ));
+            }
+            header
+        }
+    };
+
+    Ok(UpstreamConfig {
+        authority,
+        timeout: duration(
+            "upstream.timeout",
+            u.timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        identity_header,
+    })
+}
+
+fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
+    let secret = match (&s.secret, &s.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "session.secret_file",
+                "set either session.secret or session.secret_file, not both",
+            ));
+        }
+        (Some(secret), None) => Some(secret.as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid("session.secret_file", format!("cannot read {path:?}: {e}"))
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+        }
+        (None, None) => None,
+    };
+    if let Some(secret) = &secret
+        && secret.len() < MIN_SECRET_LEN
+    {
+        let key = if s.secret.is_some() {
+            "session.secret"
+        } else {
+            "session.secret_file"
+        };
+        return Err(invalid(
+            key,
+            format!(
+                "must be at least {MIN_SECRET_LEN} bytes (it has {}); make one with `openssl rand -base64 48`",
+                secret.len()
+            ),
+        ));
+    }
+
+    let secure = s.secure.unwrap_or(true);
+    let base_name = s.cookie_name.as_deref().unwrap_or("sessiongate");
+    if base_name.is_empty()
+        || !base_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(invalid(
+            "session.cookie_name",
+            format!(
+                "{base_name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+            ),
+        ));
+    }
+    let cookie_name = if base_name.starts_with("__Host-") || base_name.starts_with("__Secure-") {
+        if !secure {
+            return Err(invalid(
+                "session.cookie_name",
+                "__Host- and __Secure- cookies need session.secure = true",
+            ));
+        }
+        base_name.to_string()
+    } else if secure {
+        // No Domain is ever set and Path is "/", so the strictest prefix applies.
+        format!("__Host-{base_name}")
+    } else {
+        base_name.to_string()
+    };
+
+    let same_site = match s.same_site.as_deref().unwrap_or("lax") {
+        v if v.eq_ignore_ascii_case("lax") => SameSite::Lax,
+        v if v.eq_ignore_ascii_case("strict") => SameSite::Strict,
+        other => {
+            return Err(invalid(
+                "session.same_site",
+                format!("{other:?} is not allowed; use \"lax\" or \"strict\""),
+            ));
+        }
+    };
+
+    let idle_timeout = duration(
+        "session.idle_timeout",
+        s.idle_timeout.as_deref(),
+        Duration::from_secs(30 * 60),
+    )?;
+    let absolute_timeout = duration(
+        "session.absolute_timeout",
+        s.absolute_timeout.as_deref(),
+        Duration::from_secs(12 * 3600),
+    )?;
+    let cookie_max_age = match &s.cookie_max_age {
+        None => None,
+        Some(v) => Some(duration("session.cookie_max_age", Some(v), Duration::ZERO)?),
+    };
+    let sweep_interval = duration(
+        "session.sweep_interval",
+        s.sweep_interval.as_deref(),
+        Duration::from_secs(60),
+    )?;
+
+    Ok(SessionConfig {
+        secret,
+        cookie_name,
+        secure,
+        same_site,
+        idle_timeout,
+        absolute_timeout,
+        cookie_max_age,
+        sweep_interval,
+    })
+}
+
+fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError> {
+    let prefix = a.prefix.as_deref().unwrap_or("/.sessiongate");
+    if !prefix.starts_with('/')
+        || prefix.len() < 2
+        || prefix.ends_with('/')
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+    {
+        return Err(invalid(
+            "auth.prefix",
+            format!(
+                "{prefix:?} must be a path like \"/.sessiongate\": starts with '/', no trailing '/', only letters, digits and -._~"
+            ),
+        ));
+    }
+    let mut public_paths = Vec::new();
+    for (i, p) in a.public_paths.iter().flatten().enumerate() {
+        if !p.starts_with('/') || p.contains(['?', '#', '%', '\\']) || p.contains("/.") {
+            return Err(invalid(
+                format!("auth.public_paths[{i}]"),
+                format!(
+                    "{p:?} must be a plain path prefix starting with '/' (no ?, #, %, \\ or dot segments)"
+                ),
+            ));
+        }
+        if p == "/" {
+            return Err(invalid(
+                format!("auth.public_paths[{i}]"),
+                "\"/\" would make every path public; remove sessiongate instead",
+            ));
+        }
+        public_paths.push(p.clone());
+    }
+    Ok(AuthConfig {
+        prefix: prefix.to_string(),
+        public_paths,
+        login_workers: positive("auth.login_workers", a.login_workers, cores.max(2))?,
+        login_queue: positive("auth.login_queue", a.login_queue, 64)?,
+    })
+}

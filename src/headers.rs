@@ -1,0 +1,223 @@
+//! Pure header helpers for the proxy path: hop-by-hop removal, identity-header stripping,
+//! and removing sessiongate's own cookie from what the upstream sees.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// non-standard ones proxies commonly see.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Names an operator may not choose as the identity header: HTTP framing and routing
+/// headers, and the forwarding headers sessiongate sets itself.
+pub fn is_reserved(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || name == header::UPGRADE
+        || name == header::HOST
+        || name == header::COOKIE
+        || name == header::SET_COOKIE
+        || name == header::CONTENT_LENGTH
+        || name == header::AUTHORIZATION
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// `Upgrade` goes too: sessiongate does not tunnel protocol upgrades.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are removed first, while the header is still there. The common
+    // case (`Connection: keep-alive` / `close`) names only headers removed anyway.
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| name != "keep-alive" && name != "close")
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// True when `candidate` would be read by a backend as the same header as `identity`:
+/// names are case-insensitive (the map already lowercases them) and many frameworks
+/// (CGI, PHP, Rails, Django) turn `-` into `_`, so `X_Forwarded_User` counts too.
+fn same_identity_name(candidate: &HeaderName, identity: &HeaderName) -> bool {
+    let (a, b) = (candidate.as_str().as_bytes(), identity.as_str().as_bytes());
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            let norm = |c: u8| if c == b'_' { b'-' } else { c };
+            norm(x) == norm(y)
+        })
+}
+
+/// Removes every client-sent copy of the identity header, in any spelling.
+pub fn strip_identity(headers: &mut HeaderMap, identity: &HeaderName) {
+    headers.remove(identity);
+    // Fast path: no header name contains '_' and the exact name is gone, so no other
+    // spelling can be present.
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let spoofs: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| same_identity_name(k, identity))
+        .cloned()
+        .collect();
+    for name in spoofs {
+        headers.remove(name);
+    }
+}
+
+/// Iterates the `name=value` pairs of a Cookie header as (name, value, whole trimmed pair).
+/// Browsers join pairs with "; " and no quoting, so splitting is all the parsing there is;
+/// the raw pair is kept so other cookies reach the upstream byte for byte.
+pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    header.split(';').filter_map(|pair| {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            return None;
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        Some((name.trim(), value.trim(), pair))
+    })
+}
+
+/// Removes the cookie called `name` from every Cookie header, keeping all others.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let mut kept: Vec<&str> = Vec::new();
+    let mut found = false;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            // Not text: it cannot hold our cookie in a form we would accept, but it might to
+            // a lenient backend parser, so drop it rather than forward something we can't read.
+            found = true;
+            continue;
+        };
+        for (n, _, pair) in cookie_pairs(text) {
+            if n == name {
+                found = true;
+            } else {
+                kept.push(pair);
+            }
+        }
+    }
+    if !found {
+        return;
+    }
+    let joined = kept.join("; ");
+    headers.remove(header::COOKIE);
+    if !joined.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&joined)
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, Upgrade"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn identity_header_spoofs_in_any_spelling_are_removed() {
+        let identity = HeaderName::from_static("x-forwarded-user");
+        let mut h = map(&[
+            ("X-Forwarded-User", "admin"),
+            ("x-forwarded-user", "root"),
+            ("x_forwarded_user", "admin"),
+            ("X_Forwarded-User", "admin"),
+            ("x-forwarded-users", "kept"),
+            ("x_other", "kept"),
+        ]);
+        strip_identity(&mut h, &identity);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(h.contains_key("x-forwarded-users"));
+        assert!(h.contains_key("x_other"));
+    }
+
+    #[test]
+    fn own_cookie_is_stripped_and_others_kept() {
+        let mut h = map(&[
+            ("cookie", "a=1; __Host-sessiongate=abc.def; b=2"),
+            ("cookie", "__Host-sessiongate=x"),
+        ]);
+        strip_cookie(&mut h, "__Host-sessiongate");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+
+        let mut only = map(&[("cookie", "__Host-sessiongate=abc")]);
+        strip_cookie(&mut only, "__Host-sessiongate");
+        assert!(!only.contains_key("cookie"));
+
+        let mut other = map(&[("cookie", "sessiongate2=abc")]);
+        strip_cookie(&mut other, "sessiongate");
+        assert_eq!(other["cookie"], "sessiongate2=abc");
+    }
+
+    #[test]
+    fn cookie_pairs_trim_and_tolerate_empty_segments() {
+        let pairs: Vec<_> = cookie_pairs(" a = 1 ;;b=2; flag").collect();
+        assert_eq!(
+            pairs,
+            vec![("a", "1", "a = 1"), ("b", "2", "b=2"), ("flag", "", "flag")]
+        );
+    }
+
+    #[test]
+    fn reserved_names_cannot_be_the_identity_header() {
+        assert!(is_reserved(&header::HOST));
+        assert!(is_reserved(&X_FORWARDED_FOR));
+        assert!(!is_reserved(&HeaderName::from_static("x-forwarded-user")));
+    }
+}

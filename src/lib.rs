@@ -1,0 +1,20 @@
+//! sessiongate: a reverse proxy that puts a session login in front of any HTTP backend.
+//!
+//! The binary (`main.rs`) only parses the command line; everything else lives here so tests
+//! can start the proxy in-process on a loopback port with [`serve`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod proxy;
+pub mod response;
+pub mod server;
+pub mod session;
+
+pub use app::App;
+pub use config::Config;
+pub use server::{run, serve};

@@ -1,0 +1,96 @@
+//! The `sessiongate` command: parse the command line, start logging, and hand over to the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessiongate::Config;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A reverse proxy that puts a session login in front of any HTTP backend"
+)]
+#[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
+struct Cli {
+    /// Run the proxy with this config file.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read one password from stdin and print its argon2id hash for `[[users]] password_hash`.
+    HashPassword,
+    /// Validate a config file: exit 0 if it is good, 1 with the problem otherwise.
+    Check {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Start a demo on 127.0.0.1:8080 in front of a built-in backend, with a demo user.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match (cli.command, cli.config) {
+        (Some(Command::HashPassword), _) => hash_password(),
+        (Some(Command::Check { config }), _) => Config::load(&config)
+            .map(|c| {
+                println!(
+                    "{}: OK ({} users, upstream {})",
+                    config.display(),
+                    c.users.len(),
+                    c.upstream.authority
+                );
+            })
+            .map_err(|e| e.to_string()),
+        (Some(Command::Demo), _) => {
+            init_logging();
+            sessiongate::demo::run().map_err(|e| e.to_string())
+        }
+        (None, Some(path)) => {
+            init_logging();
+            Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|c| sessiongate::run(c).map_err(|e| e.to_string()))
+        }
+        (None, None) => Err("nothing to do: pass --config PATH (see --help)".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiongate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> Result<(), String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    // One password: the first line, without its line ending.
+    let password = input.lines().next().unwrap_or("");
+    if password.is_empty() {
+        return Err(
+            "no password on stdin (try: echo -n 'secret' | sessiongate hash-password)".into(),
+        );
+    }
+    let hash = sessiongate::auth::password::hash_password(password.as_bytes())?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,252 @@
+//! Forwarding to the upstream: request rewriting, a pool of keep-alive HTTP/1.1 connections,
+//! and streaming bodies in both directions.
+//!
+//! The pool keeps ready hyper `SendRequest`s instead of using hyper-util's legacy `Client`:
+//! the legacy client's mutexed pool and its per-request spawned task cost a measurable share
+//! of a proxy's CPU time on this workload (see ../shared/PERF-NOTES.md).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::UpstreamConfig;
+use crate::headers;
+
+/// Idle connections kept per upstream; more than the busiest expected concurrency is waste.
+const MAX_IDLE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("the upstream failed: {0}")]
+    Upstream(hyper::Error),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ProxyError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+struct Pool {
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+}
+
+pub struct Upstream {
+    authority: http::uri::Authority,
+    host: HeaderValue,
+    timeout: Duration,
+    pool: Arc<Pool>,
+}
+
+/// What the proxy adds to a request on its way upstream.
+pub struct Forwarding<'a> {
+    pub identity_header: &'a http::HeaderName,
+    /// The session's user, or `None` on a public path without a session.
+    pub user: Option<HeaderValue>,
+    pub client_ip: &'a HeaderValue,
+    pub proto: &'static str,
+    pub own_cookie: &'a str,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Upstream {
+        Upstream {
+            host: HeaderValue::from_str(config.authority.as_str())
+                .expect("an authority is a valid header value"),
+            authority: config.authority.clone(),
+            timeout: config.timeout,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Rewrites `req` for the upstream: origin-form target, hop-by-hop headers removed, every
+    /// client copy of the identity header removed and ours set, our cookie removed, forwarding
+    /// headers overwritten (clients are not trusted to set them).
+    pub fn prepare(&self, req: &mut Request<Incoming>, fwd: Forwarding<'_>) {
+        let target = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
+            .unwrap_or_else(|| self.host.clone());
+        *req.uri_mut() = target;
+        *req.version_mut() = Version::HTTP_11;
+
+        let h = req.headers_mut();
+        headers::strip_hop_by_hop(h);
+        headers::strip_identity(h, fwd.identity_header);
+        headers::strip_cookie(h, fwd.own_cookie);
+        h.insert(headers::X_FORWARDED_FOR, fwd.client_ip.clone());
+        h.insert(
+            headers::X_FORWARDED_PROTO,
+            HeaderValue::from_static(fwd.proto),
+        );
+        h.insert(headers::X_FORWARDED_HOST, host.clone());
+        h.insert(header::HOST, host);
+        if let Some(user) = fwd.user {
+            h.insert(fwd.identity_header.clone(), user);
+        }
+    }
+
+    /// Sends a prepared request and returns the upstream's response head; the body streams
+    /// after. `timeout` bounds the wait for the response head.
+    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<UpstreamBody>, ProxyError> {
+        let res = tokio::time::timeout(self.timeout, self.send_on_pool(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))??;
+        let (mut parts, body) = res.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn send_on_pool(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        // A pooled connection may have been closed by the upstream since it was used; hyper
+        // hands the request back when it was not written, and it is retried on the next one.
+        while let Some(mut sender) = self.pool.take() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(res) => return Ok(self.wrap(res, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(ProxyError::Upstream(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect().await?;
+        sender.ready().await.map_err(ProxyError::Upstream)?;
+        match sender.try_send_request(req).await {
+            Ok(res) => Ok(self.wrap(res, sender)),
+            Err(e) => Err(ProxyError::Upstream(e.into_error())),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, ProxyError> {
+        let stream = TcpStream::connect(self.authority.as_str())
+            .await
+            .map_err(ProxyError::Connect)?;
+        // Small request/response pairs must not wait for Nagle's algorithm.
+        stream.set_nodelay(true).map_err(ProxyError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::Upstream)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn wrap(
+        &self,
+        res: Response<Incoming>,
+        sender: SendRequest<Incoming>,
+    ) -> Response<UpstreamBody> {
+        res.map(|inner| {
+            let mut body = UpstreamBody {
+                inner,
+                release: Some((sender, self.pool.clone())),
+            };
+            // Bodiless responses (HEAD, 204, 304, Content-Length: 0) are never polled.
+            if body.inner.is_end_stream() {
+                body.release();
+            }
+            body
+        })
+    }
+}
+
+/// An upstream response body. When it has been read to the end, the connection it came on
+/// goes back to the pool; a body dropped half-read takes its connection with it.
+pub struct UpstreamBody {
+    inner: Incoming,
+    release: Option<(SendRequest<Incoming>, Arc<Pool>)>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.release.take() {
+            pool.put(sender);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
