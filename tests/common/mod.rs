@@ -1,0 +1,369 @@
+//! Test helpers: a real echo upstream and a real sessiongate, both on loopback ports, and a
+//! plain HTTP/1.1 client with no cookie jar and no redirect following.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sessiongate::{App, Config};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "wonderland";
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+
+/// argon2id with small parameters: the real algorithm, fast enough for many logins per test.
+pub fn cheap_hash(password: &str) -> String {
+    use argon2::{Argon2, Params, PasswordHasher};
+    let params = Params::new(1024, 1, 1, None).unwrap();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(password.as_bytes())
+        .unwrap()
+        .to_string()
+}
+
+fn alice_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| cheap_hash(PASSWORD))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream
+
+/// An upstream that answers every request with JSON describing what it received:
+/// `{"method", "uri", "headers": [[name, value], ...], "body_len", "body_sha256"}`.
+/// Special paths: `/echo-stream` streams the request body straight back;
+/// `/set-cookie` answers 201 with two Set-Cookie headers and a custom header.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// TCP connections accepted so far (to see keep-alive reuse).
+    pub connections: Arc<AtomicUsize>,
+}
+
+pub async fn start_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, connections }
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
+    if req.uri().path() == "/echo-stream" {
+        return Ok(Response::new(req.into_body().boxed()));
+    }
+    if req.uri().path() == "/set-cookie" {
+        let res = Response::builder()
+            .status(201)
+            .header("set-cookie", "app=1; Path=/")
+            .header("set-cookie", "other=2; HttpOnly")
+            .header("x-app", "kept")
+            .body(Full::new(Bytes::from_static(b"created")).map_err(|e| match e {}).boxed())
+            .unwrap();
+        return Ok(res);
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    // Read the body frame by frame: counting and hashing, never holding all of it.
+    let mut body = req.into_body();
+    let mut len = 0usize;
+    let mut sha = Sha256::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            len += data.len();
+            sha.update(&data);
+        }
+    }
+    let out = json!({
+        "method": method,
+        "uri": uri,
+        "headers": headers,
+        "body_len": len,
+        "body_sha256": hex(&sha.finalize()),
+    });
+    let mut res = Response::new(Full::new(Bytes::from(out.to_string())).map_err(|e| match e {}).boxed());
+    res.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    Ok(res)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An upstream that accepts connections and reads requests but never answers.
+pub async fn start_silent_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// A loopback address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxy
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.app.config.session.cookie_name
+    }
+
+    /// Stops accepting and waits for in-flight requests to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The config every test starts from: one user (alice / wonderland), the given upstream, and
+/// `extra` TOML lines appended to the [session] table (and any tables after it).
+pub fn config_toml(upstream: SocketAddr, upstream_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[upstream]
+url = "http://{upstream}"
+{upstream_extra}
+
+[session]
+secret = "{SECRET}"
+{extra}
+
+[[users]]
+name = "{USER}"
+password_hash = "{hash}"
+"#,
+        hash = alice_hash()
+    )
+}
+
+pub async fn start_proxy_with(toml: &str) -> Proxy {
+    let config = Config::from_toml(toml).expect("test config is valid");
+    let app = App::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(sessiongate::serve(listener, app.clone(), async move {
+        let _ = rx.await;
+    }));
+    Proxy {
+        addr,
+        app,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// An echo upstream and a proxy in front of it with the default test config.
+pub async fn start() -> (Upstream, Proxy) {
+    start_with("").await
+}
+
+pub async fn start_with(session_extra: &str) -> (Upstream, Proxy) {
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&config_toml(upstream.addr, "", session_extra)).await;
+    (upstream, proxy)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Values of a header as the echo upstream received it (names compared case-insensitively).
+    pub fn upstream_header(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|h| h[1].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+pub type ReqBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn body(bytes: impl Into<Bytes>) -> ReqBody {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Sends one request on a new connection and reads the whole response.
+pub async fn send(addr: SocketAddr, req: Request<ReqBody>) -> Resp {
+    let res = send_streaming(addr, req).await;
+    let (parts, body) = res.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
+        .await
+        .expect("response body within 30s")
+        .expect("response body")
+        .to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Sends one request on a new connection and returns as soon as the response head arrives.
+pub async fn send_streaming(addr: SocketAddr, mut req: Request<ReqBody>) -> Response<Incoming> {
+    if !req.headers().contains_key("host") {
+        req.headers_mut()
+            .insert("host", addr.to_string().parse().unwrap());
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .expect("response head within 30s")
+        .expect("response")
+}
+
+/// A request builder with the given headers and an empty body.
+pub fn req(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<ReqBody> {
+    req_with_body(method, path, headers, Bytes::new())
+}
+
+pub fn req_with_body(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    bytes: impl Into<Bytes>,
+) -> Request<ReqBody> {
+    let mut b = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(body(bytes)).unwrap()
+}
+
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    send(addr, req(Method::GET, path, headers)).await
+}
+
+/// POSTs a urlencoded form to the login endpoint.
+pub async fn post_login(proxy: &Proxy, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Resp {
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+    all.extend_from_slice(headers);
+    send(
+        proxy.addr,
+        req_with_body(Method::POST, "/.sessiongate/login", &all, form),
+    )
+    .await
+}
+
+/// Logs in and returns the `name=value` pair to send back as a Cookie header.
+pub async fn login(proxy: &Proxy, user: &str, password: &str) -> String {
+    let res = post_login(proxy, &[("username", user), ("password", password)], &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "login failed: {}", res.text());
+    cookie_pair(&res)
+}
+
+/// The `name=value` part of the session Set-Cookie in a response.
+pub fn cookie_pair(res: &Resp) -> String {
+    let set = res
+        .set_cookies()
+        .into_iter()
+        .next()
+        .expect("a Set-Cookie header");
+    set.split(';').next().unwrap().to_string()
+}
