@@ -21,7 +21,13 @@ async fn browser_navigation_without_session_is_redirected_to_the_login_form() {
 
     let head = send(proxy.addr, req(Method::HEAD, "/x", &[BROWSER])).await;
     assert_eq!(head.status, StatusCode::FOUND);
-    assert_eq!(upstream.connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing anonymous reached the upstream");
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing anonymous reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -33,7 +39,11 @@ async fn api_requests_without_session_get_401_json() {
         (Method::POST, "text/html"),
         (Method::DELETE, "text/html"),
     ] {
-        let res = send(proxy.addr, req(method.clone(), "/api/items", &[("accept", accept)])).await;
+        let res = send(
+            proxy.addr,
+            req(method.clone(), "/api/items", &[("accept", accept)]),
+        )
+        .await;
         assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{method} {accept}");
         assert_eq!(res.header("content-type"), Some("application/json"));
         let body = res.json();
@@ -42,23 +52,39 @@ async fn api_requests_without_session_get_401_json() {
     }
     let no_accept = get(proxy.addr, "/", &[]).await;
     assert_eq!(no_accept.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(upstream.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
 async fn login_form_has_username_password_and_the_return_address() {
     let (_upstream, proxy) = start().await;
-    let res = get(proxy.addr, "/.sessiongate/login?rd=%2Fdash%3Fa%3D1%26b%3D%22x%22", &[]).await;
+    let res = get(
+        proxy.addr,
+        "/.sessiongate/login?rd=%2Fdash%3Fa%3D1%26b%3D%22x%22",
+        &[],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(res.header("content-type").unwrap().starts_with("text/html"));
     assert_eq!(res.header("cache-control"), Some("no-store"));
     assert_eq!(res.header("x-frame-options"), Some("DENY"));
     let html = res.text();
-    assert!(html.contains(r#"<form method="post" action="/.sessiongate/login">"#), "{html}");
+    assert!(
+        html.contains(r#"<form method="post" action="/.sessiongate/login">"#),
+        "{html}"
+    );
     assert!(html.contains(r#"name="username""#));
     assert!(html.contains(r#"name="password" type="password""#));
     // The return address is HTML-escaped in the hidden field.
-    assert!(html.contains(r#"name="rd" value="/dash?a=1&amp;b=&quot;x&quot;""#), "{html}");
+    assert!(
+        html.contains(r#"name="rd" value="/dash?a=1&amp;b=&quot;x&quot;""#),
+        "{html}"
+    );
 
     // An off-site rd is not even put in the form.
     let evil = get(proxy.addr, "/.sessiongate/login?rd=%2F%2Fevil.example", &[]).await;
@@ -71,7 +97,11 @@ async fn good_login_redirects_to_rd_with_a_session_cookie() {
     let (_upstream, proxy) = start().await;
     let res = post_login(
         &proxy,
-        &[("username", USER), ("password", PASSWORD), ("rd", "/dash?tab=2")],
+        &[
+            ("username", USER),
+            ("password", PASSWORD),
+            ("rd", "/dash?tab=2"),
+        ],
         &[],
     )
     .await;
@@ -100,7 +130,12 @@ async fn off_site_return_addresses_fall_back_to_root() {
         "/x\r\nSet-Cookie: pwned=1",
         "",
     ] {
-        let res = post_login(&proxy, &[("username", USER), ("password", PASSWORD), ("rd", rd)], &[]).await;
+        let res = post_login(
+            &proxy,
+            &[("username", USER), ("password", PASSWORD), ("rd", rd)],
+            &[],
+        )
+        .await;
         assert_eq!(res.status, StatusCode::SEE_OTHER, "{rd:?}");
         assert_eq!(res.header("location"), Some("/"), "{rd:?}");
         assert_eq!(res.set_cookies().len(), 1, "{rd:?}: no injected Set-Cookie");
@@ -115,12 +150,24 @@ async fn session_cookie_attributes() {
     assert_eq!(set.len(), 1);
     let c = &set[0];
     assert!(c.starts_with("__Host-sessiongate="), "{c}");
-    let attrs: Vec<String> = c.split(';').skip(1).map(|a| a.trim().to_ascii_lowercase()).collect();
+    let attrs: Vec<String> = c
+        .split(';')
+        .skip(1)
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
     for want in ["httponly", "secure", "samesite=lax", "path=/"] {
         assert!(attrs.iter().any(|a| a == want), "{want} missing in {c}");
     }
-    assert!(!attrs.iter().any(|a| a.starts_with("domain")), "no Domain: {c}");
-    assert!(!attrs.iter().any(|a| a.starts_with("max-age") || a.starts_with("expires")), "session cookie: {c}");
+    assert!(
+        !attrs.iter().any(|a| a.starts_with("domain")),
+        "no Domain: {c}"
+    );
+    assert!(
+        !attrs
+            .iter()
+            .any(|a| a.starts_with("max-age") || a.starts_with("expires")),
+        "session cookie: {c}"
+    );
     // 256-bit id + 256-bit tag, base64url.
     let value = c.split(';').next().unwrap().split_once('=').unwrap().1;
     assert_eq!(value.len(), 87);
@@ -144,13 +191,26 @@ async fn cookie_settings_are_honoured() {
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same() {
     let (_upstream, proxy) = start().await;
-    let wrong = post_login(&proxy, &[("username", USER), ("password", "nope"), ("rd", "/a")], &[]).await;
-    let unknown = post_login(&proxy, &[("username", "mallory"), ("password", "nope"), ("rd", "/a")], &[]).await;
+    let wrong = post_login(
+        &proxy,
+        &[("username", USER), ("password", "nope"), ("rd", "/a")],
+        &[],
+    )
+    .await;
+    let unknown = post_login(
+        &proxy,
+        &[("username", "mallory"), ("password", "nope"), ("rd", "/a")],
+        &[],
+    )
+    .await;
     for res in [&wrong, &unknown] {
         assert_eq!(res.status, StatusCode::UNAUTHORIZED);
         assert!(res.set_cookies().is_empty());
         assert!(res.text().contains("Invalid username or password."));
-        assert!(res.text().contains(r#"name="rd" value="/a""#), "the form keeps rd");
+        assert!(
+            res.text().contains(r#"name="rd" value="/a""#),
+            "the form keeps rd"
+        );
     }
     assert_eq!(wrong.body, unknown.body);
     assert_eq!(proxy.app.sessions.len(), 0);
@@ -165,7 +225,12 @@ async fn malformed_login_posts_get_a_clear_4xx() {
 
     let json = send(
         proxy.addr,
-        req_with_body(Method::POST, "/.sessiongate/login", &[("content-type", "application/json")], "{}"),
+        req_with_body(
+            Method::POST,
+            "/.sessiongate/login",
+            &[("content-type", "application/json")],
+            "{}",
+        ),
     )
     .await;
     assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -194,11 +259,20 @@ async fn malformed_login_posts_get_a_clear_4xx() {
 async fn relogin_replaces_the_session_and_ends_the_old_id() {
     let (_upstream, proxy) = start().await;
     let first = login(&proxy, USER, PASSWORD).await;
-    let res = post_login(&proxy, &[("username", USER), ("password", PASSWORD)], &[("cookie", &first)]).await;
+    let res = post_login(
+        &proxy,
+        &[("username", USER), ("password", PASSWORD)],
+        &[("cookie", &first)],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     let second = cookie_pair(&res);
     assert_ne!(first, second, "a fresh id on every login");
-    assert_eq!(proxy.app.sessions.len(), 1, "the old session is gone from the store");
+    assert_eq!(
+        proxy.app.sessions.len(),
+        1,
+        "the old session is gone from the store"
+    );
 
     let old = get(proxy.addr, "/", &[("cookie", &first)]).await;
     assert_eq!(old.status, StatusCode::UNAUTHORIZED);
@@ -210,7 +284,10 @@ async fn relogin_replaces_the_session_and_ends_the_old_id() {
 async fn logout_destroys_the_session_and_clears_the_cookie() {
     let (_upstream, proxy) = start().await;
     let cookie = login(&proxy, USER, PASSWORD).await;
-    assert_eq!(get(proxy.addr, "/", &[("cookie", &cookie)]).await.status, StatusCode::OK);
+    assert_eq!(
+        get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
+        StatusCode::OK
+    );
 
     // GET never logs out.
     let get_logout = get(proxy.addr, "/.sessiongate/logout", &[("cookie", &cookie)]).await;
@@ -218,7 +295,11 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     assert_eq!(get_logout.header("allow"), Some("POST"));
     assert_eq!(proxy.app.sessions.len(), 1);
 
-    let res = send(proxy.addr, req(Method::POST, "/.sessiongate/logout", &[("cookie", &cookie)])).await;
+    let res = send(
+        proxy.addr,
+        req(Method::POST, "/.sessiongate/logout", &[("cookie", &cookie)]),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.header("location"), Some("/.sessiongate/login"));
     let clear = &res.set_cookies()[0];
@@ -241,7 +322,8 @@ async fn tampered_forged_and_duplicated_cookies_mean_no_session() {
     let flipped = String::from_utf8(flipped).unwrap();
     let other_id = {
         // A well-formed value whose signature was made with another secret.
-        let signer = sessiongate::session::CookieSigner::new(b"another-secret-0123456789abcdef0123", name);
+        let signer =
+            sessiongate::session::CookieSigner::new(b"another-secret-0123456789abcdef0123", name);
         signer.sign(&sessiongate::session::SessionId::generate())
     };
     let never_issued = proxy
@@ -262,8 +344,15 @@ async fn tampered_forged_and_duplicated_cookies_mean_no_session() {
         let res = get(proxy.addr, "/", &[("cookie", &bad)]).await;
         assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{bad:.60}");
     }
-    assert_eq!(proxy.app.sessions.len(), 1, "no bad cookie created a session");
-    assert_eq!(get(proxy.addr, "/", &[("cookie", &cookie)]).await.status, StatusCode::OK);
+    assert_eq!(
+        proxy.app.sessions.len(),
+        1,
+        "no bad cookie created a session"
+    );
+    assert_eq!(
+        get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -272,15 +361,32 @@ async fn own_endpoints_match_exactly() {
     let health = get(proxy.addr, "/.sessiongate/healthz", &[]).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.text(), "ok\n");
-    for path in ["/.sessiongate", "/.sessiongate/", "/.sessiongate/login/", "/.sessiongate/admin"] {
-        assert_eq!(get(proxy.addr, path, &[]).await.status, StatusCode::NOT_FOUND, "{path}");
+    for path in [
+        "/.sessiongate",
+        "/.sessiongate/",
+        "/.sessiongate/login/",
+        "/.sessiongate/admin",
+    ] {
+        assert_eq!(
+            get(proxy.addr, path, &[]).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
     }
     let put = send(proxy.addr, req(Method::PUT, "/.sessiongate/login", &[])).await;
     assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(put.header("allow"), Some("GET, POST"));
     // A path that merely starts with the prefix's text belongs to the app (and needs a login).
-    assert_eq!(get(proxy.addr, "/.sessiongateway", &[]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(upstream.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        get(proxy.addr, "/.sessiongateway", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -291,12 +397,32 @@ async fn public_paths_are_served_without_login_but_never_with_an_identity() {
         "[auth]\npublic_paths = [\"/public\", \"/assets/\"]\n\n[[users]]",
     );
     let proxy = start_proxy_with(&toml).await;
-    let res = get(proxy.addr, "/public/logo.png", &[("x-forwarded-user", "admin")]).await;
+    let res = get(
+        proxy.addr,
+        "/public/logo.png",
+        &[("x-forwarded-user", "admin")],
+    )
+    .await;
     assert_eq!(res.status, StatusCode::OK);
-    assert!(res.upstream_header("x-forwarded-user").is_empty(), "spoof stripped, none set");
-    assert_eq!(get(proxy.addr, "/assets/app.js", &[]).await.status, StatusCode::OK);
-    for private in ["/publicity", "/public/../admin", "/public/%2e%2e/admin", "/admin?x=/public"] {
-        assert_eq!(get(proxy.addr, private, &[]).await.status, StatusCode::UNAUTHORIZED, "{private}");
+    assert!(
+        res.upstream_header("x-forwarded-user").is_empty(),
+        "spoof stripped, none set"
+    );
+    assert_eq!(
+        get(proxy.addr, "/assets/app.js", &[]).await.status,
+        StatusCode::OK
+    );
+    for private in [
+        "/publicity",
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/admin?x=/public",
+    ] {
+        assert_eq!(
+            get(proxy.addr, private, &[]).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{private}"
+        );
     }
     // A logged-in user on a public path is still named.
     let cookie = login(&proxy, USER, PASSWORD).await;
@@ -307,7 +433,9 @@ async fn public_paths_are_served_without_login_but_never_with_an_identity() {
 #[tokio::test]
 async fn bcrypt_users_can_log_in() {
     let upstream = start_upstream().await;
-    let hash = bcrypt::hash("htpasswd-pw", 4).unwrap().replacen("$2b$", "$2y$", 1);
+    let hash = bcrypt::hash("htpasswd-pw", 4)
+        .unwrap()
+        .replacen("$2b$", "$2y$", 1);
     let toml = format!(
         "{}\n[[users]]\nname = \"bob\"\npassword_hash = \"{hash}\"\n",
         config_toml(upstream.addr, "", "")

@@ -74,7 +74,9 @@ pub async fn start_upstream() -> Upstream {
     Upstream { addr, connections }
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
+async fn echo(
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
     if req.uri().path() == "/echo-stream" {
         return Ok(Response::new(req.into_body().boxed()));
     }
@@ -84,7 +86,11 @@ async fn echo(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::E
             .header("set-cookie", "app=1; Path=/")
             .header("set-cookie", "other=2; HttpOnly")
             .header("x-app", "kept")
-            .body(Full::new(Bytes::from_static(b"created")).map_err(|e| match e {}).boxed())
+            .body(
+                Full::new(Bytes::from_static(b"created"))
+                    .map_err(|e| match e {})
+                    .boxed(),
+            )
             .unwrap();
         return Ok(res);
     }
@@ -93,7 +99,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::E
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     // Read the body frame by frame: counting and hashing, never holding all of it.
     let mut body = req.into_body();
@@ -113,7 +124,11 @@ async fn echo(req: Request<Incoming>) -> Result<Response<BoxBody<Bytes, hyper::E
         "body_len": len,
         "body_sha256": hex(&sha.finalize()),
     });
-    let mut res = Response::new(Full::new(Bytes::from(out.to_string())).map_err(|e| match e {}).boxed());
+    let mut res = Response::new(
+        Full::new(Bytes::from(out.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
     res.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     Ok(res)
@@ -354,7 +369,12 @@ pub async fn post_login(proxy: &Proxy, fields: &[(&str, &str)], headers: &[(&str
 /// Logs in and returns the `name=value` pair to send back as a Cookie header.
 pub async fn login(proxy: &Proxy, user: &str, password: &str) -> String {
     let res = post_login(proxy, &[("username", user), ("password", password)], &[]).await;
-    assert_eq!(res.status, StatusCode::SEE_OTHER, "login failed: {}", res.text());
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "login failed: {}",
+        res.text()
+    );
     cookie_pair(&res)
 }
 
@@ -366,4 +386,24 @@ pub fn cookie_pair(res: &Resp) -> String {
         .next()
         .expect("a Set-Cookie header");
     set.split(';').next().unwrap().to_string()
+}
+
+/// Writes `request` as raw bytes on a new connection and reads until the server closes it
+/// (send `Connection: close`). For requests a well-behaved client library would not send.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+        .await
+        .expect("server closed the connection within 30s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON body of a raw HTTP/1.1 response read by [`raw`].
+pub fn raw_json(response: &str) -> Value {
+    let body = response.split_once("\r\n\r\n").expect("a response head").1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
 }

@@ -1,0 +1,87 @@
+//! Session lifetime through the proxy: the idle timeout slides with use, the absolute timeout
+//! does not, and the sweeper removes expired sessions nobody asks for again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+#[tokio::test]
+async fn idle_timeout_slides_with_activity_then_expires() {
+    let (_upstream, proxy) =
+        start_with("idle_timeout = \"600ms\"\nabsolute_timeout = \"1h\"").await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+    // 5 x 250 ms is twice the idle timeout, but every request slides it.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let res = get(
+        proxy.addr,
+        "/",
+        &[("cookie", &cookie), ("accept", "text/html")],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::FOUND, "idle session refused");
+    assert_eq!(proxy.app.sessions.len(), 0, "and removed on read");
+}
+
+#[tokio::test]
+async fn absolute_timeout_ends_an_active_session() {
+    let (_upstream, proxy) =
+        start_with("idle_timeout = \"1h\"\nabsolute_timeout = \"900ms\"").await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        assert_eq!(
+            get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
+            StatusCode::OK
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A new login works and starts a new absolute window.
+    let again = login(&proxy, USER, PASSWORD).await;
+    assert_eq!(
+        get(proxy.addr, "/", &[("cookie", &again)]).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn sweeper_removes_expired_sessions_without_requests() {
+    let (_upstream, proxy) =
+        start_with("idle_timeout = \"300ms\"\nsweep_interval = \"100ms\"").await;
+    for _ in 0..5 {
+        login(&proxy, USER, PASSWORD).await;
+    }
+    assert_eq!(proxy.app.sessions.len(), 5);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !proxy.app.sessions.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sweeper never removed the expired sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn anonymous_requests_create_no_sessions() {
+    let (_upstream, proxy) = start().await;
+    for path in ["/", "/a", "/.sessiongate/login", "/.sessiongate/healthz"] {
+        get(proxy.addr, path, &[("accept", "text/html")]).await;
+    }
+    post_login(&proxy, &[("username", USER), ("password", "wrong")], &[]).await;
+    assert_eq!(proxy.app.sessions.len(), 0);
+}
