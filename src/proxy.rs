@@ -101,7 +101,7 @@ impl Upstream {
     /// Rewrites `req` for the upstream: origin-form target, hop-by-hop headers removed, every
     /// client copy of the identity header removed and ours set, our cookie removed, forwarding
     /// headers overwritten (clients are not trusted to set them).
-    pub fn prepare(&self, req: &mut Request<Incoming>, fwd: Forwarding<'_>) {
+    pub fn prepare<B>(&self, req: &mut Request<B>, fwd: Forwarding<'_>) {
         let target = req
             .uri()
             .path_and_query()

@@ -445,3 +445,55 @@ async fn bcrypt_users_can_log_in() {
     let res = get(proxy.addr, "/", &[("cookie", &cookie)]).await;
     assert_eq!(res.upstream_header("x-forwarded-user"), vec!["bob"]);
 }
+
+/// Password checks run on a bounded pool: past `login_workers + login_queue` logins in flight
+/// the excess is refused at once with 503, and proxied traffic is served meanwhile.
+#[tokio::test]
+async fn login_hashing_is_bounded_and_does_not_block_proxying() {
+    use argon2::{Argon2, Params, PasswordHasher};
+    let upstream = start_upstream().await;
+    // A deliberately slow hash (64 MiB, 3 passes) so logins overlap.
+    let slow = Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        Params::new(64 * 1024, 3, 1, None).unwrap(),
+    )
+    .hash_password(b"slow-pw")
+    .unwrap()
+    .to_string();
+    let toml = config_toml(upstream.addr, "", "").replace(
+        "[[users]]",
+        &format!(
+            "[auth]\nlogin_workers = 1\nlogin_queue = 1\n\n[[users]]\nname = \"slow\"\npassword_hash = \"{slow}\"\n\n[[users]]"
+        ),
+    );
+    let proxy = std::sync::Arc::new(start_proxy_with(&toml).await);
+    let cookie = login(&proxy, USER, PASSWORD).await;
+
+    let mut logins = Vec::new();
+    for _ in 0..6 {
+        let p = proxy.clone();
+        logins.push(tokio::spawn(async move {
+            post_login(&p, &[("username", "slow"), ("password", "slow-pw")], &[]).await
+        }));
+    }
+    // While those hash, proxied requests are answered.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let during = get(proxy.addr, "/during", &[("cookie", &cookie)]).await;
+    assert_eq!(during.status, StatusCode::OK);
+    let still_hashing = logins.iter().filter(|l| !l.is_finished()).count();
+    assert!(still_hashing > 0, "the proxied request was served before the logins finished");
+
+    let mut statuses = Vec::new();
+    for l in logins {
+        let res = l.await.unwrap();
+        if res.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(res.header("retry-after"), Some("1"));
+        }
+        statuses.push(res.status);
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::SEE_OTHER).count();
+    let busy = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+    assert_eq!(ok + busy, 6, "{statuses:?}");
+    assert!(ok >= 2 && busy >= 1, "at most worker + queue admitted at once: {statuses:?}");
+}

@@ -1,0 +1,107 @@
+//! The per-request auth work, without sockets: cookie parse + HMAC verify + session lookup
+//! (`App::authenticate`) and the upstream header rewrite (`Upstream::prepare`), plus the
+//! session store on its own at 10k and 1M live sessions.
+//!
+//!     cargo bench --bench auth_path
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderValue, Request};
+use sessiongate::proxy::Forwarding;
+use sessiongate::session::SessionStore;
+use sessiongate::{App, Config};
+
+fn app() -> std::sync::Arc<App> {
+    let config = Config::from_toml(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:3000"
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
+"#,
+    )
+    .expect("bench config is valid");
+    App::new(config)
+}
+
+/// A request as a browser sends it to an app behind sessiongate.
+fn browser_request(cookie: &str) -> Request<()> {
+    Request::builder()
+        .uri("/dashboard/reports?page=2")
+        .header("host", "app.example.com")
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36")
+        .header("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+        .header("accept-language", "en-US,en;q=0.9")
+        .header("accept-encoding", "gzip, deflate, br")
+        .header("cookie", format!("_ga=GA1.1.123; {cookie}; theme=dark"))
+        .header("connection", "keep-alive")
+        .body(())
+        .unwrap()
+}
+
+fn auth_path(c: &mut Criterion) {
+    let app = app();
+    let id = app.sessions.create(HeaderValue::from_static("alice"));
+    let cookie = format!("{}={}", app.config.session.cookie_name, app.signer.sign(&id));
+    let template = browser_request(&cookie);
+    let client_ip = HeaderValue::from_static("127.0.0.1");
+
+    c.bench_function("authenticate (cookie + HMAC + lookup)", |b| {
+        b.iter(|| black_box(app.authenticate(black_box(template.headers())).is_some()))
+    });
+
+    c.bench_function("auth path (authenticate + header rewrite)", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut r = Request::new(());
+                *r.uri_mut() = template.uri().clone();
+                *r.headers_mut() = template.headers().clone();
+                r
+            },
+            |req| {
+                let session = app.authenticate(req.headers()).expect("live session");
+                app.upstream.prepare(
+                    req,
+                    Forwarding {
+                        identity_header: &app.config.upstream.identity_header,
+                        user: Some(session.user),
+                        client_ip: &client_ip,
+                        proto: "http",
+                        own_cookie: &app.config.session.cookie_name,
+                    },
+                );
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
+    c.bench_function("sign cookie", |b| b.iter(|| black_box(app.signer.sign(&id))));
+}
+
+fn store(c: &mut Criterion) {
+    for live in [10_000usize, 1_000_000] {
+        let store = SessionStore::new(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(3600),
+        );
+        let ids: Vec<_> = (0..live)
+            .map(|_| store.create(HeaderValue::from_static("alice")))
+            .collect();
+        let mut i = 0usize;
+        c.bench_function(&format!("store touch, {live} live sessions"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % ids.len();
+                black_box(store.touch(&ids[i]).is_some())
+            })
+        });
+    }
+}
+
+criterion_group!(benches, auth_path, store);
+criterion_main!(benches);
