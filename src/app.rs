@@ -11,6 +11,8 @@ use crate::config::{Config, SameSite};
 use crate::headers::cookie_pairs;
 use crate::proxy::Upstream;
 use crate::session::{CookieSigner, SessionId, SessionStore};
+use crate::tls::CertStore;
+use tokio_rustls::TlsAcceptor;
 
 pub struct App {
     pub config: Config,
@@ -19,6 +21,9 @@ pub struct App {
     pub users: Users,
     pub upstream: Upstream,
     pub routes: Routes,
+    /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
+    pub certs: Option<Arc<CertStore>>,
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// sessiongate's own endpoints, formatted once.
@@ -64,7 +69,19 @@ impl App {
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
         };
+        let certs = config.server.tls.as_ref().map(|t| {
+            Arc::new(CertStore::new(
+                t.cert.clone(),
+                t.key.clone(),
+                t.loaded.clone(),
+            ))
+        });
+        let tls = certs
+            .as_ref()
+            .map(|c| TlsAcceptor::from(crate::tls::server_config(c.clone())));
         Arc::new(App {
+            certs,
+            tls,
             signer: CookieSigner::new(&secret, &config.session.cookie_name),
             users: Users::new(
                 &config.users,
@@ -120,6 +137,15 @@ impl App {
             c.set_max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
         }
         HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP). A bad new pair is refused, logged, and
+    /// the certificate in use stays.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.certs {
+            None => Ok(()),
+            Some(certs) => certs.reload(),
+        }
     }
 
     /// `Set-Cookie` that makes the browser forget the session cookie.

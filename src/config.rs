@@ -2,7 +2,8 @@
 //! [`Config`] the rest of the program uses. Every error names the key it is about.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::password::PasswordHash;
@@ -34,6 +35,17 @@ mod file {
         pub workers: Option<usize>,
         pub shutdown_timeout: Option<String>,
         pub header_read_timeout: Option<String>,
+        pub handshake_timeout: Option<String>,
+        pub redirect_http: Option<String>,
+        pub hsts: Option<String>,
+        pub tls: Option<ServerTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServerTls {
+        pub cert: String,
+        pub key: String,
     }
 
     #[derive(Debug, Deserialize)]
@@ -42,6 +54,8 @@ mod file {
         pub url: String,
         pub timeout: Option<String>,
         pub identity_header: Option<String>,
+        pub ca: Option<String>,
+        pub tls_server_name: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -94,14 +108,47 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send a request head (slowloris protection).
     pub header_read_timeout: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// HTTPS on the main listener when set.
+    pub tls: Option<TlsFiles>,
+    /// A plain-http listener that redirects everything to https.
+    pub redirect_http: Option<SocketAddr>,
+    /// `Strict-Transport-Security` value sent on responses over TLS.
+    pub hsts: Option<http::HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Loaded and checked at validation time, so `sessiongate check` catches bad files.
+    pub loaded: Arc<rustls::sign::CertifiedKey>,
 }
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// `host:port` to connect to, as written (resolved at connect time).
     pub authority: http::uri::Authority,
+    /// Set for `https://` upstreams.
+    pub tls: Option<UpstreamTls>,
     pub timeout: Duration,
     pub identity_header: HeaderName,
+}
+
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub client: Arc<rustls::ClientConfig>,
+    /// Name checked against the upstream's certificate (and sent as SNI), if not the URL's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -209,29 +256,7 @@ fn positive(key: &str, value: Option<usize>, default: usize) -> Result<usize, Co
 
 fn validate(file: file::File) -> Result<Config, ConfigError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let server = ServerConfig {
-        listen: file.server.listen.parse().map_err(|_| {
-            invalid(
-                "server.listen",
-                format!(
-                    "{:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\"",
-                    file.server.listen
-                ),
-            )
-        })?,
-        workers: positive("server.workers", file.server.workers, cores)?,
-        shutdown_timeout: duration(
-            "server.shutdown_timeout",
-            file.server.shutdown_timeout.as_deref(),
-            Duration::from_secs(10),
-        )?,
-        header_read_timeout: duration(
-            "server.header_read_timeout",
-            file.server.header_read_timeout.as_deref(),
-            Duration::from_secs(30),
-        )?,
-    };
-
+    let server = validate_server(&file.server, cores)?;
     let upstream = validate_upstream(&file.upstream)?;
     let session = validate_session(&file.session)?;
     let auth = validate_auth(&file.auth, cores)?;
@@ -280,6 +305,78 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     })
 }
 
+fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, ConfigError> {
+    let listen = |key: &str, text: &str| -> Result<SocketAddr, ConfigError> {
+        text.parse().map_err(|_| {
+            invalid(
+                key,
+                format!("{text:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:8080\""),
+            )
+        })
+    };
+    let tls = match &s.tls {
+        None => None,
+        Some(t) => {
+            let (cert, key) = (PathBuf::from(&t.cert), PathBuf::from(&t.key));
+            let loaded = crate::tls::load_certified_key(&cert, &key)
+                .map_err(|reason| invalid("server.tls", reason))?;
+            Some(TlsFiles {
+                cert,
+                key,
+                loaded: Arc::new(loaded),
+            })
+        }
+    };
+    let redirect_http = match &s.redirect_http {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(invalid(
+                "server.redirect_http",
+                "redirects to https need [server.tls] (cert and key)",
+            ));
+        }
+        Some(addr) => Some(listen("server.redirect_http", addr)?),
+    };
+    let hsts = match &s.hsts {
+        None => None,
+        Some(_) if tls.is_none() => {
+            return Err(invalid(
+                "server.hsts",
+                "HSTS needs [server.tls] (cert and key)",
+            ));
+        }
+        Some(text) => {
+            let max_age = duration("server.hsts", Some(text), Duration::ZERO)?;
+            Some(
+                http::HeaderValue::from_str(&format!("max-age={}", max_age.as_secs()))
+                    .expect("a number is header-safe"),
+            )
+        }
+    };
+    Ok(ServerConfig {
+        listen: listen("server.listen", &s.listen)?,
+        workers: positive("server.workers", s.workers, cores)?,
+        shutdown_timeout: duration(
+            "server.shutdown_timeout",
+            s.shutdown_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            s.header_read_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?,
+        handshake_timeout: duration(
+            "server.handshake_timeout",
+            s.handshake_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
+        tls,
+        redirect_http,
+        hsts,
+    })
+}
+
 fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> {
     let uri: http::Uri = u.url.parse().map_err(|_| {
         invalid(
@@ -290,16 +387,16 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
             ),
         )
     })?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
             return Err(invalid(
                 "upstream.url",
-                "https upstreams are not supported yet; use http:// to a local or private backend",
+                "must start with http:// or https://",
             ));
         }
-        _ => return Err(invalid("upstream.url", "must start with http://")),
-    }
+    };
     let authority = uri
         .authority()
         .cloned()
@@ -317,7 +414,7 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
     let authority = if authority.port_u16().is_some() {
         authority
     } else {
-        format!("{}:80", authority.host())
+        format!("{}:{}", authority.host(), if https { 443 } else { 80 })
             .parse()
             .map_err(|_| invalid("upstream.url", "has an invalid host"))?
     };
@@ -341,8 +438,39 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         }
     };
 
+    let tls = if https {
+        let client = crate::tls::client_config(u.ca.as_deref().map(Path::new))
+            .map_err(|reason| invalid("upstream.ca", reason))?;
+        let server_name = match &u.tls_server_name {
+            None => None,
+            Some(name) => Some(
+                rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                    invalid(
+                        "upstream.tls_server_name",
+                        format!("{name:?} is not a DNS name or IP address"),
+                    )
+                })?,
+            ),
+        };
+        Some(UpstreamTls {
+            client: Arc::new(client),
+            server_name,
+        })
+    } else {
+        for (key, set) in [
+            ("upstream.ca", u.ca.is_some()),
+            ("upstream.tls_server_name", u.tls_server_name.is_some()),
+        ] {
+            if set {
+                return Err(invalid(key, "only applies to https:// upstreams"));
+            }
+        }
+        None
+    };
+
     Ok(UpstreamConfig {
         authority,
+        tls,
         timeout: duration(
             "upstream.timeout",
             u.timeout.as_deref(),

@@ -31,7 +31,13 @@ pub async fn handle(
     let start = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let (res, user) = route(&app, &conn, req).await;
+    let (mut res, user) = route(&app, &conn, req).await;
+    if conn.proto == "https"
+        && let Some(hsts) = &app.config.server.hsts
+    {
+        res.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     // The path only: query strings can carry tokens. Never a cookie or a header value.
     tracing::info!(
         method = %method,

@@ -14,7 +14,8 @@ pub mod proxy;
 pub mod response;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;
-pub use server::{run, serve};
+pub use server::{run, serve, serve_redirect};

@@ -14,7 +14,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
@@ -31,6 +34,9 @@ pub enum ProxyError {
     Upstream(hyper::Error),
     #[error("the upstream did not answer within {0:?}")]
     Timeout(Duration),
+    /// From the https client; the text carries the whole cause chain (e.g. the TLS error).
+    #[error("the upstream failed: {0}")]
+    Client(String),
 }
 
 impl ProxyError {
@@ -68,11 +74,20 @@ impl Pool {
     }
 }
 
+/// How requests reach the upstream.
+enum Transport {
+    /// Plain HTTP/1.1 over our own pool of ready connections (the fast path for sidecars).
+    Plain(Arc<Pool>),
+    /// HTTPS through hyper-util's pooled client and hyper-rustls; HTTP/2 when the upstream
+    /// offers it in ALPN.
+    Tls(Box<Client<HttpsConnector<HttpConnector>, Incoming>>),
+}
+
 pub struct Upstream {
     authority: http::uri::Authority,
     host: HeaderValue,
     timeout: Duration,
-    pool: Arc<Pool>,
+    transport: Transport,
 }
 
 /// What the proxy adds to a request on its way upstream.
@@ -87,14 +102,35 @@ pub struct Forwarding<'a> {
 
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Upstream {
+        let transport = match &config.tls {
+            None => Transport::Plain(Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+            })),
+            Some(tls) => {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.enforce_http(false);
+                let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls.client).clone())
+                    .https_only();
+                let builder = match &tls.server_name {
+                    Some(name) => builder.with_server_name_resolver(
+                        hyper_rustls::FixedServerNameResolver::new(name.clone()),
+                    ),
+                    None => builder,
+                };
+                let connector = builder.enable_all_versions().wrap_connector(http);
+                Transport::Tls(Box::new(
+                    Client::builder(TokioExecutor::new()).build(connector),
+                ))
+            }
+        };
         Upstream {
             host: HeaderValue::from_str(config.authority.as_str())
                 .expect("an authority is a valid header value"),
             authority: config.authority.clone(),
             timeout: config.timeout,
-            pool: Arc::new(Pool {
-                idle: Mutex::new(Vec::new()),
-            }),
+            transport,
         }
     }
 
@@ -149,16 +185,27 @@ impl Upstream {
 
     async fn send_on_pool(
         &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        match &self.transport {
+            Transport::Plain(pool) => self.send_plain(pool, req).await,
+            Transport::Tls(client) => self.send_tls(client, req).await,
+        }
+    }
+
+    async fn send_plain(
+        &self,
+        pool: &Arc<Pool>,
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         // A pooled connection may have been closed by the upstream since it was used; hyper
         // hands the request back when it was not written, and it is retried on the next one.
-        while let Some(mut sender) = self.pool.take() {
+        while let Some(mut sender) = pool.take() {
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(res) => return Ok(self.wrap(res, sender)),
+                Ok(res) => return Ok(wrap(pool, res, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(ProxyError::Upstream(e.into_error())),
@@ -168,7 +215,7 @@ impl Upstream {
         let mut sender = self.connect().await?;
         sender.ready().await.map_err(ProxyError::Upstream)?;
         match sender.try_send_request(req).await {
-            Ok(res) => Ok(self.wrap(res, sender)),
+            Ok(res) => Ok(wrap(pool, res, sender)),
             Err(e) => Err(ProxyError::Upstream(e.into_error())),
         }
     }
@@ -190,23 +237,58 @@ impl Upstream {
         Ok(sender)
     }
 
-    fn wrap(
+    async fn send_tls(
         &self,
-        res: Response<Incoming>,
-        sender: SendRequest<Incoming>,
-    ) -> Response<UpstreamBody> {
-        res.map(|inner| {
-            let mut body = UpstreamBody {
-                inner,
-                release: Some((sender, self.pool.clone())),
-            };
-            // Bodiless responses (HEAD, 204, 304, Content-Length: 0) are never polled.
-            if body.inner.is_end_stream() {
-                body.release();
-            }
-            body
-        })
+        client: &Client<HttpsConnector<HttpConnector>, Incoming>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, ProxyError> {
+        // The pooled client wants an absolute URI; it picks connections by scheme and authority.
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::Client(e.to_string()))?;
+        let res = client
+            .request(req)
+            .await
+            .map_err(|e| ProxyError::Client(error_chain(&e)))?;
+        Ok(res.map(|inner| UpstreamBody {
+            inner,
+            release: None,
+        }))
     }
+}
+
+/// Ties a response to the pooled connection it came on, so the body returns it when done.
+fn wrap(
+    pool: &Arc<Pool>,
+    res: Response<Incoming>,
+    sender: SendRequest<Incoming>,
+) -> Response<UpstreamBody> {
+    res.map(|inner| {
+        let mut body = UpstreamBody {
+            inner,
+            release: Some((sender, pool.clone())),
+        };
+        // Bodiless responses (HEAD, 204, 304, Content-Length: 0) are never polled.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    })
+}
+
+/// An error and all its causes on one line, e.g.
+/// "client error (Connect): invalid peer certificate: UnknownIssuer".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// An upstream response body. When it has been read to the end, the connection it came on

@@ -8,11 +8,13 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -22,18 +24,25 @@ use crate::error::StartError;
 use crate::handler::{self, ConnInfo};
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
-/// gives in-flight requests up to `server.shutdown_timeout` to finish.
+/// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
+/// listener speaks HTTPS (HTTP/2 or HTTP/1.1 by ALPN), otherwise plain HTTP/1.1.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.server.header_read_timeout)
         .keep_alive(true);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(app.config.server.header_read_timeout)
+        .keep_alive(true);
+    auto.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
 
     loop {
@@ -43,22 +52,58 @@ pub async fn serve(
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning on the error.
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(conn_info(peer, "http"));
         let app = app.clone();
-        let service = service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer} ended: {e}");
+        match app.tls.clone() {
+            None => {
+                let info = Arc::new(conn_info(peer, "http"));
+                let service =
+                    service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
+                let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's own task, bounded, so a client that
+                // stalls it holds up nobody else.
+                let watcher = graceful.watcher();
+                let auto = auto.clone();
+                tokio::spawn(async move {
+                    let timeout = app.config.server.handshake_timeout;
+                    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(
+                                "TLS handshake with {peer} timed out after {timeout:?}"
+                            );
+                            return;
+                        }
+                    };
+                    let info = Arc::new(conn_info(peer, "https"));
+                    let service =
+                        service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
+                    let conn = auto
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!("connection from {peer} ended: {e}");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
@@ -69,6 +114,67 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Answers every request on a plain-http listener with 308 to the same path on https, so
+/// the login flow never runs over plain HTTP. `https_port` is the TLS listener's port.
+pub async fn serve_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!("accept failed on the redirect listener: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let service = service_fn(move |req| async move {
+            Ok::<_, std::convert::Infallible>(https_redirect(&req, https_port))
+        });
+        let conn = http1.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(conn);
+    }
+}
+
+fn https_redirect<B>(
+    req: &http::Request<B>,
+    https_port: u16,
+) -> http::Response<crate::response::Body> {
+    use http::StatusCode;
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'));
+    let Some(host) = host else {
+        return crate::response::text(
+            StatusCode::BAD_REQUEST,
+            "a Host header is needed to redirect to https",
+        );
+    };
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    match HeaderValue::from_str(&format!("https://{}{port}{path}", host.host())) {
+        Ok(location) => crate::response::redirect(StatusCode::PERMANENT_REDIRECT, location),
+        Err(_) => crate::response::text(StatusCode::BAD_REQUEST, "invalid request target"),
+    }
 }
 
 fn conn_info(peer: SocketAddr, proto: &'static str) -> ConnInfo {
@@ -91,8 +197,14 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let workers = config.server.workers;
     let app = App::new(config);
     tracing::info!(
-        "sessiongate listening on http://{} ({workers} workers), upstream {}",
+        "sessiongate listening on {}://{} ({workers} workers), upstream {}://{}",
+        if app.tls.is_some() { "https" } else { "http" },
         listener.local_addr().unwrap_or(addr),
+        if app.config.upstream.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         app.config.upstream.authority
     );
 
@@ -122,11 +234,32 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     drop(listener);
 
+    // The main thread waits for signals; the redirect listener, if any, runs beside that.
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    signals.block_on(wait_for_signal())?;
+    if let Some(addr) = app.config.server.redirect_http {
+        let https_port = app.config.server.listen.port();
+        let redirect = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| StartError::Listen { addr, source })?;
+        let mut stop = stop_rx.clone();
+        signals.spawn(async move {
+            let listener = match TcpListener::from_std(redirect) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!("redirect listener failed: {e}"),
+            };
+            tracing::info!("redirecting http://{addr} to https");
+            let stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = serve_redirect(listener, https_port, stopped).await {
+                tracing::error!("redirect listener failed: {e}");
+            }
+        });
+    }
+    signals.block_on(wait_for_signal(&app))?;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
     for t in threads {
@@ -140,13 +273,21 @@ pub fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), StartError> {
+/// Returns on SIGTERM or SIGINT; reloads the TLS certificate on every SIGHUP meanwhile.
+async fn wait_for_signal(app: &App) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Runtime)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Runtime)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match app.reload_tls() {
+                Ok(()) if app.certs.is_some() => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Ok(()) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"),
+            },
+        }
     }
-    Ok(())
 }
