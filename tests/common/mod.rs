@@ -74,7 +74,7 @@ pub async fn start_upstream() -> Upstream {
     Upstream { addr, connections }
 }
 
-async fn echo(
+pub async fn echo(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody<Bytes, hyper::Error>>, Infallible> {
     if req.uri().path() == "/echo-stream" {
@@ -96,6 +96,7 @@ async fn echo(
     }
     let method = req.method().to_string();
     let uri = req.uri().to_string();
+    let version = format!("{:?}", req.version());
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -120,6 +121,7 @@ async fn echo(
     let out = json!({
         "method": method,
         "uri": uri,
+        "version": version,
         "headers": headers,
         "body_len": len,
         "body_sha256": hex(&sha.finalize()),
