@@ -35,8 +35,14 @@ fn browser_request(cookie: &str) -> Request<()> {
     Request::builder()
         .uri("/dashboard/reports?page=2")
         .header("host", "app.example.com")
-        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36")
-        .header("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
+        )
+        .header(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
         .header("accept-language", "en-US,en;q=0.9")
         .header("accept-encoding", "gzip, deflate, br")
         .header("cookie", format!("_ga=GA1.1.123; {cookie}; theme=dark"))
@@ -48,7 +54,11 @@ fn browser_request(cookie: &str) -> Request<()> {
 fn auth_path(c: &mut Criterion) {
     let app = app();
     let id = app.sessions.create(HeaderValue::from_static("alice"));
-    let cookie = format!("{}={}", app.config.session.cookie_name, app.signer.sign(&id));
+    let cookie = format!(
+        "{}={}",
+        app.config.session.cookie_name,
+        app.signer.sign(&id)
+    );
     let template = browser_request(&cookie);
     let client_ip = HeaderValue::from_static("127.0.0.1");
 
@@ -81,7 +91,9 @@ fn auth_path(c: &mut Criterion) {
         )
     });
 
-    c.bench_function("sign cookie", |b| b.iter(|| black_box(app.signer.sign(&id))));
+    c.bench_function("sign cookie", |b| {
+        b.iter(|| black_box(app.signer.sign(&id)))
+    });
 }
 
 fn store(c: &mut Criterion) {

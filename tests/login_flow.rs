@@ -482,7 +482,10 @@ async fn login_hashing_is_bounded_and_does_not_block_proxying() {
     let during = get(proxy.addr, "/during", &[("cookie", &cookie)]).await;
     assert_eq!(during.status, StatusCode::OK);
     let still_hashing = logins.iter().filter(|l| !l.is_finished()).count();
-    assert!(still_hashing > 0, "the proxied request was served before the logins finished");
+    assert!(
+        still_hashing > 0,
+        "the proxied request was served before the logins finished"
+    );
 
     let mut statuses = Vec::new();
     for l in logins {
@@ -492,8 +495,17 @@ async fn login_hashing_is_bounded_and_does_not_block_proxying() {
         }
         statuses.push(res.status);
     }
-    let ok = statuses.iter().filter(|s| **s == StatusCode::SEE_OTHER).count();
-    let busy = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+    let ok = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SEE_OTHER)
+        .count();
+    let busy = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
     assert_eq!(ok + busy, 6, "{statuses:?}");
-    assert!(ok >= 2 && busy >= 1, "at most worker + queue admitted at once: {statuses:?}");
+    assert!(
+        ok >= 2 && busy >= 1,
+        "at most worker + queue admitted at once: {statuses:?}"
+    );
 }

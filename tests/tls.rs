@@ -503,7 +503,7 @@ async fn https_upstream_with_a_private_ca_speaks_h2() {
     assert!(res.json()["uri"].as_str().unwrap().ends_with("/over-tls"));
 
     // tls_server_name overrides the name checked: the certificate has no "internal.example".
-    let wrong_name = format!("{toml}").replace("[session]", "[session]").replace(
+    let wrong_name = toml.replace(
         "[upstream]",
         "[upstream]\ntls_server_name = \"internal.example\"",
     );
