@@ -81,7 +81,8 @@ fn auth_path(c: &mut Criterion) {
                     Forwarding {
                         identity_header: &app.config.upstream.identity_header,
                         user: Some(session.user),
-                        client_ip: &client_ip,
+                        peer: &client_ip,
+                        trusted_peer: false,
                         proto: "http",
                         own_cookie: &app.config.session.cookie_name,
                     },

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use cookie::Cookie;
 use http::{HeaderMap, HeaderValue, header};
 
+use crate::auth::csrf::FormTokens;
+use crate::auth::limiter::Limiter;
 use crate::auth::password::Users;
 use crate::config::{Config, SameSite};
 use crate::headers::cookie_pairs;
@@ -19,6 +21,10 @@ pub struct App {
     pub sessions: Arc<SessionStore>,
     pub signer: CookieSigner,
     pub users: Users,
+    pub tokens: FormTokens,
+    pub limiter: Limiter,
+    /// One permit per client connection being served (`server.max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
     pub upstream: Upstream,
     pub routes: Routes,
     /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
@@ -82,6 +88,9 @@ impl App {
         Arc::new(App {
             certs,
             tls,
+            tokens: FormTokens::new(&secret),
+            limiter: Limiter::new(config.auth.max_failures, config.auth.failure_window),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             signer: CookieSigner::new(&secret, &config.session.cookie_name),
             users: Users::new(
                 &config.users,

@@ -38,6 +38,8 @@ mod file {
         pub handshake_timeout: Option<String>,
         pub redirect_http: Option<String>,
         pub hsts: Option<String>,
+        pub max_connections: Option<usize>,
+        pub trusted_proxies: Option<Vec<String>>,
         pub tls: Option<ServerTls>,
     }
 
@@ -79,6 +81,8 @@ mod file {
         pub public_paths: Option<Vec<String>>,
         pub login_workers: Option<usize>,
         pub login_queue: Option<usize>,
+        pub max_failures: Option<u32>,
+        pub failure_window: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -116,6 +120,10 @@ pub struct ServerConfig {
     pub redirect_http: Option<SocketAddr>,
     /// `Strict-Transport-Security` value sent on responses over TLS.
     pub hsts: Option<http::HeaderValue>,
+    /// Client connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Peers whose X-Forwarded-* headers are believed (a load balancer in front).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +205,9 @@ pub struct AuthConfig {
     pub login_workers: usize,
     /// Logins allowed to wait for a hashing slot; past that, 503.
     pub login_queue: usize,
+    /// Failed logins allowed per username and per client address within `failure_window`.
+    pub max_failures: u32,
+    pub failure_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +382,23 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
             s.handshake_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        max_connections: positive("server.max_connections", s.max_connections, 10_000)?,
+        trusted_proxies: s
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        invalid(
+                            format!("server.trusted_proxies[{i}]"),
+                            format!("{text:?} is not an address or CIDR range like \"10.0.0.0/8\""),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
         tls,
         redirect_http,
         hsts,
@@ -625,5 +653,15 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
         public_paths,
         login_workers: positive("auth.login_workers", a.login_workers, cores.max(2))?,
         login_queue: positive("auth.login_queue", a.login_queue, 64)?,
+        max_failures: match a.max_failures {
+            None => 5,
+            Some(0) => return Err(invalid("auth.max_failures", "must be at least 1")),
+            Some(n) => n,
+        },
+        failure_window: duration(
+            "auth.failure_window",
+            a.failure_window.as_deref(),
+            Duration::from_secs(60),
+        )?,
     })
 }

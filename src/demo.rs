@@ -67,13 +67,11 @@ password_hash = "{hash}"
 "#
     ))?;
 
-    println!();
-    println!("  sessiongate demo");
-    println!("  open        http://{LISTEN}/");
-    println!("  log in as   {USER} / {PASSWORD}");
-    println!("  backend     http://{backend_addr} (shows the identity header sessiongate sends)");
-    println!("  stop with   Ctrl-C");
-    println!();
+    // Written without println!, which panics if stdout is already closed.
+    let banner = format!(
+        "\n  sessiongate demo\n  open        http://{LISTEN}/\n  log in as   {USER} / {PASSWORD}\n  backend     http://{backend_addr} (shows the identity header sessiongate sends)\n  stop with   Ctrl-C\n\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
     crate::server::run(config)
 }
 

@@ -19,6 +19,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Set by some proxies (Traefik, Authelia); sessiongate never sets it, so a client's is removed.
+pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 
 /// Names an operator may not choose as the identity header: HTTP framing and routing
 /// headers, and the forwarding headers sessiongate sets itself.
@@ -33,6 +35,24 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         || name == X_FORWARDED_FOR
         || name == X_FORWARDED_PROTO
         || name == X_FORWARDED_HOST
+        || name == X_FORWARDED_URI
+}
+
+/// `X-Forwarded-For: <what the trusted proxy sent>, <the proxy's own address>`, as one header.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
+    let mut chain: Vec<u8> = Vec::new();
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(v.as_bytes());
+    }
+    if !chain.is_empty() {
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(peer.as_bytes());
+    let value = HeaderValue::from_bytes(&chain).unwrap_or_else(|_| peer.clone());
+    headers.insert(X_FORWARDED_FOR, value);
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.

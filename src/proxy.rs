@@ -95,7 +95,10 @@ pub struct Forwarding<'a> {
     pub identity_header: &'a http::HeaderName,
     /// The session's user, or `None` on a public path without a session.
     pub user: Option<HeaderValue>,
-    pub client_ip: &'a HeaderValue,
+    /// The peer's address as a header value.
+    pub peer: &'a HeaderValue,
+    /// The peer is a trusted proxy: extend its X-Forwarded-For and keep its -Proto/-Host.
+    pub trusted_peer: bool,
     pub proto: &'static str,
     pub own_cookie: &'a str,
 }
@@ -160,12 +163,27 @@ impl Upstream {
         headers::strip_hop_by_hop(h);
         headers::strip_identity(h, fwd.identity_header);
         headers::strip_cookie(h, fwd.own_cookie);
-        h.insert(headers::X_FORWARDED_FOR, fwd.client_ip.clone());
-        h.insert(
-            headers::X_FORWARDED_PROTO,
-            HeaderValue::from_static(fwd.proto),
-        );
-        h.insert(headers::X_FORWARDED_HOST, host.clone());
+        if fwd.trusted_peer {
+            headers::append_forwarded_for(h, fwd.peer);
+            if !h.contains_key(headers::X_FORWARDED_PROTO) {
+                h.insert(
+                    headers::X_FORWARDED_PROTO,
+                    HeaderValue::from_static(fwd.proto),
+                );
+            }
+            if !h.contains_key(headers::X_FORWARDED_HOST) {
+                h.insert(headers::X_FORWARDED_HOST, host.clone());
+            }
+        } else {
+            // Anything a client says about where it came from is overwritten.
+            h.insert(headers::X_FORWARDED_FOR, fwd.peer.clone());
+            h.insert(
+                headers::X_FORWARDED_PROTO,
+                HeaderValue::from_static(fwd.proto),
+            );
+            h.insert(headers::X_FORWARDED_HOST, host.clone());
+        }
+        h.remove(headers::X_FORWARDED_URI);
         h.insert(header::HOST, host);
         if let Some(user) = fwd.user {
             h.insert(fwd.identity_header.clone(), user);

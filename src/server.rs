@@ -23,6 +23,12 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::handler::{self, ConnInfo};
 
+/// Largest request head (request line and headers) read; larger ones get 431. nginx's
+/// default is 4 x 8 KiB buffers; 64 KiB leaves room for big cookies.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers in one request (hyper's default); more get 431.
+const MAX_HEADERS: usize = 100;
+
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
 /// listener speaks HTTPS (HTTP/2 or HTTP/1.1 by ALPN), otherwise plain HTTP/1.1.
@@ -32,20 +38,37 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    // The header read timeout also closes keep-alive connections idle for that long.
     let mut http1 = http1::Builder::new();
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.server.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(app.config.server.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
-    auto.http2().timer(TokioTimer::new());
+    auto.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     tokio::pin!(shutdown);
 
     loop {
+        // At `server.max_connections`, stop accepting until one closes: new clients wait in
+        // the kernel's queue instead of the process running out of file descriptors.
+        let permit = tokio::select! {
+            permit = app.connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -62,11 +85,12 @@ pub async fn serve(
         let app = app.clone();
         match app.tls.clone() {
             None => {
-                let info = Arc::new(conn_info(peer, "http"));
+                let info = Arc::new(conn_info(&app, peer, "http"));
                 let service =
                     service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
                 let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = conn.await {
                         tracing::debug!("connection from {peer} ended: {e}");
                     }
@@ -78,6 +102,7 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let auto = auto.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let timeout = app.config.server.handshake_timeout;
                     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
@@ -92,7 +117,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let info = Arc::new(conn_info(peer, "https"));
+                    let info = Arc::new(conn_info(&app, peer, "https"));
                     let service =
                         service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
                     let conn = auto
@@ -177,19 +202,27 @@ fn https_redirect<B>(
     }
 }
 
-fn conn_info(peer: SocketAddr, proto: &'static str) -> ConnInfo {
+fn conn_info(app: &App, peer: SocketAddr, proto: &'static str) -> ConnInfo {
     let ip = match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
     ConnInfo {
-        client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP address is header-safe"),
+        peer: ip,
+        peer_header: HeaderValue::from_str(&ip.to_string()).expect("an IP address is header-safe"),
+        trusted: app
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip)),
         proto,
     }
 }
 
 /// Runs sessiongate with `config` until SIGTERM or SIGINT, then shuts down gracefully.
 pub fn run(config: Config) -> Result<(), StartError> {
+    raise_fd_limit(config.server.max_connections);
     let addr = config.server.listen;
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -271,6 +304,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft file-descriptor limit to the hard one: each client connection can hold
+/// an upstream connection too, so `max_connections` needs about twice as many descriptors.
+fn raise_fd_limit(max_connections: usize) {
+    let wanted = (max_connections as u64) * 2 + 256;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => tracing::warn!(
+            "the file descriptor limit is {got}; server.max_connections = {max_connections} needs about {wanted} (raise `ulimit -n`)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the file descriptor limit: {e}"),
+    }
 }
 
 /// Returns on SIGTERM or SIGINT; reloads the TLS certificate on every SIGHUP meanwhile.

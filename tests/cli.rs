@@ -209,7 +209,10 @@ async fn demo_runs_the_whole_flow_and_stops_on_sigterm() {
         req_with_body(
             http::Method::POST,
             "/.sessiongate/login",
-            &[("content-type", "application/x-www-form-urlencoded")],
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("origin", "http://127.0.0.1:8080"),
+            ],
             form,
         ),
     )

@@ -295,9 +295,14 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     assert_eq!(get_logout.header("allow"), Some("POST"));
     assert_eq!(proxy.app.sessions.len(), 1);
 
+    let origin = format!("http://{}", proxy.addr);
     let res = send(
         proxy.addr,
-        req(Method::POST, "/.sessiongate/logout", &[("cookie", &cookie)]),
+        req(
+            Method::POST,
+            "/.sessiongate/logout",
+            &[("cookie", &cookie), ("origin", &origin)],
+        ),
     )
     .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);

@@ -174,11 +174,14 @@ impl TlsConn {
     }
 }
 
-fn login_request() -> Request<ReqBody> {
+fn login_request(addr: SocketAddr) -> Request<ReqBody> {
     req_with_body(
         Method::POST,
         "/.sessiongate/login",
-        &[("content-type", "application/x-www-form-urlencoded")],
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", &format!("https://localhost:{}", addr.port())),
+        ],
         format!("username={USER}&password={PASSWORD}&rd=%2Fhome"),
     )
 }
@@ -214,7 +217,7 @@ async fn login_and_proxying_over_https_with_http1_and_h2() {
             Some("max-age=31536000")
         );
 
-        let login = conn.send(proxy.addr, login_request()).await;
+        let login = conn.send(proxy.addr, login_request(proxy.addr)).await;
         assert_eq!(login.status, StatusCode::SEE_OTHER, "{}", login.text());
         assert_eq!(login.header("location"), Some("/home"));
         let set = &login.set_cookies()[0];

@@ -5,9 +5,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::csrf;
+use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return_path;
 use crate::app::App;
+use crate::handler::ConnInfo;
 use crate::response::{self, Body, escape_html, no_store};
 
 /// Largest login form body read; a username and password fit many times over.
@@ -50,6 +53,7 @@ button {{ margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }}
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <input type="hidden" name="rd" value="{rd}">
+<input type="hidden" name="csrf" value="{csrf}">
 <button type="submit">Sign in</button>
 </form>
 </body>
@@ -57,6 +61,7 @@ button {{ margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }}
 "#,
         action = escape_html(&app.routes.login),
         rd = escape_html(safe_return_path(rd)),
+        csrf = app.tokens.issue(),
     );
     let mut res = response::full(status, "text/html; charset=utf-8", html);
     no_store(&mut res);
@@ -87,14 +92,16 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
     page(app, StatusCode::OK, &rd, None)
 }
 
-struct LoginForm {
+#[derive(Default)]
+struct Form {
     username: String,
     password: String,
     rd: String,
+    csrf: String,
 }
 
-/// Reads the urlencoded login form, or answers why it can't.
-async fn read_form(req: Request<Incoming>) -> Result<LoginForm, Response<Body>> {
+/// Reads an urlencoded form (login or logout), or answers why it can't.
+async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -128,26 +135,53 @@ async fn read_form(req: Request<Incoming>) -> Result<LoginForm, Response<Body>> 
             ));
         }
     };
-    let mut form = LoginForm {
-        username: String::new(),
-        password: String::new(),
+    let mut form = Form {
         rd: "/".to_string(),
+        ..Form::default()
     };
     for (k, v) in form_urlencoded::parse(&body) {
         match &*k {
             "username" => form.username = v.into_owned(),
             "password" => form.password = v.into_owned(),
             "rd" => form.rd = v.into_owned(),
+            "csrf" => form.csrf = v.into_owned(),
             _ => {}
         }
     }
     Ok(form)
 }
 
+fn forbidden(message: &str) -> Response<Body> {
+    let mut res = response::text(StatusCode::FORBIDDEN, message);
+    no_store(&mut res);
+    res
+}
+
+/// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
+/// client that says nothing must carry a valid form token. `form` is read only when needed.
+async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Response<Body>> {
+    let origin = csrf::origin_of(&req);
+    if origin == csrf::Origin::CrossSite {
+        return Err(forbidden(
+            "cross-site request refused: this form only accepts posts from its own site",
+        ));
+    }
+    let form = read_form(req).await?;
+    if origin == csrf::Origin::Unknown && !app.tokens.verify(&form.csrf) {
+        return Err(forbidden(
+            "missing or expired form token: load the login page again and resubmit",
+        ));
+    }
+    Ok(form)
+}
+
 /// `POST {prefix}/login`
-pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
+pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let previous = app.authenticate(req.headers()).map(|a| a.id);
-    let form = match read_form(req).await {
+    let client = conn
+        .client_addr(req.headers(), &app.config.server.trusted_proxies)
+        .to_string();
+    let form = match read_checked_form(app, req).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -169,6 +203,21 @@ pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
         );
     }
 
+    // Checked before hashing, the same way for known and unknown names.
+    if let Verdict::Limited(wait) = app.limiter.check(username, &client) {
+        tracing::warn!(client, "login refused: too many failed attempts");
+        let mut res = page(
+            app,
+            StatusCode::TOO_MANY_REQUESTS,
+            &form.rd,
+            Some("Too many failed attempts. Wait a minute and try again."),
+        );
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        return res;
+    }
+
     match app.users.verify(username, &form.password).await {
         Err(VerifyError::Busy) => {
             tracing::warn!("login refused: too many logins in progress");
@@ -181,6 +230,7 @@ pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
             res
         }
         Ok(false) => {
+            app.limiter.record_failure(username, &client);
             // The username is logged only when it is a real user: an unknown "username" is
             // sometimes a password typed into the wrong field.
             if app.users.exists(username) {
@@ -196,6 +246,7 @@ pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
             )
         }
         Ok(true) => {
+            app.limiter.record_success(username);
             // A fresh id on every login, and the one the browser brought is gone: no fixation.
             if let Some(old) = previous {
                 app.sessions.remove(&old);
@@ -215,8 +266,15 @@ pub async fn submit(app: &App, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `POST {prefix}/logout`: ends the session server-side and clears the cookie.
-pub fn logout(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    if let Some(session) = app.authenticate(req.headers()) {
+pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let session = app.authenticate(req.headers());
+    // A same-origin browser post needs no body; anything else must carry the form token.
+    if csrf::origin_of(&req) != csrf::Origin::SameOrigin
+        && let Err(res) = read_checked_form(app, req).await
+    {
+        return res;
+    }
+    if let Some(session) = session {
         app.sessions.remove(&session.id);
         tracing::info!(user = session.user.to_str().unwrap_or("-"), "logout");
     }

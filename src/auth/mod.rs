@@ -1,5 +1,7 @@
 //! Everything about logging in: the form and its POST, password checks, return addresses.
 
+pub mod csrf;
+pub mod limiter;
 pub mod login;
 pub mod password;
 pub mod redirect;

@@ -33,6 +33,36 @@ impl SessionId {
     pub fn as_bytes(&self) -> &[u8; ID_LEN] {
         &self.0
     }
+
+    /// A short, one-way tag for logs: the first 4 bytes of SHA-256(id) in hex. It lets an
+    /// operator follow one session through the log and is useless as a credential.
+    pub fn log_tag(&self) -> LogTag {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0);
+        let mut tag = [0u8; 8];
+        for (i, b) in digest[..4].iter().enumerate() {
+            tag[2 * i] = HEX[(b >> 4) as usize];
+            tag[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        LogTag(tag)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// See [`SessionId::log_tag`]; "-" when there is no session.
+pub struct LogTag([u8; 8]);
+
+impl Default for LogTag {
+    fn default() -> LogTag {
+        LogTag(*b"-       ")
+    }
+}
+
+impl LogTag {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits").trim_end()
+    }
 }
 
 // Never print an id: it is a bearer credential.

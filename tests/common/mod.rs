@@ -359,7 +359,12 @@ pub async fn post_login(proxy: &Proxy, fields: &[(&str, &str)], headers: &[(&str
     let form: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
         .finish();
-    let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+    // A browser posting the form from the proxy's own page sends this Origin.
+    let origin = format!("http://{}", proxy.addr);
+    let mut all = vec![
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("origin", origin.as_str()),
+    ];
     all.extend_from_slice(headers);
     send(
         proxy.addr,
