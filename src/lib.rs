@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod paths;
 pub mod proxy;
 pub mod response;
 pub mod server;
