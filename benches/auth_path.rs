@@ -53,7 +53,10 @@ fn browser_request(cookie: &str) -> Request<()> {
 
 fn auth_path(c: &mut Criterion) {
     let app = app();
-    let id = app.sessions.create(HeaderValue::from_static("alice"));
+    let id = app
+        .sessions
+        .create(HeaderValue::from_static("alice"))
+        .expect("the in-memory store creates sessions");
     let cookie = format!(
         "{}={}",
         app.config.session.cookie_name,
@@ -63,7 +66,12 @@ fn auth_path(c: &mut Criterion) {
     let client_ip = HeaderValue::from_static("127.0.0.1");
 
     c.bench_function("authenticate (cookie + HMAC + lookup)", |b| {
-        b.iter(|| black_box(app.authenticate(black_box(template.headers())).is_some()))
+        b.iter(|| {
+            black_box(matches!(
+                app.authenticate(black_box(template.headers())),
+                Ok(Some(_))
+            ))
+        })
     });
 
     c.bench_function("auth path (authenticate + header rewrite)", |b| {
@@ -75,7 +83,11 @@ fn auth_path(c: &mut Criterion) {
                 r
             },
             |req| {
-                let session = app.authenticate(req.headers()).expect("live session");
+                let session = app
+                    .authenticate(req.headers())
+                    .ok()
+                    .flatten()
+                    .expect("live session");
                 app.upstream.prepare(
                     req,
                     Forwarding {
@@ -104,13 +116,13 @@ fn store(c: &mut Criterion) {
             std::time::Duration::from_secs(3600),
         );
         let ids: Vec<_> = (0..live)
-            .map(|_| store.create(HeaderValue::from_static("alice")))
+            .map(|_| store.create(HeaderValue::from_static("alice")).unwrap())
             .collect();
         let mut i = 0usize;
         c.bench_function(&format!("store touch, {live} live sessions"), |b| {
             b.iter(|| {
                 i = (i + 7919) % ids.len();
-                black_box(store.touch(&ids[i]).is_some())
+                black_box(matches!(store.touch(&ids[i]), Ok(Some(_))))
             })
         });
     }

@@ -12,7 +12,7 @@ use crate::auth::password::Users;
 use crate::config::{Config, SameSite};
 use crate::headers::cookie_pairs;
 use crate::proxy::Upstream;
-use crate::session::{CookieSigner, SessionId, SessionStore};
+use crate::session::{CookieSigner, SessionId, SessionStore, StoreError};
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
 
@@ -105,8 +105,9 @@ impl App {
     }
 
     /// The live session named by the request's cookie, if any. A missing, malformed, forged,
-    /// duplicated or expired cookie all mean "no session".
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<Authenticated> {
+    /// duplicated or expired cookie all mean "no session"; a store that cannot answer is an
+    /// error, which callers turn into a refusal, never into "anonymous".
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Authenticated>, StoreError> {
         let name = self.config.session.cookie_name.as_str();
         let mut found = None;
         for value in headers.get_all(header::COOKIE) {
@@ -115,15 +116,19 @@ impl App {
                 if n == name {
                     if found.is_some() {
                         // Two session cookies: we never set that, so trust neither.
-                        return None;
+                        return Ok(None);
                     }
                     found = Some(v);
                 }
             }
         }
-        let id = self.signer.verify(found?)?;
-        let user = self.sessions.touch(&id)?;
-        Some(Authenticated { id, user })
+        let Some(id) = found.and_then(|v| self.signer.verify(v)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .sessions
+            .touch(&id)?
+            .map(|user| Authenticated { id, user }))
     }
 
     fn base_cookie(&self, value: String) -> Cookie<'static> {

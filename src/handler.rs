@@ -2,20 +2,24 @@
 //! then the proxy. Every request ends here with a response; nothing is forwarded unless the
 //! gate let it through.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::app::{App, Authenticated};
 use crate::auth::login;
-use crate::paths;
+use crate::paths::{self, BadTarget};
 use crate::proxy::Forwarding;
 use crate::response::{self, Body, no_store};
+use crate::session::StoreError;
 
 /// What sessiongate knows about the connection a request came on, computed once per connection.
 pub struct ConnInfo {
@@ -55,17 +59,31 @@ impl ConnInfo {
 pub async fn handle(
     app: Arc<App>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
+    let checked = normalize_target(&mut req)
+        .map_err(|bad| bad.message())
+        .and_then(|()| crate::headers::check_framing(req.headers()));
     let uri = req.uri().clone();
-    let (mut res, session) = match paths::check_target(&uri) {
-        Ok(()) => route(&app, &conn, req).await,
+    let (mut res, session) = match checked {
+        // A panic anywhere below ends this request with a 500, never a forwarded request, and
+        // leaves the connection's other requests and the process running.
+        Ok(()) => AssertUnwindSafe(route(&app, &conn, req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!("request handler panicked; answered 500");
+                (
+                    response::text(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+                    None,
+                )
+            }),
         Err(problem) => (
             response::text(
                 StatusCode::BAD_REQUEST,
-                &format!("invalid request target: {problem}"),
+                &format!("invalid request: {problem}"),
             ),
             None,
         ),
@@ -93,6 +111,25 @@ pub async fn handle(
     Ok(res)
 }
 
+/// Replaces the request's path with its normalized form, so routing, the session gate and
+/// the upstream all see the same path: the one that was authorised.
+fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
+    let uri = req.uri();
+    let normalized = match paths::normalize(uri.path(), uri.query())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(path) => path,
+    };
+    let mut target = normalized;
+    if let Some(q) = uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| BadTarget::BadEscape)?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| BadTarget::BadEscape)?;
+    Ok(())
+}
+
 async fn route(
     app: &App,
     conn: &ConnInfo,
@@ -105,15 +142,30 @@ async fn route(
         return (own_endpoint(app, conn, req).await, None);
     }
     match app.authenticate(req.headers()) {
-        Some(session) => {
+        Ok(Some(session)) => {
             let res = proxy(app, conn, req, Some(session.user.clone())).await;
             (res, Some(session))
         }
-        None if paths::is_public(path, &app.config.auth.public_paths) => {
+        Ok(None) if paths::is_public(path, &app.config.auth.public_paths) => {
             (proxy(app, conn, req, None).await, None)
         }
-        None => (login_required(app, &req), None),
+        Ok(None) => (login_required(app, &req), None),
+        // Fail closed: not knowing whether there is a session is not "anonymous".
+        Err(e) => (store_unavailable(&e), None),
     }
+}
+
+/// 503 for a request that needed the session store when it could not answer.
+pub fn store_unavailable(e: &StoreError) -> Response<Body> {
+    tracing::error!("request refused: {e}");
+    let mut res = response::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sessions cannot be checked right now; try again in a moment",
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    no_store(&mut res);
+    res
 }
 
 /// sessiongate's own endpoints, matched exactly.

@@ -38,6 +38,24 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         || name == X_FORWARDED_URI
 }
 
+/// Refuses message framing that two HTTP parsers could read differently (request
+/// smuggling): a Content-Length together with Transfer-Encoding, or more than one
+/// Content-Length. hyper already refuses differing lengths and a final coding other than
+/// chunked; these are the cases it lets through, and no honest client sends them.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if lengths.next().is_none() {
+        return Ok(());
+    }
+    if lengths.next().is_some() {
+        return Err("more than one Content-Length header");
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err("both Content-Length and Transfer-Encoding");
+    }
+    Ok(())
+}
+
 /// `X-Forwarded-For: <what the trusted proxy sent>, <the proxy's own address>`, as one header.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     let mut chain: Vec<u8> = Vec::new();
@@ -232,6 +250,23 @@ mod tests {
             pairs,
             vec![("a", "1", "a = 1"), ("b", "2", "b=2"), ("flag", "", "flag")]
         );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        assert_eq!(check_framing(&map(&[("content-length", "5")])), Ok(()));
+        assert_eq!(
+            check_framing(&map(&[("transfer-encoding", "chunked")])),
+            Ok(())
+        );
+        assert_eq!(check_framing(&map(&[])), Ok(()));
+        assert!(check_framing(&map(&[("content-length", "5"), ("content-length", "5")])).is_err());
+        for order in [
+            [("transfer-encoding", "chunked"), ("content-length", "5")],
+            [("content-length", "5"), ("transfer-encoding", "chunked")],
+        ] {
+            assert!(check_framing(&map(&order)).is_err());
+        }
     }
 
     #[test]

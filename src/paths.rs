@@ -1,35 +1,165 @@
-//! Request paths: which targets are acceptable at all, and which fall under a public prefix.
+//! Request targets: which are acceptable at all, their normalized path (the one that is
+//! routed, authorised and forwarded), and which fall under a public prefix.
+//!
+//! Auth proxies have been bypassed again and again by a path the proxy read one way and the
+//! backend another (`/public/../admin`, `/public/%2e%2e/admin`, `/public/..;/admin`). Two
+//! rules close that class: the path is normalized once, before any decision, and that
+//! normalized path is what the upstream receives; and a public prefix only matches a path
+//! that no backend could read as anything else.
 
-/// Refuses targets a backend could read differently from us: bad percent-escapes, and
-/// escaped NUL or control characters (raw ones never get past hyper's parser).
-pub fn check_target(uri: &http::Uri) -> Result<(), &'static str> {
-    let target = uri.path_and_query().map_or("", |pq| pq.as_str()).as_bytes();
+use std::borrow::Cow;
+
+/// Why a request target is refused (answered 400 with this text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadTarget {
+    NotAPath,
+    BadEscape,
+    EncodedControl,
+    Control,
+}
+
+impl BadTarget {
+    pub fn message(self) -> &'static str {
+        match self {
+            BadTarget::NotAPath => "the request target must be a path starting with '/'",
+            BadTarget::BadEscape => {
+                "bad percent-encoding in the target (a '%' not followed by two hex digits)"
+            }
+            BadTarget::EncodedControl => "an encoded NUL or control character in the target",
+            BadTarget::Control => "a control character in the target",
+        }
+    }
+}
+
+/// Checks the whole target (path and query) and returns the normalized path: percent-escapes
+/// of unreserved characters decoded (`%7E` -> `~`, `%2e` -> `.`), other escapes upper-cased,
+/// and dot segments resolved (RFC 3986 §6.2.2). Escapes of reserved characters such as `%2F`
+/// stay encoded: decoding them would change which segments the path has.
+///
+/// Borrowed (no allocation) when the path is already normal, which is almost always.
+pub fn normalize<'a>(path: &'a str, query: Option<&str>) -> Result<Cow<'a, str>, BadTarget> {
+    if !path.starts_with('/') {
+        return Err(BadTarget::NotAPath);
+    }
+    if let Some(q) = query {
+        check_bytes(q.as_bytes())?;
+    }
+    let needs_work = check_bytes(path.as_bytes())?;
+    if !needs_work {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path);
+    let resolved = remove_dot_segments(&decoded);
+    Ok(if resolved == path {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(resolved)
+    })
+}
+
+/// Refuses bad escapes and control characters (raw ones never get past hyper's parser, but
+/// escaped ones do). Returns whether the text has an escape or a dot segment to normalize.
+fn check_bytes(b: &[u8]) -> Result<bool, BadTarget> {
+    let mut needs_work = false;
     let mut i = 0;
-    while i < target.len() {
-        match target[i] {
+    while i < b.len() {
+        match b[i] {
             b'%' => {
-                let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
-                let (Some(hi), Some(lo)) = (hex(target.get(i + 1)), hex(target.get(i + 2))) else {
-                    return Err("bad percent-encoding");
+                let (Some(hi), Some(lo)) = (hex(b.get(i + 1)), hex(b.get(i + 2))) else {
+                    return Err(BadTarget::BadEscape);
                 };
                 let byte = hi * 16 + lo;
                 if byte < 0x20 || byte == 0x7f {
-                    return Err("encoded NUL or control character");
+                    return Err(BadTarget::EncodedControl);
                 }
+                needs_work = true;
                 i += 3;
             }
-            b if b < 0x20 || b == 0x7f => return Err("control character"),
+            b'.' if i > 0 && b[i - 1] == b'/' => {
+                needs_work = true;
+                i += 1;
+            }
+            c if c < 0x20 || c == 0x7f => return Err(BadTarget::Control),
             _ => i += 1,
         }
     }
-    Ok(())
+    Ok(needs_work)
 }
 
-/// True when `path` lies under one of the public prefixes. Only plain paths qualify: anything a
-/// backend might normalise into another path (dot segments, encoded dots or slashes,
-/// backslashes, `;` parameters) needs a login, so a public prefix can't be walked out of.
+fn hex(b: Option<&u8>) -> Option<u8> {
+    b.and_then(|b| (*b as char).to_digit(16)).map(|d| d as u8)
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes escapes of unreserved characters; upper-cases the hex digits of the others.
+/// Only called on text that passed `check_bytes`, so every `%` starts a valid escape.
+fn decode_unreserved(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let byte = hex(b.get(i + 1)).unwrap_or(0) * 16 + hex(b.get(i + 2)).unwrap_or(0);
+            if is_unreserved(byte) {
+                out.push(byte as char);
+            } else {
+                out.push('%');
+                out.push(b[i + 1].to_ascii_uppercase() as char);
+                out.push(b[i + 2].to_ascii_uppercase() as char);
+            }
+            i += 3;
+        } else {
+            // Everything else in a parsed URI path is ASCII.
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// RFC 3986 §5.2.4 for an absolute path: `.` segments vanish, `..` removes the segment
+/// before it, and nothing climbs above the root.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {
+                if i == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if i == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = String::with_capacity(path.len());
+    for seg in out {
+        result.push('/');
+        result.push_str(seg);
+    }
+    if result.is_empty() {
+        result.push('/');
+    }
+    result
+}
+
+/// True when the normalized `path` lies under one of the public prefixes (whole segments,
+/// case-sensitive). A path holding anything a backend might still turn into another path
+/// never matches: encoded `/` or `\` (some servers decode them before routing), `\` itself
+/// (read as `/` on Windows servers), and `;` (Tomcat and Jetty drop `;params`, so
+/// `/public/..;/admin` is `/admin` to them).
 pub fn is_public(path: &str, public: &[String]) -> bool {
-    if public.is_empty() || !is_plain_path(path) {
+    if public.is_empty() || !is_unambiguous(path) {
         return false;
     }
     public.iter().any(|p| {
@@ -38,43 +168,95 @@ pub fn is_public(path: &str, public: &[String]) -> bool {
     })
 }
 
-fn is_plain_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
+fn is_unambiguous(path: &str) -> bool {
     !path.contains(['\\', ';'])
-        && !lower.contains("%2e")
-        && !lower.contains("%2f")
-        && !lower.contains("%5c")
+        && !path.contains("%2F")
+        && !path.contains("%5C")
         && !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{check_target, is_public};
+    use super::*;
+
+    fn norm(target: &str) -> Result<String, BadTarget> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        normalize(path, query).map(Cow::into_owned)
+    }
 
     #[test]
     fn targets_with_bad_escapes_or_control_characters_are_refused() {
         for ok in ["/", "/a%20b?q=%2F&x=%7e", "/%41", "/caf%C3%A9"] {
-            assert_eq!(check_target(&ok.parse().unwrap()), Ok(()), "{ok}");
+            assert!(norm(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "/%zz",
-            "/a%2",
-            "/a%",
-            "/x?y=%G0",
-            "/a%00b",
-            "/a%0d%0aX:1",
-            "/%7F",
-            "/?a=%1b",
+        for (bad, why) in [
+            ("/%zz", BadTarget::BadEscape),
+            ("/a%2", BadTarget::BadEscape),
+            ("/a%", BadTarget::BadEscape),
+            ("/x?y=%G0", BadTarget::BadEscape),
+            ("/a%00b", BadTarget::EncodedControl),
+            ("/a%0d%0aX:1", BadTarget::EncodedControl),
+            ("/%7F", BadTarget::EncodedControl),
+            ("/?a=%1b", BadTarget::EncodedControl),
+            ("*", BadTarget::NotAPath),
+            ("", BadTarget::NotAPath),
+            ("example.com:443", BadTarget::NotAPath),
         ] {
-            assert!(check_target(&bad.parse().unwrap()).is_err(), "{bad}");
+            assert_eq!(norm(bad), Err(why), "{bad}");
         }
     }
 
     #[test]
-    fn public_prefixes_match_whole_segments_of_plain_paths_only() {
+    fn normal_paths_are_borrowed_unchanged() {
+        for p in ["/", "/a/b.css", "/a/.well-known", "/a..b/c", "/x/", "/a//b"] {
+            let n = normalize(p, Some("q=../x")).unwrap();
+            assert!(matches!(n, Cow::Borrowed(_)), "{p}");
+            assert_eq!(n, p);
+        }
+    }
+
+    #[test]
+    fn escapes_of_unreserved_characters_are_decoded_and_dot_segments_resolved() {
+        for (input, want) in [
+            ("/%7Euser/%61", "/~user/a"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2Fb/%3b", "/a%2Fb/%3B"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/public/../admin", "/admin"),
+            ("/public/%2e%2e/admin", "/admin"),
+            ("/public/%2E%2e/admin", "/admin"),
+            ("/public/.%2e/admin", "/admin"),
+            ("/PUBLIC/../admin", "/admin"),
+            ("/a/./b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/.", "/"),
+            ("/a/.b/./c", "/a/.b/c"),
+            ("/public//../admin", "/public/admin"),
+            ("/%2e%2e/%2e", "/"),
+        ] {
+            assert_eq!(norm(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn public_prefixes_match_whole_segments_of_unambiguous_normalized_paths() {
         let public = vec!["/public".to_string(), "/static/".to_string()];
-        for yes in ["/public", "/public/", "/public/a.css", "/static/x.js"] {
-            assert!(is_public(yes, &public), "{yes}");
+        let public_after_normalizing = |t: &str| is_public(&norm(t).unwrap(), &public);
+        for yes in [
+            "/public",
+            "/public/",
+            "/public/a.css",
+            "/static/x.js",
+            "/p%75blic/a.css",
+            "/static/./x.js",
+            "/admin/../public/x",
+        ] {
+            assert!(public_after_normalizing(yes), "{yes}");
         }
         for no in [
             "/publicity",
@@ -86,11 +268,14 @@ mod tests {
             "/public/..%2fadmin",
             "/public/.%2e/admin",
             "/public\\..\\admin",
+            "/public/..%5cadmin",
             "/public;x/../admin",
+            "/public/..;/admin",
             "/PUBLIC/a",
             "/static",
+            "/admin?x=/public",
         ] {
-            assert!(!is_public(no, &public), "{no}");
+            assert!(!public_after_normalizing(no), "{no}");
         }
     }
 }

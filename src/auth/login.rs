@@ -10,7 +10,7 @@ use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return_path;
 use crate::app::App;
-use crate::handler::ConnInfo;
+use crate::handler::{ConnInfo, store_unavailable};
 use crate::response::{self, Body, escape_html, no_store};
 
 /// Largest login form body read; a username and password fit many times over.
@@ -177,7 +177,10 @@ async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Re
 
 /// `POST {prefix}/login`
 pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let previous = app.authenticate(req.headers()).map(|a| a.id);
+    let previous = match app.authenticate(req.headers()) {
+        Ok(session) => session.map(|a| a.id),
+        Err(e) => return store_unavailable(&e),
+    };
     let client = conn
         .client_addr(req.headers(), &app.config.server.trusted_proxies)
         .to_string();
@@ -248,11 +251,16 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
         Ok(true) => {
             app.limiter.record_success(username);
             // A fresh id on every login, and the one the browser brought is gone: no fixation.
-            if let Some(old) = previous {
-                app.sessions.remove(&old);
+            if let Some(old) = previous
+                && let Err(e) = app.sessions.remove(&old)
+            {
+                return store_unavailable(&e);
             }
             let user = HeaderValue::from_str(username).expect("configured names are header-safe");
-            let id = app.sessions.create(user);
+            let id = match app.sessions.create(user) {
+                Ok(id) => id,
+                Err(e) => return store_unavailable(&e),
+            };
             tracing::info!(user = username, "login");
             let location = HeaderValue::from_str(safe_return_path(&form.rd))
                 .expect("safe return paths are visible ASCII");
@@ -274,12 +282,22 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     {
         return res;
     }
-    if let Some(session) = session {
-        app.sessions.remove(&session.id);
-        tracing::info!(user = session.user.to_str().unwrap_or("-"), "logout");
-    }
-    let location = HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
-    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    let ended = session.and_then(|s| match s {
+        Some(s) => app.sessions.remove(&s.id).map(|_| Some(s)),
+        None => Ok(None),
+    });
+    let mut res = match ended {
+        Ok(session) => {
+            if let Some(s) = session {
+                tracing::info!(user = s.user.to_str().unwrap_or("-"), "logout");
+            }
+            let location =
+                HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
+            response::redirect(StatusCode::SEE_OTHER, location)
+        }
+        // The browser still forgets the cookie, but the user is told the session may live on.
+        Err(e) => store_unavailable(&e),
+    };
     res.headers_mut()
         .insert(header::SET_COOKIE, app.clearing_cookie());
     no_store(&mut res);

@@ -72,6 +72,15 @@ impl std::fmt::Debug for SessionId {
     }
 }
 
+/// The store could not answer. The in-memory store never fails on its own (only through the
+/// fail points tests switch on), but every caller already treats this as "refuse the
+/// request", so a networked store can be added without finding the fail-open paths again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the session store is unavailable")]
+    Unavailable,
+}
+
 pub struct Session {
     /// The user's name, ready to be sent as the identity header.
     pub user: HeaderValue,
@@ -117,7 +126,8 @@ impl SessionStore {
     }
 
     /// Creates a session for `user` under a fresh id.
-    pub fn create(&self, user: HeaderValue) -> SessionId {
+    pub fn create(&self, user: HeaderValue) -> Result<SessionId, StoreError> {
+        fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
         let now = Instant::now();
         let session = Session {
             user,
@@ -129,30 +139,35 @@ impl SessionStore {
             // A collision of 256 random bits will not happen, but never overwrite a session.
             if let dashmap::Entry::Vacant(slot) = self.map.entry(id) {
                 slot.insert(session);
-                return id;
+                return Ok(id);
             }
         }
     }
 
     /// The user of a live session, sliding its idle timeout. Expired sessions are removed.
-    pub fn touch(&self, id: &SessionId) -> Option<HeaderValue> {
+    pub fn touch(&self, id: &SessionId) -> Result<Option<HeaderValue>, StoreError> {
+        fail::fail_point!("session-touch", |_| Err(StoreError::Unavailable));
         let now = Instant::now();
         {
-            let session = self.map.get(id)?;
+            let Some(session) = self.map.get(id) else {
+                return Ok(None);
+            };
             if !self.expired(&session, now) {
                 session
                     .last_seen_ms
                     .store(self.now_ms(now), Ordering::Relaxed);
-                return Some(session.user.clone());
+                return Ok(Some(session.user.clone()));
             }
         }
         self.map
             .remove_if(id, |_, s| self.expired(s, Instant::now()));
-        None
+        Ok(None)
     }
 
-    pub fn remove(&self, id: &SessionId) -> bool {
-        self.map.remove(id).is_some()
+    /// Ends a session; true if it existed.
+    pub fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+        fail::fail_point!("session-remove", |_| Err(StoreError::Unavailable));
+        Ok(self.map.remove(id).is_some())
     }
 
     pub fn len(&self) -> usize {
@@ -211,29 +226,33 @@ mod tests {
     #[test]
     fn idle_timeout_slides_and_absolute_does_not() {
         let store = SessionStore::new(Duration::from_millis(300), Duration::from_millis(900));
-        let id = store.create(user());
+        let id = store.create(user()).unwrap();
         // 4 x 100 ms is longer than the idle timeout, but each touch slides it.
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(store.touch(&id), Some(user()), "still within idle timeout");
+            assert_eq!(
+                store.touch(&id).unwrap(),
+                Some(user()),
+                "still within idle timeout"
+            );
         }
         std::thread::sleep(Duration::from_millis(400));
         assert_eq!(
-            store.touch(&id),
+            store.touch(&id).unwrap(),
             None,
             "idle for longer than the idle timeout"
         );
         assert!(store.is_empty(), "an expired session is removed on read");
 
-        let id = store.create(user());
+        let id = store.create(user()).unwrap();
         let start = Instant::now();
         while start.elapsed() < Duration::from_millis(700) {
-            assert!(store.touch(&id).is_some());
+            assert!(store.touch(&id).unwrap().is_some());
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(
-            store.touch(&id),
+            store.touch(&id).unwrap(),
             None,
             "absolute timeout passed despite activity"
         );
@@ -243,12 +262,12 @@ mod tests {
     fn sweep_removes_only_expired_sessions() {
         let store = SessionStore::new(Duration::from_millis(50), Duration::from_secs(60));
         for _ in 0..100 {
-            store.create(user());
+            store.create(user()).unwrap();
         }
         std::thread::sleep(Duration::from_millis(70));
-        let fresh = store.create(user());
+        let fresh = store.create(user()).unwrap();
         assert_eq!(store.sweep(), 100);
         assert_eq!(store.len(), 1);
-        assert!(store.touch(&fresh).is_some());
+        assert!(store.touch(&fresh).unwrap().is_some());
     }
 }
