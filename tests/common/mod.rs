@@ -2,6 +2,8 @@
 //! plain HTTP/1.1 client with no cookie jar and no redirect following.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,27 +53,45 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// TCP connections accepted so far (to see keep-alive reuse).
     pub connections: Arc<AtomicUsize>,
+    /// Requests received so far (to prove a refused request never arrived).
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
 pub async fn start_upstream() -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let count = connections.clone();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (conn_count, req_count) = (connections.clone(), requests.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            count.fetch_add(1, Ordering::SeqCst);
+            conn_count.fetch_add(1, Ordering::SeqCst);
+            let req_count = req_count.clone();
             tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    req_count.fetch_add(1, Ordering::SeqCst);
+                    echo(req)
+                });
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(echo))
+                    .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
     });
-    Upstream { addr, connections }
+    Upstream {
+        addr,
+        connections,
+        requests,
+    }
 }
 
 pub async fn echo(
@@ -220,6 +240,20 @@ password_hash = "{hash}"
 "#,
         hash = alice_hash()
     )
+}
+
+/// Adds `lines` to the [server] table of a config made by [`config_toml`].
+pub fn with_server(toml: &str, lines: &str) -> String {
+    toml.replacen(
+        "shutdown_timeout = \"5s\"",
+        &format!("shutdown_timeout = \"5s\"\n{lines}"),
+        1,
+    )
+}
+
+/// Adds an [auth] table holding `lines` to a config made by [`config_toml`].
+pub fn with_auth(toml: &str, lines: &str) -> String {
+    toml.replacen("[[users]]", &format!("[auth]\n{lines}\n\n[[users]]"), 1)
 }
 
 pub async fn start_proxy_with(toml: &str) -> Proxy {

@@ -1,0 +1,184 @@
+//! TLS helpers: a throwaway CA made with rcgen, configs with [server.tls], and a client
+//! connection that speaks HTTP/1.1 or h2 as ALPN decides.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::*;
+
+/// A throwaway CA that signs leaf certificates for localhost / 127.0.0.1.
+pub struct Ca {
+    pub issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate PEM, key PEM, certificate DER) for localhost and 127.0.0.1.
+    pub fn leaf(&self) -> (String, String, Vec<u8>) {
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sessiongate-tls-{tag}-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn write_pair(dir: &Path, cert: &str, key: &str) {
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
+}
+
+pub fn tls_section(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    )
+}
+
+/// A test config with TLS on the listener; `server_extra` goes into [server].
+pub fn tls_config(upstream: SocketAddr, dir: &Path, server_extra: &str) -> String {
+    let base = config_toml(upstream, "", "");
+    let base = base.replace(
+        "shutdown_timeout = \"5s\"",
+        &format!("shutdown_timeout = \"5s\"\n{server_extra}"),
+    );
+    base.replace(
+        "[upstream]",
+        &format!("{}\n[upstream]", tls_section(dir, "")),
+    )
+}
+
+pub fn connector(ca_pem: &str, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// One TLS connection to `addr`: the negotiated ALPN protocol, the server's certificate, and
+/// a sender for requests on it (HTTP/2 when negotiated, else HTTP/1.1).
+pub struct TlsConn {
+    pub alpn: Option<Vec<u8>>,
+    pub peer_cert: Vec<u8>,
+    pub sender: Sender,
+}
+
+pub enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<ReqBody>),
+    H2(hyper::client::conn::http2::SendRequest<ReqBody>),
+}
+
+pub async fn tls_connect(addr: SocketAddr, ca_pem: &str, alpn: &[&[u8]]) -> TlsConn {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector(ca_pem, alpn)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let (_, session) = tls.get_ref();
+    let alpn = session.alpn_protocol().map(|p| p.to_vec());
+    let peer_cert = session.peer_certificates().unwrap()[0].to_vec();
+    let sender = if alpn.as_deref() == Some(b"h2") {
+        let (s, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        Sender::H2(s)
+    } else {
+        let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Sender::H1(s)
+    };
+    TlsConn {
+        alpn,
+        peer_cert,
+        sender,
+    }
+}
+
+impl TlsConn {
+    pub async fn send(&mut self, addr: SocketAddr, mut req: Request<ReqBody>) -> Resp {
+        use http_body_util::BodyExt;
+        let res = match &mut self.sender {
+            Sender::H1(s) => {
+                req.headers_mut().insert(
+                    "host",
+                    format!("localhost:{}", addr.port()).parse().unwrap(),
+                );
+                s.ready().await.unwrap();
+                s.send_request(req).await.unwrap()
+            }
+            Sender::H2(s) => {
+                *req.uri_mut() = format!("https://localhost:{}{}", addr.port(), req.uri())
+                    .parse()
+                    .unwrap();
+                *req.version_mut() = Version::HTTP_2;
+                s.ready().await.unwrap();
+                s.send_request(req).await.unwrap()
+            }
+        };
+        let (parts, body) = res.into_parts();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    }
+}
+
+pub fn login_request(addr: SocketAddr) -> Request<ReqBody> {
+    req_with_body(
+        Method::POST,
+        "/.sessiongate/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", &format!("https://localhost:{}", addr.port())),
+        ],
+        format!("username={USER}&password={PASSWORD}&rd=%2Fhome"),
+    )
+}
+
