@@ -16,9 +16,11 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Authenticated};
 use crate::auth::login;
+use crate::headers;
 use crate::paths::{self, BadTarget};
 use crate::proxy::Forwarding;
 use crate::response::{self, Body, no_store};
+use crate::server::MAX_HEAD_BYTES;
 use crate::session::StoreError;
 
 /// What sessiongate knows about the connection a request came on, computed once per connection.
@@ -63,9 +65,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let checked = normalize_target(&mut req)
-        .map_err(|bad| bad.message())
-        .and_then(|()| crate::headers::check_framing(req.headers()));
+    let checked = check_request(&mut req);
     let uri = req.uri().clone();
     let (mut res, session) = match checked {
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
@@ -80,13 +80,7 @@ pub async fn handle(
                     None,
                 )
             }),
-        Err(problem) => (
-            response::text(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {problem}"),
-            ),
-            None,
-        ),
+        Err(refused) => (refused, None),
     };
     if conn.proto == "https"
         && let Some(hsts) = &app.config.server.hsts
@@ -109,6 +103,35 @@ pub async fn handle(
         micros = start.elapsed().as_micros() as u64,
     );
     Ok(res)
+}
+
+/// Refuses what must never reach the gate: a head over the size limit, a target that is not
+/// a clean path, or framing two parsers could read differently.
+fn check_request<B>(req: &mut Request<B>) -> Result<(), Response<Body>> {
+    if head_bytes(req) > MAX_HEAD_BYTES {
+        return Err(response::text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request head (target and headers) is larger than 64 KiB",
+        ));
+    }
+    let bad = |problem: &str| {
+        response::text(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid request: {problem}"),
+        )
+    };
+    normalize_target(req).map_err(|b| bad(b.message()))?;
+    headers::check_framing(req.headers()).map_err(bad)?;
+    Ok(())
+}
+
+/// The size of the request head as sent. hyper's read buffer bounds the memory a head can
+/// take, but a single read can overshoot it, so the documented limit is checked exactly here.
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    req.headers()
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 /// Replaces the request's path with its normalized form, so routing, the session gate and

@@ -21,6 +21,16 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// Set by some proxies (Traefik, Authelia); sessiongate never sets it, so a client's is removed.
 pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers some frameworks (Symfony, Zend, IIS URL Rewrite) route by instead of the request
+/// line, so a client could ask for `/public` and be served `/admin`. Removed from every
+/// request: the upstream routes by the path that was authorised.
+pub const PATH_OVERRIDES: [HeaderName; 3] = [
+    X_FORWARDED_URI,
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 
 /// Names an operator may not choose as the identity header: HTTP framing and routing
 /// headers, and the forwarding headers sessiongate sets itself.
@@ -35,7 +45,9 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         || name == X_FORWARDED_FOR
         || name == X_FORWARDED_PROTO
         || name == X_FORWARDED_HOST
-        || name == X_FORWARDED_URI
+        || name == header::FORWARDED
+        || name == X_REAL_IP
+        || PATH_OVERRIDES.contains(name)
 }
 
 /// Refuses message framing that two HTTP parsers could read differently (request

@@ -25,7 +25,9 @@ impl BadTarget {
             BadTarget::BadEscape => {
                 "bad percent-encoding in the target (a '%' not followed by two hex digits)"
             }
-            BadTarget::EncodedControl => "an encoded NUL or control character in the target",
+            BadTarget::EncodedControl => {
+                "an encoded NUL in the target, or an encoded control character in its path"
+            }
             BadTarget::Control => "a control character in the target",
         }
     }
@@ -42,9 +44,9 @@ pub fn normalize<'a>(path: &'a str, query: Option<&str>) -> Result<Cow<'a, str>,
         return Err(BadTarget::NotAPath);
     }
     if let Some(q) = query {
-        check_bytes(q.as_bytes())?;
+        check_bytes(q.as_bytes(), Part::Query)?;
     }
-    let needs_work = check_bytes(path.as_bytes())?;
+    let needs_work = check_bytes(path.as_bytes(), Part::Path)?;
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -57,9 +59,18 @@ pub fn normalize<'a>(path: &'a str, query: Option<&str>) -> Result<Cow<'a, str>,
     })
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Path,
+    Query,
+}
+
 /// Refuses bad escapes and control characters (raw ones never get past hyper's parser, but
-/// escaped ones do). Returns whether the text has an escape or a dot segment to normalize.
-fn check_bytes(b: &[u8]) -> Result<bool, BadTarget> {
+/// escaped ones do). A path never holds an escaped control character (a backend that decodes
+/// it could truncate at a NUL or split a header it reflects the path into); a query may carry
+/// escaped newlines and tabs (a GET form with a text area does), but never an escaped NUL.
+/// Returns whether the text has an escape or a dot segment to normalize.
+fn check_bytes(b: &[u8], part: Part) -> Result<bool, BadTarget> {
     let mut needs_work = false;
     let mut i = 0;
     while i < b.len() {
@@ -69,7 +80,8 @@ fn check_bytes(b: &[u8]) -> Result<bool, BadTarget> {
                     return Err(BadTarget::BadEscape);
                 };
                 let byte = hi * 16 + lo;
-                if byte < 0x20 || byte == 0x7f {
+                let control = byte < 0x20 || byte == 0x7f;
+                if byte == 0 || (control && part == Part::Path) {
                     return Err(BadTarget::EncodedControl);
                 }
                 needs_work = true;
@@ -189,7 +201,13 @@ mod tests {
 
     #[test]
     fn targets_with_bad_escapes_or_control_characters_are_refused() {
-        for ok in ["/", "/a%20b?q=%2F&x=%7e", "/%41", "/caf%C3%A9"] {
+        for ok in [
+            "/",
+            "/a%20b?q=%2F&x=%7e",
+            "/%41",
+            "/caf%C3%A9",
+            "/search?text=line%0D%0Aline%09tab%1b",
+        ] {
             assert!(norm(ok).is_ok(), "{ok}");
         }
         for (bad, why) in [
@@ -200,7 +218,8 @@ mod tests {
             ("/a%00b", BadTarget::EncodedControl),
             ("/a%0d%0aX:1", BadTarget::EncodedControl),
             ("/%7F", BadTarget::EncodedControl),
-            ("/?a=%1b", BadTarget::EncodedControl),
+            ("/?a=%00", BadTarget::EncodedControl),
+            ("/a%09b", BadTarget::EncodedControl),
             ("*", BadTarget::NotAPath),
             ("", BadTarget::NotAPath),
             ("example.com:443", BadTarget::NotAPath),

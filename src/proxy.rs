@@ -139,7 +139,8 @@ impl Upstream {
 
     /// Rewrites `req` for the upstream: origin-form target, hop-by-hop headers removed, every
     /// client copy of the identity header removed and ours set, our cookie removed, forwarding
-    /// headers overwritten (clients are not trusted to set them).
+    /// headers overwritten unless a trusted proxy sent them (clients are not trusted to set
+    /// them), and headers that would override the authorised path removed.
     pub fn prepare<B>(&self, req: &mut Request<B>, fwd: Forwarding<'_>) {
         let target = req
             .uri()
@@ -175,15 +176,19 @@ impl Upstream {
                 h.insert(headers::X_FORWARDED_HOST, host.clone());
             }
         } else {
-            // Anything a client says about where it came from is overwritten.
+            // Anything a client says about where it came from is overwritten or removed.
             h.insert(headers::X_FORWARDED_FOR, fwd.peer.clone());
             h.insert(
                 headers::X_FORWARDED_PROTO,
                 HeaderValue::from_static(fwd.proto),
             );
             h.insert(headers::X_FORWARDED_HOST, host.clone());
+            h.remove(header::FORWARDED);
+            h.remove(headers::X_REAL_IP);
         }
-        h.remove(headers::X_FORWARDED_URI);
+        for name in &headers::PATH_OVERRIDES {
+            h.remove(name);
+        }
         h.insert(header::HOST, host);
         if let Some(user) = fwd.user {
             h.insert(fwd.identity_header.clone(), user);

@@ -23,11 +23,11 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::handler::{self, ConnInfo};
 
-/// Largest request head (request line and headers) read; larger ones get 431. nginx's
-/// default is 4 x 8 KiB buffers; 64 KiB leaves room for big cookies.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request head (target and headers); larger ones get 431. nginx allows 4 x 8 KiB
+/// buffers by default; 64 KiB leaves room for big cookies.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers in one request (hyper's default); more get 431.
-const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the

@@ -181,4 +181,3 @@ pub fn login_request(addr: SocketAddr) -> Request<ReqBody> {
         format!("username={USER}&password={PASSWORD}&rd=%2Fhome"),
     )
 }
-
