@@ -65,12 +65,12 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let checked = check_request(&mut req);
+    let refused = refusal(&mut req);
     let uri = req.uri().clone();
-    let (mut res, session) = match checked {
+    let (mut res, session) = match refused {
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
         // leaves the connection's other requests and the process running.
-        Ok(()) => AssertUnwindSafe(route(&app, &conn, req))
+        None => AssertUnwindSafe(route(&app, &conn, req))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -80,7 +80,7 @@ pub async fn handle(
                     None,
                 )
             }),
-        Err(refused) => (refused, None),
+        Some(res) => (res, None),
     };
     if conn.proto == "https"
         && let Some(hsts) = &app.config.server.hsts
@@ -105,24 +105,24 @@ pub async fn handle(
     Ok(res)
 }
 
-/// Refuses what must never reach the gate: a head over the size limit, a target that is not
-/// a clean path, or framing two parsers could read differently.
-fn check_request<B>(req: &mut Request<B>) -> Result<(), Response<Body>> {
+/// The answer to a request that must never reach the gate: a head over the size limit, a
+/// target that is not a clean path, or framing two parsers could read differently. `None`
+/// for every other request, whose path is now normalized.
+fn refusal<B>(req: &mut Request<B>) -> Option<Response<Body>> {
     if head_bytes(req) > MAX_HEAD_BYTES {
-        return Err(response::text(
+        return Some(response::text(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "the request head (target and headers) is larger than 64 KiB",
         ));
     }
-    let bad = |problem: &str| {
-        response::text(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid request: {problem}"),
-        )
+    let problem = match normalize_target(req) {
+        Err(bad) => bad.message(),
+        Ok(()) => headers::check_framing(req.headers()).err()?,
     };
-    normalize_target(req).map_err(|b| bad(b.message()))?;
-    headers::check_framing(req.headers()).map_err(bad)?;
-    Ok(())
+    Some(response::text(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid request: {problem}"),
+    ))
 }
 
 /// The size of the request head as sent. hyper's read buffer bounds the memory a head can
