@@ -1,0 +1,457 @@
+//! The login page in a real browser: Debian's headless chromium, driven through chromedriver
+//! (WebDriver), against sessiongate and the echo upstream on loopback ports.
+//!
+//! It proves what the raw-HTTP tests cannot: that a real browser follows the redirect to the
+//! form, submits it (CSRF checks pass with the Origin / Sec-Fetch-Site headers chromium sends
+//! on its own), shows the error on a wrong password, stores the `__Host-` session cookie with
+//! the default config (Secure) over http on 127.0.0.1, keeps it away from JavaScript
+//! (HttpOnly), sends it back so the upstream sees the user but never the cookie, and that
+//! logging out with a browser-posted form ends the session.
+//!
+//! Needs `chromium` and `chromedriver` on PATH: `tests/install-deps.sh` installs them. Without
+//! them the test fails rather than skips, so a machine that cannot run it never looks green.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+
+/// Longest wait for any one page, element or process; generous for a loaded 2-core machine,
+/// and each wait returns as soon as its condition holds.
+const STEP: Duration = Duration::from_secs(20);
+/// The whole browser session, so a wedged browser fails the test instead of hanging CI.
+const WHOLE_TEST: Duration = Duration::from_secs(60);
+
+const PROTECTED: &str = "/reports/q3?x=1";
+const LOGIN_PATH: &str = "/.sessiongate/login";
+const LOGOUT_PATH: &str = "/.sessiongate/logout";
+
+fn find_on_path(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(cmd))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn required(cmd: &str) -> PathBuf {
+    find_on_path(cmd).unwrap_or_else(|| {
+        panic!(
+            "`{cmd}` is not on PATH: this test drives a real browser. \
+             Run tests/install-deps.sh (it installs chromium and chromium-driver) and retry."
+        )
+    })
+}
+
+/// A running chromedriver with its own process group and scratch directory. Dropping it,
+/// also while a failed assertion unwinds, kills the whole group: chromedriver and every
+/// chromium process it started, which would otherwise outlive the test.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    /// Everything chromedriver printed, shown when something goes wrong.
+    log: Arc<Mutex<String>>,
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        let chromedriver = required("chromedriver");
+        // Checked here too so a missing browser names the install script, not a WebDriver error.
+        required("chromium");
+        let dir = std::env::temp_dir().join(format!(
+            "sessiongate-browser-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Port 0: chromedriver picks a free port itself and prints it, so there is no window
+        // between choosing a port and binding it for a parallel test to steal.
+        let mut child = Command::new(&chromedriver)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", chromedriver.display()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (port_tx, port_rx) = mpsc::channel();
+        // Both pipes are drained for the driver's whole life, or a full pipe would block it.
+        drain(child.stdout.take().unwrap(), log.clone(), Some(port_tx));
+        drain(child.stderr.take().unwrap(), log.clone(), None);
+        let mut driver = Chromedriver {
+            child,
+            port: 0,
+            dir,
+            log,
+        };
+        driver.port = match port_rx.recv_timeout(STEP) {
+            Ok(Ok(port)) => port,
+            other => panic!(
+                "chromedriver did not say which port it listens on ({other:?}); its output:\n{}",
+                driver.log()
+            ),
+        };
+        driver
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// A WebDriver session with a headless chromium on a fresh, empty profile.
+    async fn session(&self) -> Client {
+        let profile = self.dir.join("profile");
+        std::fs::create_dir_all(&profile).unwrap();
+        let caps = json!({
+            "browserName": "chrome",
+            "pageLoadStrategy": "normal",
+            "goog:chromeOptions": {
+                "binary": required("chromium"),
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    // Without these chromium keeps dialling Google's services, which this
+                    // network refuses; the test needs nothing but loopback.
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            },
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(caps);
+        let url = self.url();
+        match tokio::time::timeout(STEP, builder.connect(&url)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => panic!(
+                "chromedriver could not start chromium: {e}; chromedriver's output:\n{}",
+                self.log()
+            ),
+            Err(_) => panic!(
+                "no browser session within {:?}; chromedriver's output:\n{}",
+                STEP,
+                self.log()
+            ),
+        }
+    }
+}
+
+/// Copies a pipe of chromedriver's into `log`, line by line, and sends the port it announces.
+fn drain(
+    pipe: impl Read + Send + 'static,
+    log: Arc<Mutex<String>>,
+    port: Option<mpsc::Sender<Result<u16, std::num::ParseIntError>>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let (Some(tx), Some(rest)) =
+                (&port, line.split("started successfully on port ").nth(1))
+            {
+                let _ = tx.send(rest.trim_end_matches('.').parse());
+            }
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        // The group id is chromedriver's pid (process_group(0)); chromium's processes are in
+        // it too. SIGKILL: a browser left behind by a failed test is worse than an untidy exit.
+        // The child is not reaped before this kill, so its pid (the group id) cannot have
+        // been reused by an unrelated process.
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` until it gives `Some`, or fails with `what` after [`STEP`].
+async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {STEP:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the browser has loaded a page with this path: clicks and scripted form posts
+/// return before the navigation they start has finished.
+async fn wait_for_path(client: &Client, path: &str) -> url::Url {
+    wait_until(&format!("the browser reaching {path}"), || async {
+        let url = client.current_url().await.ok()?;
+        let ready = client
+            .execute("return document.readyState", vec![])
+            .await
+            .ok()?;
+        (url.path() == path && ready == "complete").then_some(url)
+    })
+    .await
+}
+
+/// Asserts the browser shows the login form, whose hidden `rd` returns to `rd`.
+async fn assert_on_login_form(client: &Client, rd: &str) {
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.path(), LOGIN_PATH, "not on the login form: {url}");
+    for field in ["username", "password", "rd", "csrf"] {
+        client
+            .find(Locator::Css(&format!("form input[name={field}]")))
+            .await
+            .unwrap_or_else(|e| panic!("no {field} field on the login form ({e})"));
+    }
+    let hidden = client
+        .find(Locator::Css("input[name=rd]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap();
+    assert_eq!(hidden.as_deref(), Some(rd), "the form's return address");
+}
+
+/// Types into the login form and clicks its button, as a person would.
+async fn submit_login(client: &Client, user: &str, password: &str) {
+    for (name, value) in [("username", user), ("password", password)] {
+        let input = client
+            .find(Locator::Css(&format!("input[name={name}]")))
+            .await
+            .unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+    client
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The echo upstream's JSON, as the browser shows it.
+async fn page_json(client: &Client) -> Value {
+    let text = client
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    let text = text.as_str().expect("page text");
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("the page is not JSON ({e}): {text}"))
+}
+
+/// Values of a header as the echo upstream received it.
+fn upstream_header(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .expect("headers in the echo")
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn login_and_logout_in_headless_chromium() {
+    let started = Instant::now();
+    // The default config: secure = true, so the cookie is `__Host-sessiongate; Secure`. That
+    // is what users run, and chromium accepts Secure cookies from http://127.0.0.1 because it
+    // counts loopback as a potentially trustworthy origin.
+    let (upstream, proxy) = start().await;
+    assert!(proxy.app.config.session.secure);
+    let driver = Chromedriver::start();
+    let client = driver.session().await;
+    // The driver outlives the session: on panic the guard still kills both.
+    let outcome = tokio::time::timeout(WHOLE_TEST, scenario(&client, &upstream, &proxy)).await;
+    let _ = tokio::time::timeout(STEP, client.close()).await;
+    if outcome.is_err() {
+        panic!(
+            "the browser test took longer than {WHOLE_TEST:?}; chromedriver's output:\n{}",
+            driver.log()
+        );
+    }
+    eprintln!("browser test took {:?}", started.elapsed());
+}
+
+async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
+    let cookie_name = proxy.cookie_name().to_string();
+    assert!(cookie_name.starts_with("__Host-"), "{cookie_name}");
+    client
+        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(STEP),
+            Some(STEP),
+            Some(Duration::ZERO),
+        ))
+        .await
+        .unwrap();
+
+    // 1. A protected page without a session: the browser is sent to the form.
+    client.goto(&proxy.url(PROTECTED)).await.unwrap();
+    let url = wait_for_path(client, LOGIN_PATH).await;
+    let rd: Vec<_> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(
+        rd,
+        vec![PROTECTED],
+        "the login URL carries the return address: {url}"
+    );
+    assert_on_login_form(client, PROTECTED).await;
+    assert_eq!(client.title().await.unwrap(), "Sign in");
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached the upstream without a session"
+    );
+
+    // 2. A wrong password: the form again, with the message, and no cookie.
+    submit_login(client, USER, "not-the-password").await;
+    let error = client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("p.error[role=alert]"))
+        .await
+        .expect("an error message after a wrong password");
+    assert_eq!(error.text().await.unwrap(), "Invalid username or password.");
+    assert_on_login_form(client, PROTECTED).await;
+    assert!(
+        client.get_all_cookies().await.unwrap().is_empty(),
+        "no cookie after a failed login"
+    );
+    assert_eq!(proxy.app.sessions.len(), 0);
+
+    // 3. The right password: back to the page first asked for, as alice.
+    submit_login(client, USER, PASSWORD).await;
+    let landed = wait_for_path(client, "/reports/q3").await;
+    assert_eq!(landed.as_str(), proxy.url(PROTECTED));
+    let echo = page_json(client).await;
+    assert_eq!(echo["uri"], PROTECTED);
+    assert_eq!(upstream_header(&echo, "x-forwarded-user"), vec![USER]);
+    for cookie in upstream_header(&echo, "cookie") {
+        assert!(
+            !cookie.contains(&cookie_name),
+            "the upstream saw the session cookie: {cookie}"
+        );
+    }
+    assert_eq!(proxy.app.sessions.len(), 1);
+
+    // 4. The browser holds the session cookie with the attributes sessiongate set, and
+    // JavaScript cannot read it.
+    let cookies = client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .iter()
+        .find(|c| c.name() == cookie_name)
+        .unwrap_or_else(|| panic!("the browser has no {cookie_name} cookie: {cookies:?}"));
+    assert_eq!(session.http_only(), Some(true), "{session}");
+    assert_eq!(session.secure(), Some(true), "{session}");
+    assert_eq!(session.path(), Some("/"), "{session}");
+    assert_eq!(
+        session.same_site(),
+        Some(cookie::SameSite::Lax),
+        "{session}"
+    );
+    // A script-visible cookie of the app's own, so that `document.cookie` has something to
+    // show and the upstream has a cookie header to strip the session from.
+    let visible = client
+        .execute(
+            "document.cookie = 'theme=dark; path=/'; return document.cookie",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        visible, "theme=dark",
+        "document.cookie shows only the app's cookie"
+    );
+    client.refresh().await.unwrap();
+    wait_for_path(client, "/reports/q3").await;
+    let echo = page_json(client).await;
+    assert_eq!(upstream_header(&echo, "x-forwarded-user"), vec![USER]);
+    assert_eq!(
+        upstream_header(&echo, "cookie"),
+        vec!["theme=dark"],
+        "the browser sent both cookies; the upstream got the app's only"
+    );
+
+    // 5. Logout the way a page's logout button does it: a form POST, so chromium adds its own
+    // Origin and Sec-Fetch-Site headers. The form carries no CSRF token, so sessiongate lets it
+    // through only if it reads those headers as same-origin; otherwise it answers 403 and the
+    // browser never reaches the login page below.
+    client
+        .execute(
+            "const f = document.createElement('form');
+             f.method = 'post';
+             f.action = arguments[0];
+             document.body.appendChild(f);
+             f.submit();",
+            vec![json!(LOGOUT_PATH)],
+        )
+        .await
+        .unwrap();
+    let after_logout = wait_for_path(client, LOGIN_PATH).await;
+    assert_eq!(after_logout.query(), None, "{after_logout}");
+    assert_eq!(
+        proxy.app.sessions.len(),
+        0,
+        "the session is gone server-side"
+    );
+    let cookies = client.get_all_cookies().await.unwrap();
+    assert!(
+        cookies.iter().all(|c| c.name() != cookie_name),
+        "the browser dropped the session cookie: {cookies:?}"
+    );
+
+    // 6. The protected page wants a login again.
+    client.goto(&proxy.url(PROTECTED)).await.unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    assert_on_login_form(client, PROTECTED).await;
+    assert!(client.find(Locator::Css("p.error")).await.is_err());
+}

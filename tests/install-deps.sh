@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the programs the test suite runs that a fresh Debian machine lacks. Safe to run
+# again: a package is installed only when the command that proves it is there is missing.
+set -euo pipefail
+
+# command that proves the package is installed -> Debian package that provides it.
+# To add a dependency, add one line here (e.g. [nginx]=nginx [redis-server]=redis-server).
+declare -A PACKAGES=(
+  [chromium]=chromium               # tests/browser.rs: the real browser
+  [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
+)
+
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    missing+=("${PACKAGES[$cmd]}")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo)
+fi
+
+# Another apt run (unattended upgrades, a parallel job) is waited for instead of failing at
+# once: DPkg::Lock::Timeout covers dpkg's lock for the install, but not the lists lock that
+# apt-get update takes, so update is retried for up to 5 minutes.
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300)
+
+echo "--- installing for the tests: ${missing[*]}"
+for try in $(seq 60); do
+  "${apt[@]}" update -qq && break
+  if [ "$try" -eq 60 ]; then
+    echo "install-deps: apt-get update kept failing" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get update failed (another apt running?), retrying in 5s" >&2
+  sleep 5
+done
+"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# Fail here, not later in a test, if a package did not bring the command it was listed for.
+for cmd in "${!PACKAGES[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || {
+    echo "install-deps: '$cmd' is still missing after installing ${PACKAGES[$cmd]}" >&2
+    exit 1
+  }
+done
