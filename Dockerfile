@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+#
+# sessiongate in a container.
+#
+#   docker build -t sessiongate .
+#   docker run -d --name sessiongate -p 8080:8080 \
+#     -v /srv/sessiongate:/etc/sessiongate:ro sessiongate
+#
+# The config in /etc/sessiongate must listen on all interfaces: listen = "0.0.0.0:8080".
+# See README.md, "Docker".
+
+# --- build -------------------------------------------------------------------------------
+# cargo and gcc are all the build needs: rustls uses the ring crypto provider, which compiles
+# its C and assembly with the C compiler (no cmake, no OpenSSL headers).
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+# The cache mounts keep downloaded crates and compiled dependencies between builds. The
+# target directory is a cache mount, so the binary is copied out in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin sessiongate \
+ && install -m 755 target/release/sessiongate /usr/local/bin/sessiongate
+
+# --- run ---------------------------------------------------------------------------------
+# Same Debian release as the builder, so the binary's glibc matches.
+FROM debian:bookworm-slim
+# sessiongate checks https upstreams against Mozilla's roots built into the binary; the
+# system CA bundle is here for anything else in the image that makes TLS connections.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+RUN groupadd --system --gid 10001 sessiongate \
+ && useradd --system --uid 10001 --gid sessiongate --no-create-home \
+      --home-dir /nonexistent --shell /usr/sbin/nologin sessiongate
+COPY --from=build /usr/local/bin/sessiongate /usr/local/bin/sessiongate
+
+# Mount the config directory here (read-only is fine): sessiongate.toml, the secret file and
+# any TLS certificate and key, readable by uid 10001. No VOLUME is declared, so a container
+# started without the mount fails at once with "cannot read config file" instead of running
+# on an empty anonymous volume.
+WORKDIR /etc/sessiongate
+USER 10001:10001
+EXPOSE 8080
+# SIGTERM (docker stop) shuts down gracefully; SIGHUP (docker kill --signal=HUP) reloads the
+# TLS certificate. GET /.sessiongate/healthz answers 200 while sessiongate runs.
+ENTRYPOINT ["sessiongate"]
+CMD ["--config", "/etc/sessiongate/sessiongate.toml"]
