@@ -53,7 +53,7 @@ impl App {
             Some(s) => s.clone(),
             None => {
                 tracing::warn!(
-                    "no session.secret configured: using a random one, so sessions end when sessiongate restarts and are not shared between replicas"
+                    "no session.secret or session.secret_file configured: using a random key for this process, so login pages opened before a restart must be reloaded after it"
                 );
                 let mut key = vec![0u8; 64];
                 rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)

@@ -287,7 +287,9 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
                 "must be 1 to 256 characters without control characters",
             ));
         }
-        if http::HeaderValue::from_str(name).is_err() {
+        // The name travels in a header; bytes past ASCII would reach the app as raw UTF-8
+        // that every framework decodes differently.
+        if !name.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
             return Err(invalid(
                 format!("users[{i}].name"),
                 "must be sendable in an HTTP header (visible ASCII and spaces)",

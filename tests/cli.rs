@@ -74,6 +74,10 @@ fn broken_configs() -> Vec<(String, &'static str)> {
             ),
             "users[1].name",
         ),
+        (
+            good.replace("name = \"alice\"", "name = \"jos\u{e9}\""),
+            "users[0].name",
+        ),
         (good[..good.find("[[users]]").unwrap()].to_string(), "users"),
         ("[server\nlisten=".to_string(), "line"),
     ]

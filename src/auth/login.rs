@@ -209,15 +209,17 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     // Checked before hashing, the same way for known and unknown names.
     if let Verdict::Limited(wait) = app.limiter.check(username, &client) {
         tracing::warn!(client, "login refused: too many failed attempts");
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let mut res = page(
             app,
             StatusCode::TOO_MANY_REQUESTS,
             &form.rd,
-            Some("Too many failed attempts. Wait a minute and try again."),
+            Some(&format!(
+                "Too many failed attempts. Try again in {secs} seconds."
+            )),
         );
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return res;
     }
 
