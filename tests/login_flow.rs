@@ -228,7 +228,10 @@ async fn malformed_login_posts_get_a_clear_4xx() {
         req_with_body(
             Method::POST,
             "/.sessiongate/login",
-            &[("content-type", "application/json")],
+            &[
+                ("content-type", "application/json"),
+                ("sec-fetch-site", "same-origin"),
+            ],
             "{}",
         ),
     )

@@ -114,7 +114,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
     if !is_form {
         return Err(response::text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the login form must be sent as application/x-www-form-urlencoded",
+            "the form must be sent as application/x-www-form-urlencoded",
         ));
     }
     let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
@@ -166,11 +166,20 @@ async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Re
             "cross-site request refused: this form only accepts posts from its own site",
         ));
     }
-    let form = read_form(req).await?;
+    const NO_TOKEN: &str = "missing or expired form token: load the login page again and resubmit";
+    let form = match read_form(req).await {
+        Ok(form) => form,
+        // No browser signal and no form at all: what is missing is the token.
+        Err(res)
+            if origin == csrf::Origin::Unknown
+                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
+        {
+            return Err(forbidden(NO_TOKEN));
+        }
+        Err(res) => return Err(res),
+    };
     if origin == csrf::Origin::Unknown && !app.tokens.verify(&form.csrf) {
-        return Err(forbidden(
-            "missing or expired form token: load the login page again and resubmit",
-        ));
+        return Err(forbidden(NO_TOKEN));
     }
     Ok(form)
 }
