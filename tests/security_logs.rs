@@ -5,50 +5,25 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use http::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sessiongate");
 const WRONG_PASSWORD: &str = "hunter2-wrong-password";
 const QUERY_TOKEN: &str = "tok-5f1d9a7c2e";
 
 #[tokio::test]
 async fn no_password_cookie_session_id_or_query_reaches_the_log() {
     let upstream = start_upstream().await;
-    let port = closed_port().await.port();
-    let toml = config_toml(upstream.addr, "", "secure = false").replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
+    let toml = config_toml(upstream.addr, "", "secure = false");
     let dir = std::env::temp_dir().join(format!("sessiongate-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("sessiongate.toml");
     std::fs::write(&config, toml).unwrap();
-
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "sessiongate never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let running = spawn_sessiongate(&config, &[("RUST_LOG", "trace")]);
+    let addr = running.addr;
     let origin = format!("http://{addr}");
     let form = |user: &str, password: &str| {
         form_urlencoded::Serializer::new(String::new())
@@ -102,17 +77,9 @@ async fn no_password_cookie_session_id_or_query_reaches_the_log() {
     .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
 
-    assert!(
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    let log = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    let log_handle = running.log.clone();
+    assert!(running.stop().success(), "clean exit after SIGTERM");
+    let log = log_handle.lock().unwrap().clone();
     let _ = std::fs::remove_dir_all(&dir);
 
     assert!(

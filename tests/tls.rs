@@ -221,29 +221,10 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
     let (cert_b, key_b, der_b) = ca.leaf();
     let dir = temp_dir("sighup");
     write_pair(&dir, &cert_a, &key_a);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = tls_config("127.0.0.1:9".parse().unwrap(), &dir, "")
-        .replace("127.0.0.1:0", &addr.to_string());
+    let config = tls_config("127.0.0.1:9".parse().unwrap(), &dir, "");
     std::fs::write(dir.join("sessiongate.toml"), config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
-        .arg("--config")
-        .arg(dir.join("sessiongate.toml"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).await.is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "sessiongate exited");
-        assert!(Instant::now() < deadline, "sessiongate never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut running = spawn_sessiongate(&dir.join("sessiongate.toml"), &[]);
+    let addr = running.addr;
     assert_eq!(
         tls_connect(addr, &ca.pem, &[b"http/1.1"]).await.peer_cert,
         der_a
@@ -251,7 +232,7 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
 
     write_pair(&dir, &cert_b, &key_b);
     let hup = std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &running.child.id().to_string()])
         .status()
         .unwrap();
     assert!(hup.success());
@@ -267,13 +248,10 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        child.try_wait().unwrap().is_none(),
+        running.child.try_wait().unwrap().is_none(),
         "SIGHUP does not stop sessiongate"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    assert!(running.stop().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -448,3 +448,83 @@ pub fn raw_json(response: &str) -> Value {
     let body = response.split_once("\r\n\r\n").expect("a response head").1;
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+
+/// The `sessiongate` binary running with a config file. Its address comes from its own
+/// "listening on" log line, so the config can say `127.0.0.1:0` and no port is guessed (and
+/// raced for) beforehand. Everything it prints is collected in `log`.
+pub struct Running {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Running {
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.child.wait().unwrap()
+    }
+}
+
+pub fn spawn_sessiongate(config: &std::path::Path, env: &[(&str, &str)]) -> Running {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let collect = |reader: Box<dyn std::io::Read + Send>,
+                   tx: std::sync::mpsc::Sender<SocketAddr>| {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(reader)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("listening on ").nth(1)
+                    && let Some(addr) = rest
+                        .split("://")
+                        .nth(1)
+                        .and_then(|a| a.split_whitespace().next())
+                        .and_then(|a| a.parse().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+    };
+    collect(Box::new(stdout), tx.clone());
+    collect(Box::new(stderr), tx);
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => addr,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "sessiongate did not start listening:\n{}",
+                log.lock().unwrap()
+            );
+        }
+    };
+    Running { child, addr, log }
+}
