@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison on loopback: the same upstream, reached directly and through each peer.
+#
+#   benches/peers/peers.sh [--duration S] [--conns N] [--rounds R] [--only a,b] [--bin PATH] [--json FILE] [--install]
+#
+# Vendored from the team's shared/bench/peers.sh (2026-11) so the repo is self-contained. Changes:
+# --json FILE (raw rounds + medians, machine-readable); the default binary honours CARGO_TARGET_DIR;
+# the express peer is installed next to this script; an extra peer `sessiongate-quiet` (the same
+# binary with RUST_LOG=warn, i.e. without the per-request access log line) shows what logging costs.
+#
+# Peers (each skipped with a note when its program is missing):
+#   direct       the upstream itself (nginx returning a ~100 byte body): the ceiling
+#   nginx        nginx proxy_pass with upstream keep-alive, no auth: the C reference proxy
+#   caddy        Caddy reverse_proxy, no auth
+#   express      express + express-session (MemoryStore) + http-proxy-middleware: the classic session stack
+#   sessiongate  this project, release build, logged in, every request carries the session cookie
+#   sessiongate-quiet  the same with RUST_LOG=warn (no per-request log line; nginx's access_log is off too)
+#
+# Pinning: the load generator runs on CPU 0, the upstream and the peer under test on CPU 1, so every
+# peer gets the same CPU budget. Each figure is the median over --rounds; rounds alternate peers so
+# machine drift hits all of them alike. Only the ratios are meaningful on a shared, noisy machine.
+# A peer whose responses are not all 2xx is marked INVALID (a fast 302 is not a proxied request).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" INSTALL=0 JSON=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --json) JSON=$2; shift 2 ;;
+    --install) INSTALL=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$INSTALL" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  command -v nginx >/dev/null && command -v wrk >/dev/null && command -v caddy >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq nginx wrk caddy >/dev/null; }
+  command -v oha >/dev/null || cargo install oha --locked
+  [ -d "$HERE/express-peer/node_modules" ] || (cd "$HERE/express-peer" && npm install --silent --no-audit --no-fund)
+fi
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+[ -z "$BIN" ] && [ -x "$TARGET_DIR/release/sessiongate" ] && BIN=$TARGET_DIR/release/sessiongate
+WORK=$(mktemp -d /tmp/peers.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+NCPU=$(nproc)
+if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else PIN_SRV=""; PIN_GEN=""; fi
+UP=18180 NG=18181 CA=18182 EX=18183 SG=18184 SQ=18185
+
+wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+# --- upstream ----------------------------------------------------------------------------------
+command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
+cat >"$WORK/upstream.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  server { listen 127.0.0.1:$UP backlog=4096;
+    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
+EOF
+$PIN_SRV nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
+wait_port $UP
+
+# --- load generator ------------------------------------------------------------------------------
+# load URL [COOKIE] -> prints "rps p50_ms p99_ms non2xx"
+load() {
+  local url=$1 cookie=${2:-}
+  if command -v oha >/dev/null; then
+    local args=(-z "${DURATION}s" -w -c "$CONNS" --no-tui --output-format json)
+    [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
+    $PIN_GEN oha "${args[@]}" "$url" 2>/dev/null | python3 -c '
+import json,sys
+d=json.load(sys.stdin); s=d["summary"]; p=d["latencyPercentiles"]; codes=d.get("statusCodeDistribution",{})
+bad=sum(v for k,v in codes.items() if not k.startswith("2"))+sum(d.get("errorDistribution",{}).values())
+print("%.0f %.3f %.3f %d"%(s["requestsPerSec"],(p.get("p50") or 0)*1e3,(p.get("p99") or 0)*1e3,bad))'
+  else
+    local args=(-t1 -c"$CONNS" -d"${DURATION}s" --latency)
+    [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
+    $PIN_GEN wrk "${args[@]}" "$url" | python3 -c '
+import re,sys
+t=sys.stdin.read()
+def ms(v):
+    n,u=re.match(r"([\d.]+)([a-z]+)",v).groups(); return float(n)*{"us":1e-3,"ms":1,"s":1e3}[u]
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+p50=ms(re.search(r"^\s+50%\s+(\S+)",t,re.M).group(1)); p99=ms(re.search(r"^\s+99%\s+(\S+)",t,re.M).group(1))
+m=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t); e=re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)",t)
+print("%.0f %.3f %.3f %d"%(rps,p50,p99,(int(m.group(1)) if m else 0)+(sum(map(int,e.groups())) if e else 0)))'
+  fi
+}
+
+# cpu_ticks PID -> user+system clock ticks used so far by PID and all its descendants
+cpu_ticks() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1]); kids = {}; ticks = {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    kids.setdefault(int(f[1]), []).append(int(d)); ticks[int(d)] = int(f[11]) + int(f[12])
+todo, total = [root], 0
+while todo:
+    p = todo.pop(); total += ticks.get(p, 0); todo += kids.get(p, [])
+print(total)
+PY
+}
+TCK=$(getconf CLK_TCK)
+
+# --- peers ---------------------------------------------------------------------------------------
+declare -A URL COOKIE SPID
+peers=()
+if want direct; then peers+=(direct); URL[direct]=http://127.0.0.1:$UP/; fi
+
+if want nginx; then
+  cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 256; }
+  server { listen 127.0.0.1:$NG backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
+EOF
+  $PIN_SRV nginx -c "$WORK/nginx.conf" -e "$WORK/nginx.err" & PIDS+=($!); SPID[nginx]=$!
+  wait_port $NG && { peers+=(nginx); URL[nginx]=http://127.0.0.1:$NG/; }
+fi
+
+if want caddy && command -v caddy >/dev/null; then
+  printf '{\n admin off\n auto_https off\n}\nhttp://127.0.0.1:%s {\n reverse_proxy 127.0.0.1:%s {\n  header_up X-Forwarded-User alice\n }\n}\n' $CA $UP >"$WORK/Caddyfile"
+  GOMAXPROCS=1 $PIN_SRV caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 & PIDS+=($!); SPID[caddy]=$!
+  wait_port $CA && { peers+=(caddy); URL[caddy]=http://127.0.0.1:$CA/; }
+elif want caddy; then echo "note: caddy not installed, skipped" >&2; fi
+
+if want express && command -v node >/dev/null && [ -d "$HERE/express-peer/node_modules" ]; then
+  PORT=$EX UPSTREAM=http://127.0.0.1:$UP $PIN_SRV node "$HERE/express-peer/server.js" >"$WORK/express.log" 2>&1 & PIDS+=($!); SPID[express]=$!
+  wait_port $EX
+  COOKIE[express]=$(python3 "$HERE/login.py" --plain "http://127.0.0.1:$EX/login" alice wonderland)
+  peers+=(express); URL[express]=http://127.0.0.1:$EX/
+elif want express; then echo "note: express peer not installed (run with --install), skipped" >&2; fi
+
+if want sessiongate && [ -n "$BIN" ]; then
+  HASH=$(printf 'wonderland' | "$BIN" hash-password)
+  cat >"$WORK/sessiongate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$SG"
+
+[upstream]
+url = "http://127.0.0.1:$UP"
+
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+secure = false
+
+[[users]]
+name = "alice"
+password_hash = "$HASH"
+EOF
+  $PIN_SRV "$BIN" --config "$WORK/sessiongate.toml" >"$WORK/sessiongate.log" 2>&1 & PIDS+=($!); SPID[sessiongate]=$!
+  wait_port $SG
+  COOKIE[sessiongate]=$(python3 "$HERE/login.py" "http://127.0.0.1:$SG/" alice wonderland)
+  peers+=(sessiongate); URL[sessiongate]=http://127.0.0.1:$SG/
+elif want sessiongate; then echo "note: no sessiongate binary (cargo build --release first), skipped" >&2; fi
+
+if want sessiongate-quiet && [ -n "$BIN" ]; then
+  HASH=${HASH:-$(printf 'wonderland' | "$BIN" hash-password)}
+  cat >"$WORK/sessiongate-quiet.toml" <<EOF
+[server]
+listen = "127.0.0.1:$SQ"
+
+[upstream]
+url = "http://127.0.0.1:$UP"
+
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+secure = false
+
+[[users]]
+name = "alice"
+password_hash = "$HASH"
+EOF
+  RUST_LOG=warn $PIN_SRV "$BIN" --config "$WORK/sessiongate-quiet.toml" >"$WORK/sessiongate-quiet.log" 2>&1 & PIDS+=($!); SPID[sessiongate-quiet]=$!
+  wait_port $SQ
+  COOKIE[sessiongate-quiet]=$(python3 "$HERE/login.py" "http://127.0.0.1:$SQ/" alice wonderland)
+  peers+=(sessiongate-quiet); URL[sessiongate-quiet]=http://127.0.0.1:$SQ/
+fi
+
+# --- measure -------------------------------------------------------------------------------------
+declare -A RES
+for r in $(seq 1 "$ROUNDS"); do
+  for p in "${peers[@]}"; do
+    t0=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
+    out=$(load "${URL[$p]}" "${COOKIE[$p]:-}")
+    t1=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
+    # CPU microseconds the peer's own processes spent per request (0 for direct: there is no proxy)
+    cpu=$(python3 -c "import sys; rps=float(sys.argv[1]); print('%.2f' % ((int(sys.argv[3])-int(sys.argv[2]))*1e6/int(sys.argv[4])/max(1.0, rps*float(sys.argv[5]))))" \
+          "${out%% *}" "$t0" "$t1" "$TCK" "$DURATION")
+    RES[$p]+="$out $cpu $r;"
+  done
+done
+
+echo "peer               req/s   p50_ms   p99_ms  cpu_us/req  bad   vs nginx: req/s   p99  cpu/req   ($ROUNDS rounds x ${DURATION}s, $CONNS conns, gen: $(command -v oha >/dev/null && echo oha || echo wrk))"
+python3 - "$(for p in "${peers[@]}"; do echo "$p=${RES[$p]}"; done)" "$JSON" "$CONNS" "$DURATION" "$ROUNDS" <<'REPORT'
+import json, statistics, sys
+med = statistics.median
+out = {"conns": int(sys.argv[3]), "duration_s": float(sys.argv[4]), "rounds": int(sys.argv[5]), "peers": {}}
+runs = {}
+for line in sys.argv[1].splitlines():
+    name, rs = line.split("=", 1)
+    runs[name] = [list(map(float, r.split())) for r in rs.split(";") if r.strip()]  # rps p50 p99 bad cpu round
+ref = runs.get("nginx")
+for name, vals in runs.items():
+    rps, p50, p99, cpu = (med(v[i] for v in vals) for i in (0, 1, 2, 4))
+    bad = int(sum(v[3] for v in vals))
+    if ref:  # the median of per-round ratios: both halves of a pair ran on the same machine state
+        pair = list(zip(vals, ref))
+        rr = "%5.2f" % med(a[0] / b[0] for a, b in pair)
+        pr = "%5.2f" % med(a[2] / b[2] for a, b in pair)
+        cr = "%5.2f" % med(a[4] / b[4] for a, b in pair) if cpu and all(b[4] for b in ref) else "    -"
+    else:
+        rr = pr = cr = "    -"
+    flag = "  INVALID: %d non-2xx/errors" % bad if bad else ""
+    print("%-17s %7.0f %8.3f %8.3f %10s %5d   %15s %5s %8s%s" % (name, rps, p50, p99, ("%.1f" % cpu) if cpu else "-", bad, rr, pr, cr, flag))
+    out["peers"][name] = {
+        "rounds": [dict(zip(("rps", "p50_ms", "p99_ms", "bad", "cpu_us_per_req", "round"), v)) for v in vals],
+        "median": {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": cpu},
+        "bad": bad,
+        "vs_nginx": {"rps": float(rr), "p99": float(pr), "cpu": (float(cr) if cr.strip() != "-" else None)} if ref else None,
+    }
+if sys.argv[2]:
+    with open(sys.argv[2], "w") as f:
+        json.dump(out, f, indent=1)
+REPORT

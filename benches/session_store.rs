@@ -1,0 +1,148 @@
+//! The session store on its own, at the sizes a busy instance holds: creating a session (the
+//! login's share after the hash), looking up an unknown id, a sweeper pass over a million live
+//! sessions, and the whole per-request auth path when the store is big (the lookup then misses
+//! the CPU caches, unlike with one session in `auth_path`). Sweeping a million *expired*
+//! sessions is timed in a real process by `sessions_rss --mode serve` (benches/load.sh).
+//!
+//!     cargo bench --bench session_store
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::{HeaderValue, Request};
+use sessiongate::proxy::Forwarding;
+use sessiongate::session::{SessionId, SessionStore};
+use sessiongate::{App, Config};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn user() -> HeaderValue {
+    // Built per session, as a login does (`HeaderValue::from_str(username)`).
+    HeaderValue::from_str("user042").expect("ASCII")
+}
+
+fn filled(n: usize, idle: Duration) -> (SessionStore, Vec<SessionId>) {
+    let store = SessionStore::new(idle, HOUR);
+    let ids = (0..n).map(|_| store.create(user())).collect();
+    (store, ids)
+}
+
+fn create(c: &mut Criterion) {
+    let (store, _) = filled(100_000, HOUR);
+    c.bench_function("store create, 100k live sessions", |b| {
+        // Time the inserts only; remove them afterwards so the store stays at its size.
+        b.iter_custom(|iters| {
+            let mut made = Vec::with_capacity(iters as usize);
+            let t = Instant::now();
+            for _ in 0..iters {
+                made.push(store.create(user()));
+            }
+            let elapsed = t.elapsed();
+            for id in &made {
+                store.remove(id);
+            }
+            elapsed
+        })
+    });
+}
+
+fn lookups(c: &mut Criterion) {
+    let (store, _ids) = filled(1_000_000, HOUR);
+    let unknown: Vec<SessionId> = (0..1024).map(|_| SessionId::generate()).collect();
+    let mut i = 0usize;
+    c.bench_function("store touch unknown id, 1M live sessions", |b| {
+        b.iter(|| {
+            i = (i + 1) % unknown.len();
+            black_box(store.touch(&unknown[i]).is_none())
+        })
+    });
+
+    let mut g = c.benchmark_group("sweep");
+    g.sample_size(10);
+    g.bench_function("sweep pass, 1M live sessions, none expired", |b| {
+        b.iter(|| black_box(store.sweep()))
+    });
+    g.finish();
+}
+
+fn app() -> std::sync::Arc<App> {
+    let config = Config::from_toml(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:3000"
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
+"#,
+    )
+    .expect("bench config is valid");
+    App::new(config)
+}
+
+/// The same request and measured work as `auth_path`'s "auth path (authenticate + header
+/// rewrite)", with a million live sessions and a different session on each request.
+fn auth_path_big_store(c: &mut Criterion) {
+    let app = app();
+    let cookie_name = app.config.session.cookie_name.clone();
+    let cookies: Vec<String> = (0..1_000_000)
+        .map(|_| {
+            let id = app.sessions.create(user());
+            format!("{cookie_name}={}", app.signer.sign(&id))
+        })
+        .collect();
+    let client_ip = HeaderValue::from_static("127.0.0.1");
+    let mut i = 0usize;
+    c.bench_function(
+        "auth path (authenticate + header rewrite), 1M live sessions",
+        |b| {
+            b.iter_batched_ref(
+                || {
+                    i = (i + 7919) % cookies.len();
+                    Request::builder()
+                        .uri("/dashboard/reports?page=2")
+                        .header("host", "app.example.com")
+                        .header(
+                            "user-agent",
+                            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
+                        )
+                        .header(
+                            "accept",
+                            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                        )
+                        .header("accept-language", "en-US,en;q=0.9")
+                        .header("accept-encoding", "gzip, deflate, br")
+                        .header(
+                            "cookie",
+                            format!("_ga=GA1.1.123; {}; theme=dark", cookies[i]),
+                        )
+                        .header("connection", "keep-alive")
+                        .body(())
+                        .expect("valid request")
+                },
+                |req| {
+                    let session = app.authenticate(req.headers()).expect("live session");
+                    app.upstream.prepare(
+                        req,
+                        Forwarding {
+                            identity_header: &app.config.upstream.identity_header,
+                            user: Some(session.user),
+                            peer: &client_ip,
+                            trusted_peer: false,
+                            proto: "http",
+                            own_cookie: &app.config.session.cookie_name,
+                        },
+                    );
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+}
+
+criterion_group!(benches, create, lookups, auth_path_big_store);
+criterion_main!(benches);
