@@ -295,7 +295,14 @@ fn fill(
     for i in from..to {
         let (name, _) = &names[i % names.len()];
         let user = HeaderValue::from_str(name).expect("ASCII name");
-        last = Some((proxy.app.sessions.create(user), i % names.len()));
+        last = Some((
+            proxy
+                .app
+                .sessions
+                .create(user)
+                .expect("the in-memory store creates sessions"),
+            i % names.len(),
+        ));
     }
     last
 }
@@ -312,7 +319,8 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
     let probe = proxy
         .app
         .sessions
-        .create(HeaderValue::from_static("user000"));
+        .create(HeaderValue::from_static("user000"))
+        .expect("the in-memory store creates sessions");
     verify(&rt, &proxy, &probe, "user000", echo)?;
     let base = rss_kib()?;
     println!(
@@ -397,7 +405,11 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
     let proxy = Proxy::start(config(upstream, idle, interval)?)?;
     let names = user_names();
     // The session the load generator uses: touched by every request, so it never expires.
-    let live = proxy.app.sessions.create(HeaderValue::from_static("alice"));
+    let live = proxy
+        .app
+        .sessions
+        .create(HeaderValue::from_static("alice"))
+        .expect("the in-memory store creates sessions");
     let rss_empty = rss_kib()?;
     fill(&proxy, &names, 0, args.sessions);
     let filled = started.elapsed();
