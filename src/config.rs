@@ -110,7 +110,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
-    /// How long a client may take to send a request head (slowloris protection).
+    /// Slow-client and idle-connection deadline: a connection with no request being handled
+    /// and nothing written for this long is closed (src/watchdog.rs).
     pub header_read_timeout: Duration,
     /// How long a client may take to complete the TLS handshake.
     pub handshake_timeout: Duration,

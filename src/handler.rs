@@ -22,6 +22,7 @@ use crate::proxy::Forwarding;
 use crate::response::{self, Body, no_store};
 use crate::server::MAX_HEAD_BYTES;
 use crate::session::StoreError;
+use crate::watchdog::Activity;
 
 /// What sessiongate knows about the connection a request came on, computed once per connection.
 pub struct ConnInfo {
@@ -32,6 +33,8 @@ pub struct ConnInfo {
     pub trusted: bool,
     /// "http" or "https", for X-Forwarded-Proto.
     pub proto: &'static str,
+    /// For the slow and idle connection deadline.
+    pub activity: Activity,
 }
 
 impl ConnInfo {
@@ -63,6 +66,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let _busy = conn.activity.begin();
     let start = Instant::now();
     let method = req.method().clone();
     let refused = refusal(&mut req);

@@ -10,12 +10,14 @@ pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod logging;
 pub mod paths;
 pub mod proxy;
 pub mod response;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod watchdog;
 
 pub use app::App;
 pub use config::Config;

@@ -49,17 +49,18 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         (Some(Command::Demo), _) => {
-            init_logging();
+            sessiongate::logging::init();
             sessiongate::demo::run().map_err(|e| e.to_string())
         }
         (None, Some(path)) => {
-            init_logging();
+            sessiongate::logging::init();
             Config::load(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|c| sessiongate::run(c).map_err(|e| e.to_string()))
         }
         (None, None) => Err("nothing to do: pass --config PATH (see --help)".into()),
     };
+    sessiongate::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,17 +85,4 @@ fn hash_password() -> Result<(), String> {
     let hash = sessiongate::auth::password::hash_password(password.as_bytes())?;
     println!("{hash}");
     Ok(())
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: escape codes in a file or the journal are noise.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
-        && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
 }

@@ -1,12 +1,17 @@
 //! Forwarding to the upstream: request rewriting, a pool of keep-alive HTTP/1.1 connections,
 //! and streaming bodies in both directions.
 //!
-//! The pool keeps ready hyper `SendRequest`s instead of using hyper-util's legacy `Client`:
-//! the legacy client's mutexed pool and its per-request spawned task cost a measurable share
-//! of a proxy's CPU time on this workload (see ../shared/PERF-NOTES.md).
+//! Plain upstreams use our own pool of hyper HTTP/1 connections, and each connection is driven
+//! by the request that uses it, inside that request's task, instead of by a task of its own
+//! (as hyper-util's legacy `Client` does): no spawned task, no cross-task wake-up and no
+//! mutex per request. Pools are per worker thread, so a connection is only ever polled by the
+//! runtime whose reactor it is registered with (../shared/PERF-NOTES.md: the upstream leg is
+//! the biggest cost in a proxy like this).
 
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,12 +23,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::headers;
 
-/// Idle connections kept per upstream; more than the busiest expected concurrency is waste.
+/// Idle connections kept per upstream and worker; more than the busiest expected concurrency
+/// is waste.
 const MAX_IDLE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,28 +55,65 @@ impl ProxyError {
     }
 }
 
+type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Incoming>;
+
+/// One keep-alive connection to the upstream: the handle requests are sent with, and the
+/// connection future that does the I/O, polled by whoever holds the pair.
+struct Leg {
+    sender: SendRequest<Incoming>,
+    conn: UpstreamConn,
+    /// The connection future has completed (closed or failed); it must not be polled again.
+    done: bool,
+}
+
+impl Leg {
+    /// Lets the connection do its I/O: write a queued request, read a response, notice a close.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if self.done {
+            return;
+        }
+        if let Poll::Ready(result) = Pin::new(&mut self.conn).poll(cx) {
+            self.done = true;
+            if let Err(e) = result {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+        }
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.drive(cx);
+        self.sender.poll_ready(cx)
+    }
+}
+
+/// Idle connections, one list per worker thread (see the module comment).
 struct Pool {
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: ThreadLocal<RefCell<Vec<Leg>>>,
 }
 
 impl Pool {
-    fn take(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+    fn local(&self) -> &RefCell<Vec<Leg>> {
+        self.idle.get_or(|| RefCell::new(Vec::new()))
+    }
+
+    /// The most recently used idle connection, the likeliest to still be open.
+    fn take(&self) -> Option<Leg> {
+        let mut idle = self.local().borrow_mut();
+        while let Some(leg) = idle.pop() {
+            if !leg.done && !leg.sender.is_closed() {
+                return Some(leg);
             }
         }
         None
     }
 
-    fn put(&self, sender: SendRequest<Incoming>) {
-        if sender.is_closed() {
+    fn put(&self, leg: Leg) {
+        if leg.done || leg.sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.local().borrow_mut();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(leg);
         }
     }
 }
@@ -107,7 +151,7 @@ impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Upstream {
         let transport = match &config.tls {
             None => Transport::Plain(Arc::new(Pool {
-                idle: Mutex::new(Vec::new()),
+                idle: ThreadLocal::new(),
             })),
             Some(tls) => {
                 let mut http = HttpConnector::new();
@@ -221,29 +265,37 @@ impl Upstream {
         pool: &Arc<Pool>,
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
-        // A pooled connection may have been closed by the upstream since it was used; hyper
-        // hands the request back when it was not written, and it is retried on the next one.
-        while let Some(mut sender) = pool.take() {
-            if sender.ready().await.is_err() {
+        loop {
+            let (mut leg, fresh) = match pool.take() {
+                Some(leg) => (leg, false),
+                None => (self.connect().await?, true),
+            };
+            // A pooled connection may have been closed by the upstream while idle: driving it
+            // shows that now, and the next one is tried.
+            if let Err(e) = poll_fn(|cx| leg.poll_ready(cx)).await {
+                if fresh {
+                    return Err(ProxyError::Upstream(e));
+                }
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(res) => return Ok(wrap(pool, res, sender)),
+            let mut sending = std::pin::pin!(leg.sender.try_send_request(req));
+            let sent = poll_fn(|cx| {
+                leg.drive(cx);
+                sending.as_mut().poll(cx)
+            })
+            .await;
+            match sent {
+                Ok(res) => return Ok(wrap(pool, res, leg)),
+                // Not written at all (the connection closed first): safe to retry elsewhere.
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::Upstream(e.into_error())),
+                    Some(unsent) if !fresh => req = unsent,
+                    _ => return Err(ProxyError::Upstream(e.into_error())),
                 },
             }
         }
-        let mut sender = self.connect().await?;
-        sender.ready().await.map_err(ProxyError::Upstream)?;
-        match sender.try_send_request(req).await {
-            Ok(res) => Ok(wrap(pool, res, sender)),
-            Err(e) => Err(ProxyError::Upstream(e.into_error())),
-        }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, ProxyError> {
+    async fn connect(&self) -> Result<Leg, ProxyError> {
         let stream = TcpStream::connect(self.authority.as_str())
             .await
             .map_err(ProxyError::Connect)?;
@@ -252,12 +304,11 @@ impl Upstream {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(ProxyError::Upstream)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream connection ended: {e}");
-            }
-        });
-        Ok(sender)
+        Ok(Leg {
+            sender,
+            conn,
+            done: false,
+        })
     }
 
     async fn send_tls(
@@ -275,23 +326,17 @@ impl Upstream {
             .request(req)
             .await
             .map_err(|e| ProxyError::Client(error_chain(&e)))?;
-        Ok(res.map(|inner| UpstreamBody {
-            inner,
-            release: None,
-        }))
+        Ok(res.map(|inner| UpstreamBody { inner, leg: None }))
     }
 }
 
-/// Ties a response to the pooled connection it came on, so the body returns it when done.
-fn wrap(
-    pool: &Arc<Pool>,
-    res: Response<Incoming>,
-    sender: SendRequest<Incoming>,
-) -> Response<UpstreamBody> {
+/// Ties a response to the pooled connection it came on: the body drives the connection while
+/// it streams and returns it to the pool when done.
+fn wrap(pool: &Arc<Pool>, res: Response<Incoming>, leg: Leg) -> Response<UpstreamBody> {
     res.map(|inner| {
         let mut body = UpstreamBody {
             inner,
-            release: Some((sender, pool.clone())),
+            leg: Some((leg, pool.clone())),
         };
         // Bodiless responses (HEAD, 204, 304, Content-Length: 0) are never polled.
         if body.inner.is_end_stream() {
@@ -314,17 +359,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// An upstream response body. When it has been read to the end, the connection it came on
-/// goes back to the pool; a body dropped half-read takes its connection with it.
+/// An upstream response body. For plain upstreams it also drives the connection the body
+/// arrives on; read to the end, that connection goes back to the pool, and a body dropped
+/// half-read takes its connection with it.
 pub struct UpstreamBody {
     inner: Incoming,
-    release: Option<(SendRequest<Incoming>, Arc<Pool>)>,
+    leg: Option<(Leg, Arc<Pool>)>,
 }
 
 impl UpstreamBody {
     fn release(&mut self) {
-        if let Some((sender, pool)) = self.release.take() {
-            pool.put(sender);
+        if let Some((leg, pool)) = self.leg.take() {
+            pool.put(leg);
         }
     }
 }
@@ -337,11 +383,14 @@ impl Body for UpstreamBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some((leg, _)) = &mut self.leg {
+            leg.drive(cx);
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.release = None,
+            Poll::Ready(Some(Err(_))) => self.leg = None,
             _ => {}
         }
         polled

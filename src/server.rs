@@ -22,6 +22,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::handler::{self, ConnInfo};
+use crate::watchdog::{Activity, Watched};
 
 /// Largest request head (target and headers); larger ones get 431. nginx allows 4 x 8 KiB
 /// buffers by default; 64 KiB leaves room for big cookies.
@@ -38,25 +39,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    // The header read timeout also closes keep-alive connections idle for that long.
+    // No hyper header timer and no HTTP/2 pings: the watchdog closes slow and idle
+    // connections for a fraction of the cost (src/watchdog.rs).
     let mut http1 = http1::Builder::new();
     http1
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     auto.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let deadline = app.config.server.header_read_timeout;
     tokio::pin!(shutdown);
 
     loop {
@@ -86,13 +86,21 @@ pub async fn serve(
         match app.tls.clone() {
             None => {
                 let info = Arc::new(conn_info(&app, peer, "http"));
+                let io = TokioIo::new(Watched::new(stream, info.clone()));
+                let watch = info.clone();
                 let service =
                     service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+                let conn = graceful.watch(http1.serve_connection(io, service));
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection from {peer} ended: {e}");
+                    tokio::select! {
+                        biased;
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!("connection from {peer} ended: {e}");
+                        },
+                        () = watch.activity.stalled(deadline) => {
+                            tracing::debug!("closed a slow or idle connection from {peer}");
+                        }
                     }
                 });
             }
@@ -118,13 +126,19 @@ pub async fn serve(
                         }
                     };
                     let info = Arc::new(conn_info(&app, peer, "https"));
+                    let io = TokioIo::new(Watched::new(tls, info.clone()));
+                    let watch = info.clone();
                     let service =
                         service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                    let conn = auto
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!("connection from {peer} ended: {e}");
+                    let conn = watcher.watch(auto.serve_connection(io, service).into_owned());
+                    tokio::select! {
+                        biased;
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!("connection from {peer} ended: {e}");
+                        },
+                        () = watch.activity.stalled(deadline) => {
+                            tracing::debug!("closed a slow or idle connection from {peer}");
+                        }
                     }
                 });
             }
@@ -217,6 +231,7 @@ fn conn_info(app: &App, peer: SocketAddr, proto: &'static str) -> ConnInfo {
             .iter()
             .any(|net| net.contains(&ip)),
         proto,
+        activity: Activity::default(),
     }
 }
 

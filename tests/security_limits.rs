@@ -167,6 +167,73 @@ async fn slow_heads_and_idle_connections_are_closed_after_the_header_timeout() {
     );
 }
 
+/// The deadline only cuts off clients that make no progress: a slow upload (its request is
+/// being handled) and a slow streamed download (bytes keep being written) outlive it.
+#[tokio::test]
+async fn slow_uploads_and_streamed_downloads_outlive_the_header_timeout() {
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&with_server(
+        &config_toml(upstream.addr, "", ""),
+        "header_read_timeout = \"1s\"",
+    ))
+    .await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+
+    // Upload: one byte every 500 ms, 3 s in all; the upstream answers once it has them all.
+    let mut up = TcpStream::connect(proxy.addr).await.unwrap();
+    up.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\nContent-Length: 6\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    for b in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        up.write_all(&[*b]).await.unwrap();
+    }
+    let mut res = String::new();
+    up.read_to_string(&mut res).await.unwrap();
+    assert_eq!(status(&res), 200, "{res}");
+    assert_eq!(raw_json(&res)["body_len"], 6);
+
+    // Download: the upstream echoes each chunk as it comes, one every 500 ms.
+    let mut down = TcpStream::connect(proxy.addr).await.unwrap();
+    down.write_all(
+        format!("POST /echo-stream HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    for i in 0..6u8 {
+        down.write_all(format!("1\r\n{}\r\n", (b'a' + i) as char).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), down.read(&mut buf))
+            .await
+            .expect("each chunk comes back")
+            .unwrap();
+        assert!(n > 0, "the connection was closed after {i} chunks");
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    down.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    down.read_to_end(&mut rest).await.unwrap();
+    got.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body: String = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .filter(|l| l.len() == 1 && l.as_bytes()[0].is_ascii_lowercase())
+        .collect();
+    assert_eq!(body, "abcdef");
+}
+
 /// With `max_connections` reached, a new client waits in the accept queue and is served as
 /// soon as a connection closes: no error, no file descriptor exhaustion.
 #[tokio::test]
