@@ -93,15 +93,7 @@ pub async fn serve(
                 let conn = graceful.watch(http1.serve_connection(io, service));
                 tokio::spawn(async move {
                     let _permit = permit;
-                    tokio::select! {
-                        biased;
-                        ended = conn => if let Err(e) = ended {
-                            tracing::debug!("connection from {peer} ended: {e}");
-                        },
-                        () = watch.activity.stalled(deadline) => {
-                            tracing::debug!("closed a slow or idle connection from {peer}");
-                        }
-                    }
+                    until_stalled(conn, &watch, deadline, peer).await;
                 });
             }
             Some(acceptor) => {
@@ -131,15 +123,7 @@ pub async fn serve(
                     let service =
                         service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
                     let conn = watcher.watch(auto.serve_connection(io, service).into_owned());
-                    tokio::select! {
-                        biased;
-                        ended = conn => if let Err(e) = ended {
-                            tracing::debug!("connection from {peer} ended: {e}");
-                        },
-                        () = watch.activity.stalled(deadline) => {
-                            tracing::debug!("closed a slow or idle connection from {peer}");
-                        }
-                    }
+                    until_stalled(conn, &watch, deadline, peer).await;
                 });
             }
         }
@@ -153,6 +137,25 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves one connection until it ends, or until the watchdog finds it slow or idle for
+/// `deadline` (then it is dropped, which closes it).
+async fn until_stalled<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    info: &ConnInfo,
+    deadline: Duration,
+    peer: SocketAddr,
+) {
+    tokio::select! {
+        biased;
+        ended = conn => if let Err(e) = ended {
+            tracing::debug!("connection from {peer} ended: {e}");
+        },
+        () = info.activity.stalled(deadline) => {
+            tracing::debug!("closed a slow or idle connection from {peer}");
+        }
+    }
 }
 
 /// Answers every request on a plain-http listener with 308 to the same path on https, so

@@ -458,23 +458,9 @@ async fn bcrypt_users_can_log_in() {
 /// the excess is refused at once with 503, and proxied traffic is served meanwhile.
 #[tokio::test]
 async fn login_hashing_is_bounded_and_does_not_block_proxying() {
-    use argon2::{Argon2, Params, PasswordHasher};
     let upstream = start_upstream().await;
-    // A deliberately slow hash (64 MiB, 3 passes) so logins overlap.
-    let slow = Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        Params::new(64 * 1024, 3, 1, None).unwrap(),
-    )
-    .hash_password(b"slow-pw")
-    .unwrap()
-    .to_string();
-    let toml = config_toml(upstream.addr, "", "").replace(
-        "[[users]]",
-        &format!(
-            "[auth]\nlogin_workers = 1\nlogin_queue = 1\n\n[[users]]\nname = \"slow\"\npassword_hash = \"{slow}\"\n\n[[users]]"
-        ),
-    );
+    // A deliberately slow hash (64 MiB, 2 passes) so logins overlap.
+    let toml = slow_login_config(upstream.addr, 1, 1, 64 * 1024);
     let proxy = std::sync::Arc::new(start_proxy_with(&toml).await);
     let cookie = login(&proxy, USER, PASSWORD).await;
 

@@ -276,23 +276,9 @@ async fn connections_past_the_limit_wait_for_a_free_slot() {
 /// served all the while.
 #[tokio::test]
 async fn a_login_storm_is_answered_fast_and_proxying_goes_on() {
-    use argon2::{Argon2, Params, PasswordHasher};
     let upstream = start_upstream().await;
-    // 32 MiB and 2 passes: a few tens of milliseconds per check, so the storm overlaps.
-    let slow = Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        Params::new(32 * 1024, 2, 1, None).unwrap(),
-    )
-    .hash_password(b"slow-pw")
-    .unwrap()
-    .to_string();
-    let toml = config_toml(upstream.addr, "", "").replace(
-        "[[users]]",
-        &format!(
-            "[auth]\nlogin_workers = 2\nlogin_queue = 4\n\n[[users]]\nname = \"slow\"\npassword_hash = \"{slow}\"\n\n[[users]]"
-        ),
-    );
+    // A deliberately slow hash (32 MiB, 2 passes) so logins overlap.
+    let toml = slow_login_config(upstream.addr, 2, 4, 32 * 1024);
     let proxy = Arc::new(start_proxy_with(&toml).await);
     let cookie = login(&proxy, USER, PASSWORD).await;
 

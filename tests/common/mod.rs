@@ -29,14 +29,30 @@ pub const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
 
 /// argon2id with small parameters: the real algorithm, fast enough for many logins per test.
 pub fn cheap_hash(password: &str) -> String {
+    argon2_hash(password, 1024, 1)
+}
+
+/// An argon2id PHC string for `password` with `kib` KiB of memory and `passes` passes.
+pub fn argon2_hash(password: &str, kib: u32, passes: u32) -> String {
     use argon2::{Argon2, Params, PasswordHasher};
-    let params = Params::new(1024, 1, 1, None).unwrap();
+    let params = Params::new(kib, passes, 1, None).unwrap();
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(password.as_bytes())
         .unwrap()
         .to_string()
 }
 
+/// A config whose `[auth]` has `login_workers` and `login_queue`, with an extra user "slow"
+/// (password "slow-pw") whose argon2id hash takes tens of milliseconds, so logins overlap.
+pub fn slow_login_config(upstream: SocketAddr, workers: usize, queue: usize, kib: u32) -> String {
+    let slow = argon2_hash("slow-pw", kib, 2);
+    config_toml(upstream, "", "").replace(
+        "[[users]]",
+        &format!(
+            "[auth]\nlogin_workers = {workers}\nlogin_queue = {queue}\n\n[[users]]\nname = \"slow\"\npassword_hash = \"{slow}\"\n\n[[users]]"
+        ),
+    )
+}
 fn alice_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| cheap_hash(PASSWORD))
