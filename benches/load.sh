@@ -20,7 +20,7 @@
 #   --duration S         seconds per peer measurement (8)       --rounds R   rounds (3)
 #   --growth-duration S  seconds per growth point (5)           --growth-rounds R (3)
 #   --peer-conns "64 512"   --growth-conns "1 16 64 256 1024"
-#   --rate Q             fixed request rate of the stall load (4000 req/s, ~1/4 of capacity)
+#   --rate Q             fixed request rate of the stall load (4000 req/s, ~1/9 of capacity here)
 #   --stall-rounds R     rounds of each stall check (3)
 #   --out DIR            results directory (benches/results/run-DATE)
 #   --only LIST          comma-separated sections
