@@ -29,6 +29,8 @@
 # when matplotlib is installed (pip install matplotlib), plot.png. benches/results/latest
 # points at the newest run.
 #
+# Ports: BENCH_PORT_BASE (default 18180) .. +12; set it to run two benchmarks side by side.
+#
 # Pinning as in peers.sh: load generators (oha, the Python clients) on CPU 0; the proxy under
 # test and the upstream on CPU 1. The machine is shared and noisy: compare peers within one
 # run (ratios), never absolute figures across runs.
@@ -106,7 +108,14 @@ json.dump({"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
 PY
 
 # --- the upstream the memory and stall sections use (peers.sh starts its own) ------------------
-UP=18190 SG=18191 NGP=18192
+# Ports from BENCH_PORT_BASE (default 18180; peers.sh uses BASE..BASE+5), checked free first.
+BASE=${BENCH_PORT_BASE:-18180}
+UP=$((BASE + 10)) SG=$((BASE + 11)) NGP=$((BASE + 12))
+for p in $UP $SG $NGP; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
+  fi
+done
 start_upstream() {
   cat >"$WORK/upstream.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;

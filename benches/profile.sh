@@ -50,7 +50,14 @@ cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || 
 trap cleanup EXIT
 wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
-UP=18290 SG=18291
+# Ports from BENCH_PORT_BASE (default 18180) + 110..112, checked free first.
+BASE=${BENCH_PORT_BASE:-18180}
+UP=$((BASE + 110)) SG=$((BASE + 111)) NGP=$((BASE + 112))
+for p in $UP $SG $NGP; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
+  fi
+done
 cat >"$WORK/upstream.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
 events { worker_connections 8192; }
@@ -97,7 +104,6 @@ if [ "$MODE" = perf ]; then
 
   # System calls and context switches per request, for sessiongate and (same load, same
   # pinning) an nginx proxy_pass worker as the reference.
-  NGP=18292
   cat >"$WORK/nginx-proxy.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/nginx-proxy.pid; error_log $WORK/nginx-proxy.err warn;
 events { worker_connections 8192; }
