@@ -20,7 +20,7 @@
 #   --duration S         seconds per peer measurement (8)       --rounds R   rounds (3)
 #   --growth-duration S  seconds per growth point (5)           --growth-rounds R (3)
 #   --peer-conns "64 512"   --growth-conns "1 16 64 256 1024"
-#   --rate Q             fixed request rate of the stall load (4000 req/s, ~1/4 of capacity)
+#   --rate Q             fixed request rate of the stall load (4000 req/s, ~1/9 of capacity here)
 #   --stall-rounds R     rounds of each stall check (3)
 #   --out DIR            results directory (benches/results/run-DATE)
 #   --only LIST          comma-separated sections
@@ -28,6 +28,8 @@
 # Writes JSON per measurement into the results directory, then summary.md (the tables) and,
 # when matplotlib is installed (pip install matplotlib), plot.png. benches/results/latest
 # points at the newest run.
+#
+# Ports: BENCH_PORT_BASE (default 18180) .. +12; set it to run two benchmarks side by side.
 #
 # Pinning as in peers.sh: load generators (oha, the Python clients) on CPU 0; the proxy under
 # test and the upstream on CPU 1. The machine is shared and noisy: compare peers within one
@@ -106,7 +108,14 @@ json.dump({"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
 PY
 
 # --- the upstream the memory and stall sections use (peers.sh starts its own) ------------------
-UP=18190 SG=18191 NGP=18192
+# Ports from BENCH_PORT_BASE (default 18180; peers.sh uses BASE..BASE+5), checked free first.
+BASE=${BENCH_PORT_BASE:-18180}
+UP=$((BASE + 10)) SG=$((BASE + 11)) NGP=$((BASE + 12))
+for p in $UP $SG $NGP; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
+  fi
+done
 start_upstream() {
   cat >"$WORK/upstream.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;

@@ -45,13 +45,17 @@ enum Mode {
     Serve,
 }
 
+/// Lenient like criterion's own parser: `cargo bench -- --quick` or `--noplot` reach every
+/// bench binary, and flags meant for criterion must not make this one fail.
 #[derive(Parser)]
+#[command(ignore_errors = true)]
 struct Args {
     #[arg(long, value_enum, default_value = "rss")]
     mode: Mode,
     /// Live session counts to measure at (cumulative: the store grows from one to the next).
-    #[arg(long, value_delimiter = ',', default_value = "0,10000,100000,1000000")]
-    counts: Vec<usize>,
+    /// Default 0,10000,100000,1000000 (0,1000 when run as a test, without `--bench`).
+    #[arg(long, value_delimiter = ',')]
+    counts: Option<Vec<usize>>,
     /// Upstream URL (e.g. the nginx that benches/load.sh starts); in-process echo when absent.
     #[arg(long)]
     upstream: Option<String>,
@@ -70,9 +74,12 @@ struct Args {
     /// Serve mode: exit this long after startup.
     #[arg(long, default_value_t = 40)]
     exit_after_s: u64,
-    /// Passed by `cargo bench`; ignored.
+    /// Passed by `cargo bench`; without it (`cargo test --benches`) only a quick check runs.
     #[arg(long, hide = true)]
     bench: bool,
+    /// `cargo bench -- --list`: print this bench's name.
+    #[arg(long, hide = true)]
+    list: bool,
     /// A `cargo bench` name filter: this bench runs only if the filter matches its name.
     filter: Option<String>,
 }
@@ -89,6 +96,10 @@ fn main() -> Res<()> {
     if let Some(f) = &args.filter
         && !NAME.contains(f.as_str())
     {
+        return Ok(());
+    }
+    if args.list {
+        println!("{NAME}: bench");
         return Ok(());
     }
     let (upstream, _upstream_thread) = match &args.upstream {
@@ -332,9 +343,14 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
         "{:>10} {:>10} {:>12} {:>14} {:>9}",
         "sessions", "rss_MiB", "delta_MiB", "bytes/session", "create_s"
     );
+    let counts = match (&args.counts, args.bench) {
+        (Some(c), _) => c.clone(),
+        (None, true) => vec![0, 10_000, 100_000, 1_000_000],
+        (None, false) => vec![0, 1_000],
+    };
     let mut rows = Vec::new();
     let mut have = 0usize;
-    for &target in &args.counts {
+    for &target in &counts {
         let t = Instant::now();
         let last = fill(&proxy, &names, have, target.max(have));
         let create_s = t.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@
 #
 # Vendored from the team's shared/bench/peers.sh (2026-11) so the repo is self-contained. Changes:
 # --json FILE (raw rounds + medians, machine-readable); the default binary honours CARGO_TARGET_DIR;
+# ports start at BENCH_PORT_BASE (default 18180) and must be free;
 # the express peer is installed next to this script; an extra peer `sessiongate-quiet` (the same
 # binary with RUST_LOG=warn, i.e. without the per-request access log line) shows what logging costs.
 #
@@ -55,10 +56,18 @@ trap cleanup EXIT
 
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else PIN_SRV=""; PIN_GEN=""; fi
-UP=18180 NG=18181 CA=18182 EX=18183 SG=18184 SQ=18185
+# Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges.
+BASE=${BENCH_PORT_BASE:-18180}
+UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5))
 
 wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+# A port someone else already listens on would make wait_port succeed against the wrong server.
+for p in $UP $NG $CA $EX $SG $SQ; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
+  fi
+done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }

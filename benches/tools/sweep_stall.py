@@ -55,7 +55,7 @@ def one_round(a, r):
         # swept, so the window starts at the expected time (or the first sighting, if earlier).
         s = min(ready["expected_sweep_epoch"], events["sweep_start"]["epoch"])
         e = events["sweep_end"]["epoch"]
-        row = {"round": r + 1, "ready": ready, "sweep": dict(events["sweep_end"], window_s=e - s),
+        row = {"round": r + 1, "ready": {k: v for k, v in ready.items() if k != "cookie"}, "sweep": dict(events["sweep_end"], window_s=e - s),
                "sweep_started_epoch": s, "oha": oha.totals(),
                "quiet": oha.window(max(oha.started + 1.0, quiet_from), s - 0.3),
                "during": oha.window(s - 0.02, e),
