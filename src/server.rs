@@ -242,9 +242,7 @@ fn conn_info(app: &App, peer: SocketAddr, proto: &'static str) -> ConnInfo {
 pub fn run(config: Config) -> Result<(), StartError> {
     raise_fd_limit(config.server.max_connections);
     let addr = config.server.listen;
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| StartError::Listen { addr, source })?;
+    let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
     let workers = config.server.workers;
     let app = App::new(config);
     tracing::info!(
@@ -292,9 +290,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .map_err(StartError::Runtime)?;
     if let Some(addr) = app.config.server.redirect_http {
         let https_port = app.config.server.listen.port();
-        let redirect = std::net::TcpListener::bind(addr)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|source| StartError::Listen { addr, source })?;
+        let redirect = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
         let mut stop = stop_rx.clone();
         signals.spawn(async move {
             let listener = match TcpListener::from_std(redirect) {
@@ -322,6 +318,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A non-blocking listening socket with a deep accept queue. The standard library's 128 drops
+/// connections when a thousand clients arrive at once (SYN retransmits cost them a second);
+/// the kernel caps the value at net.core.somaxconn.
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// Raises the soft file-descriptor limit to the hard one: each client connection can hold
