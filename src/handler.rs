@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use crate::app::{App, Authenticated};
 use crate::auth::login;
 use crate::headers;
+use crate::logging::{self, RequestLine};
 use crate::paths::{self, BadTarget};
 use crate::proxy::Forwarding;
 use crate::response::{self, Body, no_store};
@@ -98,14 +99,14 @@ pub async fn handle(
         Some(s) => (s.user.to_str().unwrap_or("-"), s.id.log_tag()),
         None => ("-", Default::default()),
     };
-    tracing::info!(
-        method = %method,
-        path = uri.path(),
-        status = res.status().as_u16(),
+    logging::request(&RequestLine {
+        method: &method,
+        path: uri.path(),
+        status: res.status().as_u16(),
         user,
-        session = sid.as_str(),
-        micros = start.elapsed().as_micros() as u64,
-    );
+        session: sid.as_str(),
+        micros: start.elapsed().as_micros() as u64,
+    });
     Ok(res)
 }
 

@@ -1,42 +1,20 @@
 //! Pure header helpers for the proxy path: hop-by-hop removal, identity-header stripping,
-//! and removing sessiongate's own cookie from what the upstream sees.
+//! forwarding headers, and removing sessiongate's own cookie from what the upstream sees.
+//!
+//! `X-Forwarded-Uri`, `X-Original-URL` and `X-Rewrite-URL` are removed from every request:
+//! some proxies set the first (Traefik, Authelia), and frameworks such as Symfony, Zend and
+//! IIS URL Rewrite route by the others instead of the request line, so a client could ask
+//! for `/public` and be served `/admin`. The upstream routes by the path that was authorised.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// non-standard ones proxies commonly see.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-/// Set by some proxies (Traefik, Authelia); sessiongate never sets it, so a client's is removed.
-pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// Headers some frameworks (Symfony, Zend, IIS URL Rewrite) route by instead of the request
-/// line, so a client could ask for `/public` and be served `/admin`. Removed from every
-/// request: the upstream routes by the path that was authorised.
-pub const PATH_OVERRIDES: [HeaderName; 3] = [
-    X_FORWARDED_URI,
-    HeaderName::from_static("x-original-url"),
-    HeaderName::from_static("x-rewrite-url"),
-];
-
 /// Names an operator may not choose as the identity header: HTTP framing and routing
 /// headers, and the forwarding headers sessiongate sets itself.
 pub fn is_reserved(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || name == header::UPGRADE
+    is_hop_by_hop(name.as_str())
         || name == header::HOST
         || name == header::COOKIE
         || name == header::SET_COOKIE
@@ -45,9 +23,10 @@ pub fn is_reserved(name: &HeaderName) -> bool {
         || name == X_FORWARDED_FOR
         || name == X_FORWARDED_PROTO
         || name == X_FORWARDED_HOST
-        || name == header::FORWARDED
-        || name == X_REAL_IP
-        || PATH_OVERRIDES.contains(name)
+        || matches!(
+            name.as_str(),
+            "forwarded" | "x-real-ip" | "x-forwarded-uri" | "x-original-url" | "x-rewrite-url"
+        )
 }
 
 /// Refuses message framing that two HTTP parsers could read differently (request
@@ -91,28 +70,71 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR, value);
 }
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
-/// `Upgrade` goes too: sessiongate does not tunnel protocol upgrades.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are removed first, while the header is still there. The common
-    // case (`Connection: keep-alive` / `close`) names only headers removed anyway.
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .filter(|name| name != "keep-alive" && name != "close")
-            .collect();
-        for name in listed {
-            headers.remove(name);
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see, and
+/// `Upgrade`: sessiongate does not tunnel protocol upgrades).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes every header `doomed` picks, plus every header the `Connection` header names, in
+/// one pass over the names: the usual request carries none of them, and one pass with a
+/// `match` costs less than a lookup per name that might be there.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let mut gone: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if doomed(name) {
+            gone.push(name.clone());
         }
     }
-    for name in &HOP_BY_HOP {
+    // Names listed in Connection. The common values (`keep-alive`, `close`) name nothing
+    // else, and the header itself is hop-by-hop, so it is always in `gone` when present.
+    if !gone.is_empty() {
+        for value in headers.get_all(header::CONNECTION) {
+            let Ok(text) = value.to_str() else { continue };
+            for listed in text.split(',') {
+                let listed = listed.trim();
+                if listed.eq_ignore_ascii_case("keep-alive") || listed.eq_ignore_ascii_case("close")
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(listed.as_bytes()) {
+                    gone.push(name);
+                }
+            }
+        }
+    }
+    for name in gone {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_where(headers, |name| is_hop_by_hop(name.as_str()));
+}
+
+/// Cleans a request for the upstream, in one pass: hop-by-hop headers; every client copy
+/// of the identity header in any spelling; headers that override the path; and, unless the
+/// peer is a trusted proxy, `Forwarded` and `X-Real-IP` (X-Forwarded-For/-Proto/-Host are
+/// overwritten by the caller).
+pub fn scrub_request(headers: &mut HeaderMap, identity: &HeaderName, trusted_peer: bool) {
+    remove_where(headers, |name| match name.as_str() {
+        n if is_hop_by_hop(n) => true,
+        "x-forwarded-uri" | "x-original-url" | "x-rewrite-url" => true,
+        "forwarded" | "x-real-ip" => !trusted_peer,
+        _ => same_identity_name(name, identity),
+    });
 }
 
 /// True when `candidate` would be read by a backend as the same header as `identity`:
@@ -125,24 +147,6 @@ fn same_identity_name(candidate: &HeaderName, identity: &HeaderName) -> bool {
             let norm = |c: u8| if c == b'_' { b'-' } else { c };
             norm(x) == norm(y)
         })
-}
-
-/// Removes every client-sent copy of the identity header, in any spelling.
-pub fn strip_identity(headers: &mut HeaderMap, identity: &HeaderName) {
-    headers.remove(identity);
-    // Fast path: no header name contains '_' and the exact name is gone, so no other
-    // spelling can be present.
-    if !headers.keys().any(|k| k.as_str().contains('_')) {
-        return;
-    }
-    let spoofs: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| same_identity_name(k, identity))
-        .cloned()
-        .collect();
-    for name in spoofs {
-        headers.remove(name);
-    }
 }
 
 /// Iterates the `name=value` pairs of a Cookie header as (name, value, whole trimmed pair).
@@ -235,7 +239,7 @@ mod tests {
             ("x-forwarded-users", "kept"),
             ("x_other", "kept"),
         ]);
-        strip_identity(&mut h, &identity);
+        scrub_request(&mut h, &identity, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(h.contains_key("x-forwarded-users"));

@@ -61,7 +61,9 @@ type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, I
 /// connection future that does the I/O, polled by whoever holds the pair.
 struct Leg {
     sender: SendRequest<Incoming>,
-    conn: UpstreamConn,
+    /// Boxed: a hyper connection is large, and a leg moves in and out of the pool and into
+    /// the response body on every request.
+    conn: Box<UpstreamConn>,
     /// The connection future has completed (closed or failed); it must not be polled again.
     done: bool,
 }
@@ -72,7 +74,7 @@ impl Leg {
         if self.done {
             return;
         }
-        if let Poll::Ready(result) = Pin::new(&mut self.conn).poll(cx) {
+        if let Poll::Ready(result) = Pin::new(&mut *self.conn).poll(cx) {
             self.done = true;
             if let Err(e) = result {
                 tracing::debug!("upstream connection ended: {e}");
@@ -205,8 +207,7 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
 
         let h = req.headers_mut();
-        headers::strip_hop_by_hop(h);
-        headers::strip_identity(h, fwd.identity_header);
+        headers::scrub_request(h, fwd.identity_header, fwd.trusted_peer);
         headers::strip_cookie(h, fwd.own_cookie);
         if fwd.trusted_peer {
             headers::append_forwarded_for(h, fwd.peer);
@@ -220,18 +221,13 @@ impl Upstream {
                 h.insert(headers::X_FORWARDED_HOST, host.clone());
             }
         } else {
-            // Anything a client says about where it came from is overwritten or removed.
+            // Anything a client says about where it came from is overwritten.
             h.insert(headers::X_FORWARDED_FOR, fwd.peer.clone());
             h.insert(
                 headers::X_FORWARDED_PROTO,
                 HeaderValue::from_static(fwd.proto),
             );
             h.insert(headers::X_FORWARDED_HOST, host.clone());
-            h.remove(header::FORWARDED);
-            h.remove(headers::X_REAL_IP);
-        }
-        for name in &headers::PATH_OVERRIDES {
-            h.remove(name);
         }
         h.insert(header::HOST, host);
         if let Some(user) = fwd.user {
@@ -306,7 +302,7 @@ impl Upstream {
             .map_err(ProxyError::Upstream)?;
         Ok(Leg {
             sender,
-            conn,
+            conn: Box::new(conn),
             done: false,
         })
     }

@@ -27,8 +27,6 @@ use crate::watchdog::{Activity, Watched};
 /// Largest request head (target and headers); larger ones get 431. nginx allows 4 x 8 KiB
 /// buffers by default; 64 KiB leaves room for big cookies.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most headers in one request (hyper's default); more get 431.
-pub const MAX_HEADERS: usize = 100;
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
@@ -40,18 +38,18 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     // No hyper header timer and no HTTP/2 pings: the watchdog closes slow and idle
-    // connections for a fraction of the cost (src/watchdog.rs).
+    // connections for a fraction of the cost (src/watchdog.rs). The header count is left at
+    // hyper's default of 100 (more get 431): setting it explicitly, even to 100, makes hyper
+    // initialise a header array on every request instead of using an uninitialised one.
     let mut http1 = http1::Builder::new();
     http1
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let mut auto = auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     auto.http2()
         .timer(TokioTimer::new())
