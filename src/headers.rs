@@ -165,7 +165,14 @@ pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str, &str)> {
 
 /// Removes the cookie called `name` from every Cookie header, keeping all others.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    if !headers.contains_key(header::COOKIE) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else {
+        return;
+    };
+    // The common case, an app that sets no cookies of its own: one Cookie header holding our
+    // cookie alone. It goes without being split and rebuilt.
+    if values.next().is_none() && is_only_cookie(first.as_bytes(), name.as_bytes()) {
+        headers.remove(header::COOKIE);
         return;
     }
     let mut kept: Vec<&str> = Vec::new();
@@ -195,6 +202,15 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     {
         headers.insert(header::COOKIE, v);
     }
+}
+
+/// True when `value` is a single `name=...` pair (surrounding spaces aside).
+fn is_only_cookie(value: &[u8], name: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    value.len() > name.len()
+        && value.starts_with(name)
+        && value[name.len()] == b'='
+        && !value.contains(&b';')
 }
 
 #[cfg(test)]
@@ -256,9 +272,18 @@ mod tests {
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
 
-        let mut only = map(&[("cookie", "__Host-sessiongate=abc")]);
-        strip_cookie(&mut only, "__Host-sessiongate");
-        assert!(!only.contains_key("cookie"));
+        for alone in [
+            "__Host-sessiongate=abc",
+            " __Host-sessiongate=abc ",
+            "__Host-sessiongate=abc;",
+        ] {
+            let mut only = map(&[("cookie", alone)]);
+            strip_cookie(&mut only, "__Host-sessiongate");
+            assert!(!only.contains_key("cookie"), "{alone:?}");
+        }
+        let mut longer = map(&[("cookie", "__Host-sessiongatex=abc")]);
+        strip_cookie(&mut longer, "__Host-sessiongate");
+        assert_eq!(longer["cookie"], "__Host-sessiongatex=abc");
 
         let mut other = map(&[("cookie", "sessiongate2=abc")]);
         strip_cookie(&mut other, "sessiongate");
