@@ -107,29 +107,31 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// Decodes escapes of unreserved characters; upper-cases the hex digits of the others.
-/// Only called on text that passed `check_bytes`, so every `%` starts a valid escape.
+/// Only called on text that passed `check_bytes`, so every `%` starts a valid escape. Works
+/// on bytes: escapes are ASCII and become ASCII, so any UTF-8 around them stays intact.
 fn decode_unreserved(path: &str) -> String {
     let b = path.as_bytes();
-    let mut out = String::with_capacity(b.len());
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
             let byte = hex(b.get(i + 1)).unwrap_or(0) * 16 + hex(b.get(i + 2)).unwrap_or(0);
             if is_unreserved(byte) {
-                out.push(byte as char);
+                out.push(byte);
             } else {
-                out.push('%');
-                out.push(b[i + 1].to_ascii_uppercase() as char);
-                out.push(b[i + 2].to_ascii_uppercase() as char);
+                out.extend_from_slice(&[
+                    b'%',
+                    b[i + 1].to_ascii_uppercase(),
+                    b[i + 2].to_ascii_uppercase(),
+                ]);
             }
             i += 3;
         } else {
-            // Everything else in a parsed URI path is ASCII.
-            out.push(b[i] as char);
+            out.push(b[i]);
             i += 1;
         }
     }
-    out
+    String::from_utf8(out).expect("ASCII replaced by ASCII in valid UTF-8")
 }
 
 /// RFC 3986 §5.2.4 for an absolute path: `.` segments vanish, `..` removes the segment
@@ -257,6 +259,10 @@ mod tests {
             ("/a/.b/./c", "/a/.b/c"),
             ("/public//../admin", "/public/admin"),
             ("/%2e%2e/%2e", "/"),
+            // Found by the fuzzer: text around the escapes is kept byte for byte.
+            ("/\u{e9}/.", "/\u{e9}/"),
+            ("/\u{5ba}%2e", "/\u{5ba}."),
+            ("/\u{e9}%3b", "/\u{e9}%3B"),
         ] {
             assert_eq!(norm(input).unwrap(), want, "{input}");
         }
