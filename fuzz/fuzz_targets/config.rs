@@ -1,0 +1,63 @@
+//! Fuzzes `Config::from_toml`: any text gives a config or an error, never a panic, and an
+//! accepted config holds the invariants the rest of the program relies on.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sessiongate::Config;
+
+fuzz_target!(|text: &str| {
+    let Ok(c) = Config::from_toml(text) else {
+        return;
+    };
+    // Invariants of a validated config (see src/config.rs).
+    assert!(c.server.workers >= 1);
+    assert!(c.server.max_connections >= 1);
+    assert!(!c.users.is_empty());
+    for (i, u) in c.users.iter().enumerate() {
+        assert!(!u.name.is_empty() && u.name.len() <= 256);
+        assert!(http::HeaderValue::from_str(&u.name).is_ok());
+        assert!(
+            c.users[..i].iter().all(|o| o.name != u.name),
+            "duplicate user"
+        );
+    }
+    let s = &c.session;
+    assert!(s.secret.as_ref().is_none_or(|k| k.len() >= 32));
+    assert!(!s.cookie_name.is_empty());
+    assert!(
+        s.cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)),
+        "{:?}",
+        s.cookie_name
+    );
+    if s.cookie_name.starts_with("__Host-") || s.cookie_name.starts_with("__Secure-") {
+        assert!(s.secure);
+    }
+    for d in [
+        s.idle_timeout,
+        s.absolute_timeout,
+        s.sweep_interval,
+        c.server.shutdown_timeout,
+        c.server.header_read_timeout,
+        c.server.handshake_timeout,
+        c.upstream.timeout,
+        c.auth.failure_window,
+    ] {
+        assert!(!d.is_zero());
+    }
+    let a = &c.auth;
+    assert!(a.prefix.starts_with('/') && a.prefix.len() >= 2 && !a.prefix.ends_with('/'));
+    for p in &a.public_paths {
+        assert!(p.starts_with('/') && p != "/" && !p.contains("/."), "{p:?}");
+        assert!(!p.contains(['?', '#', '%', '\\']), "{p:?}");
+    }
+    assert!(a.login_workers >= 1 && a.login_queue >= 1 && a.max_failures >= 1);
+    assert!(c.upstream.authority.port_u16().is_some());
+    assert!(!sessiongate::headers::is_reserved(
+        &c.upstream.identity_header
+    ));
+    if c.server.redirect_http.is_some() || c.server.hsts.is_some() {
+        assert!(c.server.tls.is_some());
+    }
+});
