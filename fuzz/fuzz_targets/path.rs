@@ -8,7 +8,6 @@
 #![no_main]
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sessiongate::paths::{is_public, normalize};
@@ -130,21 +129,6 @@ fn reference_decode(text: &str) -> String {
     String::from_utf8(out).expect("only ASCII was added to valid UTF-8")
 }
 
-/// Known bug, reported, not fixed yet: `normalize` turns each non-ASCII byte of a path that
-/// needs work (an escape or a dot segment) into the character with that code point, so
-/// `/\u{e9}/.` becomes `/\u{c3}\u{a9}/` (regression seeds `corpus/path/regress-non-ascii-*`).
-/// Normalizing such a result again mangles it again (`/\u{e9}%3b`: not idempotent).
-/// With `SESSIONGATE_FUZZ_SKIP_KNOWN=non-ascii-path` in the environment, paths with non-ASCII
-/// bytes skip the differential and idempotence checks, so fuzzing can go on to look for other
-/// bugs; every other property is still checked for them. Unset, the target fails on the bug.
-fn skip_non_ascii_differential() -> bool {
-    static SKIP: OnceLock<bool> = OnceLock::new();
-    *SKIP.get_or_init(|| {
-        std::env::var("SESSIONGATE_FUZZ_SKIP_KNOWN")
-            .is_ok_and(|v| v.split(',').any(|k| k.trim() == "non-ascii-path"))
-    })
-}
-
 fuzz_target!(|target: &str| {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -166,9 +150,7 @@ fuzz_target!(|target: &str| {
 
     let Ok(n) = result else { return };
 
-    if skip_non_ascii_differential() && !path.is_ascii() {
-        // Known bug (see skip_non_ascii_differential): no differential check.
-    } else if !path.contains('%') {
+    if !path.contains('%') {
         // Differential: without escapes, plain remove_dot_segments of the input.
         assert_eq!(
             n,
@@ -186,11 +168,9 @@ fuzz_target!(|target: &str| {
 
     assert!(n.starts_with('/'), "{path:?} -> {n:?}");
 
-    // Idempotent, and a normal path is returned borrowed (no allocation). The known bug
-    // breaks this too (each pass mangles non-ASCII bytes again).
+    // Idempotent, and a normal path is returned borrowed (no allocation).
     match normalize(&n, None) {
         Ok(Cow::Borrowed(again)) => assert_eq!(again, &*n, "{path:?} -> {n:?} not idempotent"),
-        Ok(_) if skip_non_ascii_differential() && !path.is_ascii() => {}
         other => panic!("{path:?} -> {n:?}, normalized again: {other:?}"),
     }
 
