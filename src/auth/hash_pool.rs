@@ -1,5 +1,6 @@
 //! The threads password checks run on: a fixed number, started with the App, at the lowest CPU
-//! priority, each reusing one argon2 block buffer while logins keep coming.
+//! priority, each reusing one argon2 block buffer while logins keep coming and giving it back
+//! to the OS when they stop.
 //!
 //! Why not `spawn_blocking`: tokio's blocking pool grows to hundreds of threads under a login
 //! storm, each with its own malloc arena that keeps the 19 MiB argon2 buffers it freed
@@ -8,10 +9,17 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use argon2::Block;
+
+/// How long the pool keeps one block buffer after the last login. A fresh 19 MiB buffer costs
+/// its first touch of every page (~15-20 ms measured on the benchmark VM, half a default-cost
+/// check); logins that come close together (a retry, a few people at once) reuse a warm one,
+/// and a quiet process is back to its idle footprint after this.
+pub const LINGER: Duration = Duration::from_secs(10);
 
 /// A password check, given the calling thread's block memory.
 pub type Job = Box<dyn FnOnce(&mut BlockMemory) + Send>;
@@ -23,19 +31,33 @@ pub struct Full;
 /// A fixed set of hashing threads fed by a bounded queue. Dropping the pool lets the threads
 /// finish the jobs already queued and exit.
 pub struct HashPool {
+    /// Lock-free for the async workers that queue logins: they never wait on a lock that a
+    /// low-priority hashing thread could be holding.
     jobs: SyncSender<Job>,
+}
+
+/// What the hashing threads share; only they take these locks.
+struct Shared {
+    jobs: Mutex<Receiver<Job>>,
+    /// The one buffer kept for the pool while it is idle, and since when (kept `linger`).
+    spare: Mutex<Option<(Mapping, Instant)>>,
+    linger: Duration,
 }
 
 impl HashPool {
     /// Starts `threads` threads and a queue holding up to `capacity` jobs not yet taken.
-    pub fn start(threads: usize, capacity: usize) -> HashPool {
+    pub fn start(threads: usize, capacity: usize, linger: Duration) -> HashPool {
         let (jobs, rx) = std::sync::mpsc::sync_channel(capacity);
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared {
+            jobs: Mutex::new(rx),
+            spare: Mutex::new(None),
+            linger,
+        });
         for i in 0..threads {
-            let rx = rx.clone();
+            let shared = shared.clone();
             if let Err(e) = std::thread::Builder::new()
                 .name(format!("sessiongate-hash-{i}"))
-                .spawn(move || work(&rx))
+                .spawn(move || work(&shared))
             {
                 // Fewer threads only means slower logins; with none at all every login
                 // waits in the queue, so say so loudly.
@@ -53,10 +75,10 @@ impl HashPool {
     }
 }
 
-fn work(jobs: &Mutex<Receiver<Job>>) {
+fn work(shared: &Shared) {
     lower_priority();
     let mut memory = BlockMemory::default();
-    while let Some(job) = next(jobs, &mut memory) {
+    while let Some(job) = shared.next(&mut memory) {
         // A panic is a failed login (the job's reply is dropped unanswered) and the thread
         // goes on: it must not shrink the pool for good.
         if catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
@@ -66,20 +88,78 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// The next job; `None` once the pool is dropped and the queue is drained. The block memory is
-/// kept while jobs are waiting and given back to the OS before sleeping, so a login storm
-/// reuses one buffer per thread and leaves nothing resident behind it.
-fn next(jobs: &Mutex<Receiver<Job>>, memory: &mut BlockMemory) -> Option<Job> {
-    // Nothing panics while holding the lock (jobs run outside it), but a poisoned lock must
-    // not stop the pool either.
-    let rx = jobs.lock().unwrap_or_else(PoisonError::into_inner);
-    match rx.try_recv() {
-        Ok(job) => return Some(job),
-        Err(TryRecvError::Disconnected) => return None,
-        Err(TryRecvError::Empty) => {}
+/// Nothing panics while these locks are held (jobs run outside them), but a poisoned lock
+/// must not stop the pool either.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// The next job; `None` once the pool is dropped and the queue is drained. While jobs are
+    /// queued a thread keeps its block memory; once idle it gives it back to the OS, except
+    /// one buffer for the whole pool (the spare), unmapped after `linger` without a login.
+    fn next(&self, memory: &mut BlockMemory) -> Option<Job> {
+        // Only tried: if another thread holds the lock, it is waiting for a job, so none is
+        // queued, and waiting for the lock with this buffer would keep it while idle.
+        let rx = match self.jobs.try_lock() {
+            Ok(rx) => Some(rx),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(rx) = rx {
+            match rx.try_recv() {
+                Ok(job) => {
+                    drop(rx);
+                    self.adopt_spare(memory);
+                    return Some(job);
+                }
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        self.park(memory.map.take());
+        let rx = lock(&self.jobs);
+        let job = loop {
+            // Wakes up at least every `linger` even without a spare: another thread may park
+            // one while this one waits.
+            let wait = lock(&self.spare).as_ref().map_or(self.linger, |(_, at)| {
+                self.linger.saturating_sub(at.elapsed())
+            });
+            match rx.recv_timeout(wait) {
+                Ok(job) => break Some(job),
+                Err(RecvTimeoutError::Disconnected) => break None,
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut spare = lock(&self.spare);
+                    let idle = spare.take_if(|(_, at)| at.elapsed() >= self.linger);
+                    drop(spare);
+                    drop(idle);
+                }
+            }
+        };
+        drop(rx);
+        self.adopt_spare(memory);
+        job
     }
-    memory.release();
-    rx.recv().ok()
+
+    fn adopt_spare(&self, memory: &mut BlockMemory) {
+        if memory.map.is_none() {
+            memory.map = lock(&self.spare).take().map(|(map, _)| map);
+        }
+    }
+
+    /// Keeps the larger of `map` and the spare as the spare, and unmaps the other.
+    fn park(&self, map: Option<Mapping>) {
+        let Some(map) = map else { return };
+        let mut spare = lock(&self.spare);
+        let unneeded = if spare.as_ref().is_none_or(|(s, _)| s.len < map.len) {
+            spare.replace((map, Instant::now())).map(|(old, _)| old)
+        } else {
+            Some(map)
+        };
+        drop(spare);
+        // Unmapping 19 MiB takes a while: not under the lock.
+        drop(unneeded);
+    }
 }
 
 /// Hashing at nice 19 lets the proxy's workers (and an upstream on the same CPU) preempt it
@@ -178,6 +258,10 @@ impl Mapping {
     }
 }
 
+// SAFETY: a Mapping owns its pages exclusively, like a Box; moving it to another thread (the
+// pool's spare) moves that ownership.
+unsafe impl Send for Mapping {}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: exactly the range mmap returned in `new`, no longer borrowed.
@@ -191,7 +275,6 @@ impl Drop for Mapping {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
-    use std::time::Duration;
 
     #[test]
     fn block_memory_grows_is_reused_and_is_released() {
@@ -212,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_does_not_shrink_or_wedge_the_pool() {
-        let pool = HashPool::start(1, 8);
+        let pool = HashPool::start(1, 8, LINGER);
         let (done, results) = channel();
         for i in 0..3 {
             let done = done.clone();
@@ -234,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded() {
-        let pool = HashPool::start(1, 2);
+        let pool = HashPool::start(1, 2, LINGER);
         let (release, gate) = channel::<()>();
         let (started, running) = channel();
         pool.try_run(Box::new(move |_| {
@@ -250,31 +333,81 @@ mod tests {
         drop(release);
     }
 
+    /// A job that reports how much memory its thread had when it started, then maps `blocks`.
+    fn probe(tx: &std::sync::mpsc::Sender<usize>, blocks: usize, hold: Duration) -> Job {
+        let tx = tx.clone();
+        Box::new(move |memory: &mut BlockMemory| {
+            tx.send(memory.mapped_bytes()).unwrap();
+            memory.blocks(blocks).unwrap();
+            std::thread::sleep(hold);
+        })
+    }
+
     #[test]
-    fn memory_is_kept_while_jobs_wait_and_given_back_when_idle() {
-        let pool = HashPool::start(1, 8);
+    fn memory_is_kept_while_jobs_wait() {
+        let pool = HashPool::start(1, 8, LINGER);
         let (tx, rx) = channel();
         for _ in 0..3 {
-            let tx = tx.clone();
-            pool.try_run(Box::new(move |memory: &mut BlockMemory| {
-                let before = memory.mapped_bytes();
-                memory.blocks(16).unwrap();
-                tx.send(before).unwrap();
-                std::thread::sleep(Duration::from_millis(20));
-            }))
-            .unwrap();
+            pool.try_run(probe(&tx, 16, Duration::from_millis(20)))
+                .unwrap();
         }
         let seen: Vec<usize> = (0..3)
             .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
             .collect();
         // The first job mapped the memory; the next two found it still there.
         assert_eq!(seen, [0, 16 * 1024, 16 * 1024]);
-        // Idle now: the next job starts with nothing mapped.
-        std::thread::sleep(Duration::from_millis(100));
-        pool.try_run(Box::new(move |memory: &mut BlockMemory| {
-            tx.send(memory.mapped_bytes()).unwrap();
-        }))
-        .unwrap();
+    }
+
+    #[test]
+    fn an_idle_pool_keeps_one_buffer_for_a_while_then_none() {
+        let linger = Duration::from_millis(800);
+        let pool = HashPool::start(2, 8, linger);
+        let (tx, rx) = channel();
+        // Both threads busy at once, each with its own buffer.
+        let both = Arc::new(std::sync::Barrier::new(2));
+        for _ in 0..2 {
+            let both = both.clone();
+            let tx = tx.clone();
+            pool.try_run(Box::new(move |memory: &mut BlockMemory| {
+                memory.blocks(16).unwrap();
+                both.wait();
+                tx.send(0).unwrap();
+            }))
+            .unwrap();
+        }
+        for _ in 0..2 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        // Idle, within `linger`: the next login finds a warm buffer.
+        std::thread::sleep(linger / 4);
+        pool.try_run(probe(&tx, 16, Duration::ZERO)).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 16 * 1024);
+        // Idle for longer than `linger`: nothing is kept.
+        std::thread::sleep(linger * 3);
+        pool.try_run(probe(&tx, 16, Duration::ZERO)).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_spare_is_the_larger_buffer_and_the_other_is_unmapped() {
+        let (_jobs, rx) = std::sync::mpsc::sync_channel(1);
+        let shared = Shared {
+            jobs: Mutex::new(rx),
+            spare: Mutex::new(None),
+            linger: LINGER,
+        };
+        let spare_len = || shared.spare.lock().unwrap().as_ref().map(|(m, _)| m.len);
+        shared.park(None);
+        assert_eq!(spare_len(), None);
+        shared.park(Mapping::new(8));
+        assert_eq!(spare_len(), Some(8));
+        shared.park(Mapping::new(16));
+        assert_eq!(spare_len(), Some(16));
+        shared.park(Mapping::new(4));
+        assert_eq!(spare_len(), Some(16));
+        let mut memory = BlockMemory::default();
+        shared.adopt_spare(&mut memory);
+        assert_eq!(memory.mapped_bytes(), 16 * 1024);
+        assert_eq!(spare_len(), None);
     }
 }

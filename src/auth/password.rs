@@ -8,7 +8,7 @@ use argon2::password_hash::phc::Output;
 use argon2::{Argon2, PasswordHasher};
 use tokio::sync::{Semaphore, oneshot};
 
-use super::hash_pool::{BlockMemory, HashPool};
+use super::hash_pool::{BlockMemory, HashPool, LINGER};
 
 #[derive(Clone)]
 pub enum PasswordHash {
@@ -137,7 +137,7 @@ impl Users {
             dummy: dummy_like(users.first().map(|u| &u.password_hash)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
             // Room for every admitted login, so an admitted one is never refused by the queue.
-            pool: HashPool::start(workers, workers + queue),
+            pool: HashPool::start(workers, workers + queue, LINGER),
         }
     }
 
