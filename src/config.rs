@@ -202,7 +202,8 @@ pub struct AuthConfig {
     /// Path prefixes served without a login.
     pub public_paths: Vec<String>,
     /// Password checks computed at once: the number of hashing threads (each argon2id check
-    /// needs ~19 MiB, kept while logins wait, given back when none does).
+    /// needs ~19 MiB, kept while logins wait, given back when none does; one buffer stays
+    /// for 10 s after the last login).
     pub login_workers: usize,
     /// Logins allowed to wait for a hashing slot; past that, 503.
     pub login_queue: usize,

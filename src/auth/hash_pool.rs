@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use argon2::Block;
 
 /// How long the pool keeps one block buffer after the last login. A fresh 19 MiB buffer costs
-/// its first touch of every page (~15-20 ms measured on the benchmark VM, half a default-cost
-/// check); logins that come close together (a retry, a few people at once) reuse a warm one,
-/// and a quiet process is back to its idle footprint after this.
+/// the first touch of every page (13-19 ms measured on the benchmark VM, close to the ~25 ms
+/// of a default-cost check); logins that come close together (a retry, a few people at once)
+/// reuse a warm one, and a quiet process is back to its idle footprint after this.
 pub const LINGER: Duration = Duration::from_secs(10);
 
 /// A password check, given the calling thread's block memory.
@@ -163,9 +163,11 @@ impl Shared {
 }
 
 /// Hashing at nice 19 lets the proxy's workers (and an upstream on the same CPU) preempt it
-/// at once: on Linux the nice value is per thread. Not SCHED_IDLE, which runs only when the
-/// CPU has nothing else to do, so steady proxied traffic could stall logins indefinitely; a
-/// nice-19 thread still gets its small share (weight 15 against 1024) under full load.
+/// as soon as they wake: on Linux the nice value is per thread. Under full load it still gets
+/// a small share (weight 15 against nice 0's 1024), so logins slow down but go on. Not
+/// SCHED_IDLE: a fifth of that share, meant for work that can wait indefinitely, and a login
+/// has a person waiting. Not SCHED_BATCH alone: it keeps the thread's full share and only
+/// stops it from preempting others, while the point is that others preempt it.
 #[cfg(target_os = "linux")]
 fn lower_priority() {
     // SAFETY: gettid and setpriority have no memory-safety preconditions.
