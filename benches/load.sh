@@ -14,6 +14,8 @@
 #   stall     p99 of logged-in requests quiet vs during the login burst, and quiet vs while 1M
 #             sessions expire and are swept
 #   criterion the criterion benches (auth_path, session_store), output kept
+#   login     only the login burst: its memory and (with --stall-rounds > 0) its stall check,
+#             without the sessions, idle-connection and sweep measurements of memory and stall
 #
 # Options:
 #   --quick              a smoke run of a few minutes (short windows, one round, fewer points)
@@ -24,6 +26,10 @@
 #   --stall-rounds R     rounds of each stall check (3)
 #   --out DIR            results directory (benches/results/run-DATE)
 #   --only LIST          comma-separated sections
+#   --ports BASE         the port range to use (sets BENCH_PORT_BASE, below)
+#                        (18190), for two runs at once on a shared machine
+#   --bin PATH           the sessiongate binary under test ($CARGO_TARGET_DIR/release/sessiongate),
+#                        e.g. a saved copy of a previous build, to compare two builds in one session
 #
 # Writes JSON per measurement into the results directory, then summary.md (the tables) and,
 # when matplotlib is installed (pip install matplotlib), plot.png. benches/results/latest
@@ -41,7 +47,7 @@ cd "$ROOT"
 BENCHES=$ROOT/benches
 
 DURATION=8 ROUNDS=3 GROWTH_DURATION=5 GROWTH_ROUNDS=3 PEER_CONNS="64 512"
-GROWTH_CONNS="1 16 64 256 1024" RATE=4000 STALL_ROUNDS=3 OUT="" ONLY=""
+GROWTH_CONNS="1 16 64 256 1024" RATE=4000 STALL_ROUNDS=3 OUT="" ONLY="" BIN="" PORT_BASE=""
 SESSION_COUNTS=0,10000,100000,1000000 IDLE_CONNS=10000 LOGINS=200 AFTER="5 30" SWEEP_SESSIONS=1000000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -56,14 +62,16 @@ while [ $# -gt 0 ]; do
     --stall-rounds) STALL_ROUNDS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --ports) PORT_BASE=$2; shift 2 ;;
+    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release/sessiongate
+BIN=${BIN:-$TARGET_DIR/release/sessiongate}
 [ -x "$BIN" ] || { echo "no $BIN: run cargo build --release first" >&2; exit 2; }
 for tool in oha nginx python3; do
   command -v $tool >/dev/null || { echo "$tool is required (benches/peers/peers.sh --install sets up the peers)" >&2; exit 2; }
@@ -88,6 +96,8 @@ cleanup() {
 trap cleanup EXIT
 
 log() { printf '\n== %s\n' "$*" >&2; }
+# A port already open belongs to someone else's run: measuring through it would be wrong.
+port_free() { if (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null; then echo "port $1 is in use (another run? see --ports)" >&2; exit 1; fi; }
 wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
@@ -103,19 +113,17 @@ json.dump({"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
            "os": run("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"), "rustc": run("rustc", "--version"),
            "oha": run("oha", "--version"), "nginx": run("sh", "-c", "nginx -v 2>&1"), "caddy": run("caddy", "version"),
            "node": run("node", "--version"), "git": run("git", "-C", os.path.dirname(sys.argv[2]), "rev-parse", "--short", "HEAD"),
-           "sessiongate_commit": run("git", "rev-parse", "--short", "HEAD"),
+           "sessiongate_commit": run("git", "rev-parse", "--short", "HEAD"), "bin": sys.argv[2],
            "load_avg_at_start": os.getloadavg()}, open(sys.argv[1], "w"), indent=1)
 PY
 
 # --- the upstream the memory and stall sections use (peers.sh starts its own) ------------------
-# Ports from BENCH_PORT_BASE (default 18180; peers.sh uses BASE..BASE+5), checked free first.
-BASE=${BENCH_PORT_BASE:-18180}
+# Ports from BENCH_PORT_BASE (default 18180; --ports sets it): peers.sh uses BASE..BASE+5,
+# this script BASE+10..BASE+12, each checked free first.
+BASE=${PORT_BASE:-${BENCH_PORT_BASE:-18180}}
+export BENCH_PORT_BASE=$BASE
 UP=$((BASE + 10)) SG=$((BASE + 11)) NGP=$((BASE + 12))
-for p in $UP $SG $NGP; do
-  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
-    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
-  fi
-done
+for p in $UP $SG $NGP; do port_free "$p"; done
 start_upstream() {
   cat >"$WORK/upstream.conf" <<EOF
 worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
@@ -124,6 +132,7 @@ http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:$UP backlog=4096;
     location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
 EOF
+  port_free $UP
   $PIN_SRV nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
   wait_port $UP
 }
@@ -150,6 +159,7 @@ EOF
 
 # start_sessiongate CONFIG -> sets SG_PID; logs to $WORK
 start_sessiongate() {
+  port_free $SG
   $PIN_SRV "$BIN" --config "$1" >"$WORK/sessiongate.$(basename "$1").log" 2>&1 & SG_PID=$!; PIDS+=($SG_PID)
   wait_port $SG
 }
@@ -181,8 +191,10 @@ if want growth; then
   done
 fi
 
-if want memory || want stall; then
+if want memory || want stall || want login; then
   start_upstream
+fi
+if want memory || want stall; then
   BENCH_BIN=$(bench_bin)
   [ -x "$BENCH_BIN" ] || { echo "could not build the sessions_rss bench binary" >&2; exit 1; }
 fi
@@ -213,6 +225,7 @@ http { access_log off; keepalive_requests 10000000; keepalive_timeout 10m;
   server { listen 127.0.0.1:$NGP backlog=4096;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
 EOF
+  port_free $NGP
   $PIN_SRV nginx -c "$WORK/nginx-proxy.conf" -e "$WORK/nginx-proxy.err" & NG_MASTER=$!; PIDS+=($NG_MASTER)
   wait_port $NGP
   NG_WORKER=$(pgrep -P "$NG_MASTER" | head -n 1)
@@ -222,7 +235,7 @@ EOF
 fi
 
 # --- login burst (memory and stall) ----------------------------------------------------------------
-if want memory || want stall; then
+if want memory || want stall || want login; then
   # 200 users, each with its own default-cost argon2id hash. Hashing them takes a while, so
   # they are kept in benches/.cache (not committed) and reused.
   CACHE=$BENCHES/.cache
@@ -239,7 +252,9 @@ if want memory || want stall; then
     mv "$USERS_TXT.tmp" "$USERS_TXT"; mv "$USERS_TOML.tmp" "$USERS_TOML"
   fi
   STALL_ARGS=()
-  want stall && STALL_ARGS=(--stall-rounds "$STALL_ROUNDS" --rate "$RATE")
+  if want stall || { want login && [ "$STALL_ROUNDS" -gt 0 ]; }; then
+    STALL_ARGS=(--stall-rounds "$STALL_ROUNDS" --rate "$RATE")
+  fi
   log "login burst: $LOGINS concurrent logins from distinct addresses"
   sessiongate_config "$WORK/burst.toml"
   start_sessiongate "$WORK/burst.toml"

@@ -202,7 +202,9 @@ pub struct AuthConfig {
     pub prefix: String,
     /// Path prefixes served without a login.
     pub public_paths: Vec<String>,
-    /// Password hashes computed at once (each argon2id hash holds ~19 MiB while it runs).
+    /// Password checks computed at once: the number of hashing threads (each argon2id check
+    /// needs ~19 MiB, kept while logins wait, given back when none does; one buffer stays
+    /// for 10 s after the last login).
     pub login_workers: usize,
     /// Logins allowed to wait for a hashing slot; past that, 503.
     pub login_queue: usize,

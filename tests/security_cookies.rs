@@ -73,7 +73,9 @@ async fn no_bad_cookie_is_a_session() {
         ),
         ("nul in value", format!("{name}={value}%00")),
     ];
-    for (what, cookie) in &cases {
+    // "standard base64" is the real cookie itself when the value happens to have no `-` or
+    // `_` (about 1 run in 15): that is no attack, and must not fail the test.
+    for (what, cookie) in cases.iter().filter(|(_, c)| *c != good) {
         for accept in ["application/json", "text/html"] {
             let res = get(proxy.addr, "/", &[("cookie", cookie), ("accept", accept)]).await;
             let want = if accept == "text/html" {

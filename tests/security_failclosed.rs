@@ -166,3 +166,30 @@ async fn a_panic_in_the_auth_path_is_a_500_and_the_proxy_keeps_serving() {
     );
     scenario.teardown();
 }
+
+/// A password check that panics on the hashing thread is a failed login, never a granted one,
+/// and the thread survives it: with a single hashing thread, logins after several panics are
+/// still checked.
+#[tokio::test]
+async fn a_panicking_password_check_refuses_the_login_and_the_pool_goes_on() {
+    let scenario = FailScenario::setup();
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&with_auth(
+        &config_toml(upstream.addr, "", ""),
+        "login_workers = 1\nlogin_queue = 4",
+    ))
+    .await;
+    fail::cfg("password-check", "panic").unwrap();
+    for _ in 0..3 {
+        let res = post_login(&proxy, &[("username", USER), ("password", PASSWORD)], &[]).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+        assert!(res.set_cookies().is_empty(), "{:?}", res.set_cookies());
+    }
+    fail::remove("password-check");
+    for _ in 0..3 {
+        login(&proxy, USER, PASSWORD).await;
+    }
+    let wrong = post_login(&proxy, &[("username", USER), ("password", "nope")], &[]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    scenario.teardown();
+}

@@ -1,6 +1,7 @@
 //! Everything about logging in: the form and its POST, password checks, return addresses.
 
 pub mod csrf;
+mod hash_pool;
 pub mod limiter;
 pub mod login;
 pub mod password;

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use tokio::sync::Semaphore;
+use argon2::password_hash::phc::Output;
+use argon2::{Argon2, PasswordHasher};
+use tokio::sync::{Semaphore, oneshot};
+
+use super::hash_pool::{BlockMemory, HashPool, LINGER};
 
 #[derive(Clone)]
 pub enum PasswordHash {
@@ -48,15 +51,54 @@ impl PasswordHash {
     }
 
     /// Slow on purpose: call it from a blocking thread. Comparison of the outputs is
-    /// constant-time inside the argon2 and bcrypt crates.
+    /// constant-time.
     pub fn verify(&self, password: &[u8]) -> bool {
+        self.check(password, &mut BlockMemory::default())
+    }
+
+    /// `verify` with argon2's working memory taken from `memory`, which a hashing thread keeps
+    /// from one login to the next.
+    pub(crate) fn check(&self, password: &[u8], memory: &mut BlockMemory) -> bool {
         match self {
-            PasswordHash::Argon2(phc) => Argon2::default()
-                .verify_password(password, phc.as_str())
-                .is_ok(),
+            PasswordHash::Argon2(phc) => argon2_matches(phc, password, memory),
             PasswordHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
         }
     }
+}
+
+/// What the argon2 crate's `verify_password` does (the PHC string's algorithm, version,
+/// parameters, salt and output length; a constant-time comparison of the outputs), except that
+/// the blocks live in `memory` instead of a fresh 19 MiB allocation per check.
+fn argon2_matches(phc: &str, password: &[u8], memory: &mut BlockMemory) -> bool {
+    let Ok(phc) = argon2::PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&phc.salt, &phc.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(phc.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match phc.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    // Also takes the output length from the hash.
+    let Ok(params) = argon2::Params::try_from(&phc) else {
+        return false;
+    };
+    let Some(blocks) = memory.blocks(params.block_count()) else {
+        return false;
+    };
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, blocks)
+        .is_ok()
+        // `Output`'s `==` is constant-time.
+        && Output::new(out).is_ok_and(|computed| computed == *expected)
 }
 
 /// A new argon2id hash with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's baseline).
@@ -81,8 +123,8 @@ pub struct Users {
     dummy: PasswordHash,
     /// Admission: logins running or waiting. Past this, fail fast instead of queueing forever.
     admitted: Arc<Semaphore>,
-    /// Hashes running at once; each argon2 hash holds its memory cost (19 MiB by default).
-    running: Arc<Semaphore>,
+    /// `login_workers` threads; each argon2 check holds its memory cost (19 MiB by default).
+    pool: HashPool,
 }
 
 impl Users {
@@ -94,7 +136,8 @@ impl Users {
                 .collect(),
             dummy: dummy_like(users.first().map(|u| &u.password_hash)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
-            running: Arc::new(Semaphore::new(workers)),
+            // Room for every admitted login, so an admitted one is never refused by the queue.
+            pool: HashPool::start(workers, workers + queue, LINGER),
         }
     }
 
@@ -105,29 +148,35 @@ impl Users {
     /// Checks a username and password. Unknown users are checked against a dummy hash of the
     /// same cost, so both failures take the same time and give the same answer.
     pub async fn verify(&self, name: &str, password: &str) -> Result<bool, VerifyError> {
-        let _admitted = self
+        let admitted = self
             .admitted
             .clone()
             .try_acquire_owned()
-            .map_err(|_| VerifyError::Busy)?;
-        let running = self
-            .running
-            .clone()
-            .acquire_owned()
-            .await
             .map_err(|_| VerifyError::Busy)?;
         let (hash, known) = match self.hashes.get(name) {
             Some(h) => (h.clone(), true),
             None => (self.dummy.clone(), false),
         };
         let password = password.as_bytes().to_vec();
-        let ok = tokio::task::spawn_blocking(move || {
-            let _running = running;
-            hash.verify(&password)
-        })
-        .await
-        // A panic inside a hash check is a failed login, never a granted one.
-        .unwrap_or(false);
+        let (reply, answer) = oneshot::channel();
+        self.pool
+            .try_run(Box::new(move |memory| {
+                // The client left while this waited: nobody would read the answer. (`admitted`
+                // is released with the closure, here and if the check panics.)
+                if reply.is_closed() {
+                    return;
+                }
+                fail::fail_point!("password-check");
+                let ok = hash.check(&password, memory);
+                // Queued and running logins count as admitted. The slot is freed before the
+                // answer goes out: at nice 19 this thread may not run again for a while once
+                // the answer wakes the login, and the client's next login must find it free.
+                drop(admitted);
+                let _ = reply.send(ok);
+            }))
+            .map_err(|_| VerifyError::Busy)?;
+        // No answer (the check panicked) is a failed login, never a granted one.
+        let ok = answer.await.unwrap_or(false);
         Ok(ok && known)
     }
 }
@@ -180,6 +229,154 @@ mod tests {
         assert!(!hash.verify(b"Secret"));
         let y = h.replacen("$2b$", "$2y$", 1);
         assert!(PasswordHash::parse(&y).unwrap().verify(b"secret"));
+    }
+
+    /// The hashing threads' path (blocks in reused memory) agrees with the argon2 crate's own
+    /// `verify_password` for every algorithm, version, cost and output length, with one memory
+    /// reused across them all (larger, then smaller, then larger again).
+    #[test]
+    fn argon2_checks_in_reused_memory_agree_with_the_argon2_crate() {
+        use argon2::{Algorithm, Params, PasswordVerifier, Version};
+        let mut memory = BlockMemory::default();
+        let cases = [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(19 * 1024, 2, 1, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(64, 1, 1, Some(16)),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(4096, 3, 4, Some(64)),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x13,
+                Params::new(256, 4, 2, None),
+            ),
+            (
+                Algorithm::Argon2d,
+                Version::V0x10,
+                Params::new(128, 2, 1, Some(20)),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x10,
+                Params::new(8192, 1, 2, None),
+            ),
+        ];
+        for (algorithm, version, params) in cases {
+            let argon2 = Argon2::new(algorithm, version, params.unwrap());
+            let phc = argon2.hash_password(b"pass word").unwrap().to_string();
+            let hash = PasswordHash::parse(&phc).unwrap();
+            for (password, right) in [
+                (&b"pass word"[..], true),
+                (b"pass word ", false),
+                (b"Pass word", false),
+                (b"", false),
+            ] {
+                let reference = Argon2::default()
+                    .verify_password(password, phc.as_str())
+                    .is_ok();
+                assert_eq!(reference, right, "{phc} {password:?}");
+                assert_eq!(
+                    hash.check(password, &mut memory),
+                    right,
+                    "{phc} {password:?}"
+                );
+                assert_eq!(hash.verify(password), right, "{phc} {password:?}");
+            }
+            // A different output changes nothing else: refused.
+            let other = Argon2::new(algorithm, version, argon2.params().clone())
+                .hash_password(b"another")
+                .unwrap()
+                .to_string();
+            let salt_of = |p: &str| p.rsplit('$').nth(1).unwrap().to_string();
+            let forged = phc.replace(&salt_of(&phc), &salt_of(&other));
+            assert!(
+                !PasswordHash::parse(&forged)
+                    .unwrap()
+                    .check(b"pass word", &mut memory)
+            );
+        }
+    }
+
+    #[test]
+    fn bcrypt_checks_with_block_memory_agree_with_the_bcrypt_crate() {
+        let mut memory = BlockMemory::default();
+        let h = bcrypt::hash("secret", 4).unwrap();
+        let hash = PasswordHash::parse(&h).unwrap();
+        for password in ["secret", "Secret", "secret ", ""] {
+            assert_eq!(
+                hash.check(password.as_bytes(), &mut memory),
+                bcrypt::verify(password, &h).unwrap()
+            );
+        }
+    }
+
+    fn users(hashes: &[(&str, &str)], workers: usize, queue: usize) -> Users {
+        let users: Vec<_> = hashes
+            .iter()
+            .map(|(name, phc)| crate::config::UserConfig {
+                name: name.to_string(),
+                password_hash: PasswordHash::parse(phc).unwrap(),
+            })
+            .collect();
+        Users::new(&users, workers, queue)
+    }
+
+    #[tokio::test]
+    async fn users_with_different_costs_and_algorithms_share_the_pool() {
+        use argon2::Params;
+        let big = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            Params::new(8192, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"big")
+        .unwrap()
+        .to_string();
+        let small = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"small")
+        .unwrap()
+        .to_string();
+        let old = bcrypt::hash("old", 4).unwrap();
+        let users = Arc::new(users(
+            &[("big", &big), ("small", &small), ("old", &old)],
+            2,
+            // Room for all 21 checks at once: none is refused as busy.
+            19,
+        ));
+        let mut checks = Vec::new();
+        for round in 0..3 {
+            for (name, password, right) in [
+                ("big", "big", true),
+                ("small", "small", true),
+                ("old", "old", true),
+                ("big", "small", false),
+                ("small", "big", false),
+                ("old", "big", false),
+                ("nobody", "big", false),
+            ] {
+                let users = users.clone();
+                checks.push(tokio::spawn(async move {
+                    let got = users.verify(name, password).await;
+                    assert_eq!(got, Ok(right), "round {round}: {name} / {password}");
+                }));
+            }
+        }
+        for c in checks {
+            c.await.unwrap();
+        }
     }
 
     #[test]
