@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -78,22 +78,38 @@ pub fn request(line: &RequestLine<'_>) {
     }
     thread_local! {
         static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+        /// The date and time to the second, formatted once per second.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
+    let now = SystemTime::now();
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     TEXT.with_borrow_mut(|text| {
         text.clear();
-        // Writing into a String cannot fail.
-        let _ = write!(
-            text,
-            "{}  INFO method={} path=",
-            humantime::format_rfc3339_micros(SystemTime::now()),
-            line.method
-        );
+        SECOND.with_borrow_mut(|(secs, formatted)| {
+            if *secs != since_epoch.as_secs() {
+                *secs = since_epoch.as_secs();
+                formatted.clear();
+                // "2026-11-24T23:15:55Z" without its "Z"; writing into a String cannot fail.
+                let _ = write!(formatted, "{}", humantime::format_rfc3339_seconds(now));
+                formatted.pop();
+            }
+            text.push_str(formatted);
+        });
+        text.push('.');
+        push_padded(text, u64::from(since_epoch.subsec_micros()), 6);
+        text.push_str("Z  INFO method=");
+        text.push_str(line.method.as_str());
+        text.push_str(" path=");
         push_quoted(text, line.path);
-        let _ = write!(text, " status={} user=", line.status);
+        text.push_str(" status=");
+        push_padded(text, u64::from(line.status), 1);
+        text.push_str(" user=");
         push_quoted(text, line.user);
         text.push_str(" session=");
         push_quoted(text, line.session);
-        let _ = writeln!(text, " micros={}", line.micros);
+        text.push_str(" micros=");
+        push_padded(text, line.micros, 1);
+        text.push('\n');
         let full = {
             let mut pending = lock();
             pending.extend_from_slice(text.as_bytes());
@@ -103,6 +119,18 @@ pub fn request(line: &RequestLine<'_>) {
             flush();
         }
     });
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits, without the formatting machinery.
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 || digits.len() - i < width {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
 }
 
 /// `value` in double quotes, escaped as `{:?}` would, so nothing in it can start a new line
@@ -175,7 +203,24 @@ impl<'a> MakeWriter<'a> for Batched {
 
 #[cfg(test)]
 mod tests {
-    use super::push_quoted;
+    use super::{push_padded, push_quoted};
+
+    #[test]
+    fn numbers_are_padded_like_the_timestamp_needs() {
+        for (n, width, want) in [
+            (0, 1, "0"),
+            (7, 6, "000007"),
+            (123456, 6, "123456"),
+            (200, 1, "200"),
+        ] {
+            let mut out = String::new();
+            push_padded(&mut out, n, width);
+            assert_eq!(out, want);
+        }
+        let mut out = String::new();
+        push_padded(&mut out, u64::MAX, 1);
+        assert_eq!(out, u64::MAX.to_string());
+    }
 
     #[test]
     fn quoted_values_cannot_break_the_line() {
