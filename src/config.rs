@@ -387,7 +387,7 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
             s.handshake_timeout.as_deref(),
             Duration::from_secs(10),
         )?,
-        max_connections: positive("server.max_connections", s.max_connections, 10_000)?,
+        max_connections: positive("server.max_connections", s.max_connections, 8192)?,
         trusted_proxies: s
             .trusted_proxies
             .iter()
