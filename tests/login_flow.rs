@@ -399,12 +399,7 @@ async fn own_endpoints_match_exactly() {
 
 #[tokio::test]
 async fn public_paths_are_served_without_login_but_never_with_an_identity() {
-    let upstream = start_upstream().await;
-    let toml = config_toml(upstream.addr, "", "").replace(
-        "[[users]]",
-        "[auth]\npublic_paths = [\"/public\", \"/assets/\"]\n\n[[users]]",
-    );
-    let proxy = start_proxy_with(&toml).await;
+    let (_upstream, proxy) = start_with_public(&["/public", "/assets/"]).await;
     let res = get(
         proxy.addr,
         "/public/logo.png",

@@ -26,12 +26,7 @@ fn logout_req(proxy: &Proxy, cookie: &str) -> http::Request<ReqBody> {
 #[tokio::test]
 async fn a_store_that_cannot_answer_refuses_the_request_and_forwards_nothing() {
     let scenario = FailScenario::setup();
-    let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&with_auth(
-        &config_toml(upstream.addr, "", ""),
-        "public_paths = [\"/public\"]",
-    ))
-    .await;
+    let (upstream, proxy) = start_with_public(&["/public"]).await;
     let cookie = login(&proxy, USER, PASSWORD).await;
     assert_eq!(
         get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,

@@ -197,12 +197,7 @@ async fn forwarded_and_real_ip_from_an_untrusted_client_are_removed() {
 /// request line's: a login-free public path could be turned into any page.
 #[tokio::test]
 async fn path_override_headers_never_reach_the_upstream() {
-    let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&with_auth(
-        &config_toml(upstream.addr, "", ""),
-        "public_paths = [\"/public\"]",
-    ))
-    .await;
+    let (_upstream, proxy) = start_with_public(&["/public"]).await;
     let res = get(
         proxy.addr,
         "/public/logo.png",
@@ -258,12 +253,7 @@ async fn a_trusted_proxy_in_front_keeps_its_forwarding_headers() {
 
 #[tokio::test]
 async fn anonymous_requests_on_public_paths_carry_no_identity_in_any_spelling() {
-    let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&with_auth(
-        &config_toml(upstream.addr, "", ""),
-        "public_paths = [\"/public\"]",
-    ))
-    .await;
+    let (_upstream, proxy) = start_with_public(&["/public"]).await;
     let request = "GET /public/x HTTP/1.1\r\nHost: a\r\nX-Forwarded-User: admin\r\n\
                    x_forwarded_user: admin\r\nX-FORWARDED-USER: root\r\n\
                    Connection: close, x-forwarded-user\r\n\r\n";

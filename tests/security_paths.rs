@@ -7,16 +7,6 @@ mod common;
 
 use common::*;
 
-async fn public_proxy() -> (Upstream, Proxy) {
-    let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&with_auth(
-        &config_toml(upstream.addr, "", ""),
-        "public_paths = [\"/public\", \"/static/\"]",
-    ))
-    .await;
-    (upstream, proxy)
-}
-
 /// Sends `target` verbatim (no client-side normalization) and returns the raw response.
 async fn raw_get(proxy: &Proxy, target: &str, extra: &str) -> String {
     raw(
@@ -33,7 +23,7 @@ fn status(response: &str) -> u16 {
 
 #[tokio::test]
 async fn walking_out_of_a_public_prefix_needs_a_login() {
-    let (upstream, proxy) = public_proxy().await;
+    let (upstream, proxy) = start_with_public(&["/public", "/static/"]).await;
     for target in [
         "/public/../admin",
         "/public/%2e%2e/admin",
@@ -69,7 +59,7 @@ async fn walking_out_of_a_public_prefix_needs_a_login() {
 
 #[tokio::test]
 async fn public_paths_are_forwarded_as_the_path_that_was_authorised() {
-    let (_upstream, proxy) = public_proxy().await;
+    let (_upstream, proxy) = start_with_public(&["/public", "/static/"]).await;
     for (target, forwarded) in [
         ("/public/a.css", "/public/a.css"),
         ("/public", "/public"),

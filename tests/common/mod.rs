@@ -294,6 +294,18 @@ pub async fn start() -> (Upstream, Proxy) {
     start_with("").await
 }
 
+/// An echo upstream and a proxy with `public_paths` set to `public`.
+pub async fn start_with_public(public: &[&str]) -> (Upstream, Proxy) {
+    let upstream = start_upstream().await;
+    let list: Vec<String> = public.iter().map(|p| format!("{p:?}")).collect();
+    let toml = with_auth(
+        &config_toml(upstream.addr, "", ""),
+        &format!("public_paths = [{}]", list.join(", ")),
+    );
+    let proxy = start_proxy_with(&toml).await;
+    (upstream, proxy)
+}
+
 pub async fn start_with(session_extra: &str) -> (Upstream, Proxy) {
     let upstream = start_upstream().await;
     let proxy = start_proxy_with(&config_toml(upstream.addr, "", session_extra)).await;
