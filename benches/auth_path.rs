@@ -55,7 +55,7 @@ fn auth_path(c: &mut Criterion) {
     let app = app();
     let id = app
         .sessions
-        .create(HeaderValue::from_static("alice"))
+        .create(app.sessions.user_id("alice").expect("a configured user"))
         .expect("the in-memory store creates sessions");
     let cookie = format!(
         "{}={}",
@@ -114,10 +114,10 @@ fn store(c: &mut Criterion) {
         let store = SessionStore::new(
             std::time::Duration::from_secs(3600),
             std::time::Duration::from_secs(3600),
+            [HeaderValue::from_static("alice")],
         );
-        let ids: Vec<_> = (0..live)
-            .map(|_| store.create(HeaderValue::from_static("alice")).unwrap())
-            .collect();
+        let alice = store.user_id("alice").expect("a configured user");
+        let ids: Vec<_> = (0..live).map(|_| store.create(alice).unwrap()).collect();
         let mut i = 0usize;
         c.bench_function(&format!("store touch, {live} live sessions"), |b| {
             b.iter(|| {

@@ -12,19 +12,23 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 use sessiongate::proxy::Forwarding;
-use sessiongate::session::{SessionId, SessionStore};
+use sessiongate::session::{SessionId, SessionStore, UserId};
 use sessiongate::{App, Config};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn user() -> HeaderValue {
-    // Built per session, as a login does (`HeaderValue::from_str(username)`).
-    HeaderValue::from_str("user042").expect("ASCII")
+/// The user of every session, looked up by name per session as a login does.
+const USER: &str = "user042";
+
+fn user(store: &SessionStore) -> UserId {
+    store.user_id(USER).expect("a configured user")
 }
 
 fn filled(n: usize, idle: Duration) -> (SessionStore, Vec<SessionId>) {
-    let store = SessionStore::new(idle, HOUR);
-    let ids = (0..n).map(|_| store.create(user()).unwrap()).collect();
+    let store = SessionStore::new(idle, HOUR, [HeaderValue::from_static(USER)]);
+    let ids = (0..n)
+        .map(|_| store.create(user(&store)).unwrap())
+        .collect();
     (store, ids)
 }
 
@@ -36,7 +40,7 @@ fn create(c: &mut Criterion) {
             let mut made = Vec::with_capacity(iters as usize);
             let t = Instant::now();
             for _ in 0..iters {
-                made.push(store.create(user()).unwrap());
+                made.push(store.create(user(&store)).unwrap());
             }
             let elapsed = t.elapsed();
             for id in &made {
@@ -76,7 +80,7 @@ url = "http://127.0.0.1:3000"
 [session]
 secret = "bench-secret-0123456789abcdef0123456789abcdef"
 [[users]]
-name = "alice"
+name = "user042"
 password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
 "#,
     )
@@ -93,7 +97,7 @@ fn auth_path_big_store(c: &mut Criterion) {
         .map(|_| {
             let id = app
                 .sessions
-                .create(user())
+                .create(user(&app.sessions))
                 .expect("the in-memory store creates sessions");
             format!("{cookie_name}={}", app.signer.sign(&id))
         })

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use sessiongate::session::SessionId;
+use sessiongate::session::{SessionId, UserId};
 use sessiongate::{App, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -88,7 +88,8 @@ const NAME: &str = "sessions_rss";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 /// A cheap but real argon2id hash: no login happens here, the config just needs a user.
 const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw";
-/// Sessions belong to this many distinct users, as after many real logins.
+/// Sessions belong to this many distinct configured users (`user000`...), as after many real
+/// logins, besides `alice`.
 const USERS: usize = 200;
 
 fn main() -> Res<()> {
@@ -136,9 +137,13 @@ sweep_interval = "{sweep}s"
 [[users]]
 name = "alice"
 password_hash = "{HASH}"
-"#,
+{users}"#,
         idle = idle.as_secs(),
         sweep = sweep.as_secs(),
+        users = user_names()
+            .iter()
+            .map(|name| format!("\n[[users]]\nname = \"{name}\"\npassword_hash = \"{HASH}\"\n"))
+            .collect::<String>(),
     ))?)
 }
 
@@ -178,6 +183,11 @@ impl Proxy {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// The store's id for a configured user, looked up by name as a login does.
+    fn user(&self, name: &str) -> UserId {
+        self.app.sessions.user_id(name).expect("a configured user")
     }
 
     fn cookie(&self, id: &SessionId) -> String {
@@ -284,28 +294,17 @@ fn rss_kib() -> Res<u64> {
         .parse()?)
 }
 
-fn user_names() -> Vec<(String, HeaderValue)> {
-    (0..USERS)
-        .map(|i| {
-            let name = format!("user{i:03}");
-            let value = HeaderValue::from_str(&name).expect("ASCII name");
-            (name, value)
-        })
-        .collect()
+fn user_names() -> Vec<String> {
+    (0..USERS).map(|i| format!("user{i:03}")).collect()
 }
 
 /// Adds sessions until the store holds `target` (plus any already there); the last one's id.
-/// Each user value is built the way a login builds it (a fresh `HeaderValue` per session).
-fn fill(
-    proxy: &Proxy,
-    names: &[(String, HeaderValue)],
-    from: usize,
-    to: usize,
-) -> Option<(SessionId, usize)> {
+/// Each session's user is looked up by name, the way a login does.
+fn fill(proxy: &Proxy, names: &[String], from: usize, to: usize) -> Option<(SessionId, usize)> {
     let mut last = None;
     for i in from..to {
-        let (name, _) = &names[i % names.len()];
-        let user = HeaderValue::from_str(name).expect("ASCII name");
+        let name = &names[i % names.len()];
+        let user = proxy.user(name);
         last = Some((
             proxy
                 .app
@@ -330,12 +329,12 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
     let probe = proxy
         .app
         .sessions
-        .create(HeaderValue::from_static("user000"))
+        .create(proxy.user("user000"))
         .expect("the in-memory store creates sessions");
     verify(&rt, &proxy, &probe, "user000", echo)?;
     let base = rss_kib()?;
     println!(
-        "sessions_rss: RSS of a process running the proxy (1 worker) vs live sessions; entry = {} B key + {} B session (+ the user's heap bytes)",
+        "sessions_rss: RSS of a process running the proxy (1 worker) vs live sessions; entry = {} B key + {} B session",
         std::mem::size_of::<SessionId>(),
         std::mem::size_of::<sessiongate::session::store::Session>()
     );
@@ -356,7 +355,7 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
         let create_s = t.elapsed().as_secs_f64();
         have = have.max(target);
         if let Some((id, user)) = last {
-            verify(&rt, &proxy, &id, &names[user].0, echo)?;
+            verify(&rt, &proxy, &id, &names[user], echo)?;
         }
         let now = rss_kib()?;
         let delta = now.saturating_sub(base);
@@ -424,7 +423,7 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
     let live = proxy
         .app
         .sessions
-        .create(HeaderValue::from_static("alice"))
+        .create(proxy.user("alice"))
         .expect("the in-memory store creates sessions");
     let rss_empty = rss_kib()?;
     fill(&proxy, &names, 0, args.sessions);

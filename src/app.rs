@@ -64,6 +64,9 @@ impl App {
         let sessions = Arc::new(SessionStore::new(
             config.session.idle_timeout,
             config.session.absolute_timeout,
+            config.users.iter().map(|u| {
+                HeaderValue::from_str(&u.name).expect("validated user names are header-safe")
+            }),
         ));
         SessionStore::spawn_sweeper(&sessions, config.session.sweep_interval);
         let prefix = &config.auth.prefix;

@@ -267,7 +267,10 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             {
                 return store_unavailable(&e);
             }
-            let user = HeaderValue::from_str(username).expect("configured names are header-safe");
+            let user = app
+                .sessions
+                .user_id(username)
+                .expect("a verified user is a configured user");
             let id = match app.sessions.create(user) {
                 Ok(id) => id,
                 Err(e) => return store_unavailable(&e),
