@@ -333,12 +333,16 @@ impl SessionStore {
 /// it can be preempted while it holds a shard's write lock, and a starved sweeper leaves the
 /// requests for that shard waiting (priority inversion); short bursts avoid the stalls without
 /// that risk.
-const SWEEP_BURST: Duration = Duration::from_micros(50);
+const SWEEP_BURST: Duration = Duration::from_micros(20);
 
-/// The sweeper rests this many times as long as it worked, so it takes at most a quarter of a
-/// CPU: a pass over a million expired sessions takes ~0.1 s instead of ~0.02 s. Only memory
-/// reclamation waits; expired sessions are refused on read whether swept or not.
-const SWEEP_REST: u32 = 3;
+/// The sweeper rests this many times as long as it worked, so it takes at most a fifth of a
+/// CPU: a pass over a million expired sessions takes ~0.2 s instead of ~0.03 s. Only memory
+/// reclamation waits; expired sessions are refused on read whether swept or not. (Measured
+/// with `benches/load.sh --only stall`: 50 us bursts with 3x rest gave p99 ratios of 1.61,
+/// 0.86 and 4.92 over three rounds; 20 us with 4x rest 2.97, 0.93, 1.15, 1.20 and 2.30 over
+/// five. Both are within the machine's noise of each other; the shorter burst bounds the
+/// wait a request can see.)
+const SWEEP_REST: u32 = 4;
 
 #[cfg(test)]
 mod tests {
