@@ -62,24 +62,32 @@ type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, I
 struct Leg {
     sender: SendRequest<Incoming>,
     /// Boxed: a hyper connection is large, and a leg moves in and out of the pool and into
-    /// the response body on every request.
-    conn: Box<UpstreamConn>,
-    /// The connection future has completed (closed or failed); it must not be polled again.
-    done: bool,
+    /// the response body on every request. `None` once it has completed (closed or failed).
+    conn: Option<Box<UpstreamConn>>,
 }
 
 impl Leg {
     /// Lets the connection do its I/O: write a queued request, read a response, notice a close.
+    ///
+    /// A completed connection is dropped at once, not kept: its request queue goes with it,
+    /// and hyper hands a request still queued there back to its sender as unsent. Kept, the
+    /// finished connection would never take that request off the queue, and the request would
+    /// wait for the upstream timeout (an upstream closing an idle keep-alive connection made
+    /// exactly that: a 504 after 30 s).
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if self.done {
+        let Some(conn) = self.conn.as_mut() else {
             return;
-        }
-        if let Poll::Ready(result) = Pin::new(&mut *self.conn).poll(cx) {
-            self.done = true;
+        };
+        if let Poll::Ready(result) = Pin::new(&mut **conn).poll(cx) {
+            self.conn = None;
             if let Err(e) = result {
                 tracing::debug!("upstream connection ended: {e}");
             }
         }
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_some() && !self.sender.is_closed()
     }
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
@@ -102,7 +110,7 @@ impl Pool {
     fn take(&self) -> Option<Leg> {
         let mut idle = self.local().borrow_mut();
         while let Some(leg) = idle.pop() {
-            if !leg.done && !leg.sender.is_closed() {
+            if leg.is_open() {
                 return Some(leg);
             }
         }
@@ -110,7 +118,7 @@ impl Pool {
     }
 
     fn put(&self, leg: Leg) {
-        if leg.done || leg.sender.is_closed() {
+        if !leg.is_open() {
             return;
         }
         let mut idle = self.local().borrow_mut();
@@ -302,8 +310,7 @@ impl Upstream {
             .map_err(ProxyError::Upstream)?;
         Ok(Leg {
             sender,
-            conn: Box::new(conn),
-            done: false,
+            conn: Some(Box::new(conn)),
         })
     }
 

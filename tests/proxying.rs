@@ -115,6 +115,58 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
+/// An upstream that closes each keep-alive connection shortly after answering on it, as
+/// servers do when their keep-alive timeout runs out. The proxy finds the closed connection
+/// when it takes it from its pool: the request must go out on a fresh one, not wait on the
+/// dead one until the upstream timeout (a 504 after 30 s, seen under load in benches/load.sh).
+#[tokio::test]
+async fn an_upstream_closing_an_idle_connection_does_not_hold_up_the_next_request() {
+    let upstream = start_closing_upstream(Duration::from_millis(50)).await;
+    let proxy = start_proxy_with(&config_toml(upstream, "timeout = \"5s\"", "")).await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+    for i in 0..5 {
+        let started = Instant::now();
+        let res = get(proxy.addr, &format!("/n/{i}"), &[("cookie", &cookie)]).await;
+        assert_eq!(res.status, StatusCode::OK, "request {i}: {}", res.text());
+        assert_eq!(res.text(), "ok");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {i} waited {:?} on a closed connection",
+            started.elapsed()
+        );
+        // Long enough for the upstream to close the connection the proxy just pooled.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A minimal HTTP/1.1 upstream: answers one request per connection with "ok" (keep-alive, as
+/// far as the response says), then closes the connection `linger` later.
+async fn start_closing_upstream(linger: Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(linger).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 #[tokio::test]
 async fn unreachable_upstream_is_502_and_the_proxy_keeps_serving() {
     let down = closed_port().await;
