@@ -278,10 +278,11 @@ async fn spoofs_over_h2_are_removed_too() {
     use common::tls::*;
     let ca = Ca::new("identity test CA");
     let (cert, key, _) = ca.leaf();
-    let dir = temp_dir("identity");
-    write_pair(&dir, &cert, &key);
+    let tmp = temp_dir("identity");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
     let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&tls_config(upstream.addr, &dir, "")).await;
+    let proxy = start_proxy_with(&tls_config(upstream.addr, dir, "")).await;
     let mut conn = tls_connect(proxy.addr, &ca.pem, &[b"h2"]).await;
     assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
     let login = conn.send(proxy.addr, login_request(proxy.addr)).await;

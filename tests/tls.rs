@@ -22,10 +22,11 @@ use tokio::net::{TcpListener, TcpStream};
 async fn login_and_proxying_over_https_with_http1_and_h2() {
     let ca = Ca::new("sessiongate test CA");
     let (cert, key, _) = ca.leaf();
-    let dir = temp_dir("flow");
-    write_pair(&dir, &cert, &key);
+    let tmp = temp_dir("flow");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
     let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&tls_config(upstream.addr, &dir, "hsts = \"365d\"")).await;
+    let proxy = start_proxy_with(&tls_config(upstream.addr, dir, "hsts = \"365d\"")).await;
 
     for (alpn, want) in [
         (&[b"http/1.1".as_slice()][..], b"http/1.1".as_slice()),
@@ -77,7 +78,7 @@ async fn login_and_proxying_over_https_with_http1_and_h2() {
             Some("max-age=31536000")
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -120,12 +121,13 @@ async fn plain_http_redirect_listener_answers_308_to_https() {
 async fn stalled_handshake_is_closed_after_the_timeout_while_others_are_served() {
     let ca = Ca::new("sessiongate test CA");
     let (cert, key, _) = ca.leaf();
-    let dir = temp_dir("stall");
-    write_pair(&dir, &cert, &key);
+    let tmp = temp_dir("stall");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
     let upstream = start_upstream().await;
     let proxy = start_proxy_with(&tls_config(
         upstream.addr,
-        &dir,
+        dir,
         "handshake_timeout = \"700ms\"",
     ))
     .await;
@@ -162,7 +164,7 @@ async fn stalled_handshake_is_closed_after_the_timeout_while_others_are_served()
         started.elapsed() >= Duration::from_millis(650),
         "not before the timeout"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -170,16 +172,17 @@ async fn reload_swaps_the_certificate_for_new_connections_only() {
     let ca = Ca::new("sessiongate test CA");
     let (cert_a, key_a, der_a) = ca.leaf();
     let (cert_b, key_b, der_b) = ca.leaf();
-    let dir = temp_dir("reload");
-    write_pair(&dir, &cert_a, &key_a);
+    let tmp = temp_dir("reload");
+    let dir = tmp.path();
+    write_pair(dir, &cert_a, &key_a);
     let upstream = start_upstream().await;
-    let proxy = start_proxy_with(&tls_config(upstream.addr, &dir, "")).await;
+    let proxy = start_proxy_with(&tls_config(upstream.addr, dir, "")).await;
 
     let mut before = tls_connect(proxy.addr, &ca.pem, &[b"http/1.1"]).await;
     assert_eq!(before.peer_cert, der_a);
 
     // A broken pair (B's certificate with A's key) is refused and A stays.
-    write_pair(&dir, &cert_b, &key_a);
+    write_pair(dir, &cert_b, &key_a);
     let err = proxy.app.reload_tls().expect_err("mismatched key refused");
     assert!(err.contains("do not make a usable certificate"), "{err}");
     assert_eq!(
@@ -197,7 +200,7 @@ async fn reload_swaps_the_certificate_for_new_connections_only() {
         der_a
     );
 
-    write_pair(&dir, &cert_b, &key_b);
+    write_pair(dir, &cert_b, &key_b);
     proxy.app.reload_tls().unwrap();
     let after = tls_connect(proxy.addr, &ca.pem, &[b"http/1.1"]).await;
     assert_eq!(
@@ -210,7 +213,7 @@ async fn reload_swaps_the_certificate_for_new_connections_only() {
         .send(proxy.addr, req(Method::GET, "/.sessiongate/healthz", &[]))
         .await;
     assert_eq!(res.status, StatusCode::OK);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The real binary reloads on SIGHUP.
@@ -219,9 +222,10 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
     let ca = Ca::new("sessiongate test CA");
     let (cert_a, key_a, der_a) = ca.leaf();
     let (cert_b, key_b, der_b) = ca.leaf();
-    let dir = temp_dir("sighup");
-    write_pair(&dir, &cert_a, &key_a);
-    let config = tls_config("127.0.0.1:9".parse().unwrap(), &dir, "");
+    let tmp = temp_dir("sighup");
+    let dir = tmp.path();
+    write_pair(dir, &cert_a, &key_a);
+    let config = tls_config("127.0.0.1:9".parse().unwrap(), dir, "");
     std::fs::write(dir.join("sessiongate.toml"), config).unwrap();
     let mut running = spawn_sessiongate(&dir.join("sessiongate.toml"), &[]);
     let addr = running.addr;
@@ -230,7 +234,7 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
         der_a
     );
 
-    write_pair(&dir, &cert_b, &key_b);
+    write_pair(dir, &cert_b, &key_b);
     let hup = std::process::Command::new("kill")
         .args(["-HUP", &running.child.id().to_string()])
         .status()
@@ -252,7 +256,7 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
         "SIGHUP does not stop sessiongate"
     );
     assert!(running.stop().success());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// An upstream speaking TLS (h2 and http/1.1 by ALPN) with a certificate from `ca`.
@@ -292,7 +296,8 @@ async fn start_tls_upstream(ca: &Ca) -> SocketAddr {
 async fn https_upstream_with_a_private_ca_speaks_h2() {
     let ca = Ca::new("private upstream CA");
     let up = start_tls_upstream(&ca).await;
-    let dir = temp_dir("upca");
+    let tmp = temp_dir("upca");
+    let dir = tmp.path();
     std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
     let toml = config_toml(
         up,
@@ -326,7 +331,7 @@ async fn https_upstream_with_a_private_ca_speaks_h2() {
         get(proxy2.addr, "/", &[("cookie", &cookie2)]).await.status,
         StatusCode::BAD_GATEWAY
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A writer that keeps what tracing writes, to check the log lines a test caused.
@@ -381,14 +386,15 @@ async fn untrusted_upstream_certificate_is_502_with_a_clear_log_line() {
 
 #[test]
 fn bad_tls_settings_are_rejected_with_the_key_named() {
-    let dir = temp_dir("badcfg");
+    let tmp = temp_dir("badcfg");
+    let dir = tmp.path();
     let ca = Ca::new("x");
     let (cert, key, _) = ca.leaf();
     let base = config_toml("127.0.0.1:3000".parse().unwrap(), "", "");
     // Missing files.
     let err = sessiongate::Config::from_toml(&base.replace(
         "[upstream]",
-        &format!("{}\n[upstream]", tls_section(&dir, "")),
+        &format!("{}\n[upstream]", tls_section(dir, "")),
     ))
     .unwrap_err()
     .to_string();
@@ -397,19 +403,19 @@ fn bad_tls_settings_are_rejected_with_the_key_named() {
         "{err}"
     );
     // Key that does not match.
-    write_pair(&dir, &cert, &KeyPair::generate().unwrap().serialize_pem());
+    write_pair(dir, &cert, &KeyPair::generate().unwrap().serialize_pem());
     let err = sessiongate::Config::from_toml(&base.replace(
         "[upstream]",
-        &format!("{}\n[upstream]", tls_section(&dir, "")),
+        &format!("{}\n[upstream]", tls_section(dir, "")),
     ))
     .unwrap_err()
     .to_string();
     assert!(err.contains("server.tls"), "{err}");
-    write_pair(&dir, &cert, &key);
+    write_pair(dir, &cert, &key);
     assert!(
         sessiongate::Config::from_toml(&base.replace(
             "[upstream]",
-            &format!("{}\n[upstream]", tls_section(&dir, ""))
+            &format!("{}\n[upstream]", tls_section(dir, ""))
         ))
         .is_ok()
     );
@@ -443,5 +449,5 @@ fn bad_tls_settings_are_rejected_with_the_key_named() {
         sessiongate::Config::from_toml(&https).is_ok(),
         "public roots by default"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,9 +2,8 @@
 //! connection that speaks HTTP/1.1 or h2 as ALPN decides.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Method, Request, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -47,14 +46,12 @@ impl Ca {
     }
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sessiongate-tls-{tag}-{}-{:?}",
-        std::process::id(),
-        Instant::now()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory for a test's certificates and config, removed when the guard drops.
+pub fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sessiongate-tls-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 pub fn write_pair(dir: &Path, cert: &str, key: &str) {
