@@ -51,7 +51,16 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 [ -z "$BIN" ] && [ -x "$TARGET_DIR/release/sessiongate" ] && BIN=$TARGET_DIR/release/sessiongate
 WORK=$(mktemp -d /tmp/peers.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; sleep 0.3
+  # A failed upstream request makes a round INVALID; say why before the logs go.
+  for f in "$WORK"/sessiongate*.log; do
+    if [ -f "$f" ]; then grep -m5 -E "WARN|ERROR" "$f" | sed "s|^|$(basename "$f"): |" >&2 || true; fi
+  done
+  # KEEP_LOGS=DIR keeps the proxies' logs for a closer look.
+  if [ -n "${KEEP_LOGS:-}" ]; then mkdir -p "$KEEP_LOGS"; cp "$WORK"/*.log "$WORK"/*.err "$KEEP_LOGS"/ 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 NCPU=$(nproc)
@@ -92,6 +101,7 @@ load() {
 import json,sys
 d=json.load(sys.stdin); s=d["summary"]; p=d["latencyPercentiles"]; codes=d.get("statusCodeDistribution",{})
 bad=sum(v for k,v in codes.items() if not k.startswith("2"))+sum(d.get("errorDistribution",{}).values())
+if bad: print("bad answers: status codes %s, errors %s" % (codes, d.get("errorDistribution")), file=sys.stderr)
 print("%.0f %.3f %.3f %d"%(s["requestsPerSec"],(p.get("p50") or 0)*1e3,(p.get("p99") or 0)*1e3,bad))'
   else
     local args=(-t1 -c"$CONNS" -d"${DURATION}s" --latency)
