@@ -106,6 +106,7 @@ type Hasher = foldhash::fast::RandomState;
 /// being swept waits that long at most. (dashmap's default, 4 x CPUs, would put 125,000
 /// sessions behind one lock on two cores.) A power of two, as dashmap requires.
 const SHARDS: usize = 4096;
+
 pub struct SessionStore {
     map: DashMap<SessionId, Session, Hasher>,
     /// The identity header value of each configured user, indexed by `UserId`.
