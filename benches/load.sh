@@ -28,6 +28,7 @@
 #   --only LIST          comma-separated sections
 #   --ports BASE         the port range to use (sets BENCH_PORT_BASE, below)
 #                        (18190), for two runs at once on a shared machine
+#   --login-workers N    auth.login_workers for the login burst (default: sessiongate's own)
 #   --bin PATH           the sessiongate binary under test ($CARGO_TARGET_DIR/release/sessiongate),
 #                        e.g. a saved copy of a previous build, to compare two builds in one session
 #
@@ -48,6 +49,7 @@ BENCHES=$ROOT/benches
 
 DURATION=8 ROUNDS=3 GROWTH_DURATION=5 GROWTH_ROUNDS=3 PEER_CONNS="64 512"
 GROWTH_CONNS="1 16 64 256 1024" RATE=4000 STALL_ROUNDS=3 OUT="" ONLY="" BIN="" PORT_BASE=""
+LOGIN_WORKERS=""
 SESSION_COUNTS=0,10000,100000,1000000 IDLE_CONNS=10000 LOGINS=200 AFTER="5 30" SWEEP_SESSIONS=1000000
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -64,6 +66,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --ports) PORT_BASE=$2; shift 2 ;;
+    --login-workers) LOGIN_WORKERS=$2; shift 2 ;;
     -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -152,6 +155,7 @@ url = "http://127.0.0.1:$UP"
 secret = "bench-secret-0123456789abcdef0123456789abcdef"
 secure = false
 EOF
+  if [ -n "$LOGIN_WORKERS" ]; then printf '\n[auth]\nlogin_workers = %s\n' "$LOGIN_WORKERS" >>"$file"; fi
   if [ -n "${USERS_TOML:-}" ]; then cat "$USERS_TOML" >>"$file"; else
     printf '\n[[users]]\nname = "alice"\npassword_hash = "%s"\n' "$(printf wonderland | "$BIN" hash-password)" >>"$file"
   fi

@@ -656,7 +656,7 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
     Ok(AuthConfig {
         prefix: prefix.to_string(),
         public_paths,
-        login_workers: positive("auth.login_workers", a.login_workers, cores.max(2))?,
+        login_workers: positive("auth.login_workers", a.login_workers, cores)?,
         login_queue: positive("auth.login_queue", a.login_queue, 64)?,
         max_failures: match a.max_failures {
             None => 5,
