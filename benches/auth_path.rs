@@ -4,55 +4,18 @@
 //!
 //!     cargo bench --bench auth_path
 
+mod common;
+
 use std::hint::black_box;
 
+use common::{app, browser_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 use sessiongate::proxy::Forwarding;
 use sessiongate::session::SessionStore;
-use sessiongate::{App, Config};
-
-fn app() -> std::sync::Arc<App> {
-    let config = Config::from_toml(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:3000"
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-[[users]]
-name = "alice"
-password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
-"#,
-    )
-    .expect("bench config is valid");
-    App::new(config)
-}
-
-/// A request as a browser sends it to an app behind sessiongate.
-fn browser_request(cookie: &str) -> Request<()> {
-    Request::builder()
-        .uri("/dashboard/reports?page=2")
-        .header("host", "app.example.com")
-        .header(
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
-        )
-        .header(
-            "accept",
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        )
-        .header("accept-language", "en-US,en;q=0.9")
-        .header("accept-encoding", "gzip, deflate, br")
-        .header("cookie", format!("_ga=GA1.1.123; {cookie}; theme=dark"))
-        .header("connection", "keep-alive")
-        .body(())
-        .unwrap()
-}
 
 fn auth_path(c: &mut Criterion) {
-    let app = app();
+    let app = app("alice");
     let id = app
         .sessions
         .create(app.sessions.user_id("alice").expect("a configured user"))

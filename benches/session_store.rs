@@ -6,14 +6,16 @@
 //!
 //!     cargo bench --bench session_store
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::{app, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use http::{HeaderValue, Request};
+use http::HeaderValue;
 use sessiongate::proxy::Forwarding;
 use sessiongate::session::{SessionId, SessionStore, UserId};
-use sessiongate::{App, Config};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -70,28 +72,10 @@ fn lookups(c: &mut Criterion) {
     g.finish();
 }
 
-fn app() -> std::sync::Arc<App> {
-    let config = Config::from_toml(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[upstream]
-url = "http://127.0.0.1:3000"
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-[[users]]
-name = "user042"
-password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
-"#,
-    )
-    .expect("bench config is valid");
-    App::new(config)
-}
-
 /// The same request and measured work as `auth_path`'s "auth path (authenticate + header
 /// rewrite)", with a million live sessions and a different session on each request.
 fn auth_path_big_store(c: &mut Criterion) {
-    let app = app();
+    let app = app(USER);
     let cookie_name = app.config.session.cookie_name.clone();
     let cookies: Vec<String> = (0..1_000_000)
         .map(|_| {
@@ -110,26 +94,7 @@ fn auth_path_big_store(c: &mut Criterion) {
             b.iter_batched_ref(
                 || {
                     i = (i + 7919) % cookies.len();
-                    Request::builder()
-                        .uri("/dashboard/reports?page=2")
-                        .header("host", "app.example.com")
-                        .header(
-                            "user-agent",
-                            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
-                        )
-                        .header(
-                            "accept",
-                            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-                        )
-                        .header("accept-language", "en-US,en;q=0.9")
-                        .header("accept-encoding", "gzip, deflate, br")
-                        .header(
-                            "cookie",
-                            format!("_ga=GA1.1.123; {}; theme=dark", cookies[i]),
-                        )
-                        .header("connection", "keep-alive")
-                        .body(())
-                        .expect("valid request")
+                    browser_request(&cookies[i])
                 },
                 |req| {
                     let session = app

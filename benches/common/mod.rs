@@ -1,0 +1,49 @@
+//! What the criterion benches share: an `App` built from a minimal config, and the request a
+//! browser sends to an app behind sessiongate.
+
+use std::sync::Arc;
+
+use http::Request;
+use sessiongate::{App, Config};
+
+/// An app with one configured user, `user`. The password hash is cheap but real: no login
+/// happens in the benches, the config just needs a user.
+pub fn app(user: &str) -> Arc<App> {
+    let config = Config::from_toml(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[upstream]
+url = "http://127.0.0.1:3000"
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+[[users]]
+name = "{user}"
+password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
+"#
+    ))
+    .expect("bench config is valid");
+    App::new(config)
+}
+
+/// A request as a browser sends it to an app behind sessiongate, carrying `cookie` (our
+/// `name=value`) between two cookies of the app's own.
+pub fn browser_request(cookie: &str) -> Request<()> {
+    Request::builder()
+        .uri("/dashboard/reports?page=2")
+        .header("host", "app.example.com")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0 Safari/537.36",
+        )
+        .header(
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        )
+        .header("accept-language", "en-US,en;q=0.9")
+        .header("accept-encoding", "gzip, deflate, br")
+        .header("cookie", format!("_ga=GA1.1.123; {cookie}; theme=dark"))
+        .header("connection", "keep-alive")
+        .body(())
+        .expect("valid request")
+}
