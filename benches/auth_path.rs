@@ -8,10 +8,9 @@ mod common;
 
 use std::hint::black_box;
 
-use common::{app, browser_request};
+use common::{app, auth_work, browser_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
-use sessiongate::proxy::Forwarding;
 use sessiongate::session::SessionStore;
 
 fn auth_path(c: &mut Criterion) {
@@ -45,24 +44,7 @@ fn auth_path(c: &mut Criterion) {
                 *r.headers_mut() = template.headers().clone();
                 r
             },
-            |req| {
-                let session = app
-                    .authenticate(req.headers())
-                    .ok()
-                    .flatten()
-                    .expect("live session");
-                app.upstream.prepare(
-                    req,
-                    Forwarding {
-                        identity_header: &app.config.upstream.identity_header,
-                        user: Some(session.user),
-                        peer: &client_ip,
-                        trusted_peer: false,
-                        proto: "http",
-                        own_cookie: &app.config.session.cookie_name,
-                    },
-                );
-            },
+            |req| auth_work(&app, req, &client_ip),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -11,10 +11,9 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{app, browser_request};
+use common::{app, auth_work, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
-use sessiongate::proxy::Forwarding;
 use sessiongate::session::{SessionId, SessionStore, UserId};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -96,24 +95,7 @@ fn auth_path_big_store(c: &mut Criterion) {
                     i = (i + 7919) % cookies.len();
                     browser_request(&cookies[i])
                 },
-                |req| {
-                    let session = app
-                        .authenticate(req.headers())
-                        .ok()
-                        .flatten()
-                        .expect("live session");
-                    app.upstream.prepare(
-                        req,
-                        Forwarding {
-                            identity_header: &app.config.upstream.identity_header,
-                            user: Some(session.user),
-                            peer: &client_ip,
-                            trusted_peer: false,
-                            proto: "http",
-                            own_cookie: &app.config.session.cookie_name,
-                        },
-                    );
-                },
+                |req| auth_work(&app, req, &client_ip),
                 BatchSize::SmallInput,
             )
         },

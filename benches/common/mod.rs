@@ -1,9 +1,10 @@
-//! What the criterion benches share: an `App` built from a minimal config, and the request a
-//! browser sends to an app behind sessiongate.
+//! What the criterion benches share: an `App` built from a minimal config, the request a
+//! browser sends to an app behind sessiongate, and the per-request auth work they measure.
 
 use std::sync::Arc;
 
-use http::Request;
+use http::{HeaderValue, Request};
+use sessiongate::proxy::Forwarding;
 use sessiongate::{App, Config};
 
 /// An app with one configured user, `user`. The password hash is cheap but real: no login
@@ -46,4 +47,26 @@ pub fn browser_request(cookie: &str) -> Request<()> {
         .header("connection", "keep-alive")
         .body(())
         .expect("valid request")
+}
+
+/// The auth work on one logged-in request, as the handler does it before forwarding: cookie
+/// parse + HMAC verify + session lookup (`App::authenticate`), then the header rewrite for the
+/// upstream (`Upstream::prepare`) from a client at `peer`.
+pub fn auth_work(app: &App, req: &mut Request<()>, peer: &HeaderValue) {
+    let session = app
+        .authenticate(req.headers())
+        .ok()
+        .flatten()
+        .expect("live session");
+    app.upstream.prepare(
+        req,
+        Forwarding {
+            identity_header: &app.config.upstream.identity_header,
+            user: Some(session.user),
+            peer,
+            trusted_peer: false,
+            proto: "http",
+            own_cookie: &app.config.session.cookie_name,
+        },
+    );
 }
