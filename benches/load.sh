@@ -46,6 +46,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BENCHES=$ROOT/benches
+# shellcheck source=lib.sh
+. "$BENCHES/lib.sh"
 
 DURATION=8 ROUNDS=3 GROWTH_DURATION=5 GROWTH_ROUNDS=3 PEER_CONNS="64 512"
 GROWTH_CONNS="1 16 64 256 1024" RATE=4000 STALL_ROUNDS=3 OUT="" ONLY="" BIN="" PORT_BASE=""
@@ -99,9 +101,6 @@ cleanup() {
 trap cleanup EXIT
 
 log() { printf '\n== %s\n' "$*" >&2; }
-# A port already open belongs to someone else's run: measuring through it would be wrong.
-port_free() { if (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null; then echo "port $1 is in use (another run? see --ports)" >&2; exit 1; fi; }
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # The machine, recorded with the results.
@@ -128,13 +127,7 @@ export BENCH_PORT_BASE=$BASE
 UP=$((BASE + 10)) SG=$((BASE + 11)) NGP=$((BASE + 12))
 for p in $UP $SG $NGP; do port_free "$p"; done
 start_upstream() {
-  cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP backlog=4096;
-    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
-EOF
+  upstream_conf "$WORK" $UP
   port_free $UP
   $PIN_SRV nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
   wait_port $UP
@@ -142,23 +135,10 @@ EOF
 
 # sessiongate_config FILE [extra [server] lines] -- users come from $USERS_TOML when set.
 sessiongate_config() {
-  local file=$1 extra=${2:-}
-  cat >"$file" <<EOF
-[server]
-listen = "127.0.0.1:$SG"
-$extra
-
-[upstream]
-url = "http://127.0.0.1:$UP"
-
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-secure = false
-EOF
+  local file=$1
+  sessiongate_toml $SG $UP "${2:-}" >"$file"
   if [ -n "$LOGIN_WORKERS" ]; then printf '\n[auth]\nlogin_workers = %s\n' "$LOGIN_WORKERS" >>"$file"; fi
-  if [ -n "${USERS_TOML:-}" ]; then cat "$USERS_TOML" >>"$file"; else
-    printf '\n[[users]]\nname = "alice"\npassword_hash = "%s"\n' "$(printf wonderland | "$BIN" hash-password)" >>"$file"
-  fi
+  if [ -n "${USERS_TOML:-}" ]; then cat "$USERS_TOML" >>"$file"; else alice_user "$BIN" >>"$file"; fi
 }
 
 # start_sessiongate CONFIG -> sets SG_PID; logs to $WORK

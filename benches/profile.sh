@@ -21,6 +21,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$ROOT/benches/lib.sh"
 cd "$ROOT"
 MODE=perf CONNS=64 SECONDS_=10 REQUESTS=20000 OUT=""
 while [ $# -gt 0 ]; do
@@ -48,40 +50,15 @@ WORK=$(mktemp -d /tmp/sessiongate-profile.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
-wait_port() { for _ in $(seq 1 300); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 
 # Ports from BENCH_PORT_BASE (default 18180) + 110..112, checked free first.
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$((BASE + 110)) SG=$((BASE + 111)) NGP=$((BASE + 112))
-for p in $UP $SG $NGP; do
-  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
-    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
-  fi
-done
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP backlog=4096;
-    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
-EOF
+for p in $UP $SG $NGP; do port_free "$p"; done
+upstream_conf "$WORK" $UP
 taskset -c 1 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
 wait_port $UP
-cat >"$WORK/sessiongate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$SG"
-
-[upstream]
-url = "http://127.0.0.1:$UP"
-
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-secure = false
-
-[[users]]
-name = "alice"
-password_hash = "$(printf wonderland | "$BIN" hash-password)"
-EOF
+{ sessiongate_toml $SG $UP; alice_user "$BIN"; } >"$WORK/sessiongate.toml"
 
 if [ "$MODE" = perf ]; then
   taskset -c 1 "$BIN" --config "$WORK/sessiongate.toml" >"$WORK/sessiongate.log" 2>&1 & SG_PID=$!; PIDS+=($SG_PID)
@@ -140,7 +117,7 @@ else
   need callgrind_control "valgrind"
   taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \
     "$BIN" --config "$WORK/sessiongate.toml" >"$WORK/sessiongate.log" 2>&1 & SG_PID=$!; PIDS+=($SG_PID)
-  wait_port $SG
+  wait_port $SG 300  # valgrind starts slowly
   COOKIE=$(python3 "$ROOT/benches/peers/login.py" "http://127.0.0.1:$SG/" alice wonderland)
   taskset -c 0 oha -n 2000 -c 16 --no-tui -H "Cookie: $COOKIE" "http://127.0.0.1:$SG/" >/dev/null
   callgrind_control -i on "$SG_PID" >/dev/null

@@ -8,6 +8,9 @@
 # ports start at BENCH_PORT_BASE (default 18180) and must be free;
 # the express peer is installed next to this script; an extra peer `sessiongate-quiet` (the same
 # binary with RUST_LOG=warn, i.e. without the per-request access log line) shows what logging costs.
+# The upstream config, sessiongate's config and the port helpers come from ../lib.sh (shared with
+# load.sh and profile.sh); an INVALID round prints its status codes and the proxies' warnings,
+# and KEEP_LOGS=DIR keeps the logs.
 #
 # Peers (each skipped with a note when its program is missing):
 #   direct       the upstream itself (nginx returning a ~100 byte body): the ceiling
@@ -24,6 +27,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../lib.sh
+. "$HERE/../lib.sh"
 DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" INSTALL=0 JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -69,24 +74,13 @@ if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else 
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5))
 
-wait_port() { for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
-for p in $UP $NG $CA $EX $SG $SQ; do
-  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
-    echo "port $p is already in use (another benchmark running?): set BENCH_PORT_BASE to a free range" >&2; exit 2
-  fi
-done
+for p in $UP $NG $CA $EX $SG $SQ; do port_free "$p"; done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 10000000;
-  server { listen 127.0.0.1:$UP backlog=4096;
-    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
-EOF
+upstream_conf "$WORK" $UP
 $PIN_SRV nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
 wait_port $UP
 
@@ -170,50 +164,21 @@ if want express && command -v node >/dev/null && [ -d "$HERE/express-peer/node_m
   peers+=(express); URL[express]=http://127.0.0.1:$EX/
 elif want express; then echo "note: express peer not installed (run with --install), skipped" >&2; fi
 
-if want sessiongate && [ -n "$BIN" ]; then
-  HASH=$(printf 'wonderland' | "$BIN" hash-password)
-  cat >"$WORK/sessiongate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$SG"
-
-[upstream]
-url = "http://127.0.0.1:$UP"
-
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-secure = false
-
-[[users]]
-name = "alice"
-password_hash = "$HASH"
-EOF
-  $PIN_SRV "$BIN" --config "$WORK/sessiongate.toml" >"$WORK/sessiongate.log" 2>&1 & PIDS+=($!); SPID[sessiongate]=$!
-  wait_port $SG
-  COOKIE[sessiongate]=$(python3 "$HERE/login.py" "http://127.0.0.1:$SG/" alice wonderland)
-  peers+=(sessiongate); URL[sessiongate]=http://127.0.0.1:$SG/
-elif want sessiongate; then echo "note: no sessiongate binary (cargo build --release first), skipped" >&2; fi
-
-if want sessiongate-quiet && [ -n "$BIN" ]; then
-  HASH=${HASH:-$(printf 'wonderland' | "$BIN" hash-password)}
-  cat >"$WORK/sessiongate-quiet.toml" <<EOF
-[server]
-listen = "127.0.0.1:$SQ"
-
-[upstream]
-url = "http://127.0.0.1:$UP"
-
-[session]
-secret = "bench-secret-0123456789abcdef0123456789abcdef"
-secure = false
-
-[[users]]
-name = "alice"
-password_hash = "$HASH"
-EOF
-  RUST_LOG=warn $PIN_SRV "$BIN" --config "$WORK/sessiongate-quiet.toml" >"$WORK/sessiongate-quiet.log" 2>&1 & PIDS+=($!); SPID[sessiongate-quiet]=$!
-  wait_port $SQ
-  COOKIE[sessiongate-quiet]=$(python3 "$HERE/login.py" "http://127.0.0.1:$SQ/" alice wonderland)
-  peers+=(sessiongate-quiet); URL[sessiongate-quiet]=http://127.0.0.1:$SQ/
+# start_sessiongate NAME PORT [VAR=value...]: the release build, logged in as alice; the
+# assignments go into its environment.
+start_sessiongate() {
+  local name=$1 port=$2; shift 2
+  { sessiongate_toml "$port" "$UP"; alice_user "$BIN"; } >"$WORK/$name.toml"
+  env "$@" $PIN_SRV "$BIN" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 & PIDS+=($!); SPID[$name]=$!
+  wait_port "$port"
+  COOKIE[$name]=$(python3 "$HERE/login.py" "http://127.0.0.1:$port/" alice wonderland)
+  peers+=("$name"); URL[$name]=http://127.0.0.1:$port/
+}
+if [ -z "$BIN" ]; then
+  if want sessiongate || want sessiongate-quiet; then echo "note: no sessiongate binary (cargo build --release first), skipped" >&2; fi
+else
+  if want sessiongate; then start_sessiongate sessiongate $SG; fi
+  if want sessiongate-quiet; then start_sessiongate sessiongate-quiet $SQ RUST_LOG=warn; fi
 fi
 
 # --- measure -------------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+# Shell helpers shared by benches/load.sh, benches/profile.sh and benches/peers/peers.sh:
+# ports, the nginx upstream every benchmark proxies to, and sessiongate's bench config.
+# Source it; it defines functions only.
+
+# Exits when something already listens on the port: measuring through someone else's server
+# would be wrong.
+port_free() {
+  if (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then
+    echo "port $1 is already in use (another benchmark running?): set BENCH_PORT_BASE (or --ports) to a free range" >&2
+    exit 2
+  fi
+}
+
+# wait_port PORT [TENTHS]: waits up to TENTHS x 0.1 s (default 100) for a listener.
+wait_port() {
+  for _ in $(seq 1 "${2:-100}"); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "port $1 never opened" >&2; return 1
+}
+
+# upstream_conf DIR PORT: writes DIR/upstream.conf, the upstream of every benchmark: one nginx
+# worker answering every request with a ~100-byte body, keep-alive without a request limit.
+upstream_conf() {
+  cat >"$1/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $1/upstream.pid; error_log $1/upstream.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  server { listen 127.0.0.1:$2 backlog=4096;
+    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
+CONF
+}
+
+# sessiongate_toml PORT UPSTREAM_PORT [EXTRA_SERVER_LINES]: prints sessiongate's bench config
+# without users (plain http, so the cookie is not Secure; a fixed secret).
+sessiongate_toml() {
+  cat <<CONF
+[server]
+listen = "127.0.0.1:$1"
+${3:-}
+
+[upstream]
+url = "http://127.0.0.1:$2"
+
+[session]
+secret = "bench-secret-0123456789abcdef0123456789abcdef"
+secure = false
+CONF
+}
+
+# alice_user BIN: prints the [[users]] entry of the bench user alice (password "wonderland").
+alice_user() {
+  printf '\n[[users]]\nname = "alice"\npassword_hash = "%s"\n' "$(printf wonderland | "$1" hash-password)"
+}
