@@ -670,3 +670,54 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
         )?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:3000"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
+"#;
+
+    /// Parses `MINIMAL` on a thread allowed to run on one CPU only, as a sidecar limited to
+    /// one core (or pinned with taskset) is.
+    fn config_on_one_cpu() -> Config {
+        std::thread::spawn(|| {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity
+            // (pid 0: this thread) only read and write that set.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+                    0,
+                    "cannot pin the test thread to CPU 0"
+                );
+            }
+            Config::from_toml(MINIMAL).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// On one core a second password-hashing thread adds memory and competes with the request
+    /// path for the core's caches without checking passwords any faster (measured in
+    /// docs/BENCHMARKS.md), so the defaults follow the cores sessiongate may use.
+    #[test]
+    fn worker_counts_default_to_the_cores_sessiongate_may_use() {
+        let one = config_on_one_cpu();
+        assert_eq!(one.auth.login_workers, 1);
+        assert_eq!(one.server.workers, 1);
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let all = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(all.auth.login_workers, cores);
+        assert_eq!(all.server.workers, cores);
+    }
+}
