@@ -1,5 +1,6 @@
 # Shell helpers shared by benches/load.sh, benches/profile.sh and benches/peers/peers.sh:
-# ports, the nginx upstream every benchmark proxies to, and sessiongate's bench config.
+# ports, the nginx upstream every benchmark proxies to, the nginx reference proxy, and
+# sessiongate's bench config.
 # Source it; it defines functions only.
 
 # Exits when something already listens on the port: measuring through someone else's server
@@ -26,6 +27,23 @@ events { worker_connections 8192; }
 http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:$2 backlog=4096;
     location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } } }
+CONF
+}
+
+# nginx_proxy_conf DIR NAME PORT UPSTREAM_PORT [CONNECTIONS [HTTP_DIRECTIVES]]: writes
+# DIR/NAME.conf, the reference proxy: nginx proxy_pass on PORT with upstream keep-alive and no
+# auth (it sets the identity header a login proxy would, so the upstream sees the same
+# request). CONNECTIONS (default 8192) raises worker_connections and the file limit with it.
+nginx_proxy_conf() {
+  local limit=""
+  [ -n "${5:-}" ] && limit="worker_rlimit_nofile $(($5 + 10000));"
+  cat >"$1/$2.conf" <<CONF
+worker_processes 1; daemon off; pid $1/$2.pid; error_log $1/$2.err warn; $limit
+events { worker_connections ${5:-8192}; }
+http { access_log off; keepalive_requests 10000000; ${6:-}
+  upstream up { server 127.0.0.1:$4; keepalive 256; }
+  server { listen 127.0.0.1:$3 backlog=4096;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
 CONF
 }
 

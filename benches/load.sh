@@ -200,15 +200,7 @@ if want memory; then
   stop $SG_PID
 
   # nginx as a proxy (same config as the peer) for reference; its worker's RSS is measured.
-  cat >"$WORK/nginx-proxy.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/nginx-proxy.pid; error_log $WORK/nginx-proxy.err warn;
-worker_rlimit_nofile 40000;
-events { worker_connections 30000; }
-http { access_log off; keepalive_requests 10000000; keepalive_timeout 10m;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$NGP backlog=4096;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
-EOF
+  nginx_proxy_conf "$WORK" nginx-proxy $NGP $UP 30000 "keepalive_timeout 10m;"
   port_free $NGP
   $PIN_SRV nginx -c "$WORK/nginx-proxy.conf" -e "$WORK/nginx-proxy.err" & NG_MASTER=$!; PIDS+=($NG_MASTER)
   wait_port $NGP

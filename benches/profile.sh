@@ -81,14 +81,7 @@ if [ "$MODE" = perf ]; then
 
   # System calls and context switches per request, for sessiongate and (same load, same
   # pinning) an nginx proxy_pass worker as the reference.
-  cat >"$WORK/nginx-proxy.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/nginx-proxy.pid; error_log $WORK/nginx-proxy.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 10000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$NGP backlog=4096;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
-EOF
+  nginx_proxy_conf "$WORK" nginx-proxy $NGP $UP
   taskset -c 1 nginx -c "$WORK/nginx-proxy.conf" -e "$WORK/nginx-proxy.err" & NG_MASTER=$!; PIDS+=($NG_MASTER)
   wait_port $NGP
   stat_one() {  # name pid url [cookie]

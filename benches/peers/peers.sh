@@ -139,14 +139,7 @@ peers=()
 if want direct; then peers+=(direct); URL[direct]=http://127.0.0.1:$UP/; fi
 
 if want nginx; then
-  cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $WORK/nginx.pid; error_log $WORK/nginx.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 10000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 256; }
-  server { listen 127.0.0.1:$NG backlog=4096;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header X-Forwarded-User "alice"; } } }
-EOF
+  nginx_proxy_conf "$WORK" nginx $NG $UP
   $PIN_SRV nginx -c "$WORK/nginx.conf" -e "$WORK/nginx.err" & PIDS+=($!); SPID[nginx]=$!
   wait_port $NG && { peers+=(nginx); URL[nginx]=http://127.0.0.1:$NG/; }
 fi
