@@ -10,14 +10,23 @@ use std::hint::black_box;
 
 use common::{app, auth_work, browser_request};
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
 use http::{HeaderValue, Request};
-use sessiongate::session::SessionStore;
+use sessiongate::identity::UserNames;
+use sessiongate::session::{Owner, SessionStore};
 
 fn auth_path(c: &mut Criterion) {
     let app = app("alice");
+    let owner = app
+        .gate
+        .policy()
+        .user("alice")
+        .expect("a configured user")
+        .owner();
     let id = app
-        .sessions
-        .create(app.sessions.user_id("alice").expect("a configured user"))
+        .gate
+        .sessions()
+        .create(owner)
         .expect("the in-memory store creates sessions");
     let cookie = format!(
         "{}={}",
@@ -30,7 +39,10 @@ fn auth_path(c: &mut Criterion) {
     c.bench_function("authenticate (cookie + HMAC + lookup)", |b| {
         b.iter(|| {
             black_box(matches!(
-                app.authenticate(black_box(template.headers())),
+                app.gate
+                    .authenticate(black_box(template.headers()))
+                    .now_or_never()
+                    .expect("the in-memory store answers at once"),
                 Ok(Some(_))
             ))
         })
@@ -59,9 +71,11 @@ fn store(c: &mut Criterion) {
         let store = SessionStore::new(
             std::time::Duration::from_secs(3600),
             std::time::Duration::from_secs(3600),
-            [HeaderValue::from_static("alice")],
         );
-        let alice = store.user_id("alice").expect("a configured user");
+        let alice = Owner {
+            user: UserNames::default().intern("alice"),
+            credentials: 1,
+        };
         let ids: Vec<_> = (0..live).map(|_| store.create(alice).unwrap()).collect();
         let mut i = 0usize;
         c.bench_function(&format!("store touch, {live} live sessions"), |b| {

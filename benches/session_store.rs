@@ -14,19 +14,24 @@ use std::time::{Duration, Instant};
 use common::{app, auth_work, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
-use sessiongate::session::{SessionId, SessionStore, UserId};
+use sessiongate::identity::UserNames;
+use sessiongate::session::{Owner, SessionId, SessionStore};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The user of every session, looked up by name per session as a login does.
 const USER: &str = "user042";
 
-fn user(store: &SessionStore) -> UserId {
-    store.user_id(USER).expect("a configured user")
+fn user(_: &SessionStore) -> Owner {
+    static NAMES: std::sync::OnceLock<UserNames> = std::sync::OnceLock::new();
+    Owner {
+        user: NAMES.get_or_init(UserNames::default).intern(USER),
+        credentials: 1,
+    }
 }
 
 fn filled(n: usize, idle: Duration) -> (SessionStore, Vec<SessionId>) {
-    let store = SessionStore::new(idle, HOUR, [HeaderValue::from_static(USER)]);
+    let store = SessionStore::new(idle, HOUR);
     let ids = (0..n)
         .map(|_| store.create(user(&store)).unwrap())
         .collect();
@@ -78,9 +83,16 @@ fn auth_path_big_store(c: &mut Criterion) {
     let cookie_name = app.config.session.cookie_name.clone();
     let cookies: Vec<String> = (0..1_000_000)
         .map(|_| {
+            let owner = app
+                .gate
+                .policy()
+                .user(USER)
+                .expect("a configured user")
+                .owner();
             let id = app
-                .sessions
-                .create(user(&app.sessions))
+                .gate
+                .sessions()
+                .create(owner)
                 .expect("the in-memory store creates sessions");
             format!("{cookie_name}={}", app.signer.sign(&id))
         })

@@ -6,7 +6,7 @@
 //!     cargo bench --bench sessions_rss -- --json rss.json --upstream http://127.0.0.1:18190
 //!     cargo bench --bench sessions_rss -- --mode serve --sessions 1000000 ...   (benches/load.sh)
 //!
-//! Sessions go straight into the store with `app.sessions.create` (a million argon2 logins
+//! Sessions go straight into the store with `app.gate.sessions().create` (a million argon2 logins
 //! would take hours); the cookie, the lookup and the proxying that check them are the real path.
 //! Without `--upstream` a small hyper upstream runs in this process (it echoes the identity
 //! header, so the check also proves the right user was forwarded).
@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use sessiongate::session::{SessionId, UserId};
+use sessiongate::session::{Owner, SessionId};
 use sessiongate::{App, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -185,9 +185,14 @@ impl Proxy {
         })
     }
 
-    /// The store's id for a configured user, looked up by name as a login does.
-    fn user(&self, name: &str) -> UserId {
-        self.app.sessions.user_id(name).expect("a configured user")
+    /// The session owner for a configured user, looked up by name as a login does.
+    fn user(&self, name: &str) -> Owner {
+        self.app
+            .gate
+            .policy()
+            .user(name)
+            .expect("a configured user")
+            .owner()
     }
 
     fn cookie(&self, id: &SessionId) -> String {
@@ -308,7 +313,8 @@ fn fill(proxy: &Proxy, names: &[String], from: usize, to: usize) -> Option<(Sess
         last = Some((
             proxy
                 .app
-                .sessions
+                .gate
+                .sessions()
                 .create(user)
                 .expect("the in-memory store creates sessions"),
             i % names.len(),
@@ -328,7 +334,8 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
     // runtime exist before the baseline: the deltas are the sessions' own cost.
     let probe = proxy
         .app
-        .sessions
+        .gate
+        .sessions()
         .create(proxy.user("user000"))
         .expect("the in-memory store creates sessions");
     verify(&rt, &proxy, &probe, "user000", echo)?;
@@ -378,7 +385,7 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
             "delta_kib": delta,
             "bytes_per_session": per,
             "create_s": create_s,
-            "store_len": proxy.app.sessions.len(),
+            "store_len": proxy.app.gate.sessions().len(),
             "verified_through_proxy": last.is_some(),
         }));
     }
@@ -422,7 +429,8 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
     // The session the load generator uses: touched by every request, so it never expires.
     let live = proxy
         .app
-        .sessions
+        .gate
+        .sessions()
         .create(proxy.user("alice"))
         .expect("the in-memory store creates sessions");
     let rss_empty = rss_kib()?;
@@ -441,7 +449,7 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
         "event": "ready",
         "port": proxy.addr.port(),
         "cookie": proxy.cookie(&live),
-        "sessions": proxy.app.sessions.len(),
+        "sessions": proxy.app.gate.sessions().len(),
         "fill_s": filled.as_secs_f64(),
         "rss_empty_kib": rss_empty,
         "rss_filled_kib": rss_kib()?,
@@ -454,10 +462,10 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
     // Watch the store's size: the sweeper's pass shows as the count falling to the one live
     // session. Polling len() takes each shard's read lock briefly; every 2 ms is negligible.
     let deadline = started + Duration::from_secs(args.exit_after_s);
-    let full = proxy.app.sessions.len();
+    let full = proxy.app.gate.sessions().len();
     let mut sweep_start = None;
     while Instant::now() < deadline {
-        let len = proxy.app.sessions.len();
+        let len = proxy.app.gate.sessions().len();
         let now = epoch();
         // A few sessions can go on their own (an expired one touched by a request is removed);
         // the sweeper's pass removes nearly all of them.

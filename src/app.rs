@@ -4,23 +4,26 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cookie::Cookie;
-use http::{HeaderMap, HeaderValue, header};
+use http::HeaderValue;
 
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
-use crate::auth::password::Users;
+use crate::auth::password::Verifier;
 use crate::config::{Config, SameSite};
-use crate::headers::cookie_pairs;
+use crate::error::ConfigError;
+use crate::gate::Gate;
 use crate::proxy::Upstream;
-use crate::session::{CookieSigner, SessionId, SessionStore, StoreError};
+use crate::session::{CookieSigner, SessionId, SessionStore};
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
 
 pub struct App {
+    /// The config sessiongate started with. Users and rules live on in `gate`'s policy, which
+    /// a reload replaces; everything else here needs a restart to change.
     pub config: Config,
-    pub sessions: Arc<SessionStore>,
+    pub gate: Gate,
     pub signer: CookieSigner,
-    pub users: Users,
+    pub verifier: Verifier,
     pub tokens: FormTokens,
     pub limiter: Limiter,
     /// One permit per client connection being served (`server.max_connections`).
@@ -41,10 +44,24 @@ pub struct Routes {
     pub unauthorized_json: Bytes,
 }
 
-/// A live session found on a request.
-pub struct Authenticated {
-    pub id: SessionId,
-    pub user: HeaderValue,
+/// What a reload did (see [`App::reload`]).
+#[derive(Debug)]
+pub struct Reloaded {
+    pub users: usize,
+    pub rules: usize,
+    /// Sessions ended because their user was removed or changed password.
+    pub ended_sessions: usize,
+    /// Keys that changed in the file but only take effect on a restart.
+    pub restart_only: Vec<String>,
+}
+
+/// Why a reload was refused; the running policy stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("sessiongate was not started from a config file")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl App {
@@ -64,11 +81,9 @@ impl App {
         let sessions = Arc::new(SessionStore::new(
             config.session.idle_timeout,
             config.session.absolute_timeout,
-            config.users.iter().map(|u| {
-                HeaderValue::from_str(&u.name).expect("validated user names are header-safe")
-            }),
         ));
         SessionStore::spawn_sweeper(&sessions, config.session.sweep_interval);
+        let signer = CookieSigner::new(&secret, &config.session.cookie_name);
         let prefix = &config.auth.prefix;
         let routes = Routes {
             login: format!("{prefix}/login"),
@@ -94,44 +109,29 @@ impl App {
             tokens: FormTokens::new(&secret),
             limiter: Limiter::new(config.auth.max_failures, config.auth.failure_window),
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            signer: CookieSigner::new(&secret, &config.session.cookie_name),
-            users: Users::new(
-                &config.users,
-                config.auth.login_workers,
-                config.auth.login_queue,
-            ),
+            gate: Gate::new(&config, sessions, signer.clone()),
+            signer,
+            verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: Upstream::new(&config.upstream),
-            sessions,
             routes,
             config,
         })
     }
 
-    /// The live session named by the request's cookie, if any. A missing, malformed, forged,
-    /// duplicated or expired cookie all mean "no session"; a store that cannot answer is an
-    /// error, which callers turn into a refusal, never into "anonymous".
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Authenticated>, StoreError> {
-        let name = self.config.session.cookie_name.as_str();
-        let mut found = None;
-        for value in headers.get_all(header::COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
-            for (n, v, _) in cookie_pairs(text) {
-                if n == name {
-                    if found.is_some() {
-                        // Two session cookies: we never set that, so trust neither.
-                        return Ok(None);
-                    }
-                    found = Some(v);
-                }
-            }
-        }
-        let Some(id) = found.and_then(|v| self.signer.verify(v)) else {
-            return Ok(None);
-        };
-        Ok(self
-            .sessions
-            .touch(&id)?
-            .map(|user| Authenticated { id, user }))
+    /// Reads the config file again and puts its users, groups, rules and public paths in
+    /// force; sessions of users it removes or whose password it changes end. The new file is
+    /// validated whole first: a broken one is refused and the running policy stays. Keys that
+    /// need a restart are left as they were and named in the result.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let source = self.config.source.as_ref().ok_or(ReloadError::NoFile)?;
+        let newer = Config::load(&source.path)?;
+        let ended_sessions = self.gate.replace_policy(&newer);
+        Ok(Reloaded {
+            users: newer.users.len(),
+            rules: newer.rules.rules.len(),
+            ended_sessions,
+            restart_only: self.config.restart_only_changes(&newer),
+        })
     }
 
     fn base_cookie(&self, value: String) -> Cookie<'static> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::auth::password::PasswordHash;
 use crate::error::ConfigError;
 use crate::headers;
+use crate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
 use http::HeaderName;
 
 /// What the TOML file may contain. Unknown keys are refused by serde and named in the error.
@@ -26,6 +27,8 @@ mod file {
         pub auth: Auth,
         #[serde(default)]
         pub users: Vec<User>,
+        #[serde(default)]
+        pub rules: Vec<Rule>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -56,6 +59,7 @@ mod file {
         pub url: String,
         pub timeout: Option<String>,
         pub identity_header: Option<String>,
+        pub groups_header: Option<String>,
         pub ca: Option<String>,
         pub tls_server_name: Option<String>,
     }
@@ -79,6 +83,7 @@ mod file {
     pub struct Auth {
         pub prefix: Option<String>,
         pub public_paths: Option<Vec<String>>,
+        pub default: Option<String>,
         pub login_workers: Option<usize>,
         pub login_queue: Option<usize>,
         pub max_failures: Option<u32>,
@@ -90,6 +95,18 @@ mod file {
     pub struct User {
         pub name: String,
         pub password_hash: String,
+        pub groups: Option<Vec<String>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Rule {
+        pub path: String,
+        pub methods: Option<Vec<String>>,
+        pub host: Option<String>,
+        pub public: Option<bool>,
+        pub allow: Option<Vec<String>>,
+        pub deny: Option<bool>,
     }
 }
 
@@ -101,6 +118,18 @@ pub struct Config {
     pub session: SessionConfig,
     pub auth: AuthConfig,
     pub users: Vec<UserConfig>,
+    /// `auth.public_paths` (as public rules) followed by `[[rules]]`, and `auth.default`.
+    pub rules: RuleSet,
+    /// The file this was loaded from, if any: SIGHUP reads it again.
+    pub source: Option<Source>,
+}
+
+/// A config file as it was loaded: its path, and its keys as written, so a reload can tell
+/// which settings changed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub table: toml::Table,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +172,8 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTls>,
     pub timeout: Duration,
     pub identity_header: HeaderName,
+    /// Carries the user's groups, comma-separated.
+    pub groups_header: HeaderName,
 }
 
 #[derive(Clone)]
@@ -200,8 +231,6 @@ pub enum SameSite {
 pub struct AuthConfig {
     /// Where sessiongate's own endpoints live, e.g. `/.sessiongate`.
     pub prefix: String,
-    /// Path prefixes served without a login.
-    pub public_paths: Vec<String>,
     /// Password checks computed at once: the number of hashing threads (each argon2id check
     /// needs ~19 MiB, kept while logins wait, given back when none does; one buffer stays
     /// for 10 s after the last login).
@@ -217,6 +246,7 @@ pub struct AuthConfig {
 pub struct UserConfig {
     pub name: String,
     pub password_hash: PasswordHash,
+    pub groups: Vec<String>,
 }
 
 const MIN_SECRET_LEN: usize = 32;
@@ -227,13 +257,59 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_toml(&text)
+        let mut config = Config::from_toml(&text)?;
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.source = Some(Source {
+            path: path.to_path_buf(),
+            table,
+        });
+        Ok(config)
     }
 
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let file: file::File =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         validate(file)
+    }
+
+    /// The keys that differ between the file this config was loaded from and `newer`, other
+    /// than those a reload applies (users, rules, `auth.public_paths`, `auth.default`):
+    /// settings that only take effect on a restart. Empty without a source.
+    pub fn restart_only_changes(&self, newer: &Config) -> Vec<String> {
+        let (Some(old), Some(new)) = (&self.source, &newer.source) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        diff_tables("", &old.table, &new.table, &mut changed);
+        changed.retain(|key| !RELOADED_KEYS.contains(&key.as_str()));
+        changed
+    }
+}
+
+/// What SIGHUP applies without a restart.
+const RELOADED_KEYS: &[&str] = &["users", "rules", "auth.public_paths", "auth.default"];
+
+/// Appends to `out` the dotted names of the keys whose values differ between `a` and `b`,
+/// descending into tables (but not into arrays, which count as one value).
+fn diff_tables(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let name = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (a.get(key), b.get(key)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                diff_tables(&name, x, y, out)
+            }
+            (x, y) if x == y => {}
+            _ => out.push(name),
+        }
     }
 }
 
@@ -306,11 +382,25 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         }
         let password_hash = PasswordHash::parse(&u.password_hash)
             .map_err(|reason| invalid(format!("users[{i}].password_hash"), reason))?;
+        let mut groups: Vec<String> = Vec::new();
+        for (j, g) in u.groups.iter().flatten().enumerate() {
+            if !rules::is_group_name(g) {
+                return Err(invalid(
+                    format!("users[{i}].groups[{j}]"),
+                    format!("{g:?} is not a group name (letters, digits and -_. only)"),
+                ));
+            }
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
         users.push(UserConfig {
             name: name.to_string(),
             password_hash,
+            groups,
         });
     }
+    let rules = validate_rules(&file.auth, file.rules, &users)?;
 
     Ok(Config {
         server,
@@ -318,7 +408,200 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         session,
         auth,
         users,
+        rules,
+        source: None,
     })
+}
+
+/// `auth.public_paths` become public rules ahead of `[[rules]]`; every rule is checked on its
+/// own, against the users it names, and against the rules before it.
+fn validate_rules(
+    auth: &file::Auth,
+    written: Vec<file::Rule>,
+    users: &[UserConfig],
+) -> Result<RuleSet, ConfigError> {
+    let mut list: Vec<Rule> = Vec::new();
+    for (i, p) in auth.public_paths.iter().flatten().enumerate() {
+        if !p.starts_with('/') || p.contains(['?', '#', '%', '\\']) || p.contains("/.") {
+            return Err(invalid(
+                format!("auth.public_paths[{i}]"),
+                format!(
+                    "{p:?} must be a plain path prefix starting with '/' (no ?, #, %, \\ or dot segments)"
+                ),
+            ));
+        }
+        if p == "/" {
+            return Err(invalid(
+                format!("auth.public_paths[{i}]"),
+                "\"/\" would make every path public; remove sessiongate instead",
+            ));
+        }
+        list.push(Rule {
+            origin: Origin::PublicPath(i),
+            path: p.clone(),
+            methods: None,
+            host: None,
+            access: Access::Public,
+        });
+    }
+    for (i, r) in written.into_iter().enumerate() {
+        let rule = validate_rule(i, r, users)?;
+        // Only [[rules]] are checked for shadowing: an overlap among public_paths is harmless,
+        // but a [[rules]] entry that can never match is a mistake the operator must hear about.
+        if let Some(earlier) = list.iter().find(|e| rule.is_shadowed_by(e)) {
+            return Err(invalid(
+                format!("rules[{i}]"),
+                format!(
+                    "path {:?} can never match: {} comes first and matches every request it would",
+                    rule.path,
+                    earlier.name()
+                ),
+            ));
+        }
+        list.push(rule);
+    }
+    let default = match auth.default.as_deref().unwrap_or("login") {
+        "login" => DefaultAccess::Login,
+        "deny" => DefaultAccess::Deny,
+        other => {
+            return Err(invalid(
+                "auth.default",
+                format!("{other:?} is not allowed; use \"login\" (any logged-in user) or \"deny\""),
+            ));
+        }
+    };
+    Ok(RuleSet {
+        rules: list,
+        default,
+    })
+}
+
+fn validate_rule(i: usize, r: file::Rule, users: &[UserConfig]) -> Result<Rule, ConfigError> {
+    let at = |field: &str| format!("rules[{i}].{field}");
+    let named = |reason: String| {
+        invalid(
+            format!("rules[{i}]"),
+            format!("path {:?}: {reason}", r.path),
+        )
+    };
+    rules::check_path(&r.path)
+        .map_err(|reason| invalid(at("path"), format!("{:?} {reason}", r.path)))?;
+    let methods = match &r.methods {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(invalid(at("methods"), "is empty: leave it out to match every method"));
+        }
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    let upper = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+                    http::Method::from_bytes(m.as_bytes())
+                        .ok()
+                        .filter(|_| upper)
+                        .ok_or_else(|| {
+                            invalid(
+                                format!("rules[{i}].methods[{j}]"),
+                                format!("{m:?} is not an HTTP method; write it in capitals, e.g. \"GET\""),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let host = match &r.host {
+        None => None,
+        Some(h) => {
+            let ok = !h.is_empty()
+                && h.parse::<http::uri::Authority>()
+                    .is_ok_and(|a| a.port().is_none() && a.as_str() == h && !h.contains('@'));
+            if !ok {
+                return Err(invalid(
+                    at("host"),
+                    format!(
+                        "{h:?} is not a host name (no scheme, port or path), e.g. \"grafana.example.com\""
+                    ),
+                ));
+            }
+            Some(h.to_ascii_lowercase())
+        }
+    };
+    for (key, value) in [("public", r.public), ("deny", r.deny)] {
+        if value == Some(false) {
+            return Err(invalid(
+                at(key),
+                format!("{key} = false means nothing; remove the key"),
+            ));
+        }
+    }
+    let access = match (r.public.is_some(), &r.allow, r.deny.is_some()) {
+        (true, None, false) => Access::Public,
+        (false, None, true) => Access::Deny,
+        (false, Some(list), false) => Access::Allow(principals(i, list, users)?),
+        (false, None, false) => {
+            return Err(named(
+                "needs one of public = true, allow = [...] or deny = true".into(),
+            ));
+        }
+        (true, Some(_), _) => {
+            return Err(named(
+                "public = true and allow cannot be combined: public needs no login, allow names who may enter".into(),
+            ));
+        }
+        _ => {
+            return Err(named(
+                "set only one of public = true, allow = [...] or deny = true".into(),
+            ));
+        }
+    };
+    Ok(Rule {
+        origin: Origin::Rule(i),
+        path: r.path,
+        methods,
+        host,
+        access,
+    })
+}
+
+/// The entries of `rules[i].allow`: user names from `[[users]]`, or `group:NAME` for a group at
+/// least one user is in. A name that matches nobody is a mistake (a typo locks the wrong people
+/// out or, worse, was meant to let someone in), so it is refused rather than ignored.
+fn principals(
+    i: usize,
+    list: &[String],
+    users: &[UserConfig],
+) -> Result<Vec<Principal>, ConfigError> {
+    if list.is_empty() {
+        return Err(invalid(
+            format!("rules[{i}].allow"),
+            "is empty: nobody could enter; write deny = true if that is meant",
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(j, entry)| {
+            let key = format!("rules[{i}].allow[{j}]");
+            if let Some(group) = entry.strip_prefix("group:") {
+                if !rules::is_group_name(group) {
+                    return Err(invalid(key, format!("{group:?} is not a group name (letters, digits and -_. only)")));
+                }
+                if !users.iter().any(|u| u.groups.iter().any(|g| g == group)) {
+                    return Err(invalid(
+                        key,
+                        format!("unknown group {group:?}: no [[users]] entry lists it in groups"),
+                    ));
+                }
+                Ok(Principal::Group(group.to_string()))
+            } else if users.iter().any(|u| u.name == *entry) {
+                Ok(Principal::User(entry.clone()))
+            } else {
+                Err(invalid(
+                    key,
+                    format!("unknown user {entry:?}: not a [[users]] name (write \"group:NAME\" for a group)"),
+                ))
+            }
+        })
+        .collect()
 }
 
 fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, ConfigError> {
@@ -452,24 +735,22 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
             .map_err(|_| invalid("upstream.url", "has an invalid host"))?
     };
 
-    let identity_header = match &u.identity_header {
-        None => HeaderName::from_static("x-forwarded-user"),
-        Some(name) => {
-            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                invalid(
-                    "upstream.identity_header",
-                    format!("{name:?} is not a valid header name"),
-                )
-            })?;
-            if headers::is_reserved(&header) {
-                return Err(invalid(
-                    "upstream.identity_header",
-                    format!("{name:?} is a header sessiongate or HTTP itself manages"),
-                ));
-            }
-            header
-        }
-    };
+    let identity_header = managed_header(
+        "upstream.identity_header",
+        u.identity_header.as_deref(),
+        "x-forwarded-user",
+    )?;
+    let groups_header = managed_header(
+        "upstream.groups_header",
+        u.groups_header.as_deref(),
+        "x-forwarded-groups",
+    )?;
+    if headers::same_name(&identity_header, &groups_header) {
+        return Err(invalid(
+            "upstream.groups_header",
+            "must differ from upstream.identity_header",
+        ));
+    }
 
     let tls = if https {
         let client = crate::tls::client_config(u.ca.as_deref().map(Path::new))
@@ -510,7 +791,29 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
             Duration::from_secs(30),
         )?,
         identity_header,
+        groups_header,
     })
+}
+
+/// A header sessiongate sets for the upstream (`key`, or `default` when absent): a valid name
+/// that HTTP or sessiongate does not already manage.
+fn managed_header(
+    key: &str,
+    name: Option<&str>,
+    default: &'static str,
+) -> Result<HeaderName, ConfigError> {
+    let Some(name) = name else {
+        return Ok(HeaderName::from_static(default));
+    };
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| invalid(key, format!("{name:?} is not a valid header name")))?;
+    if headers::is_reserved(&header) {
+        return Err(invalid(
+            key,
+            format!("{name:?} is a header sessiongate or HTTP itself manages"),
+        ));
+    }
+    Ok(header)
 }
 
 fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
@@ -635,27 +938,8 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
             ),
         ));
     }
-    let mut public_paths = Vec::new();
-    for (i, p) in a.public_paths.iter().flatten().enumerate() {
-        if !p.starts_with('/') || p.contains(['?', '#', '%', '\\']) || p.contains("/.") {
-            return Err(invalid(
-                format!("auth.public_paths[{i}]"),
-                format!(
-                    "{p:?} must be a plain path prefix starting with '/' (no ?, #, %, \\ or dot segments)"
-                ),
-            ));
-        }
-        if p == "/" {
-            return Err(invalid(
-                format!("auth.public_paths[{i}]"),
-                "\"/\" would make every path public; remove sessiongate instead",
-            ));
-        }
-        public_paths.push(p.clone());
-    }
     Ok(AuthConfig {
         prefix: prefix.to_string(),
-        public_paths,
         login_workers: positive("auth.login_workers", a.login_workers, cores)?,
         login_queue: positive("auth.login_queue", a.login_queue, 64)?,
         max_failures: match a.max_failures {

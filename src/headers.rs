@@ -125,28 +125,48 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Cleans a request for the upstream, in one pass: hop-by-hop headers; every client copy
-/// of the identity header in any spelling; headers that override the path; and, unless the
-/// peer is a trusted proxy, `Forwarded` and `X-Real-IP` (X-Forwarded-For/-Proto/-Host are
-/// overwritten by the caller).
-pub fn scrub_request(headers: &mut HeaderMap, identity: &HeaderName, trusted_peer: bool) {
+/// of the identity and groups headers in any spelling; headers that override the path; and,
+/// unless the peer is a trusted proxy, `Forwarded` and `X-Real-IP` (X-Forwarded-For/-Proto/
+/// -Host are overwritten by the caller).
+pub fn scrub_request(
+    headers: &mut HeaderMap,
+    identity: &HeaderName,
+    groups: &HeaderName,
+    trusted_peer: bool,
+) {
     remove_where(headers, |name| match name.as_str() {
         n if is_hop_by_hop(n) => true,
         "x-forwarded-uri" | "x-original-url" | "x-rewrite-url" => true,
         "forwarded" | "x-real-ip" => !trusted_peer,
-        _ => same_identity_name(name, identity),
+        _ => same_name(name, identity) || same_name(name, groups),
     });
 }
 
-/// True when `candidate` would be read by a backend as the same header as `identity`:
-/// names are case-insensitive (the map already lowercases them) and many frameworks
-/// (CGI, PHP, Rails, Django) turn `-` into `_`, so `X_Forwarded_User` counts too.
-fn same_identity_name(candidate: &HeaderName, identity: &HeaderName) -> bool {
-    let (a, b) = (candidate.as_str().as_bytes(), identity.as_str().as_bytes());
+/// True when a backend would read `a` as the same header as `b`: names are case-insensitive
+/// (the map already lowercases them) and many frameworks (CGI, PHP, Rails, Django) turn `-`
+/// into `_`, so `X_Forwarded_User` counts as `X-Forwarded-User`.
+pub fn same_name(a: &HeaderName, b: &HeaderName) -> bool {
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
     a.len() == b.len()
         && a.iter().zip(b).all(|(&x, &y)| {
             let norm = |c: u8| if c == b'_' { b'-' } else { c };
             norm(x) == norm(y)
         })
+}
+
+/// The host a request is for, without its port: the Host header, or the target's authority
+/// (HTTP/2 sends `:authority` instead of Host).
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    let host = match authority.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets; the port follows the closing one.
+        Some(rest) => &authority[..rest.find(']').map_or(authority.len(), |i| i + 2)],
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    (!host.is_empty()).then_some(host)
 }
 
 /// Iterates the `name=value` pairs of a Cookie header as (name, value, whole trimmed pair).
@@ -245,21 +265,45 @@ mod tests {
     }
 
     #[test]
-    fn identity_header_spoofs_in_any_spelling_are_removed() {
+    fn identity_and_groups_header_spoofs_in_any_spelling_are_removed() {
         let identity = HeaderName::from_static("x-forwarded-user");
+        let groups = HeaderName::from_static("x-forwarded-groups");
         let mut h = map(&[
             ("X-Forwarded-User", "admin"),
             ("x-forwarded-user", "root"),
             ("x_forwarded_user", "admin"),
             ("X_Forwarded-User", "admin"),
+            ("X-Forwarded-Groups", "admins"),
+            ("x_forwarded_groups", "admins"),
             ("x-forwarded-users", "kept"),
             ("x_other", "kept"),
         ]);
-        scrub_request(&mut h, &identity, false);
+        scrub_request(&mut h, &identity, &groups, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(h.contains_key("x-forwarded-users"));
         assert!(h.contains_key("x_other"));
+    }
+
+    #[test]
+    fn the_request_host_is_the_host_header_without_its_port() {
+        let uri: http::Uri = "/x".parse().unwrap();
+        for (host, want) in [
+            ("app.example.com", Some("app.example.com")),
+            ("app.example.com:8443", Some("app.example.com")),
+            ("[::1]:8080", Some("[::1]")),
+            ("[::1]", Some("[::1]")),
+            ("", None),
+        ] {
+            let h = map(&[("host", host)]);
+            assert_eq!(request_host(&h, &uri), want, "{host:?}");
+        }
+        let h2: http::Uri = "https://grafana.example.com:443/x".parse().unwrap();
+        assert_eq!(
+            request_host(&HeaderMap::new(), &h2),
+            Some("grafana.example.com")
+        );
+        assert_eq!(request_host(&HeaderMap::new(), &uri), None);
     }
 
     #[test]

@@ -32,6 +32,18 @@ enum Command {
     },
     /// Start a demo on 127.0.0.1:8080 in front of a built-in backend, with a demo user.
     Demo,
+    /// Print what sessiongate would decide for a request, and the rule that decides it.
+    Explain {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// The logged-in user (a [[users]] name); without it, a request with no session.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// The request method, e.g. GET.
+        method: String,
+        /// A path (/admin/users) or a URL with a host (https://app.example.com/admin/users).
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,13 +53,26 @@ fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => Config::load(&config)
             .map(|c| {
                 println!(
-                    "{}: OK ({} users, upstream {})",
+                    "{}: OK ({} users, {} rules, upstream {})",
                     config.display(),
                     c.users.len(),
+                    c.rules.rules.len(),
                     c.upstream.authority
                 );
             })
             .map_err(|e| e.to_string()),
+        (
+            Some(Command::Explain {
+                config,
+                user,
+                method,
+                url,
+            }),
+            _,
+        ) => Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| sessiongate::explain::explain(&c, user.as_deref(), &method, &url))
+            .map(|text| print!("{text}")),
         (Some(Command::Demo), _) => {
             sessiongate::logging::init();
             sessiongate::demo::run().map_err(|e| e.to_string())

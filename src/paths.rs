@@ -167,26 +167,47 @@ fn remove_dot_segments(path: &str) -> String {
     result
 }
 
-/// True when the normalized `path` lies under one of the public prefixes (whole segments,
-/// case-sensitive). A path holding anything a backend might still turn into another path
-/// never matches: encoded `/` or `\` (some servers decode them before routing), `\` itself
-/// (read as `/` on Windows servers), and `;` (Tomcat and Jetty drop `;params`, so
-/// `/public/..;/admin` is `/admin` to them).
-pub fn is_public(path: &str, public: &[String]) -> bool {
-    if public.is_empty() || !is_unambiguous(path) {
-        return false;
-    }
-    public.iter().any(|p| {
-        path.strip_prefix(p.as_str())
-            .is_some_and(|rest| p.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
-    })
-}
-
-fn is_unambiguous(path: &str) -> bool {
+/// True when no backend could read the normalized `path` as another path: it has no encoded
+/// `/` or `\` (some servers decode them before routing), no `\` (read as `/` on Windows
+/// servers), no `;` (Tomcat and Jetty drop `;params`, so `/public/..;/admin` is `/admin` to
+/// them) and no dot segment left.
+pub fn is_unambiguous(path: &str) -> bool {
     !path.contains(['\\', ';'])
         && !path.contains("%2F")
         && !path.contains("%5C")
         && !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// How a lenient backend may read a normalized path that is ambiguous or has repeated
+/// slashes: `\`, `%2F` and `%5C` as `/`, `;params` dropped from every segment, repeated
+/// slashes merged (nginx, Apache and many frameworks do) and dot segments resolved. `None`
+/// when there is no other reading. Access rules judge both readings and keep the stricter
+/// answer, so no spelling of a path gets past a rule a backend would apply to it.
+pub fn backend_reading(path: &str) -> Option<String> {
+    if is_unambiguous(path) && !path.contains("//") {
+        return None;
+    }
+    let slashes = path
+        .replace('\\', "/")
+        .replace("%2F", "/")
+        .replace("%5C", "/");
+    let unparam: Vec<&str> = slashes
+        .split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(""))
+        .collect();
+    let merged = merge_slashes(&unparam.join("/"));
+    let reading = merge_slashes(&remove_dot_segments(&merged));
+    (reading != path).then_some(reading)
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -269,38 +290,24 @@ mod tests {
     }
 
     #[test]
-    fn public_prefixes_match_whole_segments_of_unambiguous_normalized_paths() {
-        let public = vec!["/public".to_string(), "/static/".to_string()];
-        let public_after_normalizing = |t: &str| is_public(&norm(t).unwrap(), &public);
-        for yes in [
-            "/public",
-            "/public/",
-            "/public/a.css",
-            "/static/x.js",
-            "/p%75blic/a.css",
-            "/static/./x.js",
-            "/admin/../public/x",
+    fn ambiguous_paths_get_the_reading_a_lenient_backend_would_route() {
+        let reading = |t: &str| backend_reading(&norm(t).unwrap());
+        for (input, want) in [
+            ("/public/..;/admin", "/admin"),
+            ("/admin;jsessionid=1/x", "/admin/x"),
+            ("/public/..%2fadmin", "/admin"),
+            ("/public/..%5Cadmin", "/admin"),
+            ("/public\\..\\admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a%2Fb", "/a/b"),
         ] {
-            assert!(public_after_normalizing(yes), "{yes}");
+            assert_eq!(reading(input).as_deref(), Some(want), "{input}");
+            assert!(!is_unambiguous(&norm(input).unwrap()) || input.contains("//"));
         }
-        for no in [
-            "/publicity",
-            "/",
-            "/admin",
-            "/public/../admin",
-            "/public/%2e%2e/admin",
-            "/public/%2E%2E/admin",
-            "/public/..%2fadmin",
-            "/public/.%2e/admin",
-            "/public\\..\\admin",
-            "/public/..%5cadmin",
-            "/public;x/../admin",
-            "/public/..;/admin",
-            "/PUBLIC/a",
-            "/static",
-            "/admin?x=/public",
-        ] {
-            assert!(!public_after_normalizing(no), "{no}");
+        for plain in ["/", "/admin", "/a/b.css", "/public/../admin", "/caf%C3%A9"] {
+            assert_eq!(reading(plain), None, "{plain}");
+            assert!(is_unambiguous(&norm(plain).unwrap()), "{plain}");
         }
     }
 }

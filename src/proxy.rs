@@ -5,7 +5,7 @@
 //! by the request that uses it, inside that request's task, instead of by a task of its own
 //! (as hyper-util's legacy `Client` does): no spawned task, no cross-task wake-up and no
 //! mutex per request. Pools are per worker thread, so a connection is only ever polled by the
-//! runtime whose reactor it is registered with (../shared/PERF-NOTES.md: the upstream leg is
+//! runtime whose reactor it is registered with (docs/PERF-NOTES.md: the upstream leg is
 //! the biggest cost in a proxy like this).
 
 use std::cell::RefCell;
@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::headers;
+use crate::policy::User;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
 /// is waste.
@@ -147,8 +148,9 @@ pub struct Upstream {
 /// What the proxy adds to a request on its way upstream.
 pub struct Forwarding<'a> {
     pub identity_header: &'a http::HeaderName,
+    pub groups_header: &'a http::HeaderName,
     /// The session's user, or `None` on a public path without a session.
-    pub user: Option<HeaderValue>,
+    pub user: Option<&'a User>,
     /// The peer's address as a header value.
     pub peer: &'a HeaderValue,
     /// The peer is a trusted proxy: extend its X-Forwarded-For and keep its -Proto/-Host.
@@ -192,7 +194,7 @@ impl Upstream {
     }
 
     /// Rewrites `req` for the upstream: origin-form target, hop-by-hop headers removed, every
-    /// client copy of the identity header removed and ours set, our cookie removed, forwarding
+    /// client copy of the identity and groups headers removed and ours set, our cookie removed, forwarding
     /// headers overwritten unless a trusted proxy sent them (clients are not trusted to set
     /// them), and headers that would override the authorised path removed.
     pub fn prepare<B>(&self, req: &mut Request<B>, fwd: Forwarding<'_>) {
@@ -215,7 +217,7 @@ impl Upstream {
         *req.version_mut() = Version::HTTP_11;
 
         let h = req.headers_mut();
-        headers::scrub_request(h, fwd.identity_header, fwd.trusted_peer);
+        headers::scrub_request(h, fwd.identity_header, fwd.groups_header, fwd.trusted_peer);
         headers::strip_cookie(h, fwd.own_cookie);
         if fwd.trusted_peer {
             headers::append_forwarded_for(h, fwd.peer);
@@ -239,7 +241,8 @@ impl Upstream {
         }
         h.insert(header::HOST, host);
         if let Some(user) = fwd.user {
-            h.insert(fwd.identity_header.clone(), user);
+            h.insert(fwd.identity_header.clone(), user.identity.clone());
+            h.insert(fwd.groups_header.clone(), user.groups_value.clone());
         }
     }
 

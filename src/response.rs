@@ -31,6 +31,17 @@ pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     full(status, "application/json", body)
 }
 
+/// 405 with the methods an endpoint takes.
+pub fn method_not_allowed(allow: &'static str, method: &http::Method) -> Response<Body> {
+    let mut res = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("{method} is not allowed here; use {allow}"),
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
 pub fn redirect(status: StatusCode, location: HeaderValue) -> Response<Body> {
     let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
     *res.status_mut() = status;
@@ -42,20 +53,4 @@ pub fn redirect(status: StatusCode, location: HeaderValue) -> Response<Body> {
 pub fn no_store(res: &mut Response<Body>) {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-/// Minimal HTML escaping for text and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

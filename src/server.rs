@@ -3,7 +3,7 @@
 //!
 //! One current-thread runtime per core (all accepting on the same listening socket) rather than
 //! tokio's work-stealing runtime: on this workload it halves context switches per request and
-//! was worth ~25% throughput (../shared/PERF-NOTES.md).
+//! was worth ~25% throughput (docs/PERF-NOTES.md).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,13 +20,11 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::conn::ConnInfo;
 use crate::error::StartError;
-use crate::handler::{self, ConnInfo};
+use crate::handler;
+use crate::limits::MAX_HEAD_BYTES;
 use crate::watchdog::{Activity, Watched};
-
-/// Largest request head (target and headers); larger ones get 431. nginx allows 4 x 8 KiB
-/// buffers by default; 64 KiB leaves room for big cookies.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
@@ -347,8 +345,9 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the TLS certificate on every SIGHUP meanwhile.
-async fn wait_for_signal(app: &App) -> Result<(), StartError> {
+/// Returns on SIGTERM or SIGINT; on every SIGHUP meanwhile, reloads the config's users and
+/// rules and the TLS certificate.
+async fn wait_for_signal(app: &Arc<App>) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(StartError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(StartError::Runtime)?;
@@ -357,11 +356,39 @@ async fn wait_for_signal(app: &App) -> Result<(), StartError> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => match app.reload_tls() {
-                Ok(()) if app.certs.is_some() => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Ok(()) => tracing::info!("SIGHUP: no TLS configured, nothing to reload"),
-                Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"),
-            },
+            _ = hup.recv() => {
+                // Reading files, hashing a dummy password and walking the session store are
+                // blocking work: off this thread, which also serves the redirect listener.
+                let reloading = app.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(result) => log_reload(result),
+                    Err(e) => tracing::error!("SIGHUP: the reload failed ({e}); keeping the running policy"),
+                }
+                match app.reload_tls() {
+                    Ok(()) if app.certs.is_some() => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Ok(()) => {}
+                    Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"),
+                }
+            }
         }
+    }
+}
+
+fn log_reload(result: Result<crate::app::Reloaded, crate::app::ReloadError>) {
+    match result {
+        Ok(r) => {
+            tracing::info!(
+                "SIGHUP: config reloaded: {} users, {} rules; {} sessions of removed users or changed passwords ended",
+                r.users,
+                r.rules,
+                r.ended_sessions
+            );
+            for key in r.restart_only {
+                tracing::warn!(
+                    "SIGHUP: {key} changed but needs a restart to take effect; still using the old value"
+                );
+            }
+        }
+        Err(e) => tracing::error!("SIGHUP: config not reloaded, keeping the running policy: {e}"),
     }
 }

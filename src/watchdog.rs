@@ -1,7 +1,7 @@
 //! The deadline for slow and idle client connections (`server.header_read_timeout`).
 //!
 //! hyper's own header timer arms a timer for every request, a measurable share of a proxy's
-//! CPU time (../shared/PERF-NOTES.md). This is coarser and cheaper: one timer per connection
+//! CPU time (docs/PERF-NOTES.md). This is coarser and cheaper: one timer per connection
 //! per period. A connection is closed when, for a whole period, nothing was written to it and
 //! no request on it was being handled: a client too slow to finish a request head (slowloris)
 //! or an idle keep-alive connection goes after one to two periods, while a long download
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::handler::ConnInfo;
+use crate::conn::ConnInfo;
 
 /// What one connection did lately.
 #[derive(Debug, Default)]

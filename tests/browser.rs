@@ -366,7 +366,7 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         client.get_all_cookies().await.unwrap().is_empty(),
         "no cookie after a failed login"
     );
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 
     // 3. The right password: back to the page first asked for, as alice.
     submit_login(client, USER, PASSWORD).await;
@@ -381,7 +381,7 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
             "the upstream saw the session cookie: {cookie}"
         );
     }
-    assert_eq!(proxy.app.sessions.len(), 1);
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
 
     // 4. The browser holds the session cookie with the attributes sessiongate set, and
     // JavaScript cannot read it.
@@ -439,7 +439,7 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
     let after_logout = wait_for_path(client, LOGIN_PATH).await;
     assert_eq!(after_logout.query(), None, "{after_logout}");
     assert_eq!(
-        proxy.app.sessions.len(),
+        proxy.app.gate.sessions().len(),
         0,
         "the session is gone server-side"
     );

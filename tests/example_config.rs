@@ -25,6 +25,13 @@ const EXAMPLE_VALUES: &[&str] = &[
     "secret_file",
     "cookie_max_age",
     "login_workers",
+    // [[rules]] has no defaults: the example shows rules as illustrations.
+    "path",
+    "methods",
+    "host",
+    "allow",
+    "public",
+    "deny",
 ];
 
 /// A key of the config file: the table it belongs to ("" for the top level, "server",
@@ -163,8 +170,8 @@ fn readme_sections() -> Vec<(&'static str, String)> {
 }
 
 fn table_header(path: &str) -> String {
-    if path == "users" {
-        "[[users]]".to_string()
+    if path == "users" || path == "rules" {
+        format!("[[{path}]]")
     } else {
         format!("[{path}]")
     }

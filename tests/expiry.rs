@@ -29,7 +29,7 @@ async fn idle_timeout_slides_with_activity_then_expires() {
     )
     .await;
     assert_eq!(res.status, StatusCode::FOUND, "idle session refused");
-    assert_eq!(proxy.app.sessions.len(), 0, "and removed on read");
+    assert_eq!(proxy.app.gate.sessions().len(), 0, "and removed on read");
 }
 
 #[tokio::test]
@@ -65,9 +65,9 @@ async fn sweeper_removes_expired_sessions_without_requests() {
     for _ in 0..5 {
         login(&proxy, USER, PASSWORD).await;
     }
-    assert_eq!(proxy.app.sessions.len(), 5);
+    assert_eq!(proxy.app.gate.sessions().len(), 5);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !proxy.app.sessions.is_empty() {
+    while !proxy.app.gate.sessions().is_empty() {
         assert!(
             Instant::now() < deadline,
             "sweeper never removed the expired sessions"
@@ -83,5 +83,5 @@ async fn anonymous_requests_create_no_sessions() {
         get(proxy.addr, path, &[("accept", "text/html")]).await;
     }
     post_login(&proxy, &[("username", USER), ("password", "wrong")], &[]).await;
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 }

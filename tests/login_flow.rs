@@ -108,7 +108,7 @@ async fn good_login_redirects_to_rd_with_a_session_cookie() {
     assert_eq!(res.status, StatusCode::SEE_OTHER);
     assert_eq!(res.header("location"), Some("/dash?tab=2"));
     assert_eq!(res.header("cache-control"), Some("no-store"));
-    assert_eq!(proxy.app.sessions.len(), 1);
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
 
     let cookie = cookie_pair(&res);
     let page = get(proxy.addr, "/dash?tab=2", &[("cookie", &cookie), BROWSER]).await;
@@ -213,7 +213,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
         );
     }
     assert_eq!(wrong.body, unknown.body);
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 }
 
 #[tokio::test]
@@ -255,7 +255,7 @@ async fn malformed_login_posts_get_a_clear_4xx() {
     let long_user = "u".repeat(2000);
     let too_long = post_login(&proxy, &[("username", &long_user), ("password", "x")], &[]).await;
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 }
 
 #[tokio::test]
@@ -272,7 +272,7 @@ async fn relogin_replaces_the_session_and_ends_the_old_id() {
     let second = cookie_pair(&res);
     assert_ne!(first, second, "a fresh id on every login");
     assert_eq!(
-        proxy.app.sessions.len(),
+        proxy.app.gate.sessions().len(),
         1,
         "the old session is gone from the store"
     );
@@ -296,7 +296,7 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     let get_logout = get(proxy.addr, "/.sessiongate/logout", &[("cookie", &cookie)]).await;
     assert_eq!(get_logout.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get_logout.header("allow"), Some("POST"));
-    assert_eq!(proxy.app.sessions.len(), 1);
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
 
     let origin = format!("http://{}", proxy.addr);
     let res = send(
@@ -313,7 +313,7 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     let clear = &res.set_cookies()[0];
     assert!(clear.starts_with("__Host-sessiongate=;"), "{clear}");
     assert!(clear.to_ascii_lowercase().contains("max-age=0"), "{clear}");
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 
     // Replaying the old cookie gets nothing.
     let replay = get(proxy.addr, "/", &[("cookie", &cookie), BROWSER]).await;
@@ -353,7 +353,7 @@ async fn tampered_forged_and_duplicated_cookies_mean_no_session() {
         assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{bad:.60}");
     }
     assert_eq!(
-        proxy.app.sessions.len(),
+        proxy.app.gate.sessions().len(),
         1,
         "no bad cookie created a session"
     );

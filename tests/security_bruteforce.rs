@@ -100,7 +100,7 @@ async fn guessing_one_users_password_from_many_addresses_is_limited_by_username(
         let res = login_from(&proxy, host, spelling, PASSWORD).await;
         assert_limited(&res, spelling);
     }
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 
     tokio::time::sleep(Duration::from_secs(WINDOW_SECS) + Duration::from_millis(200)).await;
     let res = login_from(&proxy, 16, USER, PASSWORD).await;

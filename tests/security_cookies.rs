@@ -113,7 +113,7 @@ async fn no_bad_cookie_is_a_session() {
     }
 
     assert_eq!(
-        proxy.app.sessions.len(),
+        proxy.app.gate.sessions().len(),
         1,
         "no bad cookie created a session"
     );
@@ -159,7 +159,7 @@ async fn forged_cookies_at_logout_end_nothing() {
     )
     .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(proxy.app.sessions.len(), 1);
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
     assert_eq!(
         get(proxy.addr, "/", &[("cookie", &good)]).await.status,
         StatusCode::OK

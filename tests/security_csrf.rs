@@ -60,7 +60,7 @@ async fn cross_site_login_posts_are_refused_even_with_a_valid_token() {
         assert!(res.set_cookies().is_empty(), "{headers:?}");
         assert!(res.text().contains("cross-site"), "{}", res.text());
     }
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 }
 
 #[tokio::test]
@@ -123,7 +123,7 @@ async fn logout_cannot_be_forced_from_another_site() {
         assert_eq!(res.status, StatusCode::FORBIDDEN, "{headers:?}");
         assert!(res.set_cookies().is_empty());
     }
-    assert_eq!(proxy.app.sessions.len(), 1, "the session survived");
+    assert_eq!(proxy.app.gate.sessions().len(), 1, "the session survived");
     assert_eq!(
         get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
         StatusCode::OK
@@ -140,7 +140,7 @@ async fn logout_cannot_be_forced_from_another_site() {
     )
     .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
 }
 
 #[tokio::test]

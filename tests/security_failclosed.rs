@@ -99,7 +99,7 @@ async fn a_logout_the_store_cannot_record_says_so() {
 
     let res = send(proxy.addr, logout_req(&proxy, &cookie)).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(proxy.app.sessions.len(), 0);
+    assert_eq!(proxy.app.gate.sessions().len(), 0);
     scenario.teardown();
 }
 

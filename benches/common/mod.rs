@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use http::{HeaderValue, Request};
 use sessiongate::proxy::Forwarding;
 use sessiongate::{App, Config};
@@ -54,7 +55,10 @@ pub fn browser_request(cookie: &str) -> Request<()> {
 /// upstream (`Upstream::prepare`) from a client at `peer`.
 pub fn auth_work(app: &App, req: &mut Request<()>, peer: &HeaderValue) {
     let session = app
+        .gate
         .authenticate(req.headers())
+        .now_or_never()
+        .expect("the in-memory store answers at once")
         .ok()
         .flatten()
         .expect("live session");
@@ -62,7 +66,8 @@ pub fn auth_work(app: &App, req: &mut Request<()>, peer: &HeaderValue) {
         req,
         Forwarding {
             identity_header: &app.config.upstream.identity_header,
-            user: Some(session.user),
+            groups_header: &app.config.upstream.groups_header,
+            user: Some(&session.user),
             peer,
             trusted_peer: false,
             proto: "http",

@@ -48,14 +48,28 @@ fuzz_target!(|text: &str| {
     }
     let a = &c.auth;
     assert!(a.prefix.starts_with('/') && a.prefix.len() >= 2 && !a.prefix.ends_with('/'));
-    for p in &a.public_paths {
-        assert!(p.starts_with('/') && p != "/" && !p.contains("/."), "{p:?}");
-        assert!(!p.contains(['?', '#', '%', '\\']), "{p:?}");
+    for (i, rule) in c.rules.rules.iter().enumerate() {
+        let p = &rule.path;
+        assert!(p.starts_with('/') && !p.contains(['?', '#', '%', '\\']), "{p:?}");
+        if let sessiongate::rules::Origin::PublicPath(_) = rule.origin {
+            assert!(p != "/" && !p.contains("/."), "{p:?}");
+        } else {
+            assert!(sessiongate::rules::check_path(p).is_ok(), "{p:?}");
+            // No [[rules]] entry is dead: none is shadowed by one before it.
+            for earlier in &c.rules.rules[..i] {
+                assert!(!rule.is_shadowed_by(earlier), "{p:?} after {:?}", earlier.path);
+            }
+        }
     }
     assert!(a.login_workers >= 1 && a.login_queue >= 1 && a.max_failures >= 1);
     assert!(c.upstream.authority.port_u16().is_some());
     assert!(!sessiongate::headers::is_reserved(
         &c.upstream.identity_header
+    ));
+    assert!(!sessiongate::headers::is_reserved(&c.upstream.groups_header));
+    assert!(!sessiongate::headers::same_name(
+        &c.upstream.identity_header,
+        &c.upstream.groups_header
     ));
     if c.server.redirect_http.is_some() || c.server.hsts.is_some() {
         assert!(c.server.tls.is_some());

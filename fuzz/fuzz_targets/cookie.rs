@@ -1,5 +1,5 @@
 //! Fuzzes everything that reads the session cookie: `CookieSigner::verify`,
-//! `headers::cookie_pairs`, `headers::strip_cookie` and `App::authenticate`.
+//! `headers::cookie_pairs`, `headers::strip_cookie` and `Gate::authenticate`.
 //!
 //! The input is one or more Cookie header values separated by `\n` (a byte no header value
 //! may hold), so requests with several Cookie headers are covered too. Every occurrence of
@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
 use sessiongate::headers::{cookie_pairs, strip_cookie};
@@ -53,9 +54,16 @@ fn fixture() -> &'static Fixture {
         let config = Config::from_toml(CONFIG).expect("the fixed config is valid");
         let app = App::new(config);
         assert_eq!(app.config.session.cookie_name, NAME);
+        let owner = app
+            .gate
+            .policy()
+            .user("alice")
+            .expect("the configured user")
+            .owner();
         let issued_id = app
-            .sessions
-            .create(HeaderValue::from_static("alice"))
+            .gate
+            .sessions()
+            .create(owner)
             .expect("the in-memory store creates sessions");
         let issued = app.signer.sign(&issued_id);
         Fixture {
@@ -161,10 +169,7 @@ fuzz_target!(|data: &[u8]| {
     let ours: Vec<&(String, String, String)> = pairs.iter().filter(|p| p.0 == NAME).collect();
 
     // authenticate: a session only for exactly one cookie of ours, spelled as we issued it.
-    let auth = fx
-        .app
-        .authenticate(&headers)
-        .expect("the in-memory store always answers");
+    let auth = authenticate(&fx.app, &headers);
     let expect_session = ours.len() == 1 && ours[0].1 == fx.issued;
     assert_eq!(
         auth.is_some(),
@@ -174,7 +179,7 @@ fuzz_target!(|data: &[u8]| {
     );
     if let Some(a) = auth {
         assert!(a.id == fx.issued_id);
-        assert_eq!(a.user, "alice");
+        assert_eq!(a.user.name, "alice");
     }
 
     // strip_cookie: none of ours left, every other pair kept byte for byte and in order.
@@ -203,10 +208,14 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     // With our cookie gone, no request authenticates.
-    assert!(
-        fx.app
-            .authenticate(&headers)
-            .expect("the in-memory store always answers")
-            .is_none()
-    );
+    assert!(authenticate(&fx.app, &headers).is_none());
 });
+
+/// `Gate::authenticate`, which the in-memory store answers without waiting.
+fn authenticate(app: &App, headers: &HeaderMap) -> Option<sessiongate::gate::Authenticated> {
+    app.gate
+        .authenticate(headers)
+        .now_or_never()
+        .expect("the in-memory store answers at once")
+        .expect("the in-memory store always answers")
+}

@@ -1,5 +1,6 @@
-//! Fuzzes `paths::normalize` and `paths::is_public`: the request-target normalization that
-//! every routing and authorisation decision (and the forwarded path) is based on.
+//! Fuzzes `paths::normalize`, `paths::is_unambiguous` and `paths::backend_reading`: the
+//! request-target normalization that every routing and authorisation decision (and the
+//! forwarded path) is based on, and the second reading access rules judge ambiguous paths by.
 //!
 //! The input is a request target; it is split at the first `?` into path and query. Besides
 //! structural properties, the result is compared with reference implementations written here
@@ -10,7 +11,7 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::paths::{is_public, normalize};
+use sessiongate::paths::{backend_reading, is_unambiguous, normalize};
 
 /// RFC 3986 §5.2.4, step by step as the RFC writes it (input buffer, output buffer).
 fn rfc_remove_dot_segments(path: &str) -> String {
@@ -191,18 +192,32 @@ fuzz_target!(|target: &str| {
         );
     }
 
-    // A public path is one no backend could read as another path.
-    let public = ["/public".to_string(), "/static/".to_string()];
-    if is_public(&n, &public) {
-        assert!(
-            n == "/public" || n.starts_with("/public/") || n.starts_with("/static/"),
-            "{path:?} -> {n:?} is public"
-        );
+    // Public rules only apply to unambiguous paths: none may hold what a backend could read
+    // as another path.
+    if is_unambiguous(&n) {
         for bad in ["\\", ";", "%2F", "%5C"] {
             assert!(
                 !n.contains(bad),
-                "{path:?} -> {n:?} is public but holds {bad:?}"
+                "{path:?} -> {n:?} is unambiguous but holds {bad:?}"
             );
+        }
+        assert!(
+            !n.split('/').any(|seg| seg == "." || seg == ".."),
+            "{path:?} -> {n:?} is unambiguous but has a dot segment"
+        );
+    }
+    // The backend reading is a clean path: unambiguous, no repeated slash, and normal.
+    match backend_reading(&n) {
+        None => assert!(
+            is_unambiguous(&n) && !n.contains("//"),
+            "{path:?} -> {n:?} is ambiguous but has no other reading"
+        ),
+        Some(r) => {
+            assert!(r.starts_with('/'), "{n:?} -> {r:?}");
+            assert!(is_unambiguous(&r), "{n:?} reads as ambiguous {r:?}");
+            assert!(!r.contains("//"), "{n:?} reads as {r:?}");
+            assert_eq!(normalize(&r, None).unwrap(), r, "{n:?} reads as {r:?}");
+            assert_eq!(backend_reading(&r), None, "{n:?} reads as {r:?}");
         }
     }
 });

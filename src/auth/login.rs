@@ -1,7 +1,7 @@
 //! The login form (`GET {prefix}/login`), the login itself (`POST {prefix}/login`) and logout
 //! (`POST {prefix}/logout`).
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -10,42 +10,23 @@ use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return_path;
 use crate::app::App;
-use crate::handler::{ConnInfo, store_unavailable};
-use crate::response::{self, Body, escape_html, no_store};
+use crate::conn::ConnInfo;
+use crate::page::{self, escape_html};
+use crate::request_error::RequestError;
+use crate::response::{self, Body, no_store};
 
 /// Largest login form body read; a username and password fit many times over.
 const MAX_FORM_BYTES: usize = 8 * 1024;
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;
 
-/// Only scripts we never serve could use these pages' content; framing is refused too.
-const PAGE_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
-
 /// The login page with an optional message, `rd` carried in a hidden field.
 pub fn page(app: &App, status: StatusCode, rd: &str, message: Option<&str>) -> Response<Body> {
     let message = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
         .unwrap_or_default();
-    let html = format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in</title>
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f4f5f7; display: flex; justify-content: center; padding-top: 12vh; margin: 0; }}
-form {{ background: #fff; padding: 2rem; border-radius: 8px; box-shadow: 0 1px 4px rgba(0,0,0,.15); width: 18rem; }}
-h1 {{ font-size: 1.25rem; margin: 0 0 1rem; }}
-label {{ display: block; margin: .75rem 0 .25rem; font-size: .9rem; }}
-input {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }}
-button {{ margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }}
-.error {{ color: #b00020; margin: 0 0 .5rem; }}
-</style>
-</head>
-<body>
-<form method="post" action="{action}">
+    let body = format!(
+        r#"<form method="post" action="{action}">
 <h1>Sign in</h1>
 {message}
 <label for="username">Username</label>
@@ -55,27 +36,12 @@ button {{ margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }}
 <input type="hidden" name="rd" value="{rd}">
 <input type="hidden" name="csrf" value="{csrf}">
 <button type="submit">Sign in</button>
-</form>
-</body>
-</html>
-"#,
+</form>"#,
         action = escape_html(&app.routes.login),
         rd = escape_html(safe_return_path(rd)),
         csrf = app.tokens.issue(),
     );
-    let mut res = response::full(status, "text/html; charset=utf-8", html);
-    no_store(&mut res);
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    res
+    page::html(status, "Sign in", &body)
 }
 
 /// `GET {prefix}/login?rd=PATH`
@@ -186,7 +152,7 @@ async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Re
 
 /// `POST {prefix}/login`
 pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let previous = match app.authenticate(req.headers()) {
+    let previous = match app.gate.authenticate(req.headers()).await {
         Ok(session) => session.map(|a| a.id),
         Err(e) => return store_unavailable(&e),
     };
@@ -232,22 +198,25 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
         return res;
     }
 
-    match app.users.verify(username, &form.password).await {
+    // One policy for the whole login: the user checked is the user the session is made for.
+    let policy = app.gate.policy();
+    let user = policy.user(username);
+    let hash = user.map_or(policy.dummy_hash(), |u| &u.password_hash);
+    let verified = app
+        .verifier
+        .verify(hash, &form.password)
+        .await
+        .map(|ok| ok && user.is_some());
+    match verified {
         Err(VerifyError::Busy) => {
             tracing::warn!("login refused: too many logins in progress");
-            let mut res = response::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many logins in progress; try again in a moment",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            res
+            RequestError::LoginsBusy.response()
         }
         Ok(false) => {
             app.limiter.record_failure(username, &client);
             // The username is logged only when it is a real user: an unknown "username" is
             // sometimes a password typed into the wrong field.
-            if app.users.exists(username) {
+            if user.is_some() {
                 tracing::warn!(user = username, "login failed: wrong password");
             } else {
                 tracing::warn!("login failed: unknown user");
@@ -263,15 +232,14 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             app.limiter.record_success(username);
             // A fresh id on every login, and the one the browser brought is gone: no fixation.
             if let Some(old) = previous
-                && let Err(e) = app.sessions.remove(&old)
+                && let Err(e) = app.gate.end_session(&old).await
             {
                 return store_unavailable(&e);
             }
-            let user = app
-                .sessions
-                .user_id(username)
-                .expect("a verified user is a configured user");
-            let id = match app.sessions.create(user) {
+            let Some(user) = user else {
+                return RequestError::Panic.response();
+            };
+            let id = match app.gate.start_session(user).await {
                 Ok(id) => id,
                 Err(e) => return store_unavailable(&e),
             };
@@ -289,21 +257,22 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
 
 /// `POST {prefix}/logout`: ends the session server-side and clears the cookie.
 pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let session = app.authenticate(req.headers());
+    let session = app.gate.authenticate(req.headers()).await;
     // A same-origin browser post needs no body; anything else must carry the form token.
     if csrf::origin_of(&req) != csrf::Origin::SameOrigin
         && let Err(res) = read_checked_form(app, req).await
     {
         return res;
     }
-    let ended = session.and_then(|s| match s {
-        Some(s) => app.sessions.remove(&s.id).map(|_| Some(s)),
-        None => Ok(None),
-    });
+    let ended = match session {
+        Ok(Some(s)) => app.gate.end_session(&s.id).await.map(|_| Some(s)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
     let mut res = match ended {
         Ok(session) => {
             if let Some(s) = session {
-                tracing::info!(user = s.user.to_str().unwrap_or("-"), "logout");
+                tracing::info!(user = s.user.name.as_str(), "logout");
             }
             let location =
                 HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
@@ -318,13 +287,8 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
-/// 405 with the methods an endpoint takes.
-pub fn method_not_allowed(allow: &'static str, method: &Method) -> Response<Body> {
-    let mut res = response::text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("{method} is not allowed here; use {allow}"),
-    );
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
+/// 503 for a login or logout that needed the session store when it could not answer.
+fn store_unavailable(e: &crate::session::StoreError) -> Response<Body> {
+    tracing::error!("request refused: {e}");
+    RequestError::StoreUnavailable.response()
 }

@@ -1,7 +1,6 @@
 //! Password hashes from the config (argon2id PHC strings, or bcrypt for users moving over from
 //! htpasswd) and their verification on a bounded pool off the async workers.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use argon2::password_hash::phc::Output;
@@ -47,6 +46,13 @@ impl PasswordHash {
             Ok(PasswordHash::Bcrypt(text.to_string()))
         } else {
             Err("must be an argon2id PHC string ($argon2id$...) or a bcrypt hash ($2b$/$2y$); make one with `sessiongate hash-password`".into())
+        }
+    }
+
+    /// The hash as the config wrote it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PasswordHash::Argon2(s) | PasswordHash::Bcrypt(s) => s,
         }
     }
 
@@ -116,47 +122,33 @@ pub enum VerifyError {
     Busy,
 }
 
-/// The configured users, and the bounded pool their passwords are checked on.
-pub struct Users {
-    hashes: HashMap<String, PasswordHash>,
-    /// Checked for unknown users so that they take as long as known ones.
-    dummy: PasswordHash,
+/// The bounded pool passwords are checked on. It lives as long as the process; the hashes it
+/// checks come from the policy of the moment.
+pub struct Verifier {
     /// Admission: logins running or waiting. Past this, fail fast instead of queueing forever.
     admitted: Arc<Semaphore>,
     /// `login_workers` threads; each argon2 check holds its memory cost (19 MiB by default).
     pool: HashPool,
 }
 
-impl Users {
-    pub fn new(users: &[crate::config::UserConfig], workers: usize, queue: usize) -> Users {
-        Users {
-            hashes: users
-                .iter()
-                .map(|u| (u.name.clone(), u.password_hash.clone()))
-                .collect(),
-            dummy: dummy_like(users.first().map(|u| &u.password_hash)),
+impl Verifier {
+    pub fn new(workers: usize, queue: usize) -> Verifier {
+        Verifier {
             admitted: Arc::new(Semaphore::new(workers + queue)),
             // Room for every admitted login, so an admitted one is never refused by the queue.
             pool: HashPool::start(workers, workers + queue, LINGER),
         }
     }
 
-    pub fn exists(&self, name: &str) -> bool {
-        self.hashes.contains_key(name)
-    }
-
-    /// Checks a username and password. Unknown users are checked against a dummy hash of the
-    /// same cost, so both failures take the same time and give the same answer.
-    pub async fn verify(&self, name: &str, password: &str) -> Result<bool, VerifyError> {
+    /// Checks `password` against `hash`. Callers pass a dummy hash of the same cost for
+    /// unknown users, so that both failures take the same time and give the same answer.
+    pub async fn verify(&self, hash: &PasswordHash, password: &str) -> Result<bool, VerifyError> {
         let admitted = self
             .admitted
             .clone()
             .try_acquire_owned()
             .map_err(|_| VerifyError::Busy)?;
-        let (hash, known) = match self.hashes.get(name) {
-            Some(h) => (h.clone(), true),
-            None => (self.dummy.clone(), false),
-        };
+        let hash = hash.clone();
         let password = password.as_bytes().to_vec();
         let (reply, answer) = oneshot::channel();
         self.pool
@@ -176,13 +168,12 @@ impl Users {
             }))
             .map_err(|_| VerifyError::Busy)?;
         // No answer (the check panicked) is a failed login, never a granted one.
-        let ok = answer.await.unwrap_or(false);
-        Ok(ok && known)
+        Ok(answer.await.unwrap_or(false))
     }
 }
 
 /// A hash of a random password with the same algorithm and cost as `like`.
-fn dummy_like(like: Option<&PasswordHash>) -> PasswordHash {
+pub(crate) fn dummy_like(like: Option<&PasswordHash>) -> PasswordHash {
     let mut random = [0u8; 32];
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
         .expect("the OS random number generator failed");
@@ -319,17 +310,6 @@ mod tests {
         }
     }
 
-    fn users(hashes: &[(&str, &str)], workers: usize, queue: usize) -> Users {
-        let users: Vec<_> = hashes
-            .iter()
-            .map(|(name, phc)| crate::config::UserConfig {
-                name: name.to_string(),
-                password_hash: PasswordHash::parse(phc).unwrap(),
-            })
-            .collect();
-        Users::new(&users, workers, queue)
-    }
-
     #[tokio::test]
     async fn users_with_different_costs_and_algorithms_share_the_pool() {
         use argon2::Params;
@@ -350,12 +330,15 @@ mod tests {
         .unwrap()
         .to_string();
         let old = bcrypt::hash("old", 4).unwrap();
-        let users = Arc::new(users(
-            &[("big", &big), ("small", &small), ("old", &old)],
-            2,
-            // Room for all 21 checks at once: none is refused as busy.
-            19,
-        ));
+        let hashes: Arc<Vec<(&str, PasswordHash)>> = Arc::new(
+            [("big", &big), ("small", &small), ("old", &old)]
+                .iter()
+                .map(|(name, phc)| (*name, PasswordHash::parse(phc).unwrap()))
+                .collect(),
+        );
+        let dummy = dummy_like(Some(&hashes[0].1));
+        // Room for all 21 checks at once: none is refused as busy.
+        let verifier = Arc::new(Verifier::new(2, 19));
         let mut checks = Vec::new();
         for round in 0..3 {
             for (name, password, right) in [
@@ -367,9 +350,13 @@ mod tests {
                 ("old", "big", false),
                 ("nobody", "big", false),
             ] {
-                let users = users.clone();
+                let (verifier, hashes, dummy) = (verifier.clone(), hashes.clone(), dummy.clone());
                 checks.push(tokio::spawn(async move {
-                    let got = users.verify(name, password).await;
+                    let hash = hashes
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(&dummy, |(_, h)| h);
+                    let got = verifier.verify(hash, password).await;
                     assert_eq!(got, Ok(right), "round {round}: {name} / {password}");
                 }));
             }

@@ -4,4 +4,4 @@ pub mod cookie;
 pub mod store;
 
 pub use cookie::CookieSigner;
-pub use store::{Session, SessionId, SessionStore, StoreError, UserId};
+pub use store::{Owner, Session, SessionId, SessionStore, StoreError};

@@ -3,14 +3,14 @@
 //! are refused on read and removed by a sweeper thread that locks one small shard at a time
 //! and rests between bursts of work.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use http::HeaderValue;
 use rand::TryRng;
+
+use crate::identity::UserId;
 
 pub const ID_LEN: usize = 32;
 
@@ -83,20 +83,23 @@ pub enum StoreError {
     Unavailable,
 }
 
-/// A configured user, as the store knows it: an index into its table of identity header
-/// values. Only [`SessionStore::user_id`] makes one.
+/// Whom a session belongs to: the user (an interned name, see `identity`) and a fingerprint of
+/// that user's password hash when they logged in. A reload that changes the user's password
+/// changes the fingerprint, which ends every session made with the old one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserId(u32);
+pub struct Owner {
+    pub user: UserId,
+    pub credentials: u32,
+}
 
-/// One live session. Next to its 32-byte id it is 24 bytes and owns no heap memory: the user
-/// is an index into the store's table (every session of a user sends the same identity header
-/// value) and the times are milliseconds since the store's epoch. A `HeaderValue` and an
-/// `Instant` per session cost 278 bytes a session in all at a million sessions.
+/// One live session. Next to its 32-byte id it is 24 bytes and owns no heap memory: the owner
+/// is two numbers and the times are milliseconds since the store's epoch. A `HeaderValue` and
+/// an `Instant` per session cost 278 bytes a session in all at a million sessions.
 pub struct Session {
     created_ms: u64,
     /// Atomic so that touching a session needs only its shard's read lock.
     last_seen_ms: AtomicU64,
-    user: UserId,
+    owner: Owner,
 }
 
 type Hasher = foldhash::fast::RandomState;
@@ -109,12 +112,12 @@ const SHARDS: usize = 4096;
 
 pub struct SessionStore {
     map: DashMap<SessionId, Session, Hasher>,
-    /// The identity header value of each configured user, indexed by `UserId`.
-    users: Box<[HeaderValue]>,
-    user_ids: HashMap<Box<[u8]>, UserId>,
     epoch: Instant,
     idle_ms: u64,
     absolute_ms: u64,
+    /// Added to the clock, so tests can let time pass without sleeping.
+    #[cfg(test)]
+    skew_ms: AtomicU64,
 }
 
 /// Whole milliseconds in `d`, rounded down so that a timeout is never stretched (see
@@ -141,38 +144,31 @@ fn expired(
 }
 
 impl SessionStore {
-    /// A store for sessions of `users`: the identity header value of each configured user.
-    pub fn new(
-        idle: Duration,
-        absolute: Duration,
-        users: impl IntoIterator<Item = HeaderValue>,
-    ) -> SessionStore {
-        let users: Box<[HeaderValue]> = users.into_iter().collect();
-        let user_ids = users
-            .iter()
-            .enumerate()
-            .map(|(i, value)| {
-                let id = u32::try_from(i).expect("fewer than 2^32 configured users");
-                (Box::from(value.as_bytes()), UserId(id))
-            })
-            .collect();
+    pub fn new(idle: Duration, absolute: Duration) -> SessionStore {
         SessionStore {
             map: DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS),
-            users,
-            user_ids,
             epoch: Instant::now(),
             idle_ms: whole_ms(idle),
             absolute_ms: whole_ms(absolute),
+            #[cfg(test)]
+            skew_ms: AtomicU64::new(0),
         }
     }
 
-    /// The user whose identity header value is `name`, if it is one of the store's users.
-    pub fn user_id(&self, name: &str) -> Option<UserId> {
-        self.user_ids.get(name.as_bytes()).copied()
-    }
-
+    #[cfg(not(test))]
     fn now_ms(&self) -> u64 {
         whole_ms(self.epoch.elapsed())
+    }
+
+    #[cfg(test)]
+    fn now_ms(&self) -> u64 {
+        whole_ms(self.epoch.elapsed()) + self.skew_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves the store's clock forward by `by`.
+    #[cfg(test)]
+    fn let_time_pass(&self, by: Duration) {
+        self.skew_ms.fetch_add(whole_ms(by), Ordering::Relaxed);
     }
 
     fn is_expired(&self, s: &Session, now_ms: u64) -> bool {
@@ -185,14 +181,9 @@ impl SessionStore {
         )
     }
 
-    /// Creates a session for `user` under a fresh id.
-    pub fn create(&self, user: UserId) -> Result<SessionId, StoreError> {
+    /// Creates a session for `owner` under a fresh id.
+    pub fn create(&self, owner: Owner) -> Result<SessionId, StoreError> {
         fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
-        // A UserId from another store could name nobody here; touch would then fail on it.
-        assert!(
-            (user.0 as usize) < self.users.len(),
-            "UserId from another store"
-        );
         let now = self.now_ms();
         loop {
             let id = SessionId::generate();
@@ -201,16 +192,15 @@ impl SessionStore {
                 slot.insert(Session {
                     created_ms: now,
                     last_seen_ms: AtomicU64::new(now),
-                    user,
+                    owner,
                 });
                 return Ok(id);
             }
         }
     }
 
-    /// The identity header value of a live session's user, sliding its idle timeout. Expired
-    /// sessions are removed.
-    pub fn touch(&self, id: &SessionId) -> Result<Option<HeaderValue>, StoreError> {
+    /// The owner of a live session, sliding its idle timeout. Expired sessions are removed.
+    pub fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
         fail::fail_point!("session-touch", |_| Err(StoreError::Unavailable));
         let now = self.now_ms();
         {
@@ -231,7 +221,7 @@ impl SessionStore {
                 if last_seen < now {
                     session.last_seen_ms.store(now, Ordering::Relaxed);
                 }
-                return Ok(Some(self.users[session.user.0 as usize].clone()));
+                return Ok(Some(session.owner));
             }
         }
         // Checked again under the write lock: a request that read the clock before the session
@@ -255,8 +245,22 @@ impl SessionStore {
         self.map.is_empty()
     }
 
+    /// Ends every session whose owner `doomed` picks (a reload removed the user or changed
+    /// their password), one shard at a time like [`sweep`](Self::sweep); how many.
+    pub fn end_where(&self, doomed: impl Fn(Owner) -> bool) -> usize {
+        (0..self.map.shards().len())
+            .map(|i| self.remove_in_shard(i, |s, _| doomed(s.owner)))
+            .sum()
+    }
+
     /// Removes the expired sessions of shard `index` under its write lock; how many.
     fn sweep_shard(&self, index: usize) -> usize {
+        self.remove_in_shard(index, |s, now| self.is_expired(s, now))
+    }
+
+    /// Removes the sessions of shard `index` that `doomed` picks (given the session and the
+    /// time), under the shard's write lock; how many.
+    fn remove_in_shard(&self, index: usize, doomed: impl Fn(&Session, u64) -> bool) -> usize {
         let now = self.now_ms();
         let mut shard = self.map.shards()[index].write();
         let before = shard.len();
@@ -268,7 +272,7 @@ impl SessionStore {
         unsafe {
             for bucket in shard.iter() {
                 let (_, session) = bucket.as_ref();
-                if self.is_expired(session.get(), now) {
+                if doomed(session.get(), now) {
                     shard.erase(bucket);
                 }
             }
@@ -349,15 +353,26 @@ const SWEEP_REST: u32 = 4;
 mod tests {
     use super::*;
 
-    const ALICE: HeaderValue = HeaderValue::from_static("alice");
-    const BOB: HeaderValue = HeaderValue::from_static("bob");
+    use crate::identity::UserNames;
 
-    fn store(idle: Duration, absolute: Duration) -> SessionStore {
-        SessionStore::new(idle, absolute, [ALICE, BOB])
+    fn names() -> &'static UserNames {
+        static NAMES: std::sync::OnceLock<UserNames> = std::sync::OnceLock::new();
+        NAMES.get_or_init(UserNames::default)
     }
 
-    fn alice(store: &SessionStore) -> UserId {
-        store.user_id("alice").unwrap()
+    fn owner(name: &str) -> Owner {
+        Owner {
+            user: names().intern(name),
+            credentials: 1,
+        }
+    }
+
+    fn store(idle: Duration, absolute: Duration) -> SessionStore {
+        SessionStore::new(idle, absolute)
+    }
+
+    fn alice(_: &SessionStore) -> Owner {
+        owner("alice")
     }
 
     #[test]
@@ -404,25 +419,34 @@ mod tests {
     }
 
     #[test]
-    fn each_session_names_its_own_user() {
+    fn each_session_names_its_own_owner() {
         let store = store(Duration::from_secs(60), Duration::from_secs(60));
-        let bob = store.user_id("bob").unwrap();
-        assert_ne!(alice(&store), bob);
-        assert_eq!(store.user_id("carol"), None);
-        assert_eq!(store.user_id("Alice"), None, "names are exact");
+        let bob = owner("bob");
         let a = store.create(alice(&store)).unwrap();
         let b = store.create(bob).unwrap();
-        assert_eq!(store.touch(&a).unwrap(), Some(ALICE));
-        assert_eq!(store.touch(&b).unwrap(), Some(BOB));
+        assert_eq!(store.touch(&a).unwrap(), Some(owner("alice")));
+        assert_eq!(store.touch(&b).unwrap(), Some(bob));
         assert_eq!(store.touch(&SessionId::generate()).unwrap(), None);
     }
 
     #[test]
-    #[should_panic(expected = "UserId from another store")]
-    fn a_user_id_from_another_store_is_refused() {
-        let many = SessionStore::new(HOUR, HOUR, [ALICE, BOB]);
-        let one = SessionStore::new(HOUR, HOUR, [ALICE]);
-        let _ = one.create(many.user_id("bob").unwrap());
+    fn end_where_ends_only_the_picked_owners_sessions() {
+        let store = store(HOUR, HOUR);
+        let stale = Owner {
+            credentials: 7,
+            ..owner("alice")
+        };
+        let current = Owner {
+            credentials: 8,
+            ..owner("alice")
+        };
+        let old: Vec<SessionId> = (0..500).map(|_| store.create(stale).unwrap()).collect();
+        let kept = store.create(current).unwrap();
+        let bobs = store.create(owner("bob")).unwrap();
+        assert_eq!(store.end_where(|o| o == stale), 500);
+        assert!(old.iter().all(|id| store.touch(id).unwrap().is_none()));
+        assert_eq!(store.touch(&kept).unwrap(), Some(current));
+        assert_eq!(store.touch(&bobs).unwrap(), Some(owner("bob")));
     }
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -439,32 +463,31 @@ mod tests {
 
     #[test]
     fn idle_timeout_slides_and_absolute_does_not() {
-        let store = store(Duration::from_millis(300), Duration::from_millis(900));
+        let (idle, absolute) = (Duration::from_secs(300), Duration::from_secs(900));
+        let store = store(idle, absolute);
         let id = store.create(alice(&store)).unwrap();
-        // 4 x 100 ms is longer than the idle timeout, but each touch slides it.
+        // 4 x 100 s is longer than the idle timeout, but each touch slides it.
         for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(100));
-            assert_eq!(
-                store.touch(&id).unwrap(),
-                Some(ALICE),
+            store.let_time_pass(Duration::from_secs(100));
+            assert!(
+                store.touch(&id).unwrap().is_some(),
                 "still within idle timeout"
             );
         }
-        std::thread::sleep(Duration::from_millis(400));
+        store.let_time_pass(idle);
         assert_eq!(
             store.touch(&id).unwrap(),
             None,
-            "idle for longer than the idle timeout"
+            "idle for as long as the idle timeout"
         );
         assert!(store.is_empty(), "an expired session is removed on read");
 
         let id = store.create(alice(&store)).unwrap();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(700) {
+        for _ in 0..8 {
+            store.let_time_pass(Duration::from_secs(100));
             assert!(store.touch(&id).unwrap().is_some());
-            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(250));
+        store.let_time_pass(Duration::from_secs(100));
         assert_eq!(
             store.touch(&id).unwrap(),
             None,
@@ -472,17 +495,19 @@ mod tests {
         );
     }
 
+    // The sweep tests move the store's clock instead of sleeping: a session that must stay
+    // live has an hour of real time left, however slowly a busy machine runs the test.
     #[test]
     fn sweep_removes_only_expired_sessions() {
-        let store = store(Duration::from_millis(50), Duration::from_secs(60));
+        let store = store(HOUR, 10 * HOUR);
         // Enough sessions to land in most shards.
         for _ in 0..5000 {
             store.create(alice(&store)).unwrap();
         }
         let touched = store.create(alice(&store)).unwrap();
-        std::thread::sleep(Duration::from_millis(30));
+        store.let_time_pass(HOUR / 2);
         assert!(store.touch(&touched).unwrap().is_some());
-        std::thread::sleep(Duration::from_millis(40));
+        store.let_time_pass(HOUR * 3 / 4);
         let fresh = store.create(alice(&store)).unwrap();
         assert_eq!(store.sweep(), 5000);
         assert_eq!(store.len(), 2);
@@ -492,12 +517,12 @@ mod tests {
 
     #[test]
     fn the_sweepers_paced_pass_removes_only_expired_sessions() {
-        let store = store(Duration::from_millis(50), HOUR);
+        let store = store(HOUR, 10 * HOUR);
         // Enough work for several bursts and rests.
         for _ in 0..20_000 {
             store.create(alice(&store)).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(70));
+        store.let_time_pass(2 * HOUR);
         let fresh = store.create(alice(&store)).unwrap();
         assert_eq!(store.sweep_paced(), 20_000);
         assert_eq!(store.len(), 1);

@@ -1,0 +1,213 @@
+//! The gate: for every request, one [`Decision`] (who is asking and what they may do), made
+//! from the session cookie, the session store and the policy of the moment. The consumers (the
+//! proxy path in `handler`, `explain`, and later forward-auth) only turn a decision into an
+//! answer; none of them works out again whether a user is allowed.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, Method, header};
+
+use crate::config::Config;
+use crate::headers::cookie_pairs;
+use crate::identity::UserNames;
+use crate::policy::{Policy, Ruling, User};
+use crate::rules::Target;
+use crate::session::{CookieSigner, SessionId, SessionStore, StoreError};
+
+/// What to do with a request.
+#[derive(Clone)]
+pub enum Decision {
+    /// A logged-in user the rules let in.
+    Allow { user: Arc<User> },
+    /// A public path: no login needed. A session, if the request has one, still names its user.
+    Public { user: Option<Arc<User>> },
+    /// Nobody is logged in and the path needs a login.
+    LoginRequired,
+    /// The rules refuse this request (to this user, or to anyone).
+    Forbidden { user: Option<Arc<User>> },
+    /// The session store could not answer: refused, never treated as anonymous.
+    Unavailable,
+}
+
+impl Decision {
+    /// The user the upstream is told about, if the request goes through.
+    pub fn forwarded_user(&self) -> Option<&Arc<User>> {
+        match self {
+            Decision::Allow { user } => Some(user),
+            Decision::Public { user } => user.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A decision and the session it was made for, which the access log names.
+pub struct Verdict {
+    pub decision: Decision,
+    pub session: Option<SessionId>,
+}
+
+/// A live session found on a request, and its user as the current policy knows them.
+pub struct Authenticated {
+    pub id: SessionId,
+    pub user: Arc<User>,
+}
+
+/// The parts of a request the gate judges.
+pub struct Head<'a> {
+    pub method: &'a Method,
+    /// The host the client asked for, without its port.
+    pub host: Option<&'a str>,
+    /// The normalized path, without the query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+pub struct Gate {
+    policy: ArcSwap<Policy>,
+    /// Every user name this process has known; shared by all policies (see `identity`).
+    names: UserNames,
+    sessions: Arc<SessionStore>,
+    signer: CookieSigner,
+    cookie_name: String,
+}
+
+impl Gate {
+    pub fn new(config: &Config, sessions: Arc<SessionStore>, signer: CookieSigner) -> Gate {
+        let names = UserNames::default();
+        let policy = Policy::build(config, &names);
+        Gate {
+            policy: ArcSwap::from_pointee(policy),
+            names,
+            sessions,
+            signer,
+            cookie_name: config.session.cookie_name.clone(),
+        }
+    }
+
+    /// The policy of the moment. Hold it for one request, so the request sees one policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Puts `config`'s users and rules in force for every request from now on, and ends the
+    /// sessions of users it removes or whose password it changes; how many sessions ended.
+    /// `config` must be validated (it is, being a `Config`).
+    pub fn replace_policy(&self, config: &Config) -> usize {
+        let policy = Arc::new(Policy::build(config, &self.names));
+        self.policy.store(policy.clone());
+        // Requests already refuse such sessions (`Policy::current`); this frees their memory.
+        self.sessions
+            .end_where(|owner| policy.current(owner).is_none())
+    }
+
+    /// The live session named by the request's cookie, if any. A missing, malformed, forged,
+    /// duplicated or expired cookie all mean "no session", and so does a session whose user
+    /// was removed or changed password since (it is ended). A store that cannot answer is an
+    /// error, which callers turn into a refusal, never into "anonymous".
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, StoreError> {
+        self.authenticate_under(&self.policy.load(), headers)
+    }
+
+    /// [`authenticate`](Self::authenticate) with the policy the caller already holds.
+    fn authenticate_under(
+        &self,
+        policy: &Policy,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, StoreError> {
+        let Some(id) = self.session_id(headers) else {
+            return Ok(None);
+        };
+        let Some(owner) = self.sessions.touch(&id)? else {
+            return Ok(None);
+        };
+        match policy.current(owner) {
+            Some(user) => Ok(Some(Authenticated {
+                id,
+                user: user.clone(),
+            })),
+            None => {
+                self.sessions.remove(&id)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The session id in the request's cookie, if exactly one cookie of ours carries a value
+    /// we signed.
+    fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
+        let mut found = None;
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(text) = value.to_str() else { continue };
+            for (n, v, _) in cookie_pairs(text) {
+                if n == self.cookie_name {
+                    if found.is_some() {
+                        // Two session cookies: we never set that, so trust neither.
+                        return None;
+                    }
+                    found = Some(v);
+                }
+            }
+        }
+        found.and_then(|v| self.signer.verify(v))
+    }
+
+    /// The decision for one request.
+    pub async fn decide(&self, head: &Head<'_>) -> Verdict {
+        // One policy for the whole decision, even if a reload swaps it meanwhile.
+        let policy = self.policy.load();
+        let session = match self.authenticate_under(&policy, head.headers) {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::error!("request refused: {e}");
+                return Verdict {
+                    decision: Decision::Unavailable,
+                    session: None,
+                };
+            }
+        };
+        let target = Target {
+            method: head.method,
+            host: head.host,
+            path: head.path,
+        };
+        let user = session.as_ref().map(|s| &s.user);
+        let ruling = policy.judge(user.map(|u| &**u), &target).ruling;
+        Verdict {
+            decision: decision(ruling, user),
+            session: session.map(|s| s.id),
+        }
+    }
+
+    /// Starts a session for `user` (just logged in).
+    pub async fn start_session(&self, user: &User) -> Result<SessionId, StoreError> {
+        self.sessions.create(user.owner())
+    }
+
+    /// Ends a session; true if it existed.
+    pub async fn end_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.sessions.remove(id)
+    }
+}
+
+/// A ruling for a request from `user` (`None`: nobody logged in) as a decision.
+pub fn decision(ruling: Ruling, user: Option<&Arc<User>>) -> Decision {
+    match (ruling, user) {
+        (Ruling::Public, user) => Decision::Public {
+            user: user.cloned(),
+        },
+        (Ruling::Allow, Some(user)) => Decision::Allow { user: user.clone() },
+        // The policy only allows someone who is logged in; be strict if that ever changes.
+        (Ruling::Allow, None) | (Ruling::LoginRequired, _) => Decision::LoginRequired,
+        (Ruling::Forbidden, user) => Decision::Forbidden {
+            user: user.cloned(),
+        },
+    }
+}

@@ -1,0 +1,73 @@
+//! Who a session belongs to: a user's name, interned as a small number that means that name
+//! for the life of the process.
+//!
+//! Sessions hold a [`UserId`] instead of the name (it keeps a session at 24 bytes). The table
+//! only ever grows: a reload that removes, adds or reorders `[[users]]` never gives an id to
+//! another name, so a live session can never come to name someone else. A name removed and
+//! added back keeps its id; whether its sessions still count is the policy's business (it
+//! compares the session's credentials fingerprint, see `policy`).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// A user's name, interned by [`UserNames`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserId(u32);
+
+impl UserId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The append-only table of every user name this process has known.
+#[derive(Default)]
+pub struct UserNames {
+    inner: RwLock<Names>,
+}
+
+#[derive(Default)]
+struct Names {
+    ids: HashMap<Box<str>, UserId>,
+    names: Vec<Box<str>>,
+}
+
+impl UserNames {
+    /// The id of `name`, made on first use. Only config loading calls it: names come from the
+    /// config, never from a request, so the table is bounded by what operators configured.
+    pub fn intern(&self, name: &str) -> UserId {
+        let mut names = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = names.ids.get(name) {
+            return *id;
+        }
+        let id = UserId(u32::try_from(names.names.len()).expect("fewer than 2^32 user names"));
+        names.names.push(name.into());
+        names.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The name behind `id`.
+    pub fn name(&self, id: UserId) -> Option<String> {
+        let names = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        names.names.get(id.index()).map(|n| n.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_keeps_its_name_whatever_is_interned_later() {
+        let names = UserNames::default();
+        let alice = names.intern("alice");
+        let bob = names.intern("bob");
+        assert_ne!(alice, bob);
+        assert_eq!(names.intern("alice"), alice);
+        for other in ["carol", "Alice", "alice ", ""] {
+            assert_ne!(names.intern(other), alice, "{other:?}");
+        }
+        assert_eq!(names.name(alice).as_deref(), Some("alice"));
+        assert_eq!(names.name(bob).as_deref(), Some("bob"));
+    }
+}

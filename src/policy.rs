@@ -1,0 +1,221 @@
+//! The access policy: the users (password hashes, groups) and the rules, built together from
+//! one validated config and swapped whole on reload, so a request always sees one consistent
+//! set. It answers two questions: who a session's owner is now, and what a request may do.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use sha2::Digest;
+
+use crate::auth::password::{PasswordHash, dummy_like};
+use crate::config::Config;
+use crate::identity::{UserId, UserNames};
+use crate::paths;
+use crate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
+use crate::session::Owner;
+
+/// A configured user as the request path needs them.
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    /// The name, ready for the identity header.
+    pub identity: HeaderValue,
+    pub groups: Vec<String>,
+    /// The groups, comma-separated, ready for the groups header (empty when there are none).
+    pub groups_value: HeaderValue,
+    pub password_hash: PasswordHash,
+    /// A fingerprint of `password_hash`: sessions made under another one are over.
+    pub credentials: u32,
+}
+
+impl User {
+    /// The owner a new session of this user gets.
+    pub fn owner(&self) -> Owner {
+        Owner {
+            user: self.id,
+            credentials: self.credentials,
+        }
+    }
+}
+
+/// What the rules say about a request, from the loosest to the strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ruling {
+    /// No login needed.
+    Public,
+    /// The user may enter.
+    Allow,
+    /// Nobody is logged in and the request needs someone.
+    LoginRequired,
+    /// Refused whoever asks (or refused to this user).
+    Forbidden,
+}
+
+/// A ruling and the rule that made it (`None`: no rule matched, `auth.default` decided).
+#[derive(Debug, Clone, Copy)]
+pub struct Judgement<'p> {
+    pub ruling: Ruling,
+    pub rule: Option<&'p Rule>,
+}
+
+pub struct Policy {
+    by_name: HashMap<String, Arc<User>>,
+    /// Indexed by `UserId`: `None` for names this process knew but the config no longer has.
+    by_id: Vec<Option<Arc<User>>>,
+    rules: RuleSet,
+    /// For each rule, the users its `allow` lets in (groups resolved), sorted; empty for
+    /// public and deny rules.
+    allowed: Vec<Vec<UserId>>,
+    /// Checked for unknown users at login, so that they take as long as known ones.
+    dummy: PasswordHash,
+}
+
+impl Policy {
+    /// Builds the policy of a validated config. Names are interned in `names`, which outlives
+    /// every policy, so a user keeps their id across reloads.
+    pub fn build(config: &Config, names: &UserNames) -> Policy {
+        let mut by_name = HashMap::new();
+        let mut by_id: Vec<Option<Arc<User>>> = Vec::new();
+        for u in &config.users {
+            let id = names.intern(&u.name);
+            let user = Arc::new(User {
+                id,
+                name: u.name.clone(),
+                identity: HeaderValue::from_str(&u.name)
+                    .expect("validated user names are header-safe"),
+                groups: u.groups.clone(),
+                groups_value: HeaderValue::from_str(&u.groups.join(","))
+                    .expect("validated group names are header-safe"),
+                password_hash: u.password_hash.clone(),
+                credentials: fingerprint(&u.password_hash),
+            });
+            if by_id.len() <= id.index() {
+                by_id.resize(id.index() + 1, None);
+            }
+            by_id[id.index()] = Some(user.clone());
+            by_name.insert(u.name.clone(), user);
+        }
+        let allowed = config
+            .rules
+            .rules
+            .iter()
+            .map(|rule| {
+                let Access::Allow(who) = &rule.access else {
+                    return Vec::new();
+                };
+                let mut ids: Vec<UserId> = by_name
+                    .values()
+                    .filter(|u| who.iter().any(|p| admits(p, u)))
+                    .map(|u| u.id)
+                    .collect();
+                ids.sort_by_key(|id| id.index());
+                ids
+            })
+            .collect();
+        Policy {
+            by_name,
+            by_id,
+            rules: config.rules.clone(),
+            allowed,
+            dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
+        }
+    }
+
+    /// The configured user called `name` (exactly).
+    pub fn user(&self, name: &str) -> Option<&Arc<User>> {
+        self.by_name.get(name)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.by_name.values()
+    }
+
+    /// The user a session's owner is today: `None` when the user was removed or their password
+    /// changed since the session began.
+    pub fn current(&self, owner: Owner) -> Option<&Arc<User>> {
+        self.by_id
+            .get(owner.user.index())?
+            .as_ref()
+            .filter(|u| u.credentials == owner.credentials)
+    }
+
+    pub fn dummy_hash(&self) -> &PasswordHash {
+        &self.dummy
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// What the rules say about `target` for `user` (`None`: nobody logged in). The path is
+    /// judged as written and, when a lenient backend could read it as another path, as that
+    /// path too; the stricter answer stands.
+    pub fn judge(&self, user: Option<&User>, target: &Target<'_>) -> Judgement<'_> {
+        let first = self.judge_reading(user, target, paths::is_unambiguous(target.path));
+        match paths::backend_reading(target.path) {
+            None => first,
+            Some(path) => {
+                let other = Target {
+                    path: &path,
+                    ..*target
+                };
+                let second = self.judge_reading(user, &other, true);
+                if second.ruling > first.ruling {
+                    second
+                } else {
+                    first
+                }
+            }
+        }
+    }
+
+    fn judge_reading(
+        &self,
+        user: Option<&User>,
+        target: &Target<'_>,
+        unambiguous: bool,
+    ) -> Judgement<'_> {
+        let Some((index, rule)) = self.rules.first_match(target, unambiguous) else {
+            let ruling = match (self.rules.default, user) {
+                (DefaultAccess::Deny, _) => Ruling::Forbidden,
+                (DefaultAccess::Login, Some(_)) => Ruling::Allow,
+                (DefaultAccess::Login, None) => Ruling::LoginRequired,
+            };
+            return Judgement { ruling, rule: None };
+        };
+        let ruling = match (&rule.access, user) {
+            (Access::Public, _) => Ruling::Public,
+            (Access::Deny, _) => Ruling::Forbidden,
+            (Access::Allow(_), None) => Ruling::LoginRequired,
+            (Access::Allow(_), Some(u)) => {
+                if self.allowed[index]
+                    .binary_search_by_key(&u.id.index(), |id| id.index())
+                    .is_ok()
+                {
+                    Ruling::Allow
+                } else {
+                    Ruling::Forbidden
+                }
+            }
+        };
+        Judgement {
+            ruling,
+            rule: Some(rule),
+        }
+    }
+}
+
+fn admits(principal: &Principal, user: &User) -> bool {
+    match principal {
+        Principal::User(name) => *name == user.name,
+        Principal::Group(group) => user.groups.contains(group),
+    }
+}
+
+/// The first 32 bits of SHA-256 over the hash as written: the same on every replica and after
+/// a restart, and different once the password is changed.
+fn fingerprint(hash: &PasswordHash) -> u32 {
+    let digest = sha2::Sha256::digest(hash.as_str().as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}

@@ -1,0 +1,86 @@
+//! The answers to requests the gate refuses, in one place: a browser navigation gets a page
+//! (or the sign-in redirect), anything else JSON it can act on.
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::app::App;
+use crate::gate::Decision;
+use crate::page::{self, escape_html};
+use crate::request_error::RequestError;
+use crate::response::{self, Body, no_store};
+
+const FORBIDDEN_JSON: &str = "{\"error\":\"forbidden\"}\n";
+
+/// The answer to a refused request: `decision` is `LoginRequired`, `Forbidden` or
+/// `Unavailable`.
+pub fn answer<B>(app: &App, req: &Request<B>, decision: &Decision) -> Response<Body> {
+    let navigation = is_navigation(req.method(), req.headers());
+    let mut res = match decision {
+        Decision::LoginRequired if navigation => {
+            let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            response::redirect(StatusCode::FOUND, login_location(app, here))
+        }
+        Decision::LoginRequired => response::json(
+            StatusCode::UNAUTHORIZED,
+            app.routes.unauthorized_json.clone(),
+        ),
+        // Never a redirect to the sign-in page: the user is signed in, and sending them there
+        // would loop.
+        Decision::Forbidden { user } if navigation => {
+            forbidden_page(app, user.as_ref().map(|u| u.name.as_str()))
+        }
+        Decision::Forbidden { .. } => response::json(
+            StatusCode::FORBIDDEN,
+            bytes::Bytes::from_static(FORBIDDEN_JSON.as_bytes()),
+        ),
+        Decision::Unavailable => RequestError::StoreUnavailable.response(),
+        Decision::Allow { .. } | Decision::Public { .. } => {
+            tracing::error!("a request the gate let through reached the refusal path; refused");
+            RequestError::Panic.response()
+        }
+    };
+    no_store(&mut res);
+    res
+}
+
+/// A browser loading a page (GET or HEAD asking for HTML), as opposed to a script.
+pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("text/html")))
+}
+
+/// The sign-in page, with `rd` set to `here` (a path on this site).
+pub fn login_location(app: &App, here: &str) -> HeaderValue {
+    let mut location = app.routes.login.clone();
+    location.push_str("?rd=");
+    location.extend(form_urlencoded::byte_serialize(here.as_bytes()));
+    HeaderValue::from_str(&location).unwrap_or_else(|_| {
+        HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe")
+    })
+}
+
+/// 403 for a browser: who is signed in and a way to sign out (to sign in as someone else), and
+/// nothing about the rule that refused.
+fn forbidden_page(app: &App, user: Option<&str>) -> Response<Body> {
+    let body = match user {
+        Some(name) => format!(
+            r#"<main>
+<h1>Access denied</h1>
+<p>Signed in as <strong>{name}</strong>; you do not have access to this page.</p>
+<form method="post" action="{logout}">
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit">Sign out</button>
+</form>
+</main>"#,
+            name = escape_html(name),
+            logout = escape_html(&app.routes.logout),
+            csrf = app.tokens.issue(),
+        ),
+        None => "<main>\n<h1>Access denied</h1>\n<p>Nobody has access to this page.</p>\n</main>"
+            .to_string(),
+    };
+    page::html(StatusCode::FORBIDDEN, "Access denied", &body)
+}

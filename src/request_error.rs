@@ -1,0 +1,67 @@
+//! Why a request is refused before or after the gate, and the status each reason gets: one
+//! place maps every request error to its answer. Bad input says what was wrong; internal
+//! failures say little and log the detail.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::paths::BadTarget;
+use crate::proxy::ProxyError;
+use crate::response::{self, Body, no_store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("the request head (target and headers) is larger than 64 KiB")]
+    HeadTooLarge,
+    #[error("invalid request: {}", .0.message())]
+    BadTarget(BadTarget),
+    /// Framing two parsers could read differently (see `headers::check_framing`).
+    #[error("invalid request: {0}")]
+    Framing(&'static str),
+    #[error("sessions cannot be checked right now; try again in a moment")]
+    StoreUnavailable,
+    #[error("too many logins in progress; try again in a moment")]
+    LoginsBusy,
+    #[error(transparent)]
+    Upstream(ProxyError),
+    #[error("internal error")]
+    Panic,
+}
+
+impl RequestError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestError::BadTarget(_) | RequestError::Framing(_) => StatusCode::BAD_REQUEST,
+            RequestError::StoreUnavailable | RequestError::LoginsBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            RequestError::Upstream(e) => e.status(),
+            RequestError::Panic => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The answer to the client: a short text that says what was wrong (for upstream failures
+    /// without the cause, which is logged), `Retry-After` where waiting helps.
+    pub fn response(&self) -> Response<Body> {
+        let mut res = match self {
+            RequestError::Upstream(e) => {
+                tracing::warn!("upstream request failed: {e}");
+                let message = match e.status() {
+                    StatusCode::GATEWAY_TIMEOUT => "the upstream did not answer in time",
+                    _ => "the upstream could not be reached",
+                };
+                response::text(self.status(), message)
+            }
+            other => response::text(self.status(), &other.to_string()),
+        };
+        if matches!(
+            self,
+            RequestError::StoreUnavailable | RequestError::LoginsBusy
+        ) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            no_store(&mut res);
+        }
+        res
+    }
+}
