@@ -258,6 +258,38 @@ password_hash = "{hash}"
     )
 }
 
+pub const BOB_PASSWORD: &str = "the-builder";
+pub const CAROL_PASSWORD: &str = "carol-password";
+
+/// bob's `[[users]]` table in [`team_config`] (no groups). The hash is made once, so every
+/// config a test writes gives bob the same one.
+pub fn bob_table() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    let hash = HASH.get_or_init(|| cheap_hash(BOB_PASSWORD));
+    format!("[[users]]\nname = \"bob\"\npassword_hash = \"{hash}\"\n\n")
+}
+
+/// carol's `[[users]]` table in [`team_config`] (group ops).
+pub fn carol_table() -> String {
+    static HASH: OnceLock<String> = OnceLock::new();
+    let hash = HASH.get_or_init(|| cheap_hash(CAROL_PASSWORD));
+    format!("[[users]]\nname = \"carol\"\npassword_hash = \"{hash}\"\ngroups = [\"ops\"]\n\n")
+}
+
+pub fn team_users() -> String {
+    bob_table() + &carol_table()
+}
+
+/// [`config_toml`] with three users: alice (groups admins and ops), bob (no groups) and carol
+/// (group ops), followed by `rest` (rules, usually).
+pub fn team_config(upstream: SocketAddr, auth: &str, rest: &str) -> String {
+    let base = with_auth(&config_toml(upstream, "", ""), auth);
+    format!(
+        "{base}groups = [\"admins\", \"ops\"]\n\n{users}\n{rest}\n",
+        users = team_users()
+    )
+}
+
 /// Adds `lines` to the [server] table of a config made by [`config_toml`].
 pub fn with_server(toml: &str, lines: &str) -> String {
     toml.replacen(
@@ -273,7 +305,11 @@ pub fn with_auth(toml: &str, lines: &str) -> String {
 }
 
 pub async fn start_proxy_with(toml: &str) -> Proxy {
-    let config = Config::from_toml(toml).expect("test config is valid");
+    start_proxy_from(Config::from_toml(toml).expect("test config is valid")).await
+}
+
+/// A proxy serving `config` in-process (`Config::load` it to let it reload its file).
+pub async fn start_proxy_from(config: Config) -> Proxy {
     let app = App::new(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
