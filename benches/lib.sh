@@ -64,7 +64,26 @@ secure = false
 CONF
 }
 
-# alice_user BIN: prints the [[users]] entry of the bench user alice (password "wonderland").
+# alice_user BIN [GROUPS]: prints the [[users]] entry of the bench user alice (password
+# "wonderland"), in GROUPS (a TOML array such as '["bench"]') when given.
 alice_user() {
   printf '\n[[users]]\nname = "alice"\npassword_hash = "%s"\n' "$(printf wonderland | "$1" hash-password)"
+  if [ -n "${2:-}" ]; then printf 'groups = %s\n' "$2"; fi
+}
+
+# bench_rules N: prints N [[rules]] tables of the kinds operators write (prefixes for other
+# users and groups, method- and host-specific ones, a deny), none of which matches the bench
+# request GET / until the last, path = "/" allowing group bench: the request is checked
+# against every rule. Needs alice_user with groups '["bench"]'.
+bench_rules() {
+  local n=$1 i
+  for i in $(seq 1 $((n - 1))); do
+    case $((i % 4)) in
+      0) printf '\n[[rules]]\npath = "/app%d"\nallow = ["alice"]\n' "$i" ;;
+      1) printf '\n[[rules]]\npath = "/admin%d/"\nallow = ["group:bench"]\n' "$i" ;;
+      2) printf '\n[[rules]]\npath = "/api%d"\nmethods = ["POST", "PUT"]\nallow = ["group:bench"]\n' "$i" ;;
+      3) printf '\n[[rules]]\npath = "/"\nhost = "host%d.example.com"\ndeny = true\n' "$i" ;;
+    esac
+  done
+  printf '\n[[rules]]\npath = "/"\nallow = ["group:bench"]\n'
 }

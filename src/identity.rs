@@ -8,7 +8,7 @@
 //! compares the session's credentials fingerprint, see `policy`).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
 
 /// A user's name, interned by [`UserNames`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,33 +23,20 @@ impl UserId {
 /// The append-only table of every user name this process has known.
 #[derive(Default)]
 pub struct UserNames {
-    inner: RwLock<Names>,
-}
-
-#[derive(Default)]
-struct Names {
-    ids: HashMap<Box<str>, UserId>,
-    names: Vec<Box<str>>,
+    ids: Mutex<HashMap<Box<str>, UserId>>,
 }
 
 impl UserNames {
     /// The id of `name`, made on first use. Only config loading calls it: names come from the
     /// config, never from a request, so the table is bounded by what operators configured.
     pub fn intern(&self, name: &str) -> UserId {
-        let mut names = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = names.ids.get(name) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.get(name) {
             return *id;
         }
-        let id = UserId(u32::try_from(names.names.len()).expect("fewer than 2^32 user names"));
-        names.names.push(name.into());
-        names.ids.insert(name.into(), id);
+        let id = UserId(u32::try_from(ids.len()).expect("fewer than 2^32 user names"));
+        ids.insert(name.into(), id);
         id
-    }
-
-    /// The name behind `id`.
-    pub fn name(&self, id: UserId) -> Option<String> {
-        let names = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        names.names.get(id.index()).map(|n| n.to_string())
     }
 }
 
@@ -67,7 +54,5 @@ mod tests {
         for other in ["carol", "Alice", "alice ", ""] {
             assert_ne!(names.intern(other), alice, "{other:?}");
         }
-        assert_eq!(names.name(alice).as_deref(), Some("alice"));
-        assert_eq!(names.name(bob).as_deref(), Some("bob"));
     }
 }

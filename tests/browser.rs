@@ -455,3 +455,77 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
     assert_on_login_form(client, PROTECTED).await;
     assert!(client.find(Locator::Css("p.error")).await.is_err());
 }
+
+/// A signed-in user whom a rule refuses: the access-denied page (no loop back to the sign-in
+/// form), and its sign-out button ends the session as a person would click it.
+#[tokio::test]
+async fn a_refused_user_sees_the_access_denied_page_and_signs_out_in_headless_chromium() {
+    let upstream = start_upstream().await;
+    let rules = "[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
+    let proxy = start_proxy_with(&team_config(upstream.addr, "", rules)).await;
+    let driver = Chromedriver::start();
+    let client = driver.session().await;
+    let outcome = tokio::time::timeout(WHOLE_TEST, refused(&client, &upstream, &proxy)).await;
+    let _ = tokio::time::timeout(STEP, client.close()).await;
+    if outcome.is_err() {
+        panic!(
+            "the browser test took longer than {WHOLE_TEST:?}; chromedriver's output:\n{}",
+            driver.log()
+        );
+    }
+}
+
+async fn refused(client: &Client, upstream: &Upstream, proxy: &Proxy) {
+    client
+        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(STEP),
+            Some(STEP),
+            Some(Duration::ZERO),
+        ))
+        .await
+        .unwrap();
+    client.goto(&proxy.url("/admin/settings")).await.unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    assert_on_login_form(client, "/admin/settings").await;
+    submit_login(client, "bob", BOB_PASSWORD).await;
+
+    // Back on the page asked for, which says who is signed in and that it is off limits.
+    let heading = client
+        .wait()
+        .at_most(STEP)
+        .for_element(Locator::Css("main h1"))
+        .await
+        .expect("the access-denied page");
+    assert_eq!(heading.text().await.unwrap(), "Access denied");
+    assert_eq!(client.title().await.unwrap(), "Access denied");
+    let url = client.current_url().await.unwrap();
+    assert_eq!(
+        url.path(),
+        "/admin/settings",
+        "no redirect to the sign-in page"
+    );
+    let text = client
+        .find(Locator::Css("main p"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        "Signed in as bob; you do not have access to this page."
+    );
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
+
+    // Sign out, to sign in as someone else.
+    client
+        .find(Locator::Css("main form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    assert_eq!(proxy.app.gate.sessions().len(), 0, "signed out server-side");
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison on loopback: the same upstream, reached directly and through each peer.
 #
-#   benches/peers/peers.sh [--duration S] [--conns N] [--rounds R] [--only a,b] [--bin PATH] [--json FILE] [--install]
+#   benches/peers/peers.sh [--duration S] [--conns N] [--rounds R] [--only a,b] [--bin PATH]
+#                          [--base-bin PATH] [--rules N] [--json FILE] [--install]
 #
 # Vendored from the team's shared/bench/peers.sh (2026-11) so the repo is self-contained. Changes:
 # --json FILE (raw rounds + medians, machine-readable); the default binary honours CARGO_TARGET_DIR;
@@ -19,6 +20,12 @@
 #   express      express + express-session (MemoryStore) + http-proxy-middleware: the classic session stack
 #   sessiongate  this project, release build, logged in, every request carries the session cookie
 #   sessiongate-quiet  the same with RUST_LOG=warn (no per-request log line; nginx's access_log is off too)
+#   sessiongate-base   with --base-bin PATH: another sessiongate build (e.g. today's main) with the
+#                plain config, to compare a change against in the same interleaved run
+#
+# --rules N gives the sessiongate and sessiongate-quiet peers N access rules (benches/lib.sh
+# bench_rules: the request is checked against all N); the base peer never gets them, so its
+# binary may predate rules.
 #
 # Pinning: the load generator runs on CPU 0, the upstream and the peer under test on CPU 1, so every
 # peer gets the same CPU budget. Each figure is the median over --rounds; rounds alternate peers so
@@ -29,7 +36,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
-DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" INSTALL=0 JSON=""
+DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" BASE_BIN="" RULES=0 INSTALL=0 JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -37,9 +44,11 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
+    --base-bin) BASE_BIN=$2; shift 2 ;;
+    --rules) RULES=$2; shift 2 ;;
     --json) JSON=$2; shift 2 ;;
     --install) INSTALL=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -72,11 +81,11 @@ NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else PIN_SRV=""; PIN_GEN=""; fi
 # Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges.
 BASE=${BENCH_PORT_BASE:-18180}
-UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5))
+UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5)) SB=$((BASE + 6))
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
-for p in $UP $NG $CA $EX $SG $SQ; do port_free "$p"; done
+for p in $UP $NG $CA $EX $SG $SQ $SB; do port_free "$p"; done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
@@ -157,12 +166,16 @@ if want express && command -v node >/dev/null && [ -d "$HERE/express-peer/node_m
   peers+=(express); URL[express]=http://127.0.0.1:$EX/
 elif want express; then echo "note: express peer not installed (run with --install), skipped" >&2; fi
 
-# start_sessiongate NAME PORT [VAR=value...]: the release build, logged in as alice; the
-# assignments go into its environment.
+# start_sessiongate NAME PORT BIN RULES [VAR=value...]: the release build BIN with RULES access
+# rules, logged in as alice; the assignments go into its environment.
 start_sessiongate() {
-  local name=$1 port=$2; shift 2
-  { sessiongate_toml "$port" "$UP"; alice_user "$BIN"; } >"$WORK/$name.toml"
-  env "$@" $PIN_SRV "$BIN" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 & PIDS+=($!); SPID[$name]=$!
+  local name=$1 port=$2 bin=$3 rules=$4; shift 4
+  if [ "$rules" -gt 0 ]; then
+    { sessiongate_toml "$port" "$UP"; alice_user "$bin" '["bench"]'; bench_rules "$rules"; } >"$WORK/$name.toml"
+  else
+    { sessiongate_toml "$port" "$UP"; alice_user "$bin"; } >"$WORK/$name.toml"
+  fi
+  env "$@" $PIN_SRV "$bin" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 & PIDS+=($!); SPID[$name]=$!
   wait_port "$port"
   COOKIE[$name]=$(python3 "$HERE/login.py" "http://127.0.0.1:$port/" alice wonderland)
   peers+=("$name"); URL[$name]=http://127.0.0.1:$port/
@@ -170,9 +183,10 @@ start_sessiongate() {
 if [ -z "$BIN" ]; then
   if want sessiongate || want sessiongate-quiet; then echo "note: no sessiongate binary (cargo build --release first), skipped" >&2; fi
 else
-  if want sessiongate; then start_sessiongate sessiongate $SG; fi
-  if want sessiongate-quiet; then start_sessiongate sessiongate-quiet $SQ RUST_LOG=warn; fi
+  if want sessiongate; then start_sessiongate sessiongate $SG "$BIN" "$RULES"; fi
+  if want sessiongate-quiet; then start_sessiongate sessiongate-quiet $SQ "$BIN" "$RULES" RUST_LOG=warn; fi
 fi
+if [ -n "$BASE_BIN" ] && want sessiongate-base; then start_sessiongate sessiongate-base $SB "$BASE_BIN" 0; fi
 
 # --- measure -------------------------------------------------------------------------------------
 declare -A RES
