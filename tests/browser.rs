@@ -303,23 +303,19 @@ async fn login_and_logout_in_headless_chromium() {
     // counts loopback as a potentially trustworthy origin.
     let (upstream, proxy) = start().await;
     assert!(proxy.app.config.session.secure);
-    let driver = Chromedriver::start();
-    let client = driver.session().await;
-    // The driver outlives the session: on panic the guard still kills both.
-    let outcome = tokio::time::timeout(WHOLE_TEST, scenario(&client, &upstream, &proxy)).await;
-    let _ = tokio::time::timeout(STEP, client.close()).await;
-    if outcome.is_err() {
-        panic!(
-            "the browser test took longer than {WHOLE_TEST:?}; chromedriver's output:\n{}",
-            driver.log()
-        );
-    }
+    in_chromium(|client| async move { scenario(&client, &upstream, &proxy).await }).await;
     eprintln!("browser test took {:?}", started.elapsed());
 }
 
-async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
-    let cookie_name = proxy.cookie_name().to_string();
-    assert!(cookie_name.starts_with("__Host-"), "{cookie_name}");
+/// Runs `scenario` in a fresh headless chromium session with the step timeouts set, within
+/// `WHOLE_TEST`, and closes the session.
+async fn in_chromium<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let driver = Chromedriver::start();
+    let client = driver.session().await;
     client
         .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
             Some(STEP),
@@ -328,6 +324,20 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         ))
         .await
         .unwrap();
+    // The driver outlives the session: on panic the guard still kills both.
+    let outcome = tokio::time::timeout(WHOLE_TEST, scenario(client.clone())).await;
+    let _ = tokio::time::timeout(STEP, client.close()).await;
+    if outcome.is_err() {
+        panic!(
+            "the browser test took longer than {WHOLE_TEST:?}; chromedriver's output:\n{}",
+            driver.log()
+        );
+    }
+}
+
+async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
+    let cookie_name = proxy.cookie_name().to_string();
+    assert!(cookie_name.starts_with("__Host-"), "{cookie_name}");
 
     // 1. A protected page without a session: the browser is sent to the form.
     client.goto(&proxy.url(PROTECTED)).await.unwrap();
@@ -463,27 +473,10 @@ async fn a_refused_user_sees_the_access_denied_page_and_signs_out_in_headless_ch
     let upstream = start_upstream().await;
     let rules = "[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
     let proxy = start_proxy_with(&team_config(upstream.addr, "", rules)).await;
-    let driver = Chromedriver::start();
-    let client = driver.session().await;
-    let outcome = tokio::time::timeout(WHOLE_TEST, refused(&client, &upstream, &proxy)).await;
-    let _ = tokio::time::timeout(STEP, client.close()).await;
-    if outcome.is_err() {
-        panic!(
-            "the browser test took longer than {WHOLE_TEST:?}; chromedriver's output:\n{}",
-            driver.log()
-        );
-    }
+    in_chromium(|client| async move { refused(&client, &upstream, &proxy).await }).await;
 }
 
 async fn refused(client: &Client, upstream: &Upstream, proxy: &Proxy) {
-    client
-        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
-            Some(STEP),
-            Some(STEP),
-            Some(Duration::ZERO),
-        ))
-        .await
-        .unwrap();
     client.goto(&proxy.url("/admin/settings")).await.unwrap();
     wait_for_path(client, LOGIN_PATH).await;
     assert_on_login_form(client, "/admin/settings").await;
