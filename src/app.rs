@@ -28,7 +28,8 @@ pub struct App {
     pub limiter: Limiter,
     /// One permit per client connection being served (`server.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
-    pub upstream: Upstream,
+    /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
+    pub upstream: Option<Upstream>,
     pub routes: Routes,
     /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
     pub certs: Option<Arc<CertStore>>,
@@ -40,6 +41,10 @@ pub struct Routes {
     pub login: String,
     pub logout: String,
     pub healthz: String,
+    /// Forward-auth for nginx `auth_request`.
+    pub auth_nginx: String,
+    /// Forward-auth for Caddy `forward_auth` and Traefik ForwardAuth.
+    pub auth_forward: String,
     /// Body of the 401 answered to non-browser requests without a session.
     pub unauthorized_json: Bytes,
 }
@@ -89,6 +94,8 @@ impl App {
             login: format!("{prefix}/login"),
             logout: format!("{prefix}/logout"),
             healthz: format!("{prefix}/healthz"),
+            auth_nginx: format!("{prefix}/auth/nginx"),
+            auth_forward: format!("{prefix}/auth/forward"),
             unauthorized_json: Bytes::from(format!(
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
@@ -112,7 +119,7 @@ impl App {
             gate: Gate::new(&config, sessions, signer.clone()),
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
-            upstream: Upstream::new(&config.upstream),
+            upstream: config.upstream.target.as_ref().map(Upstream::new),
             routes,
             config,
         })
@@ -136,18 +143,22 @@ impl App {
 
     fn base_cookie(&self, value: String) -> Cookie<'static> {
         let s = &self.config.session;
-        Cookie::build((s.cookie_name.clone(), value))
+        let c = Cookie::build((s.cookie_name.clone(), value))
             .path("/")
             .http_only(true)
             .secure(s.secure)
             .same_site(match s.same_site {
                 SameSite::Lax => cookie::SameSite::Lax,
                 SameSite::Strict => cookie::SameSite::Strict,
-            })
-            .build()
+            });
+        match &s.cookie_domain {
+            Some(domain) => c.domain(domain.clone()).build(),
+            None => c.build(),
+        }
     }
 
-    /// `Set-Cookie` for a new session. No Domain: the cookie stays on this exact host.
+    /// `Set-Cookie` for a new session. No Domain unless `session.cookie_domain` is set: the
+    /// cookie stays on this exact host.
     pub fn session_cookie(&self, id: &SessionId) -> HeaderValue {
         let mut c = self.base_cookie(self.signer.sign(id));
         if let Some(max_age) = self.config.session.cookie_max_age {

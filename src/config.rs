@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::password::PasswordHash;
+use crate::auth::redirect::HostPattern;
 use crate::error::ConfigError;
 use crate::headers;
 use crate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
@@ -20,6 +21,7 @@ mod file {
     #[serde(deny_unknown_fields)]
     pub struct File {
         pub server: Server,
+        #[serde(default)]
         pub upstream: Upstream,
         #[serde(default)]
         pub session: Session,
@@ -53,10 +55,10 @@ mod file {
         pub key: String,
     }
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Upstream {
-        pub url: String,
+        pub url: Option<String>,
         pub timeout: Option<String>,
         pub identity_header: Option<String>,
         pub groups_header: Option<String>,
@@ -76,6 +78,7 @@ mod file {
         pub absolute_timeout: Option<String>,
         pub cookie_max_age: Option<String>,
         pub sweep_interval: Option<String>,
+        pub cookie_domain: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -88,6 +91,7 @@ mod file {
         pub login_queue: Option<usize>,
         pub max_failures: Option<u32>,
         pub failure_window: Option<String>,
+        pub redirect_hosts: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -166,14 +170,21 @@ pub struct TlsFiles {
 
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
+    /// Where requests are forwarded; `None` without `upstream.url`, when sessiongate only
+    /// serves its login and forward-auth endpoints.
+    pub target: Option<UpstreamTarget>,
+    pub identity_header: HeaderName,
+    /// Carries the user's groups, comma-separated.
+    pub groups_header: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
     /// `host:port` to connect to, as written (resolved at connect time).
     pub authority: http::uri::Authority,
     /// Set for `https://` upstreams.
     pub tls: Option<UpstreamTls>,
     pub timeout: Duration,
-    pub identity_header: HeaderName,
-    /// Carries the user's groups, comma-separated.
-    pub groups_header: HeaderName,
 }
 
 #[derive(Clone)]
@@ -203,6 +214,8 @@ pub struct SessionConfig {
     pub absolute_timeout: Duration,
     pub cookie_max_age: Option<Duration>,
     pub sweep_interval: Duration,
+    /// The cookie's Domain, to share one login across subdomains; `None`: this host only.
+    pub cookie_domain: Option<String>,
 }
 
 // Hand-written so the secret never reaches a log line through `{:?}`.
@@ -217,6 +230,7 @@ impl std::fmt::Debug for SessionConfig {
             .field("absolute_timeout", &self.absolute_timeout)
             .field("cookie_max_age", &self.cookie_max_age)
             .field("sweep_interval", &self.sweep_interval)
+            .field("cookie_domain", &self.cookie_domain)
             .finish()
     }
 }
@@ -240,6 +254,8 @@ pub struct AuthConfig {
     /// Failed logins allowed per username and per client address within `failure_window`.
     pub max_failures: u32,
     pub failure_window: Duration,
+    /// Hosts a return address after login may be an `https://` URL on.
+    pub redirect_hosts: Vec<HostPattern>,
 }
 
 #[derive(Debug, Clone)]
@@ -289,7 +305,13 @@ impl Config {
 }
 
 /// What SIGHUP applies without a restart.
-const RELOADED_KEYS: &[&str] = &["users", "rules", "auth.public_paths", "auth.default"];
+const RELOADED_KEYS: &[&str] = &[
+    "users",
+    "rules",
+    "auth.public_paths",
+    "auth.default",
+    "auth.redirect_hosts",
+];
 
 /// Appends to `out` the dotted names of the keys whose values differ between `a` and `b`,
 /// descending into tables (but not into arrays, which count as one value).
@@ -694,13 +716,49 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
 }
 
 fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> {
-    let uri: http::Uri = u.url.parse().map_err(|_| {
+    let identity_header = managed_header(
+        "upstream.identity_header",
+        u.identity_header.as_deref(),
+        "x-forwarded-user",
+    )?;
+    let groups_header = managed_header(
+        "upstream.groups_header",
+        u.groups_header.as_deref(),
+        "x-forwarded-groups",
+    )?;
+    if headers::same_name(&identity_header, &groups_header) {
+        return Err(invalid(
+            "upstream.groups_header",
+            "must differ from upstream.identity_header",
+        ));
+    }
+    let target = match &u.url {
+        Some(url) => Some(validate_target(url, u)?),
+        None => {
+            for (key, set) in [
+                ("upstream.timeout", u.timeout.is_some()),
+                ("upstream.ca", u.ca.is_some()),
+                ("upstream.tls_server_name", u.tls_server_name.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key, "needs upstream.url"));
+                }
+            }
+            None
+        }
+    };
+    Ok(UpstreamConfig {
+        target,
+        identity_header,
+        groups_header,
+    })
+}
+
+fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, ConfigError> {
+    let uri: http::Uri = url.parse().map_err(|_| {
         invalid(
             "upstream.url",
-            format!(
-                "{:?} is not a URL; write e.g. \"http://127.0.0.1:3000\"",
-                u.url
-            ),
+            format!("{url:?} is not a URL; write e.g. \"http://127.0.0.1:3000\""),
         )
     })?;
     let https = match uri.scheme_str() {
@@ -735,23 +793,6 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
             .map_err(|_| invalid("upstream.url", "has an invalid host"))?
     };
 
-    let identity_header = managed_header(
-        "upstream.identity_header",
-        u.identity_header.as_deref(),
-        "x-forwarded-user",
-    )?;
-    let groups_header = managed_header(
-        "upstream.groups_header",
-        u.groups_header.as_deref(),
-        "x-forwarded-groups",
-    )?;
-    if headers::same_name(&identity_header, &groups_header) {
-        return Err(invalid(
-            "upstream.groups_header",
-            "must differ from upstream.identity_header",
-        ));
-    }
-
     let tls = if https {
         let client = crate::tls::client_config(u.ca.as_deref().map(Path::new))
             .map_err(|reason| invalid("upstream.ca", reason))?;
@@ -782,7 +823,7 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         None
     };
 
-    Ok(UpstreamConfig {
+    Ok(UpstreamTarget {
         authority,
         tls,
         timeout: duration(
@@ -790,8 +831,6 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
             u.timeout.as_deref(),
             Duration::from_secs(30),
         )?,
-        identity_header,
-        groups_header,
     })
 }
 
@@ -864,6 +903,21 @@ fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
             ),
         ));
     }
+    let cookie_domain = match &s.cookie_domain {
+        None => None,
+        Some(d) => {
+            let name = d.strip_prefix('.').unwrap_or(d);
+            match HostPattern::parse(name) {
+                Ok(HostPattern::Exact(name)) => Some(name),
+                _ => {
+                    return Err(invalid(
+                        "session.cookie_domain",
+                        format!("{d:?} is not a domain name like \"example.com\""),
+                    ));
+                }
+            }
+        }
+    };
     let cookie_name = if base_name.starts_with("__Host-") || base_name.starts_with("__Secure-") {
         if !secure {
             return Err(invalid(
@@ -871,9 +925,18 @@ fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
                 "__Host- and __Secure- cookies need session.secure = true",
             ));
         }
+        if cookie_domain.is_some() && base_name.starts_with("__Host-") {
+            return Err(invalid(
+                "session.cookie_name",
+                "__Host- cookies cannot have a Domain; with session.cookie_domain use __Secure- (or no prefix: it is added)",
+            ));
+        }
         base_name.to_string()
+    } else if secure && cookie_domain.is_some() {
+        // A Domain rules out __Host-; __Secure- still makes browsers refuse it over http.
+        format!("__Secure-{base_name}")
     } else if secure {
-        // No Domain is ever set and Path is "/", so the strictest prefix applies.
+        // No Domain is set and Path is "/", so the strictest prefix applies.
         format!("__Host-{base_name}")
     } else {
         base_name.to_string()
@@ -919,6 +982,7 @@ fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
         absolute_timeout,
         cookie_max_age,
         sweep_interval,
+        cookie_domain,
     })
 }
 
@@ -952,6 +1016,20 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
             a.failure_window.as_deref(),
             Duration::from_secs(60),
         )?,
+        redirect_hosts: a
+            .redirect_hosts
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, h)| {
+                HostPattern::parse(h).map_err(|reason| {
+                    invalid(
+                        format!("auth.redirect_hosts[{i}]"),
+                        format!("{h:?} {reason}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

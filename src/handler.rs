@@ -17,13 +17,14 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::auth::login;
 use crate::conn::ConnInfo;
-use crate::gate::{Decision, Head};
+use crate::forward_auth::{self, EdgeProxy};
+use crate::gate::{Decision, Head, Verdict};
 use crate::headers;
 use crate::limits::MAX_HEAD_BYTES;
 use crate::logging::{self, RequestLine};
 use crate::paths::{self, BadTarget};
 use crate::policy::User;
-use crate::proxy::Forwarding;
+use crate::proxy::{Forwarding, Upstream};
 use crate::refusal;
 use crate::request_error::RequestError;
 use crate::response::{self, Body};
@@ -126,8 +127,15 @@ async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<
     if let Some(rest) = path.strip_prefix(app.config.auth.prefix.as_str())
         && (rest.is_empty() || rest.starts_with('/'))
     {
-        return (own_endpoint(app, conn, req).await, Logged::default());
+        return own_endpoint(app, conn, req).await;
     }
+    let Some(upstream) = &app.upstream else {
+        let res = response::text(
+            StatusCode::NOT_FOUND,
+            "not found: this sessiongate has no upstream.url; it serves only its own endpoints",
+        );
+        return (res, Logged::default());
+    };
     let verdict = app
         .gate
         .decide(&Head {
@@ -138,24 +146,49 @@ async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<
         })
         .await;
     let res = match &verdict.decision {
-        Decision::Allow { user } => proxy(app, conn, req, Some(user)).await,
-        Decision::Public { user } => proxy(app, conn, req, user.as_deref()).await,
+        Decision::Allow { user } => proxy(app, upstream, conn, req, Some(user)).await,
+        Decision::Public { user } => proxy(app, upstream, conn, req, user.as_deref()).await,
         refused => refusal::answer(app, &req, refused),
     };
+    (res, logged(verdict))
+}
+
+/// sessiongate's own endpoints, matched exactly (a query is ignored).
+async fn own_endpoint(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, Logged) {
+    let path = req.uri().path();
+    let edge = if path == app.routes.auth_nginx {
+        Some(EdgeProxy::Nginx)
+    } else if path == app.routes.auth_forward {
+        Some(EdgeProxy::Forward)
+    } else {
+        None
+    };
+    if let Some(edge) = edge {
+        let (res, verdict) = forward_auth::answer(app, conn, &req, edge).await;
+        return (res, verdict.map(logged).unwrap_or_default());
+    }
+    (page_endpoint(app, conn, req).await, Logged::default())
+}
+
+/// Who a decision names, for the access log.
+fn logged(verdict: Verdict) -> Logged {
     let user = match verdict.decision {
         Decision::Allow { user } => Some(user),
         Decision::Public { user } | Decision::Forbidden { user } => user,
         Decision::LoginRequired | Decision::Unavailable => None,
     };
-    let logged = Logged {
+    Logged {
         user,
         session: verdict.session,
-    };
-    (res, logged)
+    }
 }
 
-/// sessiongate's own endpoints, matched exactly.
-async fn own_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+/// The sign-in, sign-out and health endpoints.
+async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
     if path == app.routes.login {
@@ -182,11 +215,12 @@ async fn own_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Res
 
 async fn proxy(
     app: &App,
+    upstream: &Upstream,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     user: Option<&User>,
 ) -> Response<Body> {
-    app.upstream.prepare(
+    upstream.prepare(
         &mut req,
         Forwarding {
             identity_header: &app.config.upstream.identity_header,
@@ -198,7 +232,7 @@ async fn proxy(
             own_cookie: &app.config.session.cookie_name,
         },
     );
-    match app.upstream.send(req).await {
+    match upstream.send(req).await {
         Ok(res) => res.map(Either::Right),
         Err(e) => RequestError::Upstream(e).response(),
     }

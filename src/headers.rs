@@ -161,6 +161,11 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    host_without_port(authority)
+}
+
+/// `authority` (`host[:port]`) without its port; `None` when that leaves nothing.
+pub fn host_without_port(authority: &str) -> Option<&str> {
     let host = match authority.strip_prefix('[') {
         // An IPv6 literal keeps its brackets; the port follows the closing one.
         Some(rest) => &authority[..rest.find(']').map_or(authority.len(), |i| i + 2)],

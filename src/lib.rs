@@ -10,6 +10,7 @@ pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod forward_auth;
 pub mod gate;
 pub mod handler;
 pub mod headers;

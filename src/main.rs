@@ -52,12 +52,15 @@ fn main() -> ExitCode {
         (Some(Command::HashPassword), _) => hash_password(),
         (Some(Command::Check { config }), _) => Config::load(&config)
             .map(|c| {
+                let upstream = c.upstream.target.as_ref().map_or_else(
+                    || "no upstream".to_string(),
+                    |t| format!("upstream {}", t.authority),
+                );
                 println!(
-                    "{}: OK ({} users, {} rules, upstream {})",
+                    "{}: OK ({} users, {} rules, {upstream})",
                     config.display(),
                     c.users.len(),
                     c.rules.rules.len(),
-                    c.upstream.authority
                 );
             })
             .map_err(|e| e.to_string()),

@@ -9,6 +9,7 @@ use http::HeaderValue;
 use sha2::Digest;
 
 use crate::auth::password::{PasswordHash, dummy_like};
+use crate::auth::redirect::HostPattern;
 use crate::config::Config;
 use crate::identity::{UserId, UserNames};
 use crate::paths;
@@ -69,6 +70,7 @@ pub struct Policy {
     allowed: Vec<Vec<UserId>>,
     /// Checked for unknown users at login, so that they take as long as known ones.
     dummy: PasswordHash,
+    redirect_hosts: Vec<HostPattern>,
 }
 
 impl Policy {
@@ -119,6 +121,7 @@ impl Policy {
             rules: config.rules.clone(),
             allowed,
             dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
+            redirect_hosts: config.auth.redirect_hosts.clone(),
         }
     }
 
@@ -142,6 +145,11 @@ impl Policy {
 
     pub fn dummy_hash(&self) -> &PasswordHash {
         &self.dummy
+    }
+
+    /// `auth.redirect_hosts`: where a return address after login may point besides this site.
+    pub fn redirect_hosts(&self) -> &[HostPattern] {
+        &self.redirect_hosts
     }
 
     pub fn rules(&self) -> &RuleSet {

@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamConfig;
+use crate::config::UpstreamTarget;
 use crate::headers;
 use crate::policy::User;
 
@@ -160,7 +160,7 @@ pub struct Forwarding<'a> {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Upstream {
+    pub fn new(config: &UpstreamTarget) -> Upstream {
         let transport = match &config.tls {
             None => Transport::Plain(Arc::new(Pool {
                 idle: ThreadLocal::new(),

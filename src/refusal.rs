@@ -14,10 +14,22 @@ const FORBIDDEN_JSON: &str = "{\"error\":\"forbidden\"}\n";
 /// The answer to a refused request: `decision` is `LoginRequired`, `Forbidden` or
 /// `Unavailable`.
 pub fn answer<B>(app: &App, req: &Request<B>, decision: &Decision) -> Response<Body> {
-    let navigation = is_navigation(req.method(), req.headers());
+    let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    answer_for(app, req.method(), req.headers(), here, decision)
+}
+
+/// [`answer`] for a request given by its parts (forward-auth judges a request it only reads
+/// about): its method and headers, and `here`, the return address for the sign-in page.
+pub fn answer_for(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    here: &str,
+    decision: &Decision,
+) -> Response<Body> {
+    let navigation = is_navigation(method, headers);
     let mut res = match decision {
         Decision::LoginRequired if navigation => {
-            let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             response::redirect(StatusCode::FOUND, login_location(app, here))
         }
         Decision::LoginRequired => response::json(

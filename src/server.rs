@@ -241,16 +241,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
     let workers = config.server.workers;
     let app = App::new(config);
+    let upstream = match &app.config.upstream.target {
+        Some(t) => format!(
+            "upstream {}://{}",
+            if t.tls.is_some() { "https" } else { "http" },
+            t.authority
+        ),
+        None => "no upstream (login and forward-auth only)".to_string(),
+    };
     tracing::info!(
-        "sessiongate listening on {}://{} ({workers} workers), upstream {}://{}",
+        "sessiongate listening on {}://{} ({workers} workers), {upstream}",
         if app.tls.is_some() { "https" } else { "http" },
         listener.local_addr().unwrap_or(addr),
-        if app.config.upstream.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-        app.config.upstream.authority
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

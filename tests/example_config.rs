@@ -205,8 +205,13 @@ fn example_config_is_valid_and_its_comments_are_true() {
 
     assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
     assert!(config.server.tls.is_none(), "TLS is commented out");
-    assert_eq!(config.upstream.authority.as_str(), "127.0.0.1:3000");
-    assert!(config.upstream.tls.is_none());
+    let target = config
+        .upstream
+        .target
+        .as_ref()
+        .expect("the example has an upstream.url");
+    assert_eq!(target.authority.as_str(), "127.0.0.1:3000");
+    assert!(target.tls.is_none());
     assert_eq!(config.upstream.identity_header.as_str(), "x-forwarded-user");
     assert!(
         config.session.secret.is_none(),

@@ -188,3 +188,41 @@ async fn a_panicking_password_check_refuses_the_login_and_the_pool_goes_on() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     scenario.teardown();
 }
+
+/// Forward-auth fails closed too: a store that cannot answer is 503 from both endpoints, never
+/// a 200 that would let the edge proxy through.
+#[tokio::test]
+async fn forward_auth_answers_503_when_the_store_cannot_answer() {
+    let scenario = FailScenario::setup();
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&with_server(
+        &config_toml(upstream.addr, "", ""),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    ))
+    .await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+    fail::cfg("session-touch", "return").unwrap();
+    for (endpoint, headers) in [
+        (
+            "/.sessiongate/auth/nginx",
+            vec![("x-original-method", "GET"), ("x-original-uri", "/")],
+        ),
+        (
+            "/.sessiongate/auth/forward",
+            vec![
+                ("x-forwarded-method", "GET"),
+                ("x-forwarded-uri", "/"),
+                ("x-forwarded-host", "app.example.com"),
+                ("x-forwarded-proto", "https"),
+            ],
+        ),
+    ] {
+        let mut all = headers.clone();
+        all.push(("cookie", cookie.as_str()));
+        let res = get(proxy.addr, endpoint, &all).await;
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{endpoint}");
+        assert!(res.header("x-forwarded-user").is_none(), "{endpoint}");
+    }
+    fail::remove("session-touch");
+    scenario.teardown();
+}

@@ -62,16 +62,19 @@ pub fn auth_work(app: &App, req: &mut Request<()>, peer: &HeaderValue) {
         .ok()
         .flatten()
         .expect("live session");
-    app.upstream.prepare(
-        req,
-        Forwarding {
-            identity_header: &app.config.upstream.identity_header,
-            groups_header: &app.config.upstream.groups_header,
-            user: Some(&session.user),
-            peer,
-            trusted_peer: false,
-            proto: "http",
-            own_cookie: &app.config.session.cookie_name,
-        },
-    );
+    app.upstream
+        .as_ref()
+        .expect("the bench config has an upstream")
+        .prepare(
+            req,
+            Forwarding {
+                identity_header: &app.config.upstream.identity_header,
+                groups_header: &app.config.upstream.groups_header,
+                user: Some(&session.user),
+                peer,
+                trusted_peer: false,
+                proto: "http",
+                own_cookie: &app.config.session.cookie_name,
+            },
+        );
 }

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use super::csrf;
 use super::limiter::Verdict;
 use super::password::VerifyError;
-use super::redirect::safe_return_path;
+use super::redirect::safe_return;
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::page::{self, escape_html};
@@ -38,7 +38,7 @@ pub fn page(app: &App, status: StatusCode, rd: &str, message: Option<&str>) -> R
 <button type="submit">Sign in</button>
 </form>"#,
         action = escape_html(&app.routes.login),
-        rd = escape_html(safe_return_path(rd)),
+        rd = escape_html(safe_return(rd, app.gate.policy().redirect_hosts())),
         csrf = app.tokens.issue(),
     );
     page::html(status, "Sign in", &body)
@@ -244,8 +244,8 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
                 Err(e) => return store_unavailable(&e),
             };
             tracing::info!(user = username, "login");
-            let location = HeaderValue::from_str(safe_return_path(&form.rd))
-                .expect("safe return paths are visible ASCII");
+            let location = HeaderValue::from_str(safe_return(&form.rd, policy.redirect_hosts()))
+                .expect("safe return addresses are visible ASCII");
             let mut res = response::redirect(StatusCode::SEE_OTHER, location);
             res.headers_mut()
                 .insert(header::SET_COOKIE, app.session_cookie(&id));

@@ -1,4 +1,5 @@
-//! The return address (`rd`) after login: only a path on this site is ever followed.
+//! The return address (`rd`) after login: a path on this site, or an `https://` URL on a host
+//! listed in `auth.redirect_hosts`; anything else falls back to `/`.
 
 /// Longest return address kept; longer ones fall back to `/`.
 const MAX_LEN: usize = 2048;
@@ -21,9 +22,165 @@ pub fn safe_return_path(rd: &str) -> &str {
     if ok { rd } else { "/" }
 }
 
+/// An entry of `auth.redirect_hosts`: one host, or (written with a leading dot) a domain and
+/// all its subdomains. Lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Domain(String),
+}
+
+impl HostPattern {
+    /// Parses a config entry; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<HostPattern, &'static str> {
+        let (domain, name) = match text.strip_prefix('.') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if !is_host_name(name) {
+            return Err(
+                "must be a host name (\"app.example.com\") or a domain with a leading dot (\".example.com\"), without scheme, port or path",
+            );
+        }
+        let name = name.to_ascii_lowercase();
+        Ok(if domain {
+            HostPattern::Domain(name)
+        } else {
+            HostPattern::Exact(name)
+        })
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Domain(d) => {
+                host.eq_ignore_ascii_case(d)
+                    || host.len() > d.len() + 1
+                        && host.as_bytes()[host.len() - d.len() - 1] == b'.'
+                        && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
+            }
+        }
+    }
+}
+
+/// Letters, digits, `-` and `.`, as dot-separated labels that are not empty.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// `rd` if it is a same-site path ([`safe_return_path`]) or an `https://` URL on one of
+/// `hosts`, else `/`. The URL must be visible ASCII without `\` or `@` (no userinfo, which
+/// browsers would read as the host boundary), with a plain host name and an optional numeric
+/// port, followed by nothing or a path, query or fragment.
+pub fn safe_return<'a>(rd: &'a str, hosts: &[HostPattern]) -> &'a str {
+    if rd.starts_with('/') || hosts.is_empty() {
+        return safe_return_path(rd);
+    }
+    let Some(rest) = rd.strip_prefix("https://") else {
+        return "/";
+    };
+    let visible = rd.len() <= MAX_LEN
+        && rd
+            .bytes()
+            .all(|c| (0x21..=0x7e).contains(&c) && c != b'\\' && c != b'@');
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, port) = match rest[..end].split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (&rest[..end], None),
+    };
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if visible && port_ok && is_host_name(host) && hosts.iter().any(|h| h.matches(host)) {
+        rd
+    } else {
+        "/"
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::safe_return_path;
+    use super::{HostPattern, safe_return, safe_return_path};
+
+    fn hosts() -> Vec<HostPattern> {
+        ["app.example.com", ".example.org"]
+            .iter()
+            .map(|h| HostPattern::parse(h).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn absolute_return_urls_are_kept_only_for_listed_https_hosts() {
+        let hosts = hosts();
+        for ok in [
+            "https://app.example.com",
+            "https://app.example.com/",
+            "https://APP.example.com/x?y=1#z",
+            "https://app.example.com:8443/x",
+            "https://example.org/",
+            "https://a.b.example.org/path//x",
+        ] {
+            assert_eq!(safe_return(ok, &hosts), ok, "{ok}");
+        }
+        for bad in [
+            "http://app.example.com/",
+            "https://evil.com/",
+            "https://evil-example.com/",
+            "https://app.example.com.evil/",
+            "https://example.org.evil/",
+            "https://evilexample.org/",
+            "https://app.example.com@evil.com/",
+            "https://evil.com@app.example.com/",
+            "https://evil.com\\@app.example.com/",
+            "https://app.example.com\\evil.com",
+            "https://evil.com\\app.example.com",
+            "https:///app.example.com/",
+            "https:////evil.com",
+            "https://app.example.com:x/",
+            "https://app.example.com:/",
+            "https://app..example.com/",
+            "https://.example.org/",
+            "https://app.example.com/\tx",
+            "https://app.example.com/ x",
+            "//app.example.com/",
+            "HTTPS://app.example.com/",
+            "https:app.example.com",
+        ] {
+            assert_eq!(safe_return(bad, &hosts), "/", "{bad:?} was kept");
+        }
+        assert_eq!(safe_return("/local?x", &hosts), "/local?x");
+        assert_eq!(safe_return("https://app.example.com/", &[]), "/");
+    }
+
+    #[test]
+    fn host_patterns_are_host_names_or_dotted_domains() {
+        assert_eq!(
+            HostPattern::parse("App.Example.com"),
+            Ok(HostPattern::Exact("app.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse(".example.com"),
+            Ok(HostPattern::Domain("example.com".into()))
+        );
+        for bad in [
+            "",
+            ".",
+            "..example.com",
+            "https://a.example",
+            "a.example:443",
+            "a.example/x",
+            "*.example.com",
+            "a b",
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn same_site_paths_are_kept() {
@@ -79,6 +236,32 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 500, "only {checked} payloads read");
+    }
+
+    /// The same payloads with redirect hosts configured, on the hosts the payloads aim at
+    /// among others: whatever is kept stays on the site or, as a browser parses it (WHATWG
+    /// URL), lands on a listed host.
+    #[test]
+    fn oauth2_proxy_payloads_never_reach_an_unlisted_host() {
+        let list = include_str!("../../tests/data/oauth2-proxy-openredirects.txt");
+        let hosts: Vec<HostPattern> = ["app.example.com", ".example.org"]
+            .iter()
+            .map(|h| HostPattern::parse(h).unwrap())
+            .collect();
+        for line in list.lines().filter(|l| !l.trim().is_empty()) {
+            for candidate in [line.to_string(), percent_decode(line)] {
+                let kept = safe_return(&candidate, &hosts);
+                if kept == "/" || stays_on_site(kept) {
+                    continue;
+                }
+                let url = url::Url::parse(kept).unwrap_or_else(|e| panic!("{kept:?}: {e}"));
+                let host = url.host_str().unwrap_or_default();
+                assert!(
+                    url.scheme() == "https" && hosts.iter().any(|h| h.matches(host)),
+                    "{line:?} -> {kept:?} reaches {host:?}"
+                );
+            }
+        }
     }
 
     fn percent_decode(s: &str) -> String {

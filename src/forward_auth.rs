@@ -1,0 +1,268 @@
+//! Forward-auth: sessiongate as the login service behind an edge proxy that asks "may this
+//! request through, and who is it?". `{prefix}/auth/nginx` answers nginx `auth_request`,
+//! `{prefix}/auth/forward` answers Caddy `forward_auth` and Traefik ForwardAuth.
+//!
+//! Each endpoint reads the original request only from its own proxy's headers: an endpoint
+//! that guesses the proxy from whichever headers are present believes a header the client sent
+//! itself (a forward-auth bypass seen in other login proxies). The gate judges the original
+//! request exactly as it would judge a proxied one; this module only formats the decision.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::app::App;
+use crate::conn::ConnInfo;
+use crate::gate::{Decision, Head, Verdict};
+use crate::headers;
+use crate::paths;
+use crate::policy::{Policy, User};
+use crate::refusal;
+use crate::response::{self, Body, no_store};
+
+/// Which edge proxy an endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeProxy {
+    /// nginx `auth_request`: `X-Original-Method` and `X-Original-URI`, the host in `Host`.
+    /// Only 2xx, 401 and 403 are understood; anything else is an error to nginx.
+    Nginx,
+    /// Caddy `forward_auth`, Traefik ForwardAuth: `X-Forwarded-Method`, `-Proto`, `-Host`,
+    /// `-Uri`. The answer to a refusal is passed on to the client as it is.
+    Forward,
+}
+
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+
+/// The request the edge proxy asks about.
+struct Original {
+    method: Method,
+    /// Without the port.
+    host: Option<String>,
+    /// As sent (with its port), for an absolute return address.
+    authority: Option<String>,
+    /// Normalized, without the query.
+    path: String,
+    query: Option<String>,
+}
+
+impl Original {
+    /// The path and query, as the return address after login.
+    fn here(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+/// The answer to one forward-auth request, and the decision behind it (for the access log).
+pub async fn answer<B>(
+    app: &App,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    edge: EdgeProxy,
+) -> (Response<Body>, Option<Verdict>) {
+    if !conn.trusted {
+        tracing::warn!(
+            peer = %conn.peer,
+            "forward-auth request refused: the peer is not in server.trusted_proxies (add the edge proxy's address there)"
+        );
+        let res = response::text(
+            StatusCode::FORBIDDEN,
+            "forward-auth answers only the proxies in server.trusted_proxies",
+        );
+        return (res, None);
+    }
+    let original = match read_original(req.headers(), edge) {
+        Ok(original) => original,
+        Err(res) => return (res, None),
+    };
+    // sessiongate's own pages (the sign-in form above all) are open to everyone, or a proxy
+    // that asks about every path would send the sign-in page to the sign-in page.
+    if let Some(rest) = original.path.strip_prefix(app.config.auth.prefix.as_str())
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        return (allowed(app, None), None);
+    }
+    let policy = app.gate.policy();
+    let verdict = app
+        .gate
+        .decide(&Head {
+            method: &original.method,
+            host: original.host.as_deref(),
+            path: &original.path,
+            headers: req.headers(),
+        })
+        .await;
+    let res = match &verdict.decision {
+        Decision::Allow { user } => allowed(app, Some(user)),
+        Decision::Public { user } => allowed(app, user.as_ref()),
+        Decision::LoginRequired => login_required(app, &policy, req.headers(), &original, edge),
+        refused => refusal::answer_for(
+            app,
+            &original.method,
+            req.headers(),
+            &original.here(),
+            refused,
+        ),
+    };
+    (res, Some(verdict))
+}
+
+/// 200 with the identity and groups headers, both always present: empty without a user.
+/// (Caddy 2.6 copies a header named in `copy_headers` even when the answer lacks it, as the
+/// literal text of its placeholder, which the app would read as a user name.)
+fn allowed(app: &App, user: Option<&Arc<User>>) -> Response<Body> {
+    let mut res = response::text(StatusCode::OK, "ok");
+    let empty = HeaderValue::from_static("");
+    let h = res.headers_mut();
+    h.insert(
+        app.config.upstream.identity_header.clone(),
+        user.map_or(empty.clone(), |u| u.identity.clone()),
+    );
+    h.insert(
+        app.config.upstream.groups_header.clone(),
+        user.map_or(empty, |u| u.groups_value.clone()),
+    );
+    no_store(&mut res);
+    res
+}
+
+/// No session: 401 with the sign-in address in `Location` (nginx hands it to `error_page`
+/// through `auth_request_set`); from the forward endpoint a browser navigation gets the
+/// redirect itself.
+fn login_required(
+    app: &App,
+    policy: &Policy,
+    headers: &HeaderMap,
+    original: &Original,
+    edge: EdgeProxy,
+) -> Response<Body> {
+    let location = login_location(app, policy, headers, original, edge);
+    let mut res = if edge == EdgeProxy::Forward && refusal::is_navigation(&original.method, headers)
+    {
+        response::redirect(StatusCode::FOUND, location)
+    } else {
+        let mut res = response::json(
+            StatusCode::UNAUTHORIZED,
+            app.routes.unauthorized_json.clone(),
+        );
+        res.headers_mut().insert(header::LOCATION, location);
+        res
+    };
+    no_store(&mut res);
+    res
+}
+
+/// Where to sign in: normally the sign-in page on the original request's own host, with the
+/// return address as a path (the edge proxy routes `{prefix}/` there to sessiongate). With a
+/// central sign-in host (the edge proxy asks sessiongate by another `Host` than the original
+/// request's), the browser is sent there with the original URL as the return address, but
+/// only for hosts in `auth.redirect_hosts`, the ones the login form follows.
+fn login_location(
+    app: &App,
+    policy: &Policy,
+    headers: &HeaderMap,
+    original: &Original,
+    edge: EdgeProxy,
+) -> HeaderValue {
+    let here = original.here();
+    let login_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.parse::<http::uri::Authority>()
+                .is_ok_and(|a| a.as_str() == *h)
+        });
+    let central = match (edge, login_host, &original.host, &original.authority) {
+        (EdgeProxy::Forward, Some(login), Some(host), Some(authority))
+            if !headers::host_without_port(login).is_some_and(|l| l.eq_ignore_ascii_case(host))
+                && policy.redirect_hosts().iter().any(|p| p.matches(host)) =>
+        {
+            Some((login, authority))
+        }
+        _ => None,
+    };
+    let Some((login_host, authority)) = central else {
+        return refusal::login_location(app, &here);
+    };
+    let rd = format!("https://{authority}{here}");
+    let mut location = format!("https://{login_host}{}?rd=", app.routes.login);
+    location.extend(form_urlencoded::byte_serialize(rd.as_bytes()));
+    HeaderValue::from_str(&location).unwrap_or_else(|_| refusal::login_location(app, "/"))
+}
+
+/// The original request from the proxy's headers, or the answer that says what is missing.
+fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Response<Body>> {
+    let (method_header, uri_header) = match edge {
+        EdgeProxy::Nginx => (X_ORIGINAL_METHOD, X_ORIGINAL_URI),
+        EdgeProxy::Forward => (X_FORWARDED_METHOD, X_FORWARDED_URI),
+    };
+    let method = one(h, &method_header)?;
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| bad_header(&method_header, "is not an HTTP method"))?;
+    let uri = one(h, &uri_header)?;
+    let target: http::Uri = uri
+        .parse()
+        .map_err(|_| bad_header(&uri_header, "is not a request target"))?;
+    // Refusing the client's target: nginx turns anything but 401 and 403 into a 500, so it
+    // hears 403; the forward proxies pass a 400 on to the client.
+    let refused = |message: &str| match edge {
+        EdgeProxy::Nginx => response::text(StatusCode::FORBIDDEN, &format!("refused: {message}")),
+        EdgeProxy::Forward => response::text(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid request: {message}"),
+        ),
+    };
+    let path = paths::normalize(target.path(), target.query())
+        .map_err(|bad| refused(bad.message()))?
+        .into_owned();
+    let authority = match edge {
+        EdgeProxy::Nginx => h.get(header::HOST).and_then(|v| v.to_str().ok()),
+        EdgeProxy::Forward => Some(one(h, &headers::X_FORWARDED_HOST)?),
+    };
+    let authority = match authority {
+        None => None,
+        Some(a)
+            if a.parse::<http::uri::Authority>()
+                .is_ok_and(|p| p.as_str() == a) =>
+        {
+            Some(a.to_string())
+        }
+        Some(_) => return Err(refused("the original host is not a host name")),
+    };
+    let host = authority
+        .as_deref()
+        .and_then(headers::host_without_port)
+        .map(str::to_string);
+    Ok(Original {
+        method,
+        host,
+        authority,
+        path,
+        query: target.query().map(str::to_string),
+    })
+}
+
+/// The one value of `name` as text; two values are as bad as none (which would count?).
+fn one<'h>(h: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Response<Body>> {
+    let mut values = h.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => v.to_str().map_err(|_| bad_header(name, "is not text")),
+        (None, _) => Err(bad_header(
+            name,
+            "is missing: the edge proxy must set it (see the README's forward-auth configs)",
+        )),
+        (Some(_), Some(_)) => Err(bad_header(name, "is sent more than once")),
+    }
+}
+
+/// 400 for a forward-auth request the edge proxy built wrongly: a configuration mistake the
+/// operator must see, so it is logged too.
+fn bad_header(name: &HeaderName, problem: &str) -> Response<Body> {
+    tracing::warn!("forward-auth request refused: {name} {problem}");
+    response::text(StatusCode::BAD_REQUEST, &format!("{name} {problem}"))
+}
