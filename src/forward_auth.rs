@@ -78,7 +78,7 @@ pub async fn answer<B>(
     }
     let original = match read_original(req.headers(), edge) {
         Ok(original) => original,
-        Err(res) => return (res, None),
+        Err(e) => return (e.response(edge), None),
     };
     // sessiongate's own pages (the sign-in form above all) are open to everyone, or a proxy
     // that asks about every path would send the sign-in page to the sign-in page.
@@ -195,30 +195,60 @@ fn login_location(
     HeaderValue::from_str(&location).unwrap_or_else(|_| refusal::login_location(app, "/"))
 }
 
-/// The original request from the proxy's headers, or the answer that says what is missing.
-fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Response<Body>> {
+/// Why the original request cannot be judged.
+#[derive(Debug)]
+enum Unreadable {
+    /// The edge proxy built the request wrongly: a configuration mistake.
+    Header {
+        name: HeaderName,
+        problem: &'static str,
+    },
+    /// The client's target is not a clean path, or its host not a host name.
+    Target(&'static str),
+}
+
+impl Unreadable {
+    /// A proxy mistake is 400 and logged, for the operator. A refused target is 400 from the
+    /// forward endpoint (passed on to the client), 403 from nginx's (nginx turns anything but
+    /// 401 and 403 into a 500, and a client's bad target must not be a 500).
+    fn response(&self, edge: EdgeProxy) -> Response<Body> {
+        match self {
+            Unreadable::Header { name, problem } => {
+                tracing::warn!("forward-auth request refused: {name} {problem}");
+                response::text(StatusCode::BAD_REQUEST, &format!("{name} {problem}"))
+            }
+            Unreadable::Target(message) => match edge {
+                EdgeProxy::Nginx => {
+                    response::text(StatusCode::FORBIDDEN, &format!("refused: {message}"))
+                }
+                EdgeProxy::Forward => response::text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid request: {message}"),
+                ),
+            },
+        }
+    }
+}
+
+/// The original request from the proxy's headers.
+fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Unreadable> {
     let (method_header, uri_header) = match edge {
         EdgeProxy::Nginx => (X_ORIGINAL_METHOD, X_ORIGINAL_URI),
         EdgeProxy::Forward => (X_FORWARDED_METHOD, X_FORWARDED_URI),
     };
-    let method = one(h, &method_header)?;
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| bad_header(&method_header, "is not an HTTP method"))?;
-    let uri = one(h, &uri_header)?;
-    let target: http::Uri = uri
+    let method =
+        Method::from_bytes(one(h, &method_header)?.as_bytes()).map_err(|_| Unreadable::Header {
+            name: method_header.clone(),
+            problem: "is not an HTTP method",
+        })?;
+    let target: http::Uri = one(h, &uri_header)?
         .parse()
-        .map_err(|_| bad_header(&uri_header, "is not a request target"))?;
-    // Refusing the client's target: nginx turns anything but 401 and 403 into a 500, so it
-    // hears 403; the forward proxies pass a 400 on to the client.
-    let refused = |message: &str| match edge {
-        EdgeProxy::Nginx => response::text(StatusCode::FORBIDDEN, &format!("refused: {message}")),
-        EdgeProxy::Forward => response::text(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid request: {message}"),
-        ),
-    };
+        .map_err(|_| Unreadable::Header {
+            name: uri_header.clone(),
+            problem: "is not a request target",
+        })?;
     let path = paths::normalize(target.path(), target.query())
-        .map_err(|bad| refused(bad.message()))?
+        .map_err(|bad| Unreadable::Target(bad.message()))?
         .into_owned();
     let authority = match edge {
         EdgeProxy::Nginx => h.get(header::HOST).and_then(|v| v.to_str().ok()),
@@ -232,7 +262,7 @@ fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Response<Bo
         {
             Some(a.to_string())
         }
-        Some(_) => return Err(refused("the original host is not a host name")),
+        Some(_) => return Err(Unreadable::Target("the original host is not a host name")),
     };
     let host = authority
         .as_deref()
@@ -247,22 +277,21 @@ fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Response<Bo
     })
 }
 
-/// The one value of `name` as text; two values are as bad as none (which would count?).
-fn one<'h>(h: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Response<Body>> {
+/// The one value of `name` as text; two values are as bad as none (which one would count?).
+fn one<'h>(h: &'h HeaderMap, name: &HeaderName) -> Result<&'h str, Unreadable> {
     let mut values = h.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (Some(v), None) => v.to_str().map_err(|_| bad_header(name, "is not text")),
-        (None, _) => Err(bad_header(
-            name,
-            "is missing: the edge proxy must set it (see the README's forward-auth configs)",
-        )),
-        (Some(_), Some(_)) => Err(bad_header(name, "is sent more than once")),
-    }
-}
-
-/// 400 for a forward-auth request the edge proxy built wrongly: a configuration mistake the
-/// operator must see, so it is logged too.
-fn bad_header(name: &HeaderName, problem: &str) -> Response<Body> {
-    tracing::warn!("forward-auth request refused: {name} {problem}");
-    response::text(StatusCode::BAD_REQUEST, &format!("{name} {problem}"))
+    let problem = match (values.next(), values.next()) {
+        (Some(v), None) => match v.to_str() {
+            Ok(text) => return Ok(text),
+            Err(_) => "is not text",
+        },
+        (None, _) => {
+            "is missing: the edge proxy must set it (see the README's forward-auth configs)"
+        }
+        (Some(_), Some(_)) => "is sent more than once",
+    };
+    Err(Unreadable::Header {
+        name: name.clone(),
+        problem,
+    })
 }
