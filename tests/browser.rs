@@ -15,7 +15,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -36,25 +36,11 @@ const PROTECTED: &str = "/reports/q3?x=1";
 const LOGIN_PATH: &str = "/.sessiongate/login";
 const LOGOUT_PATH: &str = "/.sessiongate/logout";
 
-fn find_on_path(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(cmd))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 fn required(cmd: &str) -> PathBuf {
-    find_on_path(cmd).unwrap_or_else(|| {
-        panic!(
-            "`{cmd}` is not on PATH: this test drives a real browser. \
-             Run tests/install-deps.sh (it installs chromium and chromium-driver) and retry."
-        )
-    })
+    program(
+        cmd,
+        "this test drives a real browser (tests/install-deps.sh installs chromium and chromium-driver)",
+    )
 }
 
 /// A running chromedriver with its own process group and scratch directory. Dropping it,

@@ -24,6 +24,7 @@ const EXAMPLE_VALUES: &[&str] = &[
     "secret",
     "secret_file",
     "cookie_max_age",
+    "cookie_domain",
     "login_workers",
     // [[rules]] has no defaults: the example shows rules as illustrations.
     "path",

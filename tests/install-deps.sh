@@ -6,6 +6,8 @@ set -euo pipefail
 # command that proves the package is installed -> Debian package that provides it.
 # To add a dependency, add one line here (e.g. [nginx]=nginx [redis-server]=redis-server).
 declare -A PACKAGES=(
+  [nginx]=nginx                     # tests/edge_proxies.rs: forward-auth behind a real nginx
+  [caddy]=caddy                     # tests/edge_proxies.rs: forward-auth behind a real Caddy
   [chromium]=chromium               # tests/browser.rs: the real browser
   [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
 )

@@ -2,6 +2,7 @@
 //! plain HTTP/1.1 client with no cookie jar and no redirect following.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod edge;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -511,6 +512,26 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 pub fn raw_json(response: &str) -> Value {
     let body = response.split_once("\r\n\r\n").expect("a response head").1;
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programs
+
+/// The path of `cmd` on PATH (or in /usr/sbin, where Debian puts nginx); a panic that says
+/// `why` it is needed and how to get it otherwise.
+pub fn program(cmd: &str, why: &str) -> std::path::PathBuf {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+        .map(|dir| std::path::Path::new(dir).join(cmd))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!("`{cmd}` is not installed: {why}. Run tests/install-deps.sh and retry.")
+        })
 }
 
 // ---------------------------------------------------------------------------------------------
