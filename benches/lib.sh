@@ -47,6 +47,32 @@ http { access_log off; keepalive_requests 10000000; ${6:-}
 CONF
 }
 
+# nginx_authreq_conf DIR NAME PORT UPSTREAM_PORT GATE_PORT: writes DIR/NAME.conf, nginx in front
+# of the upstream asking sessiongate on GATE_PORT about every request with auth_request, as
+# README.md's forward-auth config does (upstream keep-alive to both).
+nginx_authreq_conf() {
+  cat >"$1/$2.conf" <<CONF
+worker_processes 1; daemon off; pid $1/$2.pid; error_log $1/$2.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  upstream up { server 127.0.0.1:$4; keepalive 256; }
+  upstream gate { server 127.0.0.1:$5; keepalive 256; }
+  server { listen 127.0.0.1:$3 backlog=4096;
+    location / {
+      auth_request /.sessiongate/auth/nginx;
+      auth_request_set \$auth_user \$upstream_http_x_forwarded_user;
+      auth_request_set \$auth_groups \$upstream_http_x_forwarded_groups;
+      proxy_set_header X-Forwarded-User \$auth_user; proxy_set_header X-Forwarded-Groups \$auth_groups;
+      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location = /.sessiongate/auth/nginx {
+      internal; proxy_pass http://gate; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_pass_request_body off; proxy_set_header Content-Length "";
+      proxy_set_header Host \$http_host; proxy_set_header X-Original-Method \$request_method;
+      proxy_set_header X-Original-URI \$request_uri; }
+    location /.sessiongate/ { proxy_pass http://gate; proxy_set_header Host \$http_host; } } }
+CONF
+}
+
 # sessiongate_toml PORT UPSTREAM_PORT [EXTRA_SERVER_LINES]: prints sessiongate's bench config
 # without users (plain http, so the cookie is not Secure; a fixed secret).
 sessiongate_toml() {

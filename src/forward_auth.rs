@@ -85,7 +85,7 @@ pub async fn answer<B>(
     if let Some(rest) = original.path.strip_prefix(app.config.auth.prefix.as_str())
         && (rest.is_empty() || rest.starts_with('/'))
     {
-        return (allowed(app, None), None);
+        return (for_edge(allowed(app, None), edge), None);
     }
     let policy = app.gate.policy();
     let verdict = app
@@ -109,14 +109,28 @@ pub async fn answer<B>(
             refused,
         ),
     };
-    (res, Some(verdict))
+    (for_edge(res, edge), Some(verdict))
+}
+
+/// The decision's answer as the edge proxy needs it. nginx reads only the status and headers
+/// of an `auth_request` answer, not its body, and so closes the connection after an answer
+/// that has one: without a body the connection to sessiongate stays alive (before, every auth
+/// request opened a new one; docs/BENCHMARKS.md). The forward proxies pass refusals on to the
+/// client, body and all, and drop the body of a 2xx.
+fn for_edge(mut res: Response<Body>, edge: EdgeProxy) -> Response<Body> {
+    if edge == EdgeProxy::Nginx || res.status().is_success() {
+        *res.body_mut() =
+            http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::new()));
+        res.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    res
 }
 
 /// 200 with the identity and groups headers, both always present: empty without a user.
 /// (Caddy 2.6 copies a header named in `copy_headers` even when the answer lacks it, as the
 /// literal text of its placeholder, which the app would read as a user name.)
 fn allowed(app: &App, user: Option<&Arc<User>>) -> Response<Body> {
-    let mut res = response::text(StatusCode::OK, "ok");
+    let mut res = response::text(StatusCode::OK, "");
     let empty = HeaderValue::from_static("");
     let h = res.headers_mut();
     h.insert(

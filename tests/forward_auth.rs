@@ -79,6 +79,9 @@ async fn nginx_endpoint_answers_200_with_identity_401_with_location_and_403_neve
     assert_eq!(res.header("x-forwarded-user"), Some("alice"));
     assert_eq!(res.header("x-forwarded-groups"), Some("admins,ops"));
     assert_eq!(res.header("cache-control"), Some("no-store"));
+    // No body: nginx does not read one and would close the connection over it.
+    assert!(res.body.is_empty(), "{}", res.text());
+    assert_eq!(res.header("content-length"), Some("0"));
 
     // Without a session: 401 with where to sign in, for browsers too (nginx's error_page
     // does the redirect).
@@ -93,10 +96,12 @@ async fn nginx_endpoint_answers_200_with_identity_401_with_location_and_403_neve
             res.header("location"),
             Some("/.sessiongate/login?rd=%2Fadmin%2Fx%3Fy%3D1")
         );
+        assert!(res.body.is_empty());
     }
 
     let res = ask(&proxy, NGINX, &nginx_headers("GET", "/admin"), Some(&bob)).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(res.body.is_empty());
     assert_eq!(res.header("x-forwarded-user"), None);
 
     // Public: 200, with both headers present and empty without a session.

@@ -20,6 +20,8 @@
 #   express      express + express-session (MemoryStore) + http-proxy-middleware: the classic session stack
 #   sessiongate  this project, release build, logged in, every request carries the session cookie
 #   sessiongate-quiet  the same with RUST_LOG=warn (no per-request log line; nginx's access_log is off too)
+#   nginx-authreq  nginx proxy_pass asking sessiongate (forward-auth only, no upstream) with
+#                auth_request on every request: sessiongate behind an existing nginx
 #   sessiongate-base   with --base-bin PATH: another sessiongate build (e.g. today's main) with the
 #                plain config, to compare a change against in the same interleaved run
 #
@@ -82,10 +84,11 @@ if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else 
 # Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges.
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5)) SB=$((BASE + 6))
+NA=$((BASE + 7)) NAG=$((BASE + 8))
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
-for p in $UP $NG $CA $EX $SG $SQ $SB; do port_free "$p"; done
+for p in $UP $NG $CA $EX $SG $SQ $SB $NA $NAG; do port_free "$p"; done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
@@ -121,11 +124,12 @@ print("%.0f %.3f %.3f %d"%(rps,p50,p99,(int(m.group(1)) if m else 0)+(sum(map(in
   fi
 }
 
-# cpu_ticks PID -> user+system clock ticks used so far by PID and all its descendants
+# cpu_ticks "PID [PID...]" -> user+system clock ticks used so far by the PIDs and all their
+# descendants (a peer made of two processes, such as nginx asking sessiongate, counts both)
 cpu_ticks() {
   python3 - "$1" <<'PY'
 import os, sys
-root = int(sys.argv[1]); kids = {}; ticks = {}
+roots = [int(p) for p in sys.argv[1].split()]; kids = {}; ticks = {}
 for d in os.listdir("/proc"):
     if not d.isdigit():
         continue
@@ -134,7 +138,7 @@ for d in os.listdir("/proc"):
     except OSError:
         continue
     kids.setdefault(int(f[1]), []).append(int(d)); ticks[int(d)] = int(f[11]) + int(f[12])
-todo, total = [root], 0
+todo, total = list(roots), 0
 while todo:
     p = todo.pop(); total += ticks.get(p, 0); todo += kids.get(p, [])
 print(total)
@@ -187,6 +191,18 @@ else
   if want sessiongate-quiet; then start_sessiongate sessiongate-quiet $SQ "$BIN" "$RULES" RUST_LOG=warn; fi
 fi
 if [ -n "$BASE_BIN" ] && want sessiongate-base; then start_sessiongate sessiongate-base $SB "$BASE_BIN" 0; fi
+if [ -n "$BIN" ] && want nginx-authreq; then
+  # sessiongate as the login service only (no [upstream]), trusting nginx on loopback.
+  printf '[server]\nlisten = "127.0.0.1:%s"\ntrusted_proxies = ["127.0.0.1"]\n\n[session]\nsecret = "bench-secret-0123456789abcdef0123456789abcdef"\nsecure = false\n' $NAG >"$WORK/authreq-gate.toml"
+  alice_user "$BIN" >>"$WORK/authreq-gate.toml"
+  $PIN_SRV "$BIN" --config "$WORK/authreq-gate.toml" >"$WORK/sessiongate-authreq.log" 2>&1 & PIDS+=($!); gate_pid=$!
+  nginx_authreq_conf "$WORK" nginx-authreq $NA $UP $NAG
+  $PIN_SRV nginx -c "$WORK/nginx-authreq.conf" -e "$WORK/nginx-authreq.err" & PIDS+=($!)
+  SPID[nginx-authreq]="$! $gate_pid"
+  wait_port $NAG && wait_port $NA
+  COOKIE[nginx-authreq]=$(python3 "$HERE/login.py" "http://127.0.0.1:$NA/.sessiongate/login" alice wonderland)
+  peers+=(nginx-authreq); URL[nginx-authreq]=http://127.0.0.1:$NA/
+fi
 
 # --- measure -------------------------------------------------------------------------------------
 declare -A RES
