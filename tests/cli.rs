@@ -78,6 +78,38 @@ fn broken_configs() -> Vec<(String, &'static str)> {
             good.replace("name = \"alice\"", "name = \"jos\u{e9}\""),
             "users[0].name",
         ),
+        (
+            good.replace(
+                "[[users]]",
+                "[auth]\nredirect_hosts = [\"https://app.example.com\"]\n[[users]]",
+            ),
+            "auth.redirect_hosts[0]",
+        ),
+        (
+            good.replace(
+                "[[users]]",
+                "[auth]\nredirect_hosts = [\"*.example.com\"]\n[[users]]",
+            ),
+            "auth.redirect_hosts[0]",
+        ),
+        (
+            good.replace(
+                "[session]",
+                "[session]\ncookie_domain = \"example.com:443\"",
+            ),
+            "session.cookie_domain",
+        ),
+        (
+            good.replace(
+                "[session]",
+                "[session]\ncookie_domain = \"example.com\"\ncookie_name = \"__Host-x\"",
+            ),
+            "session.cookie_name",
+        ),
+        (
+            good.replace("url = \"http://127.0.0.1:3000\"", "timeout = \"5s\""),
+            "upstream.timeout",
+        ),
         (good[..good.find("[[users]]").unwrap()].to_string(), "users"),
         ("[server\nlisten=".to_string(), "line"),
     ]

@@ -239,6 +239,30 @@ async fn settings_that_need_a_restart_are_named_and_left_as_they_were() {
     assert!(res.upstream_header("x-user").is_empty());
 }
 
+#[tokio::test]
+async fn redirect_hosts_reload_with_the_policy() {
+    let fx = fixture(|up| team_config(up, "", "")).await;
+    let proxy = &fx.proxy;
+    let rd = "https://app.example.com/x";
+    let follow = || async {
+        let res = post_login(
+            proxy,
+            &[("username", USER), ("password", PASSWORD), ("rd", rd)],
+            &[],
+        )
+        .await;
+        res.header("location").unwrap().to_string()
+    };
+    assert_eq!(follow().await, "/");
+    write(
+        &fx.file,
+        &team_config(fx.upstream.addr, "redirect_hosts = [\".example.com\"]", ""),
+    );
+    let done = proxy.app.reload().unwrap();
+    assert!(done.restart_only.is_empty(), "{:?}", done.restart_only);
+    assert_eq!(follow().await, rd);
+}
+
 /// The binary, a real SIGHUP, and what it logs.
 #[tokio::test]
 async fn sighup_reloads_the_running_binary_and_logs_what_happened() {

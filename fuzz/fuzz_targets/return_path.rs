@@ -1,9 +1,10 @@
-//! Fuzzes `auth::redirect::safe_return_path`, the filter on the post-login return address
-//! (`rd`) that ends up in a `Location` header.
+//! Fuzzes `auth::redirect::safe_return_path` and `safe_return`, the filters on the post-login
+//! return address (`rd`) that ends up in a `Location` header, without and with
+//! `auth.redirect_hosts`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::auth::redirect::safe_return_path;
+use sessiongate::auth::redirect::{HostPattern, safe_return, safe_return_path};
 
 /// What a browser does to a Location value before resolving it: drops tabs and newlines
 /// anywhere and reads `\` as `/` (WHATWG URL parsing for http(s) URLs).
@@ -40,5 +41,24 @@ fuzz_target!(|rd: &str| {
             base.origin(),
             "{kept:?} resolves to {target}"
         );
+    }
+
+    // With redirect hosts: a kept absolute URL lands, for the WHATWG parser, on a listed host
+    // over https; anything else kept is a path on the site, as above.
+    let hosts = [
+        HostPattern::parse("app.example.com").unwrap(),
+        HostPattern::parse(".example.org").unwrap(),
+    ];
+    let kept = safe_return(rd, &hosts);
+    assert!(kept == "/" || kept == rd, "{rd:?} -> {kept:?}");
+    assert!(http::HeaderValue::from_str(kept).is_ok());
+    if let Ok(target) = base.join(kept) {
+        if target.origin() != base.origin() {
+            let host = target.host_str().unwrap_or_default();
+            assert!(
+                target.scheme() == "https" && hosts.iter().any(|h| h.matches(host)),
+                "{kept:?} resolves to {target}"
+            );
+        }
     }
 });
