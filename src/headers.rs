@@ -169,7 +169,11 @@ pub fn host_without_port(authority: &str) -> Option<&str> {
     let host = match authority.strip_prefix('[') {
         // An IPv6 literal keeps its brackets; the port follows the closing one.
         Some(rest) => &authority[..rest.find(']').map_or(authority.len(), |i| i + 2)],
-        None => authority.split(':').next().unwrap_or(authority),
+        None => authority
+            .as_bytes()
+            .iter()
+            .position(|&b| b == b':')
+            .map_or(authority, |colon| &authority[..colon]),
     };
     (!host.is_empty()).then_some(host)
 }

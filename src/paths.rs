@@ -167,15 +167,62 @@ fn remove_dot_segments(path: &str) -> String {
     result
 }
 
-/// True when no backend could read the normalized `path` as another path: it has no encoded
-/// `/` or `\` (some servers decode them before routing), no `\` (read as `/` on Windows
-/// servers), no `;` (Tomcat and Jetty drop `;params`, so `/public/..;/admin` is `/admin` to
-/// them) and no dot segment left.
+/// What a normalized path holds that a backend could read differently, found in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// No encoded `/` or `\` (some servers decode them before routing), no `\` (read as `/`
+    /// on Windows servers), no `;` (Tomcat and Jetty drop `;params`, so `/public/..;/admin`
+    /// is `/admin` to them) and no dot segment left.
+    pub unambiguous: bool,
+    /// `//` somewhere: many servers merge repeated slashes.
+    pub repeated_slash: bool,
+}
+
+impl Shape {
+    /// Whether a lenient backend reads the path as written.
+    pub fn is_plain(self) -> bool {
+        self.unambiguous && !self.repeated_slash
+    }
+}
+
+/// The [`Shape`] of a normalized path (escapes in upper case, as `normalize` leaves them).
+pub fn shape(path: &str) -> Shape {
+    let b = path.as_bytes();
+    let mut unambiguous = true;
+    let mut repeated_slash = false;
+    let mut segment_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'\\' | b';' => unambiguous = false,
+            b'%' if matches!(b.get(i + 1..i + 3), Some(b"2F" | b"5C")) => unambiguous = false,
+            b'/' => {
+                if i > 0 && b[i - 1] == b'/' {
+                    repeated_slash = true;
+                }
+                if is_dot_segment(&b[segment_start..i]) {
+                    unambiguous = false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if is_dot_segment(&b[segment_start..]) {
+        unambiguous = false;
+    }
+    Shape {
+        unambiguous,
+        repeated_slash,
+    }
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
+}
+
+/// True when no backend could read the normalized `path` as another path (see [`Shape`]).
 pub fn is_unambiguous(path: &str) -> bool {
-    !path.contains(['\\', ';'])
-        && !path.contains("%2F")
-        && !path.contains("%5C")
-        && !path.split('/').any(|seg| seg == "." || seg == "..")
+    shape(path).unambiguous
 }
 
 /// How a lenient backend may read a normalized path that is ambiguous or has repeated
@@ -184,7 +231,7 @@ pub fn is_unambiguous(path: &str) -> bool {
 /// when there is no other reading. Access rules judge both readings and keep the stricter
 /// answer, so no spelling of a path gets past a rule a backend would apply to it.
 pub fn backend_reading(path: &str) -> Option<String> {
-    if is_unambiguous(path) && !path.contains("//") {
+    if shape(path).is_plain() {
         return None;
     }
     let slashes = path
@@ -287,6 +334,25 @@ mod tests {
         ] {
             assert_eq!(norm(input).unwrap(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn the_shape_of_a_path_is_found_in_one_pass() {
+        let plain = Shape {
+            unambiguous: true,
+            repeated_slash: false,
+        };
+        for p in ["/", "/a/b.css", "/a..b/.c", "/x/", "/caf%C3%A9", "/a%2"] {
+            assert_eq!(shape(p), plain, "{p}");
+        }
+        for p in [
+            "/a;b", "/a\\b", "/a%2Fb", "/a%5C", "/.", "/..", "/a/./b", "/a/../b", "/a/..",
+        ] {
+            assert!(!shape(p).unambiguous, "{p}");
+        }
+        assert!(shape("//a").repeated_slash && shape("//a").unambiguous);
+        assert!(shape("/a//").repeated_slash);
+        assert!(!shape("/a/b/").repeated_slash);
     }
 
     #[test]

@@ -160,7 +160,11 @@ impl Policy {
     /// judged as written and, when a lenient backend could read it as another path, as that
     /// path too; the stricter answer stands.
     pub fn judge(&self, user: Option<&User>, target: &Target<'_>) -> Judgement<'_> {
-        let first = self.judge_reading(user, target, paths::is_unambiguous(target.path));
+        let shape = paths::shape(target.path);
+        let first = self.judge_reading(user, target, shape.unambiguous);
+        if shape.is_plain() {
+            return first;
+        }
         match paths::backend_reading(target.path) {
             None => first,
             Some(path) => {
