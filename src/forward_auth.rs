@@ -87,15 +87,19 @@ pub async fn answer<B>(
     {
         return (for_edge(allowed(app, None), edge), None);
     }
+    // The decision and the return address come from one policy.
     let policy = app.gate.policy();
     let verdict = app
         .gate
-        .decide(&Head {
-            method: &original.method,
-            host: original.host.as_deref(),
-            path: &original.path,
-            headers: req.headers(),
-        })
+        .decide_under(
+            &policy,
+            &Head {
+                method: &original.method,
+                host: original.host.as_deref(),
+                path: &original.path,
+                headers: req.headers(),
+            },
+        )
         .await;
     let res = match &verdict.decision {
         Decision::Allow { user } => allowed(app, Some(user)),
@@ -119,8 +123,7 @@ pub async fn answer<B>(
 /// client, body and all, and drop the body of a 2xx.
 fn for_edge(mut res: Response<Body>, edge: EdgeProxy) -> Response<Body> {
     if edge == EdgeProxy::Nginx || res.status().is_success() {
-        *res.body_mut() =
-            http_body_util::Either::Left(http_body_util::Full::new(bytes::Bytes::new()));
+        *res.body_mut() = Body::Left(http_body_util::Full::new(bytes::Bytes::new()));
         res.headers_mut().remove(header::CONTENT_TYPE);
     }
     res
@@ -130,7 +133,7 @@ fn for_edge(mut res: Response<Body>, edge: EdgeProxy) -> Response<Body> {
 /// (Caddy 2.6 copies a header named in `copy_headers` even when the answer lacks it, as the
 /// literal text of its placeholder, which the app would read as a user name.)
 fn allowed(app: &App, user: Option<&Arc<User>>) -> Response<Body> {
-    let mut res = response::text(StatusCode::OK, "");
+    let mut res = Response::new(Body::Left(http_body_util::Full::new(bytes::Bytes::new())));
     let empty = HeaderValue::from_static("");
     let h = res.headers_mut();
     h.insert(

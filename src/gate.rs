@@ -16,7 +16,6 @@ use crate::rules::Target;
 use crate::session::{CookieSigner, SessionId, SessionStore, StoreError};
 
 /// What to do with a request.
-#[derive(Clone)]
 pub enum Decision {
     /// A logged-in user the rules let in.
     Allow { user: Arc<User> },
@@ -28,17 +27,6 @@ pub enum Decision {
     Forbidden { user: Option<Arc<User>> },
     /// The session store could not answer: refused, never treated as anonymous.
     Unavailable,
-}
-
-impl Decision {
-    /// The user the upstream is told about, if the request goes through.
-    pub fn forwarded_user(&self) -> Option<&Arc<User>> {
-        match self {
-            Decision::Allow { user } => Some(user),
-            Decision::Public { user } => user.as_ref(),
-            _ => None,
-        }
-    }
 }
 
 /// A decision and the session it was made for, which the access log names.
@@ -159,11 +147,16 @@ impl Gate {
         found.and_then(|v| self.signer.verify(v))
     }
 
-    /// The decision for one request.
+    /// The decision for one request under the policy of the moment.
     pub async fn decide(&self, head: &Head<'_>) -> Verdict {
         // One policy for the whole decision, even if a reload swaps it meanwhile.
-        let policy = self.policy.load();
-        let session = match self.authenticate_under(&policy, head.headers) {
+        self.decide_under(&self.policy.load(), head).await
+    }
+
+    /// [`decide`](Self::decide) under `policy`, for a caller that needs the same policy for
+    /// more than the decision (forward-auth's return address).
+    pub async fn decide_under(&self, policy: &Policy, head: &Head<'_>) -> Verdict {
+        let session = match self.authenticate_under(policy, head.headers) {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!("request refused: {e}");

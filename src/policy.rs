@@ -130,10 +130,6 @@ impl Policy {
         self.by_name.get(name)
     }
 
-    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
-        self.by_name.values()
-    }
-
     /// The user a session's owner is today: `None` when the user was removed or their password
     /// changed since the session began.
     pub fn current(&self, owner: Owner) -> Option<&Arc<User>> {
@@ -150,10 +146,6 @@ impl Policy {
     /// `auth.redirect_hosts`: where a return address after login may point besides this site.
     pub fn redirect_hosts(&self) -> &[HostPattern] {
         &self.redirect_hosts
-    }
-
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
     }
 
     /// What the rules say about `target` for `user` (`None`: nobody logged in). The path is
