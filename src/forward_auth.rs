@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 
 use crate::app::App;
 use crate::conn::ConnInfo;
-use crate::gate::{Decision, Head, Verdict};
+use crate::gate::{Decision, Head, HostOf, Verdict};
 use crate::headers;
 use crate::paths;
 use crate::policy::{Policy, User};
@@ -95,7 +95,7 @@ pub async fn answer<B>(
             &policy,
             &Head {
                 method: &original.method,
-                host: original.host.as_deref(),
+                host: HostOf::Known(original.host.as_deref()),
                 path: &original.path,
                 headers: req.headers(),
             },

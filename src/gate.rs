@@ -44,11 +44,29 @@ pub struct Authenticated {
 /// The parts of a request the gate judges.
 pub struct Head<'a> {
     pub method: &'a Method,
-    /// The host the client asked for, without its port.
-    pub host: Option<&'a str>,
+    /// The host the client asked for, looked up only when a rule names a host.
+    pub host: HostOf<'a>,
     /// The normalized path, without the query.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+}
+
+/// Where a request's host comes from.
+#[derive(Clone, Copy)]
+pub enum HostOf<'a> {
+    /// Already known, without its port (forward-auth reads it from the proxy's header).
+    Known(Option<&'a str>),
+    /// The request's `Host` header or target authority.
+    Request(&'a HeaderMap, &'a http::Uri),
+}
+
+impl<'a> HostOf<'a> {
+    fn get(self) -> Option<&'a str> {
+        match self {
+            HostOf::Known(host) => host,
+            HostOf::Request(headers, uri) => crate::headers::request_host(headers, uri),
+        }
+    }
 }
 
 pub struct Gate {
@@ -168,7 +186,12 @@ impl Gate {
         };
         let target = Target {
             method: head.method,
-            host: head.host,
+            // Looked up under the same policy that is judging, never skipped for a rule.
+            host: if policy.has_host_rules() {
+                head.host.get()
+            } else {
+                None
+            },
             path: head.path,
         };
         let user = session.as_ref().map(|s| &s.user);

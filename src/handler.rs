@@ -18,7 +18,7 @@ use crate::app::App;
 use crate::auth::login;
 use crate::conn::ConnInfo;
 use crate::forward_auth::{self, EdgeProxy};
-use crate::gate::{Decision, Head, Verdict};
+use crate::gate::{Decision, Head, HostOf, Verdict};
 use crate::headers;
 use crate::limits::MAX_HEAD_BYTES;
 use crate::logging::{self, RequestLine};
@@ -140,7 +140,7 @@ async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<
         .gate
         .decide(&Head {
             method: req.method(),
-            host: headers::request_host(req.headers(), req.uri()),
+            host: HostOf::Request(req.headers(), req.uri()),
             path,
             headers: req.headers(),
         })

@@ -71,6 +71,8 @@ pub struct Policy {
     /// Checked for unknown users at login, so that they take as long as known ones.
     dummy: PasswordHash,
     redirect_hosts: Vec<HostPattern>,
+    /// Some rule names a host: only then is a request's host looked up.
+    host_rules: bool,
 }
 
 impl Policy {
@@ -122,6 +124,7 @@ impl Policy {
             allowed,
             dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
             redirect_hosts: config.auth.redirect_hosts.clone(),
+            host_rules: config.rules.rules.iter().any(|r| r.host.is_some()),
         }
     }
 
@@ -141,6 +144,11 @@ impl Policy {
 
     pub fn dummy_hash(&self) -> &PasswordHash {
         &self.dummy
+    }
+
+    /// Whether any rule names a host.
+    pub fn has_host_rules(&self) -> bool {
+        self.host_rules
     }
 
     /// `auth.redirect_hosts`: where a return address after login may point besides this site.

@@ -239,6 +239,37 @@ async fn settings_that_need_a_restart_are_named_and_left_as_they_were() {
     assert!(res.upstream_header("x-user").is_empty());
 }
 
+/// A host rule added by a reload applies at once: the request's host is looked up whenever the
+/// policy has host rules, and only then.
+#[tokio::test]
+async fn a_host_rule_added_by_a_reload_applies_to_the_next_request() {
+    let fx = fixture(|up| team_config(up, "", "")).await;
+    let proxy = &fx.proxy;
+    let bob = login(proxy, "bob", BOB_PASSWORD).await;
+    let on = |host: &'static str| {
+        let bob = bob.clone();
+        async move {
+            get(proxy.addr, "/", &[("cookie", &bob), ("host", host)])
+                .await
+                .status
+        }
+    };
+    assert_eq!(on("grafana.example.com").await, StatusCode::OK);
+    let rule = "[[rules]]\npath = \"/\"\nhost = \"grafana.example.com\"\nallow = [\"carol\"]\n";
+    write(&fx.file, &team_config(fx.upstream.addr, "", rule));
+    proxy.app.reload().unwrap();
+    assert_eq!(on("grafana.example.com").await, StatusCode::FORBIDDEN);
+    assert_eq!(on("Grafana.example.com:8443").await, StatusCode::FORBIDDEN);
+    assert_eq!(on("app.example.com").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_proxy_not_started_from_a_file_refuses_to_reload() {
+    let (_upstream, proxy) = start().await;
+    let err = proxy.app.reload().unwrap_err().to_string();
+    assert_eq!(err, "sessiongate was not started from a config file");
+}
+
 #[tokio::test]
 async fn redirect_hosts_reload_with_the_policy() {
     let fx = fixture(|up| team_config(up, "", "")).await;
