@@ -7,13 +7,8 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 
-const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
-
-const RULES: &str = r#"
-[[rules]]
-path = "/admin"
-allow = ["group:admins"]
-
+/// The /reports rules (by method, first match wins) and the public POST hook.
+const REPORTS_AND_HOOKS: &str = r#"
 [[rules]]
 path = "/reports"
 methods = ["GET", "HEAD"]
@@ -27,16 +22,15 @@ allow = ["group:admins"]
 path = "/hooks/"
 methods = ["POST"]
 public = true
-
-[[rules]]
-path = "/"
-host = "grafana.example.com"
-allow = ["carol"]
-
-[[rules]]
-path = "/internal"
-deny = true
 "#;
+
+const INTERNAL_DENIED: &str = "\n[[rules]]\npath = \"/internal\"\ndeny = true\n";
+
+/// The rules of most tests here, in this order: /admin for admins, /reports by method, a public
+/// POST hook, the grafana host for carol, /internal for nobody.
+fn rules() -> String {
+    format!("{ADMINS_RULE}{REPORTS_AND_HOOKS}{GRAFANA_RULE}{INTERNAL_DENIED}")
+}
 
 async fn start_team(auth: &str, rules: &str) -> (Upstream, Proxy) {
     let upstream = start_upstream().await;
@@ -98,7 +92,7 @@ async fn expect(
 
 #[tokio::test]
 async fn rules_decide_by_user_group_method_and_host_first_match_wins() {
-    let (upstream, proxy) = start_team("", RULES).await;
+    let (upstream, proxy) = start_team("", &rules()).await;
     let s = log_everyone_in(&proxy).await;
     let (alice, bob, carol) = (
         Some(s.alice.as_str()),
@@ -162,7 +156,7 @@ async fn rules_decide_by_user_group_method_and_host_first_match_wins() {
 
 #[tokio::test]
 async fn a_refused_user_gets_a_403_page_or_json_and_never_the_login_page() {
-    let (upstream, proxy) = start_team("", RULES).await;
+    let (upstream, proxy) = start_team("", &rules()).await;
     let bob = login(&proxy, "bob", BOB_PASSWORD).await;
 
     let page = get(proxy.addr, "/admin/settings", &[("cookie", &bob), BROWSER]).await;
@@ -241,7 +235,7 @@ async fn a_refused_user_gets_a_403_page_or_json_and_never_the_login_page() {
 
 #[tokio::test]
 async fn anonymous_browsers_are_sent_to_sign_in_for_allow_rules_but_refused_by_deny() {
-    let (upstream, proxy) = start_team("", RULES).await;
+    let (upstream, proxy) = start_team("", &rules()).await;
     let res = get(proxy.addr, "/admin?tab=2", &[BROWSER]).await;
     assert_eq!(res.status, StatusCode::FOUND);
     assert_eq!(
@@ -344,7 +338,7 @@ allow = ["group:admins"]
 
 #[tokio::test]
 async fn the_groups_header_names_the_users_groups_and_client_copies_are_removed() {
-    let (_upstream, proxy) = start_team("public_paths = [\"/public\"]", RULES).await;
+    let (_upstream, proxy) = start_team("public_paths = [\"/public\"]", &rules()).await;
     let s = log_everyone_in(&proxy).await;
     let spoofs = [
         ("x-forwarded-groups", "admins"),

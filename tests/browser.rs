@@ -457,7 +457,7 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
 #[tokio::test]
 async fn a_refused_user_sees_the_access_denied_page_and_signs_out_in_headless_chromium() {
     let upstream = start_upstream().await;
-    let rules = "[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
+    let rules = ADMINS_RULE;
     let proxy = start_proxy_with(&team_config(upstream.addr, "", rules)).await;
     in_chromium(|client| async move { refused(&client, &upstream, &proxy).await }).await;
 }

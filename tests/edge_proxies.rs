@@ -8,7 +8,6 @@ use common::*;
 use http::{Method, StatusCode};
 
 const README: &str = include_str!("../README.md");
-const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
 
 /// The README code block whose first line is `first_line`.
 fn readme_block(first_line: &str) -> String {
@@ -37,11 +36,10 @@ fn caddy_config(app: &str, gate: &str) -> String {
 
 /// sessiongate as the login service only (no upstream), trusting the edge proxy on loopback.
 async fn start_gate() -> Proxy {
-    let rules = "[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
     let toml = team_config(
         "127.0.0.1:9".parse().unwrap(),
         "public_paths = [\"/public\"]",
-        rules,
+        ADMINS_RULE,
     )
     .replace("[upstream]\nurl = \"http://127.0.0.1:9\"\n", "")
     .replace(

@@ -10,23 +10,15 @@ use http::StatusCode;
 
 const NGINX: &str = "/.sessiongate/auth/nginx";
 const FORWARD: &str = "/.sessiongate/auth/forward";
-const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
-
-const RULES: &str = r#"
-[[rules]]
-path = "/admin"
-allow = ["group:admins"]
-
-[[rules]]
-path = "/"
-host = "grafana.example.com"
-allow = ["carol"]
-"#;
 
 /// A sessiongate that trusts the test client as its edge proxy, with `auth` lines in [auth].
 async fn start_auth(auth: &str, server: &str) -> Proxy {
     let toml = with_server(
-        &team_config("127.0.0.1:9".parse().unwrap(), auth, RULES),
+        &team_config(
+            "127.0.0.1:9".parse().unwrap(),
+            auth,
+            &format!("{ADMINS_RULE}{GRAFANA_RULE}"),
+        ),
         server,
     );
     start_proxy_with(&toml).await

@@ -167,7 +167,7 @@ async fn new_rules_apply_to_live_sessions_and_a_broken_file_keeps_the_running_po
     let alice = login(proxy, USER, PASSWORD).await;
     assert_eq!(whoami(proxy, &bob, "/admin").await, Ok("bob".into()));
 
-    let rules = "[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
+    let rules = ADMINS_RULE;
     write(&fx.file, &team_config(fx.upstream.addr, "", rules));
     let done = proxy.app.reload().unwrap();
     assert_eq!((done.rules, done.ended_sessions), (1, 0));

@@ -170,24 +170,11 @@ fn check_refuses_wrong_rules_and_names_them() {
 fn explain_prints_the_decision_and_the_rule_that_made_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessiongate.toml");
-    let rules = r#"
-[[rules]]
-path = "/admin"
-allow = ["group:admins"]
-
-[[rules]]
-path = "/"
-host = "grafana.example.com"
-allow = ["carol"]
-
-[[rules]]
-path = "/hooks/"
-methods = ["POST"]
-public = true
-"#;
+    let hooks = "\n[[rules]]\npath = \"/hooks/\"\nmethods = [\"POST\"]\npublic = true\n";
+    let rules = format!("{ADMINS_RULE}{GRAFANA_RULE}{hooks}");
     std::fs::write(
         &file,
-        team(rules).replacen("[auth]\n", "[auth]\npublic_paths = [\"/healthz\"]\n", 1),
+        team(&rules).replacen("[auth]\n", "[auth]\npublic_paths = [\"/healthz\"]\n", 1),
     )
     .unwrap();
     for (args, wants) in [

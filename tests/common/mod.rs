@@ -259,6 +259,16 @@ password_hash = "{hash}"
     )
 }
 
+/// The Accept header of a browser loading a page.
+pub const BROWSER: (&str, &str) = ("accept", "text/html,application/xhtml+xml");
+
+/// `/admin` for group admins only (alice in [`team_config`]).
+pub const ADMINS_RULE: &str = "\n[[rules]]\npath = \"/admin\"\nallow = [\"group:admins\"]\n";
+
+/// Everything on host grafana.example.com for carol only.
+pub const GRAFANA_RULE: &str =
+    "\n[[rules]]\npath = \"/\"\nhost = \"grafana.example.com\"\nallow = [\"carol\"]\n";
+
 pub const BOB_PASSWORD: &str = "the-builder";
 pub const CAROL_PASSWORD: &str = "carol-password";
 
