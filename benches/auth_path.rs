@@ -13,7 +13,13 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request};
 use sessiongate::identity::UserNames;
-use sessiongate::session::{Owner, SessionStore};
+use sessiongate::session::browser::Browser;
+use sessiongate::session::{Owner, SessionMeta, SessionStore};
+
+const META: SessionMeta = SessionMeta {
+    client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    browser: Browser::UNKNOWN,
+};
 
 fn auth_path(c: &mut Criterion) {
     let app = app("alice");
@@ -26,7 +32,9 @@ fn auth_path(c: &mut Criterion) {
     let id = app
         .gate
         .sessions()
-        .create(owner)
+        .memory()
+        .expect("the bench runs the in-memory store")
+        .create(owner, &META)
         .expect("the in-memory store creates sessions");
     let cookie = format!(
         "{}={}",
@@ -76,7 +84,9 @@ fn store(c: &mut Criterion) {
             user: UserNames::default().intern("alice"),
             credentials: 1,
         };
-        let ids: Vec<_> = (0..live).map(|_| store.create(alice).unwrap()).collect();
+        let ids: Vec<_> = (0..live)
+            .map(|_| store.create(alice, &META).unwrap())
+            .collect();
         let mut i = 0usize;
         c.bench_function(&format!("store touch, {live} live sessions"), |b| {
             b.iter(|| {

@@ -15,7 +15,13 @@ use common::{app, auth_work, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
 use sessiongate::identity::UserNames;
-use sessiongate::session::{Owner, SessionId, SessionStore};
+use sessiongate::session::browser::Browser;
+use sessiongate::session::{Owner, SessionId, SessionMeta, SessionStore};
+
+const META: SessionMeta = SessionMeta {
+    client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    browser: Browser::UNKNOWN,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -33,7 +39,7 @@ fn user(_: &SessionStore) -> Owner {
 fn filled(n: usize, idle: Duration) -> (SessionStore, Vec<SessionId>) {
     let store = SessionStore::new(idle, HOUR);
     let ids = (0..n)
-        .map(|_| store.create(user(&store)).unwrap())
+        .map(|_| store.create(user(&store), &META).unwrap())
         .collect();
     (store, ids)
 }
@@ -46,7 +52,7 @@ fn create(c: &mut Criterion) {
             let mut made = Vec::with_capacity(iters as usize);
             let t = Instant::now();
             for _ in 0..iters {
-                made.push(store.create(user(&store)).unwrap());
+                made.push(store.create(user(&store), &META).unwrap());
             }
             let elapsed = t.elapsed();
             for id in &made {
@@ -92,7 +98,9 @@ fn auth_path_big_store(c: &mut Criterion) {
             let id = app
                 .gate
                 .sessions()
-                .create(owner)
+                .memory()
+                .expect("the bench runs the in-memory store")
+                .create(owner, &META)
                 .expect("the in-memory store creates sessions");
             format!("{cookie_name}={}", app.signer.sign(&id))
         })

@@ -30,7 +30,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use sessiongate::session::{Owner, SessionId};
+use sessiongate::session::browser::Browser;
+use sessiongate::session::{Owner, SessionId, SessionMeta};
 use sessiongate::{App, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -160,7 +161,7 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let app = App::new(config);
+        let app = App::new(config).expect("the session store can be set up");
         let (stop, stopped) = oneshot::channel::<()>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -299,6 +300,12 @@ fn rss_kib() -> Res<u64> {
         .parse()?)
 }
 
+/// Where the bench's sessions say they started (the sessions page is not measured here).
+const META: SessionMeta = SessionMeta {
+    client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    browser: Browser::UNKNOWN,
+};
+
 fn user_names() -> Vec<String> {
     (0..USERS).map(|i| format!("user{i:03}")).collect()
 }
@@ -315,7 +322,9 @@ fn fill(proxy: &Proxy, names: &[String], from: usize, to: usize) -> Option<(Sess
                 .app
                 .gate
                 .sessions()
-                .create(user)
+                .memory()
+                .expect("the bench runs the in-memory store")
+                .create(user, &META)
                 .expect("the in-memory store creates sessions"),
             i % names.len(),
         ));
@@ -336,7 +345,9 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
         .app
         .gate
         .sessions()
-        .create(proxy.user("user000"))
+        .memory()
+        .expect("the bench runs the in-memory store")
+        .create(proxy.user("user000"), &META)
         .expect("the in-memory store creates sessions");
     verify(&rt, &proxy, &probe, "user000", echo)?;
     let base = rss_kib()?;
@@ -431,7 +442,9 @@ fn serve_filled(args: &Args, upstream: &str) -> Res<()> {
         .app
         .gate
         .sessions()
-        .create(proxy.user("alice"))
+        .memory()
+        .expect("the bench runs the in-memory store")
+        .create(proxy.user("alice"), &META)
         .expect("the in-memory store creates sessions");
     let rss_empty = rss_kib()?;
     fill(&proxy, &names, 0, args.sessions);

@@ -9,11 +9,15 @@ use http::HeaderValue;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::password::Verifier;
-use crate::config::{Config, SameSite};
+use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
+use crate::config::{Config, SameSite, StoreConfig};
 use crate::error::ConfigError;
 use crate::gate::Gate;
+use crate::identity::UserNames;
 use crate::proxy::Upstream;
-use crate::session::{CookieSigner, SessionId, SessionStore};
+use crate::redis_link::{LinkError, RedisLink};
+use crate::session::redis::RedisStore;
+use crate::session::{CookieSigner, SessionId, SessionKeys, SessionStore, Sessions};
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,7 +29,7 @@ pub struct App {
     pub signer: CookieSigner,
     pub verifier: Verifier,
     pub tokens: FormTokens,
-    pub limiter: Limiter,
+    pub limiter: FailureLimits,
     /// One permit per client connection being served (`server.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
@@ -41,6 +45,10 @@ pub struct Routes {
     pub login: String,
     pub logout: String,
     pub healthz: String,
+    pub readyz: String,
+    /// The signed-in user's own sessions, and the form that ends one.
+    pub sessions: String,
+    pub sessions_end: String,
     /// Forward-auth for nginx `auth_request`.
     pub auth_nginx: String,
     /// Forward-auth for Caddy `forward_auth` and Traefik ForwardAuth.
@@ -67,10 +75,15 @@ pub enum ReloadError {
     NoFile,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("cannot read the config file: {0}")]
+    Load(String),
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<App> {
+    /// Everything built from `config`. Fails only if the Redis client cannot be set up (a
+    /// CA it cannot use, no thread); Redis being down is not an error, it is connected to
+    /// when it answers.
+    pub fn new(config: Config) -> Result<Arc<App>, LinkError> {
         let secret = match &config.session.secret {
             Some(s) => s.clone(),
             None => {
@@ -83,17 +96,50 @@ impl App {
                 key
             }
         };
-        let sessions = Arc::new(SessionStore::new(
-            config.session.idle_timeout,
-            config.session.absolute_timeout,
-        ));
-        SessionStore::spawn_sweeper(&sessions, config.session.sweep_interval);
+        let names = Arc::new(UserNames::default());
+        let keys = SessionKeys::new(&secret);
+        let s = &config.session;
+        let (sessions, limiter) = match &s.store {
+            StoreConfig::Memory => {
+                let store = Arc::new(SessionStore::new(s.idle_timeout, s.absolute_timeout));
+                SessionStore::spawn_sweeper(&store, s.sweep_interval);
+                let limiter = Limiter::new(config.auth.max_failures, config.auth.failure_window);
+                (
+                    Sessions::Memory {
+                        store,
+                        keys: keys.clone(),
+                    },
+                    FailureLimits::Local(limiter),
+                )
+            }
+            StoreConfig::Redis(redis) => {
+                let link = Arc::new(RedisLink::start(redis)?);
+                let store = RedisStore::new(
+                    link.clone(),
+                    keys.clone(),
+                    names.clone(),
+                    s.idle_timeout,
+                    s.absolute_timeout,
+                    s.touch_interval,
+                );
+                let limiter = SharedLimiter::new(
+                    link,
+                    keys,
+                    config.auth.max_failures,
+                    config.auth.failure_window,
+                );
+                (Sessions::Redis(store), FailureLimits::Shared(limiter))
+            }
+        };
         let signer = CookieSigner::new(&secret, &config.session.cookie_name);
         let prefix = &config.auth.prefix;
         let routes = Routes {
             login: format!("{prefix}/login"),
             logout: format!("{prefix}/logout"),
             healthz: format!("{prefix}/healthz"),
+            readyz: format!("{prefix}/readyz"),
+            sessions: format!("{prefix}/sessions"),
+            sessions_end: format!("{prefix}/sessions/end"),
             auth_nginx: format!("{prefix}/auth/nginx"),
             auth_forward: format!("{prefix}/auth/forward"),
             unauthorized_json: Bytes::from(format!(
@@ -110,29 +156,41 @@ impl App {
         let tls = certs
             .as_ref()
             .map(|c| TlsAcceptor::from(crate::tls::server_config(c.clone())));
-        Arc::new(App {
+        Ok(Arc::new(App {
             certs,
             tls,
             tokens: FormTokens::new(&secret),
-            limiter: Limiter::new(config.auth.max_failures, config.auth.failure_window),
+            limiter,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            gate: Gate::new(&config, sessions, signer.clone()),
+            gate: Gate::new(&config, names, sessions, signer.clone()),
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: config.upstream.target.as_ref().map(Upstream::new),
             routes,
             config,
-        })
+        }))
     }
 
     /// Reads the config file again and puts its users, groups, rules and public paths in
     /// force; sessions of users it removes or whose password it changes end. The new file is
     /// validated whole first: a broken one is refused and the running policy stays. Keys that
     /// need a restart are left as they were and named in the result.
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let source = self.config.source.as_ref().ok_or(ReloadError::NoFile)?;
-        let newer = Config::load(&source.path)?;
-        let ended_sessions = self.gate.replace_policy(&newer);
+        let path = source.path.clone();
+        // Reading the file and parsing every password hash is blocking work.
+        let newer = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|e| ReloadError::Load(e.to_string()))??;
+        let ended_sessions = match self.gate.replace_policy(&newer).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(
+                    "SIGHUP: the new policy is in force, but sessions of removed users or changed passwords could not be ended now ({e}); they are refused on every request"
+                );
+                0
+            }
+        };
         Ok(Reloaded {
             users: newer.users.len(),
             rules: newer.rules.rules.len(),

@@ -31,6 +31,17 @@ mod file {
         pub users: Vec<User>,
         #[serde(default)]
         pub rules: Vec<Rule>,
+        pub redis: Option<Redis>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Redis {
+        pub url: Option<String>,
+        pub ca: Option<String>,
+        pub password_file: Option<String>,
+        pub key_prefix: Option<String>,
+        pub timeout: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -79,6 +90,8 @@ mod file {
         pub cookie_max_age: Option<String>,
         pub sweep_interval: Option<String>,
         pub cookie_domain: Option<String>,
+        pub store: Option<String>,
+        pub touch_interval: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -216,6 +229,47 @@ pub struct SessionConfig {
     pub sweep_interval: Duration,
     /// The cookie's Domain, to share one login across subdomains; `None`: this host only.
     pub cookie_domain: Option<String>,
+    /// Where sessions live.
+    pub store: StoreConfig,
+    /// How often at most a session's "last seen" is written back to a shared store.
+    pub touch_interval: Duration,
+}
+
+/// Where sessions live (`session.store`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// In this process: fastest, but every restart signs everyone out.
+    Memory,
+    /// In Redis, shared by every replica that uses the same server and secret.
+    Redis(RedisConfig),
+}
+
+/// `[redis]`, validated.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Address, database, credentials and protocol, ready for the client.
+    pub connection: redis::ConnectionInfo,
+    /// Set for `rediss://`: the CA (PEM) to verify the server with, or `None` for the system
+    /// roots.
+    pub tls: Option<Option<Vec<u8>>>,
+    /// Every key sessiongate writes starts with it.
+    pub key_prefix: String,
+    /// One command's deadline.
+    pub timeout: Duration,
+    /// The server as logs may name it: no password.
+    pub display: String,
+}
+
+// Hand-written so the password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("server", &self.display)
+            .field("tls", &self.tls.is_some())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 // Hand-written so the secret never reaches a log line through `{:?}`.
@@ -231,6 +285,8 @@ impl std::fmt::Debug for SessionConfig {
             .field("cookie_max_age", &self.cookie_max_age)
             .field("sweep_interval", &self.sweep_interval)
             .field("cookie_domain", &self.cookie_domain)
+            .field("store", &self.store)
+            .field("touch_interval", &self.touch_interval)
             .finish()
     }
 }
@@ -370,7 +426,8 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let server = validate_server(&file.server, cores)?;
     let upstream = validate_upstream(&file.upstream)?;
-    let session = validate_session(&file.session)?;
+    let store = validate_store(&file.session, file.redis.as_ref())?;
+    let session = validate_session(&file.session, store)?;
     let auth = validate_auth(&file.auth, cores)?;
 
     if file.users.is_empty() {
@@ -855,7 +912,147 @@ fn managed_header(
     Ok(header)
 }
 
-fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
+/// `session.store` and `[redis]`.
+fn validate_store(
+    s: &file::Session,
+    redis: Option<&file::Redis>,
+) -> Result<StoreConfig, ConfigError> {
+    match (s.store.as_deref().unwrap_or("memory"), redis) {
+        ("memory", None) => Ok(StoreConfig::Memory),
+        ("memory", Some(_)) => Err(invalid(
+            "redis",
+            "[redis] is set but session.store is \"memory\": set session.store = \"redis\" to use it, or remove [redis]",
+        )),
+        ("redis", None) => Err(invalid(
+            "redis.url",
+            "session.store = \"redis\" needs [redis] url = \"redis://HOST:6379/0\"",
+        )),
+        ("redis", Some(r)) => Ok(StoreConfig::Redis(validate_redis(r)?)),
+        (other, _) => Err(invalid(
+            "session.store",
+            format!("{other:?} is not a store; use \"memory\" (the default) or \"redis\""),
+        )),
+    }
+}
+
+fn validate_redis(r: &file::Redis) -> Result<RedisConfig, ConfigError> {
+    use redis::IntoConnectionInfo;
+    let Some(url) = &r.url else {
+        return Err(invalid(
+            "redis.url",
+            "is required with session.store = \"redis\", e.g. \"redis://127.0.0.1:6379/0\"",
+        ));
+    };
+    let parsed = url::Url::parse(url).map_err(|e| {
+        invalid(
+            "redis.url",
+            format!("is not a URL ({e}); write e.g. \"redis://127.0.0.1:6379/0\""),
+        )
+    })?;
+    let tls = match parsed.scheme() {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(invalid(
+                "redis.url",
+                format!("scheme {other:?} is not supported; use redis:// or rediss:// (TLS)"),
+            ));
+        }
+    };
+    // redis-rs reads "#insecure" as "do not verify the certificate": never allowed here.
+    if parsed.fragment().is_some() || parsed.query().is_some() {
+        return Err(invalid(
+            "redis.url",
+            "must not have a query or #fragment (certificates are always verified; use redis.ca for a private CA)",
+        ));
+    }
+    let mut display = parsed.clone();
+    let _ = display.set_password(None);
+    let display = display.to_string();
+    let info = url.as_str().into_connection_info().map_err(|e| {
+        invalid(
+            "redis.url",
+            format!(
+                "{display:?} is not a Redis URL: {}",
+                e.detail().unwrap_or("unreadable")
+            ),
+        )
+    })?;
+    let mut redis = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    if let Some(path) = &r.password_file {
+        if parsed.password().is_some() {
+            return Err(invalid(
+                "redis.password_file",
+                "the password is in redis.url already: set it in one place",
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid("redis.password_file", format!("cannot read {path:?}: {e}")))?;
+        let password = text.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            return Err(invalid("redis.password_file", format!("{path:?} is empty")));
+        }
+        redis = redis.set_password(password);
+    }
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    let connection = info.set_redis_settings(redis).set_tcp_settings(tcp);
+    let ca = match &r.ca {
+        None => None,
+        Some(_) if !tls => {
+            return Err(invalid(
+                "redis.ca",
+                "is for rediss:// (TLS) URLs; redis.url is plain redis://",
+            ));
+        }
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid("redis.ca", format!("cannot read {path:?}: {e}")))?;
+            if !has_pem_certificate(&pem) {
+                return Err(invalid(
+                    "redis.ca",
+                    format!("{path:?} holds no PEM certificate"),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    let key_prefix = r
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "sessiongate:".into());
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || !key_prefix.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(invalid(
+            "redis.key_prefix",
+            "must be 1 to 64 visible ASCII characters, e.g. \"sessiongate:\"",
+        ));
+    }
+    Ok(RedisConfig {
+        connection,
+        tls: tls.then_some(ca),
+        key_prefix,
+        timeout: duration(
+            "redis.timeout",
+            r.timeout.as_deref(),
+            Duration::from_millis(250),
+        )?,
+        display,
+    })
+}
+
+/// Whether `pem` holds at least one certificate.
+fn has_pem_certificate(pem: &[u8]) -> bool {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem).any(|c| c.is_ok())
+}
+
+fn validate_session(s: &file::Session, store: StoreConfig) -> Result<SessionConfig, ConfigError> {
     let secret = match (&s.secret, &s.secret_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -973,7 +1170,30 @@ fn validate_session(s: &file::Session) -> Result<SessionConfig, ConfigError> {
         Duration::from_secs(60),
     )?;
 
+    if matches!(store, StoreConfig::Redis(_)) && secret.is_none() {
+        return Err(invalid(
+            "session.secret_file",
+            "session.store = \"redis\" needs session.secret or session.secret_file: every replica must sign and find sessions with the same key",
+        ));
+    }
+    // Often enough that the idle timeout is kept to within a tenth, rarely enough that a busy
+    // session costs a shared store one write a minute at most.
+    let touch_default = (idle_timeout / 10).min(Duration::from_secs(60));
+    let touch_interval = duration(
+        "session.touch_interval",
+        s.touch_interval.as_deref(),
+        touch_default.max(Duration::from_millis(1)),
+    )?;
+    if touch_interval >= idle_timeout {
+        return Err(invalid(
+            "session.touch_interval",
+            "must be shorter than session.idle_timeout, or busy sessions would idle out",
+        ));
+    }
+
     Ok(SessionConfig {
+        store,
+        touch_interval,
         secret,
         cookie_name,
         secure,

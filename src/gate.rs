@@ -13,7 +13,7 @@ use crate::headers::cookie_pairs;
 use crate::identity::UserNames;
 use crate::policy::{Policy, Ruling, User};
 use crate::rules::Target;
-use crate::session::{CookieSigner, SessionId, SessionStore, StoreError};
+use crate::session::{CookieSigner, SessionId, SessionMeta, Sessions, StoreError};
 
 /// What to do with a request.
 pub enum Decision {
@@ -71,16 +71,22 @@ impl<'a> HostOf<'a> {
 
 pub struct Gate {
     policy: ArcSwap<Policy>,
-    /// Every user name this process has known; shared by all policies (see `identity`).
-    names: UserNames,
-    sessions: Arc<SessionStore>,
+    /// Every user name this process has known; shared by all policies (see `identity`) and by
+    /// a shared store, which reads names back.
+    names: Arc<UserNames>,
+    sessions: Sessions,
     signer: CookieSigner,
     cookie_name: String,
 }
 
 impl Gate {
-    pub fn new(config: &Config, sessions: Arc<SessionStore>, signer: CookieSigner) -> Gate {
-        let names = UserNames::default();
+    /// `names` must be the table `sessions` reads names back with.
+    pub fn new(
+        config: &Config,
+        names: Arc<UserNames>,
+        sessions: Sessions,
+        signer: CookieSigner,
+    ) -> Gate {
         let policy = Policy::build(config, &names);
         Gate {
             policy: ArcSwap::from_pointee(policy),
@@ -96,19 +102,19 @@ impl Gate {
         self.policy.load_full()
     }
 
-    pub fn sessions(&self) -> &SessionStore {
+    pub fn sessions(&self) -> &Sessions {
         &self.sessions
     }
 
     /// Puts `config`'s users and rules in force for every request from now on, and ends the
     /// sessions of users it removes or whose password it changes; how many sessions ended.
-    /// `config` must be validated (it is, being a `Config`).
-    pub fn replace_policy(&self, config: &Config) -> usize {
+    /// `config` must be validated (it is, being a `Config`). The new policy is in force even
+    /// if the store cannot answer; such sessions are refused on their next request anyway.
+    pub async fn replace_policy(&self, config: &Config) -> Result<usize, StoreError> {
         let policy = Arc::new(Policy::build(config, &self.names));
-        self.policy.store(policy.clone());
-        // Requests already refuse such sessions (`Policy::current`); this frees their memory.
-        self.sessions
-            .end_where(|owner| policy.current(owner).is_none())
+        let old = self.policy.swap(policy.clone());
+        // Requests already refuse such sessions (`Policy::current`); this ends them for good.
+        self.sessions.end_stale(&old, &policy).await
     }
 
     /// The live session named by the request's cookie, if any. A missing, malformed, forged,
@@ -119,11 +125,11 @@ impl Gate {
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<Authenticated>, StoreError> {
-        self.authenticate_under(&self.policy.load(), headers)
+        self.authenticate_under(&self.policy.load(), headers).await
     }
 
     /// [`authenticate`](Self::authenticate) with the policy the caller already holds.
-    fn authenticate_under(
+    async fn authenticate_under(
         &self,
         policy: &Policy,
         headers: &HeaderMap,
@@ -131,7 +137,7 @@ impl Gate {
         let Some(id) = self.session_id(headers) else {
             return Ok(None);
         };
-        let Some(owner) = self.sessions.touch(&id)? else {
+        let Some(owner) = self.sessions.touch(&id).await? else {
             return Ok(None);
         };
         match policy.current(owner) {
@@ -140,7 +146,7 @@ impl Gate {
                 user: user.clone(),
             })),
             None => {
-                self.sessions.remove(&id)?;
+                self.sessions.stale(&id).await?;
                 Ok(None)
             }
         }
@@ -174,7 +180,7 @@ impl Gate {
     /// [`decide`](Self::decide) under `policy`, for a caller that needs the same policy for
     /// more than the decision (forward-auth's return address).
     pub async fn decide_under(&self, policy: &Policy, head: &Head<'_>) -> Verdict {
-        let session = match self.authenticate_under(policy, head.headers) {
+        let session = match self.authenticate_under(policy, head.headers).await {
             Ok(session) => session,
             Err(e) => {
                 tracing::error!("request refused: {e}");
@@ -202,14 +208,23 @@ impl Gate {
         }
     }
 
-    /// Starts a session for `user` (just logged in).
-    pub async fn start_session(&self, user: &User) -> Result<SessionId, StoreError> {
-        self.sessions.create(user.owner())
+    /// Starts a session for `user` (just logged in) from where `meta` says.
+    pub async fn start_session(
+        &self,
+        user: &User,
+        meta: &SessionMeta,
+    ) -> Result<SessionId, StoreError> {
+        self.sessions.create(user, meta).await
     }
 
     /// Ends a session; true if it existed.
     pub async fn end_session(&self, id: &SessionId) -> Result<bool, StoreError> {
-        self.sessions.remove(id)
+        self.sessions.remove(id).await
+    }
+
+    /// Ends every session of `user`, on every replica (sign out everywhere); how many.
+    pub async fn end_sessions_of(&self, user: &User) -> Result<usize, StoreError> {
+        self.sessions.end_user(user).await
     }
 }
 

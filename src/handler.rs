@@ -29,6 +29,7 @@ use crate::refusal;
 use crate::request_error::RequestError;
 use crate::response::{self, Body};
 use crate::session::SessionId;
+use crate::sessions_page;
 
 /// Who a request was for, as the access log names it.
 #[derive(Default)]
@@ -208,8 +209,44 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
             Method::GET | Method::HEAD => response::text(StatusCode::OK, "ok"),
             _ => response::method_not_allowed("GET", method),
         }
+    } else if path == app.routes.readyz {
+        match *method {
+            Method::GET | Method::HEAD => ready(app).await,
+            _ => response::method_not_allowed("GET", method),
+        }
+    } else if path == app.routes.sessions {
+        match *method {
+            Method::GET | Method::HEAD => sessions_page::show(app, req).await,
+            _ => response::method_not_allowed("GET", method),
+        }
+    } else if path == app.routes.sessions_end {
+        match *method {
+            Method::POST => sessions_page::end(app, req).await,
+            _ => response::method_not_allowed("POST", method),
+        }
     } else {
         response::text(StatusCode::NOT_FOUND, "no such sessiongate endpoint")
+    }
+}
+
+/// `{prefix}/readyz`: whether this replica can serve logged-in requests now (the session
+/// store answers), for load balancers and readiness probes.
+async fn ready(app: &App) -> Response<Body> {
+    let sessions = app.gate.sessions();
+    match sessions.ready().await {
+        Ok(()) => response::text(StatusCode::OK, "ready"),
+        Err(_) => {
+            let mut res = response::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "not ready: the session store ({}) does not answer",
+                    sessions.kind()
+                ),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            res
+        }
     }
 }
 

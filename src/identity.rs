@@ -38,6 +38,13 @@ impl UserNames {
         ids.insert(name.into(), id);
         id
     }
+
+    /// The id of `name` if it was ever interned. For names read back from a shared store,
+    /// which must not grow the table.
+    pub fn get(&self, name: &str) -> Option<UserId> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.get(name).copied()
+    }
 }
 
 #[cfg(test)]

@@ -21,12 +21,14 @@ pub mod page;
 pub mod paths;
 pub mod policy;
 pub mod proxy;
+pub mod redis_link;
 pub mod refusal;
 pub mod request_error;
 pub mod response;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod sessions_page;
 pub mod tls;
 pub mod watchdog;
 

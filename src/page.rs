@@ -15,7 +15,13 @@ h1 { font-size: 1.25rem; margin: 0 0 1rem; }
 label { display: block; margin: .75rem 0 .25rem; font-size: .9rem; }
 input { width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem; }
 button { margin-top: 1.25rem; width: 100%; padding: .6rem; font-size: 1rem; }
-.error { color: #b00020; margin: 0 0 .5rem; }"#;
+.error { color: #b00020; margin: 0 0 .5rem; }
+main.wide { width: auto; max-width: 52rem; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid #ddd; vertical-align: middle; }
+td button { margin: 0; width: auto; padding: .3rem .6rem; font-size: .85rem; }
+tr.current { background: #eef4ff; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }"#;
 
 /// A page titled `title` with `body` (already escaped HTML), never cached or framed.
 pub fn html(status: StatusCode, title: &str, body: &str) -> Response<Body> {

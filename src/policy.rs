@@ -128,6 +128,11 @@ impl Policy {
         }
     }
 
+    /// Every configured user.
+    pub fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.by_name.values()
+    }
+
     /// The configured user called `name` (exactly).
     pub fn user(&self, name: &str) -> Option<&Arc<User>> {
         self.by_name.get(name)

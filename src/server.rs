@@ -240,7 +240,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let addr = config.server.listen;
     let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
     let workers = config.server.workers;
-    let app = App::new(config);
+    let app = App::new(config).map_err(StartError::Store)?;
     let upstream = match &app.config.upstream.target {
         Some(t) => format!(
             "upstream {}://{}",
@@ -359,13 +359,9 @@ async fn wait_for_signal(app: &Arc<App>) -> Result<(), StartError> {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                // Reading files, hashing a dummy password and walking the session store are
-                // blocking work: off this thread, which also serves the redirect listener.
-                let reloading = app.clone();
-                match tokio::task::spawn_blocking(move || reloading.reload()).await {
-                    Ok(result) => log_reload(result),
-                    Err(e) => tracing::error!("SIGHUP: the reload failed ({e}); keeping the running policy"),
-                }
+                // The file is read on a blocking thread (see `App::reload`): this thread also
+                // serves the redirect listener.
+                log_reload(app.reload().await);
                 match app.reload_tls() {
                     Ok(()) if app.certs.is_some() => tracing::info!("SIGHUP: TLS certificate reloaded"),
                     Ok(()) => {}

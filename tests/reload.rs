@@ -66,7 +66,7 @@ async fn a_removed_user_is_logged_out_and_everyone_else_keeps_their_own_name() {
         &fx.file,
         &bob_first(fx.upstream.addr).replace(&bob_table(), ""),
     );
-    let done = proxy.app.reload().expect("the new file is valid");
+    let done = proxy.app.reload().await.expect("the new file is valid");
     assert_eq!(done.users, 2);
     assert_eq!(done.ended_sessions, 1, "bob's session");
     assert!(done.restart_only.is_empty(), "{:?}", done.restart_only);
@@ -105,7 +105,7 @@ async fn an_added_user_can_log_in_after_the_reload() {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
 
     write(&fx.file, &team_config(fx.upstream.addr, "", ""));
-    let done = proxy.app.reload().unwrap();
+    let done = proxy.app.reload().await.unwrap();
     assert_eq!((done.users, done.ended_sessions), (3, 0));
     let bob = login(proxy, "bob", BOB_PASSWORD).await;
     assert_eq!(whoami(proxy, &bob, "/").await, Ok("bob".into()));
@@ -137,7 +137,7 @@ async fn a_changed_password_ends_that_users_sessions_only() {
     let changed =
         team_config(fx.upstream.addr, "", "").replacen(&old_hash, &cheap_hash("new-password"), 1);
     write(&fx.file, &changed);
-    let done = proxy.app.reload().unwrap();
+    let done = proxy.app.reload().await.unwrap();
     assert_eq!(done.ended_sessions, 2, "both of alice's sessions");
 
     assert_eq!(
@@ -169,7 +169,7 @@ async fn new_rules_apply_to_live_sessions_and_a_broken_file_keeps_the_running_po
 
     let rules = ADMINS_RULE;
     write(&fx.file, &team_config(fx.upstream.addr, "", rules));
-    let done = proxy.app.reload().unwrap();
+    let done = proxy.app.reload().await.unwrap();
     assert_eq!((done.rules, done.ended_sessions), (1, 0));
     assert_eq!(
         whoami(proxy, &bob, "/admin").await,
@@ -183,7 +183,7 @@ async fn new_rules_apply_to_live_sessions_and_a_broken_file_keeps_the_running_po
         &fx.file,
         &team_config(fx.upstream.addr, "", broken).replace("name = \"bob\"", "name = \"robert\""),
     );
-    let err = proxy.app.reload().unwrap_err().to_string();
+    let err = proxy.app.reload().await.unwrap_err().to_string();
     assert!(
         err.contains("rules[0].allow[0]") && err.contains("admns"),
         "{err}"
@@ -201,7 +201,7 @@ async fn new_rules_apply_to_live_sessions_and_a_broken_file_keeps_the_running_po
 
     // Not TOML at all: the same.
     write(&fx.file, "[server\nlisten = ");
-    assert!(proxy.app.reload().is_err());
+    assert!(proxy.app.reload().await.is_err());
     assert_eq!(whoami(proxy, &alice, "/admin").await, Ok("alice".into()));
 }
 
@@ -221,7 +221,7 @@ async fn settings_that_need_a_restart_are_named_and_left_as_they_were() {
     )
     .replace("[session]", "[session]\nidle_timeout = \"1m\"");
     write(&fx.file, &changed);
-    let done = proxy.app.reload().unwrap();
+    let done = proxy.app.reload().await.unwrap();
     assert_eq!(
         done.restart_only,
         vec![
@@ -257,7 +257,7 @@ async fn a_host_rule_added_by_a_reload_applies_to_the_next_request() {
     assert_eq!(on("grafana.example.com").await, StatusCode::OK);
     let rule = "[[rules]]\npath = \"/\"\nhost = \"grafana.example.com\"\nallow = [\"carol\"]\n";
     write(&fx.file, &team_config(fx.upstream.addr, "", rule));
-    proxy.app.reload().unwrap();
+    proxy.app.reload().await.unwrap();
     assert_eq!(on("grafana.example.com").await, StatusCode::FORBIDDEN);
     assert_eq!(on("Grafana.example.com:8443").await, StatusCode::FORBIDDEN);
     assert_eq!(on("app.example.com").await, StatusCode::OK);
@@ -266,7 +266,7 @@ async fn a_host_rule_added_by_a_reload_applies_to_the_next_request() {
 #[tokio::test]
 async fn a_proxy_not_started_from_a_file_refuses_to_reload() {
     let (_upstream, proxy) = start().await;
-    let err = proxy.app.reload().unwrap_err().to_string();
+    let err = proxy.app.reload().await.unwrap_err().to_string();
     assert_eq!(err, "sessiongate was not started from a config file");
 }
 
@@ -289,7 +289,7 @@ async fn redirect_hosts_reload_with_the_policy() {
         &fx.file,
         &team_config(fx.upstream.addr, "redirect_hosts = [\".example.com\"]", ""),
     );
-    let done = proxy.app.reload().unwrap();
+    let done = proxy.app.reload().await.unwrap();
     assert!(done.restart_only.is_empty(), "{:?}", done.restart_only);
     assert_eq!(follow().await, rd);
 }

@@ -25,7 +25,7 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
 "#
     ))
     .expect("bench config is valid");
-    App::new(config)
+    App::new(config).expect("the session store can be set up")
 }
 
 /// A request as a browser sends it to an app behind sessiongate, carrying `cookie` (our

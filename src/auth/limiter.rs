@@ -113,7 +113,7 @@ impl Limiter {
 }
 
 /// `" Alice "` and `"alice"` are one user as far as guessing goes.
-fn canonical(user: &str) -> String {
+pub(crate) fn canonical(user: &str) -> String {
     user.trim().to_lowercase()
 }
 

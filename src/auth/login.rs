@@ -14,6 +14,8 @@ use crate::conn::ConnInfo;
 use crate::page::{self, escape_html};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
+use crate::session::SessionMeta;
+use crate::session::browser::Browser;
 
 /// Largest login form body read; a username and password fit many times over.
 const MAX_FORM_BYTES: usize = 8 * 1024;
@@ -59,11 +61,15 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
 }
 
 #[derive(Default)]
-struct Form {
+pub(crate) struct Form {
     username: String,
     password: String,
     rd: String,
     csrf: String,
+    /// Logout: end every session of the user, not only this one.
+    everywhere: bool,
+    /// The sessions page: the handle of the session to end.
+    pub session: String,
 }
 
 /// Reads an urlencoded form (login or logout), or answers why it can't.
@@ -111,6 +117,8 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
             "password" => form.password = v.into_owned(),
             "rd" => form.rd = v.into_owned(),
             "csrf" => form.csrf = v.into_owned(),
+            "everywhere" => form.everywhere = v == "1",
+            "session" => form.session = v.into_owned(),
             _ => {}
         }
     }
@@ -124,8 +132,12 @@ fn forbidden(message: &str) -> Response<Body> {
 }
 
 /// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
-/// client that says nothing must carry a valid form token. `form` is read only when needed.
-async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Response<Body>> {
+/// client that says nothing must carry a valid form token. A same-origin browser post may
+/// come without a body at all (an empty form).
+pub(crate) async fn read_checked_form(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Form, Response<Body>> {
     let origin = csrf::origin_of(&req);
     if origin == csrf::Origin::CrossSite {
         return Err(forbidden(
@@ -142,6 +154,12 @@ async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Re
         {
             return Err(forbidden(NO_TOKEN));
         }
+        Err(res)
+            if origin == csrf::Origin::SameOrigin
+                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
+        {
+            Form::default()
+        }
         Err(res) => return Err(res),
     };
     if origin == csrf::Origin::Unknown && !app.tokens.verify(&form.csrf) {
@@ -154,11 +172,11 @@ async fn read_checked_form(app: &App, req: Request<Incoming>) -> Result<Form, Re
 pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let previous = match app.gate.authenticate(req.headers()).await {
         Ok(session) => session.map(|a| a.id),
-        Err(e) => return store_unavailable(&e),
+        Err(e) => return login_unavailable(app, "/", &e),
     };
-    let client = conn
-        .client_addr(req.headers(), &app.config.server.trusted_proxies)
-        .to_string();
+    let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
+    let client = client_ip.to_string();
+    let headers = req.headers().clone();
     let form = match read_checked_form(app, req).await {
         Ok(f) => f,
         Err(res) => return res,
@@ -182,7 +200,11 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     }
 
     // Checked before hashing, the same way for known and unknown names.
-    if let Verdict::Limited(wait) = app.limiter.check(username, &client) {
+    let verdict = match app.limiter.check(username, &client).await {
+        Ok(v) => v,
+        Err(e) => return login_unavailable(app, &form.rd, &e),
+    };
+    if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "login refused: too many failed attempts");
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         let mut res = page(
@@ -213,7 +235,11 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             RequestError::LoginsBusy.response()
         }
         Ok(false) => {
-            app.limiter.record_failure(username, &client);
+            // Counted before answering: a failure the shared counters missed would be a free
+            // guess, so a store that cannot count it refuses the attempt as unavailable.
+            if let Err(e) = app.limiter.record_failure(username, &client).await {
+                return login_unavailable(app, &form.rd, &e);
+            }
             // The username is logged only when it is a real user: an unknown "username" is
             // sometimes a password typed into the wrong field.
             if user.is_some() {
@@ -229,19 +255,25 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             )
         }
         Ok(true) => {
-            app.limiter.record_success(username);
+            if let Err(e) = app.limiter.record_success(username).await {
+                return login_unavailable(app, &form.rd, &e);
+            }
             // A fresh id on every login, and the one the browser brought is gone: no fixation.
             if let Some(old) = previous
                 && let Err(e) = app.gate.end_session(&old).await
             {
-                return store_unavailable(&e);
+                return login_unavailable(app, &form.rd, &e);
             }
             let Some(user) = user else {
                 return RequestError::Panic.response();
             };
-            let id = match app.gate.start_session(user).await {
+            let meta = SessionMeta {
+                client: client_ip,
+                browser: Browser::of(&headers),
+            };
+            let id = match app.gate.start_session(user, &meta).await {
                 Ok(id) => id,
-                Err(e) => return store_unavailable(&e),
+                Err(e) => return login_unavailable(app, &form.rd, &e),
             };
             tracing::info!(user = username, "login");
             let location = HeaderValue::from_str(safe_return(&form.rd, policy.redirect_hosts()))
@@ -255,24 +287,37 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     }
 }
 
-/// `POST {prefix}/logout`: ends the session server-side and clears the cookie.
+/// `POST {prefix}/logout`: ends the session server-side and clears the cookie; with
+/// `everywhere=1`, ends every session of the user, on every replica.
 pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     let session = app.gate.authenticate(req.headers()).await;
-    // A same-origin browser post needs no body; anything else must carry the form token.
-    if csrf::origin_of(&req) != csrf::Origin::SameOrigin
-        && let Err(res) = read_checked_form(app, req).await
-    {
-        return res;
-    }
+    // A same-origin browser post needs no token; anything else must carry it.
+    let form = match read_checked_form(app, req).await {
+        Ok(form) => form,
+        Err(res) => return res,
+    };
     let ended = match session {
-        Ok(Some(s)) => app.gate.end_session(&s.id).await.map(|_| Some(s)),
+        Ok(Some(s)) if form.everywhere => app
+            .gate
+            .end_sessions_of(&s.user)
+            .await
+            .map(|n| Some((s, n))),
+        Ok(Some(s)) => app.gate.end_session(&s.id).await.map(|_| Some((s, 1))),
         Ok(None) => Ok(None),
         Err(e) => Err(e),
     };
     let mut res = match ended {
         Ok(session) => {
-            if let Some(s) = session {
-                tracing::info!(user = s.user.name.as_str(), "logout");
+            if let Some((s, n)) = session {
+                if form.everywhere {
+                    tracing::info!(
+                        user = s.user.name.as_str(),
+                        sessions = n,
+                        "logout everywhere"
+                    );
+                } else {
+                    tracing::info!(user = s.user.name.as_str(), "logout");
+                }
             }
             let location =
                 HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
@@ -287,8 +332,25 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
-/// 503 for a login or logout that needed the session store when it could not answer.
-fn store_unavailable(e: &crate::session::StoreError) -> Response<Body> {
+/// The sign-in page again, 503, when the session store (or the shared failure counters) could
+/// not answer: nothing was decided, and the person is told to try again.
+fn login_unavailable(app: &App, rd: &str, e: &crate::session::StoreError) -> Response<Body> {
+    tracing::error!("login refused: {e}");
+    let mut res = page(
+        app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        rd,
+        Some(
+            "Signing in is not possible right now: sessions cannot be checked. Try again in a moment.",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// 503 for a request that needed the session store when it could not answer.
+pub(crate) fn store_unavailable(e: &crate::session::StoreError) -> Response<Body> {
     tracing::error!("request refused: {e}");
     RequestError::StoreUnavailable.response()
 }

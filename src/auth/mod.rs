@@ -6,3 +6,4 @@ pub mod limiter;
 pub mod login;
 pub mod password;
 pub mod redirect;
+pub mod shared_limiter;

@@ -3,13 +3,15 @@
 //! are refused on read and removed by a sweeper thread that locks one small shard at a time
 //! and rests between bursts of work.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
 use rand::TryRng;
 
+use super::browser::Browser;
 use crate::identity::UserId;
 
 pub const ID_LEN: usize = 32;
@@ -52,6 +54,15 @@ impl SessionId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// When and where a stored session started, and when it was last used.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredTimes {
+    pub started: SystemTime,
+    pub last_seen: SystemTime,
+    pub client: IpAddr,
+    pub browser: Browser,
+}
+
 /// See [`SessionId::log_tag`]; "-" when there is no session.
 pub struct LogTag([u8; 8]);
 
@@ -92,14 +103,25 @@ pub struct Owner {
     pub credentials: u32,
 }
 
-/// One live session. Next to its 32-byte id it is 24 bytes and owns no heap memory: the owner
-/// is two numbers and the times are milliseconds since the store's epoch. A `HeaderValue` and
-/// an `Instant` per session cost 278 bytes a session in all at a million sessions.
+/// What the sessions page shows about where a session was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub client: IpAddr,
+    pub browser: Browser,
+}
+
+/// One live session. Next to its 32-byte id it is 48 bytes and owns no heap memory: the owner
+/// is two numbers, the times are milliseconds since the store's epoch, the address is 16 bytes
+/// and the browser two. A `HeaderValue` and an `Instant` per session cost 278 bytes a session
+/// in all at a million sessions.
 pub struct Session {
     created_ms: u64,
     /// Atomic so that touching a session needs only its shard's read lock.
     last_seen_ms: AtomicU64,
     owner: Owner,
+    /// IPv4 addresses as IPv4-mapped IPv6, so both fit in 16 bytes.
+    client: [u8; 16],
+    browser: Browser,
 }
 
 type Hasher = foldhash::fast::RandomState;
@@ -113,6 +135,8 @@ const SHARDS: usize = 4096;
 pub struct SessionStore {
     map: DashMap<SessionId, Session, Hasher>,
     epoch: Instant,
+    /// The wall-clock time of `epoch`, for the times the sessions page shows.
+    wall_epoch: SystemTime,
     idle_ms: u64,
     absolute_ms: u64,
     /// Added to the clock, so tests can let time pass without sleeping.
@@ -148,6 +172,7 @@ impl SessionStore {
         SessionStore {
             map: DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS),
             epoch: Instant::now(),
+            wall_epoch: SystemTime::now(),
             idle_ms: whole_ms(idle),
             absolute_ms: whole_ms(absolute),
             #[cfg(test)]
@@ -182,7 +207,7 @@ impl SessionStore {
     }
 
     /// Creates a session for `owner` under a fresh id.
-    pub fn create(&self, owner: Owner) -> Result<SessionId, StoreError> {
+    pub fn create(&self, owner: Owner, meta: &SessionMeta) -> Result<SessionId, StoreError> {
         fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
         let now = self.now_ms();
         loop {
@@ -193,6 +218,11 @@ impl SessionStore {
                     created_ms: now,
                     last_seen_ms: AtomicU64::new(now),
                     owner,
+                    client: match meta.client {
+                        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                        IpAddr::V6(v6) => v6.octets(),
+                    },
+                    browser: meta.browser,
                 });
                 return Ok(id);
             }
@@ -243,6 +273,34 @@ impl SessionStore {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// The live sessions of `user` (any credentials), each with its id, oldest first: one pass
+    /// over the shards under their read locks. Only the sessions page asks, one user at a
+    /// time.
+    pub fn of_user(&self, user: UserId) -> Vec<(SessionId, Owner, StoredTimes)> {
+        let now = self.now_ms();
+        let mut found: Vec<(SessionId, Owner, StoredTimes)> = self
+            .map
+            .iter()
+            .filter(|e| e.owner.user == user && !self.is_expired(e.value(), now))
+            .map(|e| {
+                let s = e.value();
+                let at = |ms| self.wall_epoch + Duration::from_millis(ms);
+                let client = Ipv6Addr::from(s.client);
+                let times = StoredTimes {
+                    started: at(s.created_ms),
+                    last_seen: at(s.last_seen_ms.load(Ordering::Relaxed)),
+                    client: client
+                        .to_ipv4_mapped()
+                        .map_or(IpAddr::V6(client), IpAddr::V4),
+                    browser: s.browser,
+                };
+                (*e.key(), s.owner, times)
+            })
+            .collect();
+        found.sort_by_key(|(_, _, t)| t.started);
+        found
     }
 
     /// Ends every session whose owner `doomed` picks (a reload removed the user or changed
@@ -367,6 +425,11 @@ mod tests {
         }
     }
 
+    const META: SessionMeta = SessionMeta {
+        client: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        browser: Browser::UNKNOWN,
+    };
+
     fn store(idle: Duration, absolute: Duration) -> SessionStore {
         SessionStore::new(idle, absolute)
     }
@@ -383,7 +446,7 @@ mod tests {
     #[test]
     fn a_session_is_small_and_owns_no_heap_memory() {
         // The memory budget (200 MiB for a million sessions) rests on this size.
-        assert_eq!(std::mem::size_of::<Session>(), 24);
+        assert_eq!(std::mem::size_of::<Session>(), 48);
         assert!(!std::mem::needs_drop::<Session>());
     }
 
@@ -422,8 +485,8 @@ mod tests {
     fn each_session_names_its_own_owner() {
         let store = store(Duration::from_secs(60), Duration::from_secs(60));
         let bob = owner("bob");
-        let a = store.create(alice(&store)).unwrap();
-        let b = store.create(bob).unwrap();
+        let a = store.create(alice(&store), &META).unwrap();
+        let b = store.create(bob, &META).unwrap();
         assert_eq!(store.touch(&a).unwrap(), Some(owner("alice")));
         assert_eq!(store.touch(&b).unwrap(), Some(bob));
         assert_eq!(store.touch(&SessionId::generate()).unwrap(), None);
@@ -440,9 +503,11 @@ mod tests {
             credentials: 8,
             ..owner("alice")
         };
-        let old: Vec<SessionId> = (0..500).map(|_| store.create(stale).unwrap()).collect();
-        let kept = store.create(current).unwrap();
-        let bobs = store.create(owner("bob")).unwrap();
+        let old: Vec<SessionId> = (0..500)
+            .map(|_| store.create(stale, &META).unwrap())
+            .collect();
+        let kept = store.create(current, &META).unwrap();
+        let bobs = store.create(owner("bob"), &META).unwrap();
         assert_eq!(store.end_where(|o| o == stale), 500);
         assert!(old.iter().all(|id| store.touch(id).unwrap().is_none()));
         assert_eq!(store.touch(&kept).unwrap(), Some(current));
@@ -452,9 +517,41 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
+    fn of_user_lists_one_users_live_sessions_with_where_they_started() {
+        let store = store(HOUR, HOUR);
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let firefox = Browser::from_user_agent("Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0");
+        let first = store.create(alice(&store), &META).unwrap();
+        let second = store
+            .create(
+                alice(&store),
+                &SessionMeta {
+                    client: v6,
+                    browser: firefox,
+                },
+            )
+            .unwrap();
+        store.create(owner("bob"), &META).unwrap();
+        let listed = store.of_user(owner("alice").user);
+        let ids: Vec<SessionId> = listed.iter().map(|(id, _, _)| *id).collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&first) && ids.contains(&second));
+        let (_, _, times) = listed.iter().find(|(id, _, _)| *id == second).unwrap();
+        assert_eq!(times.client, v6);
+        assert_eq!(times.browser, firefox);
+        let (_, _, times) = listed.iter().find(|(id, _, _)| *id == first).unwrap();
+        assert_eq!(times.client, META.client, "IPv4 comes back as IPv4");
+        store.let_time_pass(2 * HOUR);
+        assert!(
+            store.of_user(owner("alice").user).is_empty(),
+            "expired ones are not listed"
+        );
+    }
+
+    #[test]
     fn remove_ends_a_session() {
         let store = store(HOUR, HOUR);
-        let id = store.create(alice(&store)).unwrap();
+        let id = store.create(alice(&store), &META).unwrap();
         assert!(store.remove(&id).unwrap());
         assert!(!store.remove(&id).unwrap());
         assert_eq!(store.touch(&id).unwrap(), None);
@@ -465,7 +562,7 @@ mod tests {
     fn idle_timeout_slides_and_absolute_does_not() {
         let (idle, absolute) = (Duration::from_secs(300), Duration::from_secs(900));
         let store = store(idle, absolute);
-        let id = store.create(alice(&store)).unwrap();
+        let id = store.create(alice(&store), &META).unwrap();
         // 4 x 100 s is longer than the idle timeout, but each touch slides it.
         for _ in 0..4 {
             store.let_time_pass(Duration::from_secs(100));
@@ -482,7 +579,7 @@ mod tests {
         );
         assert!(store.is_empty(), "an expired session is removed on read");
 
-        let id = store.create(alice(&store)).unwrap();
+        let id = store.create(alice(&store), &META).unwrap();
         for _ in 0..8 {
             store.let_time_pass(Duration::from_secs(100));
             assert!(store.touch(&id).unwrap().is_some());
@@ -502,13 +599,13 @@ mod tests {
         let store = store(HOUR, 10 * HOUR);
         // Enough sessions to land in most shards.
         for _ in 0..5000 {
-            store.create(alice(&store)).unwrap();
+            store.create(alice(&store), &META).unwrap();
         }
-        let touched = store.create(alice(&store)).unwrap();
+        let touched = store.create(alice(&store), &META).unwrap();
         store.let_time_pass(HOUR / 2);
         assert!(store.touch(&touched).unwrap().is_some());
         store.let_time_pass(HOUR * 3 / 4);
-        let fresh = store.create(alice(&store)).unwrap();
+        let fresh = store.create(alice(&store), &META).unwrap();
         assert_eq!(store.sweep(), 5000);
         assert_eq!(store.len(), 2);
         assert!(store.touch(&fresh).unwrap().is_some());
@@ -520,10 +617,10 @@ mod tests {
         let store = store(HOUR, 10 * HOUR);
         // Enough work for several bursts and rests.
         for _ in 0..20_000 {
-            store.create(alice(&store)).unwrap();
+            store.create(alice(&store), &META).unwrap();
         }
         store.let_time_pass(2 * HOUR);
-        let fresh = store.create(alice(&store)).unwrap();
+        let fresh = store.create(alice(&store), &META).unwrap();
         assert_eq!(store.sweep_paced(), 20_000);
         assert_eq!(store.len(), 1);
         assert!(store.touch(&fresh).unwrap().is_some());
@@ -534,7 +631,7 @@ mod tests {
         let idle = Duration::from_millis(400);
         let store = Arc::new(store(idle, HOUR));
         let live: Vec<SessionId> = (0..64)
-            .map(|_| store.create(alice(&store)).unwrap())
+            .map(|_| store.create(alice(&store), &META).unwrap())
             .collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let churn = {
@@ -543,7 +640,7 @@ mod tests {
                 let mut swept = 0;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..500 {
-                        store.create(alice(&store)).unwrap();
+                        store.create(alice(&store), &META).unwrap();
                     }
                     swept += store.sweep();
                 }

@@ -321,7 +321,7 @@ pub async fn start_proxy_with(toml: &str) -> Proxy {
 
 /// A proxy serving `config` in-process (`Config::load` it to let it reload its file).
 pub async fn start_proxy_from(config: Config) -> Proxy {
-    let app = App::new(config);
+    let app = App::new(config).expect("the session store can be set up");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();

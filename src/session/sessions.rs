@@ -1,0 +1,196 @@
+//! The session store the gate uses, in memory or in Redis, behind one set of async calls: the
+//! request path never knows which it has.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::keys::{SessionKey, SessionKeys};
+use super::redis::RedisStore;
+use super::store::{Owner, SessionId, SessionMeta, SessionStore, StoreError};
+use crate::policy::{Policy, User};
+
+pub enum Sessions {
+    Memory {
+        store: Arc<SessionStore>,
+        /// For the sessions page's handles (the memory store keeps ids only).
+        keys: SessionKeys,
+    },
+    Redis(RedisStore),
+}
+
+/// One session as its user's sessions page lists it.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// Names the session on the page and in the form that ends it: one-way from the id (see
+    /// `keys`), not a credential.
+    pub handle: SessionKey,
+    pub started: SystemTime,
+    pub last_seen: SystemTime,
+    pub client: Option<IpAddr>,
+    /// As the page prints it ("Firefox on Linux").
+    pub browser: String,
+    /// The session of the request that asked.
+    pub current: bool,
+}
+
+impl Sessions {
+    /// "memory" or "redis", for logs and readiness answers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sessions::Memory { .. } => "memory",
+            Sessions::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn create(&self, user: &User, meta: &SessionMeta) -> Result<SessionId, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => store.create(user.owner(), meta),
+            Sessions::Redis(redis) => redis.create(user, meta).await,
+        }
+    }
+
+    /// The owner of a live session, counting this as use.
+    pub async fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => store.touch(id),
+            Sessions::Redis(redis) => redis.touch(id).await,
+        }
+    }
+
+    /// Ends a session; true if it existed.
+    pub async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => store.remove(id),
+            Sessions::Redis(redis) => redis.remove(id).await,
+        }
+    }
+
+    /// A session whose user the policy no longer accepts was found on a request. The memory
+    /// store ends it; a shared store keeps it, since another replica's config may be newer
+    /// (a reload on every replica ends those sessions, see [`end_stale`](Self::end_stale)).
+    pub async fn stale(&self, id: &SessionId) -> Result<(), StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => store.remove(id).map(|_| ()),
+            Sessions::Redis(_) => Ok(()),
+        }
+    }
+
+    /// Ends every session of `user` (sign out everywhere); how many.
+    pub async fn end_user(&self, user: &User) -> Result<usize, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => Ok(store.end_where(|o| o.user == user.id)),
+            Sessions::Redis(redis) => redis.end_user(&user.name, None).await,
+        }
+    }
+
+    /// After a reload from `old` to `new`: ends the sessions of users `new` removed or whose
+    /// password it changed; how many.
+    pub async fn end_stale(&self, old: &Policy, new: &Policy) -> Result<usize, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => {
+                Ok(store.end_where(|owner| new.current(owner).is_none()))
+            }
+            Sessions::Redis(redis) => {
+                let mut ended = 0;
+                for user in old.users() {
+                    match new.user(&user.name) {
+                        None => ended += redis.end_user(&user.name, None).await?,
+                        Some(now) if now.credentials != user.credentials => {
+                            ended += redis.end_user(&user.name, Some(now.credentials)).await?
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Ok(ended)
+            }
+        }
+    }
+
+    /// `user`'s live sessions made with their current password, oldest first; `current` is
+    /// the session asking.
+    pub async fn list(
+        &self,
+        user: &User,
+        current: &SessionId,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        match self {
+            Sessions::Memory { store, keys } => Ok(store
+                .of_user(user.id)
+                .into_iter()
+                .filter(|(_, owner, _)| owner.credentials == user.credentials)
+                .map(|(id, _, t)| SessionInfo {
+                    handle: keys.of(&id),
+                    started: t.started,
+                    last_seen: t.last_seen,
+                    client: Some(t.client),
+                    browser: t.browser.to_string(),
+                    current: id == *current,
+                })
+                .collect()),
+            Sessions::Redis(redis) => {
+                let here = redis.key_of(current);
+                Ok(redis
+                    .of_user(&user.name)
+                    .await?
+                    .into_iter()
+                    .filter(|l| l.credentials == user.credentials)
+                    .map(|l| SessionInfo {
+                        current: l.key == here,
+                        handle: l.key,
+                        started: l.started,
+                        last_seen: l.last_seen,
+                        client: l.client,
+                        browser: l.browser,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Ends the session of `user` that `handle` names (from their sessions page); false if
+    /// no session of theirs has that handle.
+    pub async fn end_listed(&self, user: &User, handle: &SessionKey) -> Result<bool, StoreError> {
+        match self {
+            Sessions::Memory { store, keys } => {
+                let found = store
+                    .of_user(user.id)
+                    .into_iter()
+                    .find(|(id, _, _)| keys.of(id) == *handle);
+                match found {
+                    Some((id, _, _)) => store.remove(&id),
+                    None => Ok(false),
+                }
+            }
+            Sessions::Redis(redis) => redis.end_listed(&user.name, handle).await,
+        }
+    }
+
+    /// Whether the store answers (readiness).
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match self {
+            Sessions::Memory { .. } => Ok(()),
+            Sessions::Redis(redis) => redis.ready().await,
+        }
+    }
+
+    /// The in-memory store, when that is the store (benchmarks fill it directly).
+    pub fn memory(&self) -> Option<&SessionStore> {
+        match self {
+            Sessions::Memory { store, .. } => Some(store),
+            Sessions::Redis(_) => None,
+        }
+    }
+
+    /// Sessions held in this process: all of them in memory, the replica cache with Redis.
+    pub fn len(&self) -> usize {
+        match self {
+            Sessions::Memory { store, .. } => store.len(),
+            Sessions::Redis(redis) => redis.cached(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
