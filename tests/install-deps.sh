@@ -10,6 +10,7 @@ declare -A PACKAGES=(
   [caddy]=caddy                     # tests/edge_proxies.rs: forward-auth behind a real Caddy
   [chromium]=chromium               # tests/browser.rs: the real browser
   [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
+  [redis-server]=redis-server       # tests/redis_*.rs: the Redis session store
 )
 
 missing=()

@@ -1,0 +1,559 @@
+//! A real Redis for the session store tests: Debian's redis-server (from tests/install-deps.sh)
+//! in a scratch directory on a loopback port, with a config written for the test (password,
+//! TLS with a throwaway CA, RDB persistence across a restart), killed on drop. Also the ways a
+//! test looks inside it: every key with its values, TTLs, per-command call counts.
+//!
+//! Every wait polls against a 30 s deadline instead of sleeping a fixed time: on a loaded
+//! machine running many test binaries at once, redis can take seconds to start or to load.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisResult};
+
+// A test file with `use common::*;` sees this module under the name `redis`, which hides the
+// redis crate from its paths. Re-exporting the crate here makes `redis::cmd`,
+// `redis::Client`, ... mean the same in such a file as anywhere; only a `use` of the crate
+// there must say `::redis::...` (the compiler says so too).
+pub use ::redis::*;
+
+use super::program;
+use super::tls::Ca;
+
+/// How long a start, a restart or a stop may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// What redis-server prints before it opens its log file (config errors), and that log file.
+const LOG_FILES: [&str; 2] = ["output", "redis.log"];
+
+/// How a [`RedisServer`] is configured. The default: no password, plain TCP, nothing written
+/// to disk.
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// `requirepass`: every client must AUTH with it.
+    pub password: Option<String>,
+    /// Serve TLS only (no plain port), with a certificate for 127.0.0.1 and localhost signed
+    /// by a CA made for this server ([`RedisServer::ca_pem_path`]).
+    pub tls: bool,
+    /// Keep the data across [`RedisServer::stop`] and [`RedisServer::start_again`]: redis
+    /// writes its RDB file when it shuts down and loads it when it starts.
+    pub persist: bool,
+}
+
+/// A redis-server child process. Dropping it kills the process (a test that panics too) and
+/// then removes its directory.
+pub struct RedisServer {
+    opts: RedisOptions,
+    port: u16,
+    redis_server: PathBuf,
+    /// With TLS: the CA's PEM file, and its text for building clients.
+    ca: Option<(PathBuf, String)>,
+    /// `None` between [`RedisServer::stop`] and [`RedisServer::start_again`].
+    child: Option<Child>,
+    // Removed with the fields, so only after Drop::drop has killed and reaped the process
+    // that writes into it.
+    dir: tempfile::TempDir,
+}
+
+/// Why a launch did not give a server answering PING.
+enum Failed {
+    /// Another process holds the port: worth another try.
+    PortTaken,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free loopback port and returns once it answers PING (through
+    /// AUTH and TLS when configured). A port that another process takes between our asking
+    /// for it and redis binding it means a retry on another port.
+    pub async fn start(opts: RedisOptions) -> RedisServer {
+        let redis_server = program(
+            "redis-server",
+            "the Redis session store tests run a real Redis",
+        );
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let dir = tempfile::Builder::new()
+                .prefix("sessiongate-redis-")
+                .tempdir()
+                .unwrap();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let ca = opts
+                .tls
+                .then(|| (dir.path().join("ca.pem"), write_certificates(dir.path())));
+            std::fs::write(
+                dir.path().join("redis.conf"),
+                config(&opts, port, dir.path()),
+            )
+            .unwrap();
+            let mut server = RedisServer {
+                opts: opts.clone(),
+                port,
+                redis_server: redis_server.clone(),
+                ca,
+                child: None,
+                dir,
+            };
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(Failed::PortTaken) => last_log = server.log(),
+            }
+        }
+        panic!("redis-server found no free port in 5 tries:\n{last_log}");
+    }
+
+    /// The URL a client (sessiongate's store) connects to, database 0, without the password:
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://` with TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.opts.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// [`RedisServer::url`] with the password in it (`redis://:PASSWORD@127.0.0.1:PORT/0`),
+    /// percent-encoded as a URL needs; the plain URL when there is no password.
+    pub fn url_with_password(&self) -> String {
+        let mut url = url::Url::parse(&self.url()).unwrap();
+        if let Some(password) = &self.opts.password {
+            url.set_password(Some(password)).unwrap();
+        }
+        url.to_string()
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (TLS only): what a client
+    /// must trust.
+    pub fn ca_pem_path(&self) -> Option<&Path> {
+        self.ca.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The scratch directory: config, log, certificates, and dump.rdb when persisting.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process id while it runs (to check that it is gone after a drop).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// redis's log file, and anything it printed before opening it (config errors), for
+    /// failure messages.
+    pub fn log(&self) -> String {
+        self.log_since([0, 0])
+    }
+
+    /// What [`RedisServer::log`] has gained since `mark` (from [`RedisServer::log_mark`]),
+    /// so a restart's failure is judged by its own lines, not by an earlier run's.
+    fn log_since(&self, mark: [usize; 2]) -> String {
+        let read = |name: &str, from: usize| {
+            let text = std::fs::read(self.dir.path().join(name)).unwrap_or_default();
+            String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned()
+        };
+        read(LOG_FILES[0], mark[0]) + &read(LOG_FILES[1], mark[1])
+    }
+
+    fn log_mark(&self) -> [usize; 2] {
+        LOG_FILES.map(|name| {
+            std::fs::metadata(self.dir.path().join(name)).map_or(0, |m| m.len() as usize)
+        })
+    }
+
+    /// The last lines of [`RedisServer::log`]: the part that says why it failed.
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A connection, authenticated and over TLS as configured, for the test to look at or
+    /// change what is in Redis. Its timeouts are generous, so a loaded machine does not fail
+    /// a test; a test that wants to see a stall uses its own `tokio::time::timeout`.
+    pub async fn client(&self) -> MultiplexedConnection {
+        self.connect(DEADLINE).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to redis at {}: {e}\n{}",
+                self.url(),
+                self.log_tail()
+            )
+        })
+    }
+
+    /// SIGTERM, then waits for the process to exit. With `persist`, redis writes dump.rdb
+    /// before exiting (it saves on shutdown when save points are configured).
+    pub async fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child, whose pid stays ours until we wait for it.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to redis-server failed");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                assert!(
+                    status.success(),
+                    "redis-server exited with {status} on SIGTERM:\n{}",
+                    self.log_tail()
+                );
+                return;
+            }
+            if Instant::now() > deadline {
+                // A redis that cannot write its RDB refuses to shut down; the log says so.
+                panic!(
+                    "redis-server did not exit within 30 s of SIGTERM:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts redis again on the same port with the same directory and config (stopping it
+    /// first if it runs), and returns once it answers PING: with `persist`, after it has
+    /// loaded the keys it saved. The port is needed again, so a process holding it meanwhile
+    /// is waited out rather than a new port taken.
+    pub async fn start_again(&mut self) {
+        self.stop().await;
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self.launch().await {
+                Ok(()) => return,
+                Err(Failed::PortTaken) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(Failed::PortTaken) => panic!(
+                    "port {} stayed taken for 30 s; redis-server cannot start again:\n{}",
+                    self.port,
+                    self.log_tail()
+                ),
+            }
+        }
+    }
+
+    /// Blocks every client's commands for `how_long` (CLIENT PAUSE ... ALL): a stall of the
+    /// store, as when redis is busy or the network hangs. Returns once redis has paused.
+    pub async fn pause(&self, how_long: Duration) {
+        let () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(how_long.as_millis() as u64)
+            .arg("ALL")
+            .query_async(&mut self.client().await)
+            .await
+            .unwrap();
+    }
+
+    /// Every key in database 0, sorted. By SCAN, not KEYS, so a test can check in
+    /// [`RedisServer::commandstats`] that the store itself never runs the blocking KEYS.
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.client().await;
+        scan(&mut conn).await.into_iter().collect()
+    }
+
+    /// Every key in database 0, sorted, with everything in it: a string's value; a hash's fields and values
+    /// alternately (by field); a set's members (sorted); a sorted set's members and their
+    /// scores as text alternately (by score); a list's items in order.
+    pub async fn dump(&self) -> Vec<(String, Vec<Vec<u8>>)> {
+        let mut conn = self.client().await;
+        let mut out = Vec::new();
+        for key in scan(&mut conn).await {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let values: Vec<Vec<u8>> = match kind.as_str() {
+                // Expired between SCAN and TYPE.
+                "none" => continue,
+                "string" => {
+                    let value: Option<Vec<u8>> = query(&mut conn, "GET", &key, &[]).await;
+                    match value {
+                        Some(value) => vec![value],
+                        None => continue,
+                    }
+                }
+                "hash" => {
+                    let map: BTreeMap<Vec<u8>, Vec<u8>> =
+                        query(&mut conn, "HGETALL", &key, &[]).await;
+                    map.into_iter().flat_map(|(f, v)| [f, v]).collect()
+                }
+                "set" => {
+                    let members: BTreeSet<Vec<u8>> = query(&mut conn, "SMEMBERS", &key, &[]).await;
+                    members.into_iter().collect()
+                }
+                "zset" => query(&mut conn, "ZRANGE", &key, &["0", "-1", "WITHSCORES"]).await,
+                "list" => query(&mut conn, "LRANGE", &key, &["0", "-1"]).await,
+                other => panic!("dump: key {key:?} is a {other}, which dump does not read"),
+            };
+            out.push((key, values));
+        }
+        out
+    }
+
+    /// PTTL: milliseconds until `key` expires; -1 when it never does, -2 when it is absent.
+    pub async fn ttl_ms(&self, key: &str) -> i64 {
+        query(&mut self.client().await, "PTTL", key, &[]).await
+    }
+
+    /// INFO commandstats: calls per command since start (or [`RedisServer::reset_stats`]),
+    /// by redis's name for it (`get`, `hset`, `client|pause`, ...). This helper's own
+    /// commands count too: PING and INFO when starting, SCAN and TYPE for
+    /// [`RedisServer::dump`], etc.
+    pub async fn commandstats(&self) -> BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.client().await)
+            .await
+            .unwrap();
+        parse_commandstats(&info)
+    }
+
+    /// CONFIG RESETSTAT: counts in [`RedisServer::commandstats`] start again from zero.
+    pub async fn reset_stats(&self) {
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut self.client().await)
+            .await
+            .unwrap();
+    }
+
+    /// FLUSHALL: every key in every database gone.
+    pub async fn flush(&self) {
+        let () = redis::cmd("FLUSHALL")
+            .query_async(&mut self.client().await)
+            .await
+            .unwrap();
+    }
+
+    /// Spawns redis-server on `self.port` and waits until it answers PING. Its stdout and
+    /// stderr go to a file, appended to on a restart so a failure shows the whole history.
+    async fn launch(&mut self) -> Result<(), Failed> {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let mark = self.log_mark();
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(LOG_FILES[0]))
+            .unwrap();
+        let child = Command::new(&self.redis_server)
+            .arg(self.dir.path().join("redis.conf"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server: {e}"));
+        // Owned by `self` from here on, so a panic below still kills it.
+        self.child = Some(child);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            // Each try gets a few seconds: a refused or half-open connection fails fast, and
+            // a redis still loading its RDB answers PING with an error until it is done.
+            let last_error = match self.ping(Duration::from_secs(5)).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                if self.log_since(mark).contains("Address already in use") {
+                    return Err(Failed::PortTaken);
+                }
+                panic!(
+                    "redis-server exited with {status} instead of starting:\n{}",
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "redis-server on port {} did not answer PING within 30 s (last: {last_error}):\n{}",
+                    self.port,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// PING, then a check that the redis answering is our child: when two tests are handed
+    /// the same free port, the one whose redis lost the race must not take the other's
+    /// server for its own (it would see and flush the other test's keys).
+    async fn ping(&self, timeout: Duration) -> Result<(), String> {
+        let mut conn = self.connect(timeout).await.map_err(|e| e.to_string())?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if pong != "PONG" {
+            return Err(format!("PING answered {pong:?}"));
+        }
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let pid = info
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .map(str::trim);
+        let ours = self.pid().map(|p| p.to_string());
+        if pid != ours.as_deref() {
+            return Err(format!(
+                "the redis on port {} is process {pid:?}, not ours ({ours:?})",
+                self.port
+            ));
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, timeout: Duration) -> RedisResult<MultiplexedConnection> {
+        let url = self.url_with_password();
+        let client = match &self.ca {
+            Some((_, ca)) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.as_bytes().to_vec()),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// redis.conf for `opts`, listening on `port` of 127.0.0.1 only, with every file in `dir`.
+fn config(opts: &RedisOptions, port: u16, dir: &Path) -> String {
+    let path = |name: &str| quote(&dir.join(name).display().to_string());
+    let mut conf = format!(
+        "bind 127.0.0.1\n\
+         protected-mode no\n\
+         daemonize no\n\
+         dir {}\n\
+         logfile {}\n\
+         appendonly no\n",
+        quote(&dir.display().to_string()),
+        path(LOG_FILES[1]),
+    );
+    if opts.tls {
+        conf += &format!(
+            "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+             tls-ca-cert-file {}\ntls-auth-clients no\n",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+        );
+    } else {
+        conf += &format!("port {port}\n");
+    }
+    if opts.persist {
+        // Any save point makes redis save on shutdown; this one never fires during a test.
+        conf += &format!("save 3600 1\ndbfilename {}\n", quote("dump.rdb"));
+    } else {
+        conf += "save \"\"\n";
+    }
+    if let Some(password) = &opts.password {
+        conf += &format!("requirepass {}\n", quote(password));
+    }
+    conf
+}
+
+/// A value as one double-quoted redis.conf argument.
+fn quote(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost signed by it, written into
+/// `dir`; the CA's PEM.
+fn write_certificates(dir: &Path) -> String {
+    let ca = Ca::new("sessiongate redis test CA");
+    let (cert, key, _) = ca.leaf();
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    ca.pem
+}
+
+/// Every key in database 0, by SCAN (which may return a key twice, hence the set).
+async fn scan(conn: &mut MultiplexedConnection) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        if next == 0 {
+            return keys;
+        }
+        cursor = next;
+    }
+}
+
+/// `command key args...`, panicking with the command on an error.
+async fn query<T: redis::FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    command: &str,
+    key: &str,
+    args: &[&str],
+) -> T {
+    redis::cmd(command)
+        .arg(key)
+        .arg(args)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{command} {key:?}: {e}"))
+}
+
+/// `cmdstat_get:calls=3,usec=12,...` lines to `get -> 3`.
+fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
