@@ -32,7 +32,8 @@ use crate::identity::UserNames;
 use crate::policy::User;
 use crate::redis_link::RedisLink;
 
-/// Creates a session unless the key exists; keeps the user's index and its TTL.
+/// Creates a session unless the key exists; adds it to the user's index, which lives as long
+/// as the user's longest-lived session (members past their absolute end are dropped).
 /// KEYS: session, index. ARGV: user, cred, now, client, browser, expire_at, member, abs_end.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -43,23 +44,27 @@ redis.call('HSET', KEYS[1], 'user', ARGV[1], 'cred', ARGV[2], 'created', ARGV[3]
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[8], ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[8]) then
-  redis.call('PEXPIREAT', KEYS[2], ARGV[8])
+if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[6]) then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[6])
 end
 return 1
 ",
     )
 });
 
-/// Writes "last seen" back and renews the TTL, unless the session has ended meanwhile (a bare
-/// HSET would bring back a hash with only that field).
-/// KEYS: session. ARGV: now, expire_at.
+/// Writes "last seen" back and renews the TTL (and the index's, which lives as long as the
+/// user's longest-lived session), unless the session has ended meanwhile (a bare HSET would
+/// bring back a hash with only that field).
+/// KEYS: session, index. ARGV: now, expire_at.
 static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+if redis.call('PEXPIRETIME', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+end
 return 1
 ",
     )
@@ -298,6 +303,7 @@ impl RedisStore {
         if now.saturating_sub(seen_ms) >= self.touch_ms {
             let mut call = TOUCH.prepare_invoke();
             call.key(session)
+                .key(self.index_key(&user))
                 .arg(now)
                 .arg(self.expire_at(created_ms, now));
             let alive: i64 = self

@@ -624,3 +624,29 @@ pub fn spawn_sessiongate(config: &std::path::Path, env: &[(&str, &str)]) -> Runn
     };
     Running { child, addr, log }
 }
+
+/// POSTs a urlencoded form to `path` as a browser on the proxy's own page would (same-origin
+/// `Origin`), with the session `cookie` if not empty.
+pub async fn post_form(proxy: &Proxy, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let origin = format!("http://{}", proxy.addr);
+    let mut headers = vec![
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("origin", origin.as_str()),
+    ];
+    if !cookie.is_empty() {
+        headers.push(("cookie", cookie));
+    }
+    send(
+        proxy.addr,
+        req_with_body(Method::POST, path, &headers, form),
+    )
+    .await
+}
+
+/// The status of `GET /` with `cookie`, as an API client (401 without a session).
+pub async fn status_with(proxy: &Proxy, cookie: &str) -> StatusCode {
+    get(proxy.addr, "/", &[("cookie", cookie)]).await.status
+}

@@ -557,3 +557,33 @@ fn parse_commandstats(info: &str) -> BTreeMap<String, u64> {
         })
         .collect()
 }
+
+/// `[session]` lines and a `[redis]` table for [`super::config_toml`]'s `extra`: the Redis store
+/// at `url`, `session` lines first. The command deadline is generous (2 s) so a busy machine
+/// does not turn a slow answer into a 503; tests about the deadline set their own.
+pub fn redis_store(url: &str, session: &str, redis: &str) -> String {
+    let timeout = if redis.contains("timeout") {
+        ""
+    } else {
+        "timeout = \"2s\"\n"
+    };
+    format!("store = \"redis\"\n{session}\n\n[redis]\nurl = \"{url}\"\n{timeout}{redis}\n")
+}
+
+/// The standard test config (alice) in front of `upstream`, with the Redis store at `url`.
+pub fn redis_config(upstream: std::net::SocketAddr, url: &str, session: &str) -> String {
+    super::config_toml(upstream, "", &redis_store(url, session, ""))
+}
+
+/// Polls `check` every 50 ms until it holds, failing after 20 s with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
