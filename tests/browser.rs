@@ -508,3 +508,107 @@ async fn refused(client: &Client, upstream: &Upstream, proxy: &Proxy) {
     wait_for_path(client, LOGIN_PATH).await;
     assert_eq!(proxy.app.gate.sessions().len(), 0, "signed out server-side");
 }
+
+/// "Your sessions" with the Redis store, as a person uses it: the page lists this browser and
+/// a session opened elsewhere (a script), the other one's button ends it, and "Sign out
+/// everywhere" ends them all and lands on the sign-in page.
+#[tokio::test]
+async fn the_sessions_page_in_headless_chromium_with_the_redis_store() {
+    let redis = common::redis::RedisServer::start(Default::default()).await;
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&common::redis::redis_config(
+        upstream.addr,
+        &redis.url(),
+        "",
+    ))
+    .await;
+    in_chromium(|client| async move { sessions(&client, &proxy).await }).await;
+}
+
+/// The rows of the sessions table, as their cells' text.
+async fn session_rows(client: &Client) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for row in client.find_all(Locator::Css("tbody tr")).await.unwrap() {
+        let mut cells = Vec::new();
+        for cell in row.find_all(Locator::Css("td")).await.unwrap() {
+            cells.push(cell.text().await.unwrap());
+        }
+        rows.push(cells);
+    }
+    rows
+}
+
+async fn sessions(client: &Client, proxy: &Proxy) {
+    let script = {
+        let res = post_login(
+            proxy,
+            &[("username", USER), ("password", PASSWORD)],
+            &[("user-agent", "curl/8.5.0")],
+        )
+        .await;
+        cookie_pair(&res)
+    };
+    client
+        .goto(&proxy.url("/.sessiongate/sessions"))
+        .await
+        .unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    submit_login(client, USER, PASSWORD).await;
+    wait_for_path(client, "/.sessiongate/sessions").await;
+    assert_eq!(client.title().await.unwrap(), "Your sessions");
+    let rows = session_rows(client).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let this = rows
+        .iter()
+        .find(|r| r[0].contains("(this browser)"))
+        .expect("this browser's row");
+    assert_eq!(this[3], "Chrome on Linux", "{rows:?}");
+    assert!(rows.iter().any(|r| r[3] == "curl"), "{rows:?}");
+
+    // The other session's button.
+    client
+        .find(Locator::Css(
+            "form[action='/.sessiongate/sessions/end'] button",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until("the page shows one session", || async {
+        (client.current_url().await.ok()?.path() == "/.sessiongate/sessions"
+            && session_rows(client).await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_with(proxy, &script).await,
+        http::StatusCode::UNAUTHORIZED,
+        "the script's session ended"
+    );
+
+    // Sign out everywhere.
+    let another = login(proxy, USER, PASSWORD).await;
+    client.refresh().await.unwrap();
+    wait_until("the page shows two sessions", || async {
+        (session_rows(client).await.len() == 2).then_some(())
+    })
+    .await;
+    client
+        .find(Locator::XPath("//button[text()='Sign out everywhere']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    assert_eq!(
+        status_with(proxy, &another).await,
+        http::StatusCode::UNAUTHORIZED
+    );
+    client
+        .goto(&proxy.url("/.sessiongate/sessions"))
+        .await
+        .unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+}
