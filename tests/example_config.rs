@@ -232,14 +232,27 @@ fn example_config_is_valid_and_its_comments_are_true() {
     assert!(config.users[0].password_hash.verify(b"change-me"));
 }
 
-/// Uncommenting every `# key = value` line that shows a default must change nothing.
+/// Uncommenting every `# key = value` line that shows a default must change nothing. Keys of a
+/// table whose header is commented out too (`# [redis]`: a table that is off by default) are
+/// illustrations of that table.
 #[test]
 fn commented_out_values_are_the_defaults() {
     let mut uncommented_keys = Vec::new();
+    let mut table_off = false;
     let text: String = EXAMPLE
         .lines()
-        .map(|line| match key_set(line) {
-            Some(k) if line.trim_start().starts_with('#') && !EXAMPLE_VALUES.contains(&k) => {
+        .map(|line| {
+            if header(line).is_some() {
+                table_off = line.trim_start().starts_with('#');
+            }
+            (line, key_set(line), table_off)
+        })
+        .map(|(line, key, table_off)| match key {
+            Some(k)
+                if line.trim_start().starts_with('#')
+                    && !table_off
+                    && !EXAMPLE_VALUES.contains(&k) =>
+            {
                 uncommented_keys.push(k.to_string());
                 format!("{}\n", uncommented(line))
             }
