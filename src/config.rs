@@ -241,7 +241,7 @@ pub enum StoreConfig {
     /// In this process: fastest, but every restart signs everyone out.
     Memory,
     /// In Redis, shared by every replica that uses the same server and secret.
-    Redis(RedisConfig),
+    Redis(Box<RedisConfig>),
 }
 
 /// `[redis]`, validated.
@@ -927,7 +927,7 @@ fn validate_store(
             "redis.url",
             "session.store = \"redis\" needs [redis] url = \"redis://HOST:6379/0\"",
         )),
-        ("redis", Some(r)) => Ok(StoreConfig::Redis(validate_redis(r)?)),
+        ("redis", Some(r)) => Ok(StoreConfig::Redis(Box::new(validate_redis(r)?))),
         (other, _) => Err(invalid(
             "session.store",
             format!("{other:?} is not a store; use \"memory\" (the default) or \"redis\""),

@@ -44,7 +44,7 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(s) => s,
         Err(res) => return res,
     };
-    let form = match read_checked_form(app, req).await {
+    let form = match read_checked_form(app, req, false).await {
         Ok(form) => form,
         Err(res) => return res,
     };

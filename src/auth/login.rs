@@ -132,11 +132,12 @@ fn forbidden(message: &str) -> Response<Body> {
 }
 
 /// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
-/// client that says nothing must carry a valid form token. A same-origin browser post may
-/// come without a body at all (an empty form).
+/// client that says nothing must carry a valid form token. With `bodiless_ok`, a same-origin
+/// browser post may come without a form at all (a logout button that is a bare POST).
 pub(crate) async fn read_checked_form(
     app: &App,
     req: Request<Incoming>,
+    bodiless_ok: bool,
 ) -> Result<Form, Response<Body>> {
     let origin = csrf::origin_of(&req);
     if origin == csrf::Origin::CrossSite {
@@ -155,7 +156,8 @@ pub(crate) async fn read_checked_form(
             return Err(forbidden(NO_TOKEN));
         }
         Err(res)
-            if origin == csrf::Origin::SameOrigin
+            if bodiless_ok
+                && origin == csrf::Origin::SameOrigin
                 && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
         {
             Form::default()
@@ -177,7 +179,7 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
     let client = client_ip.to_string();
     let headers = req.headers().clone();
-    let form = match read_checked_form(app, req).await {
+    let form = match read_checked_form(app, req, false).await {
         Ok(f) => f,
         Err(res) => return res,
     };
@@ -291,8 +293,8 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
 /// `everywhere=1`, ends every session of the user, on every replica.
 pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     let session = app.gate.authenticate(req.headers()).await;
-    // A same-origin browser post needs no token; anything else must carry it.
-    let form = match read_checked_form(app, req).await {
+    // A same-origin browser post needs no token (nor a body); anything else must carry it.
+    let form = match read_checked_form(app, req, true).await {
         Ok(form) => form,
         Err(res) => return res,
     };

@@ -35,11 +35,11 @@ enum Os {
     #[default]
     Unknown,
     Windows,
-    MacOs,
+    Mac,
     Linux,
     Android,
     Ios,
-    ChromeOs,
+    Chrome,
 }
 
 /// Tokens looked for in order: the first match names the family. Edge, Opera and Chromium
@@ -68,10 +68,10 @@ const SYSTEMS: &[(&str, Os)] = &[
     ("iPhone", Os::Ios),
     ("iPad", Os::Ios),
     ("Android", Os::Android),
-    ("CrOS", Os::ChromeOs),
+    ("CrOS", Os::Chrome),
     ("Windows", Os::Windows),
-    ("Macintosh", Os::MacOs),
-    ("Mac OS X", Os::MacOs),
+    ("Macintosh", Os::Mac),
+    ("Mac OS X", Os::Mac),
     ("Linux", Os::Linux),
 ];
 
@@ -124,11 +124,11 @@ impl Browser {
         match self.os {
             Os::Unknown => None,
             Os::Windows => Some("Windows"),
-            Os::MacOs => Some("macOS"),
+            Os::Mac => Some("macOS"),
             Os::Linux => Some("Linux"),
             Os::Android => Some("Android"),
             Os::Ios => Some("iOS"),
-            Os::ChromeOs => Some("ChromeOS"),
+            Os::Chrome => Some("ChromeOS"),
         }
     }
 }
