@@ -255,6 +255,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         listener.local_addr().unwrap_or(addr),
     );
 
+    match &app.config.session.store {
+        crate::config::StoreConfig::Memory => {
+            tracing::info!("sessions in memory: a restart signs everyone out")
+        }
+        crate::config::StoreConfig::Redis(r) => tracing::info!(
+            "sessions in redis {} (key prefix {:?}); requests needing a session get 503 while it does not answer",
+            r.display,
+            r.key_prefix
+        ),
+    }
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {

@@ -60,13 +60,15 @@ async fn absolute_timeout_ends_an_active_session() {
 
 #[tokio::test]
 async fn sweeper_removes_expired_sessions_without_requests() {
-    let (_upstream, proxy) =
-        start_with("idle_timeout = \"300ms\"\nsweep_interval = \"100ms\"").await;
+    let (_upstream, proxy) = start_with("idle_timeout = \"1s\"\nsweep_interval = \"100ms\"").await;
     for _ in 0..5 {
         login(&proxy, USER, PASSWORD).await;
+        // Each login's own session is there right after it: only a second without a request
+        // could have ended it, and the sweeper removes nothing live. (How many of the earlier
+        // ones are left depends on how fast the machine logged in, so that is not counted.)
+        assert!(!proxy.app.gate.sessions().is_empty());
     }
-    assert_eq!(proxy.app.gate.sessions().len(), 5);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while !proxy.app.gate.sessions().is_empty() {
         assert!(
             Instant::now() < deadline,

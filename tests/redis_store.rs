@@ -330,3 +330,70 @@ async fn redis_config_mistakes_are_refused_with_the_key_named() {
     ));
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[tokio::test]
+async fn a_reload_ends_in_redis_the_sessions_of_removed_users_and_changed_passwords() {
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let upstream = start_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sessiongate.toml");
+    let base = redis_config(upstream.addr, &redis.url(), "");
+    let with_team = format!("{base}\n{}", team_users());
+    std::fs::write(&file, &with_team).unwrap();
+    let a = start_proxy_from(Config::load(&file).unwrap()).await;
+    let b = start_proxy_from(Config::load(&file).unwrap()).await;
+    let alice = login(&a, USER, PASSWORD).await;
+    let bob = login(&a, "bob", BOB_PASSWORD).await;
+    let carol = login(&b, "carol", CAROL_PASSWORD).await;
+
+    // bob is removed and carol's password changes.
+    let new_carol = carol_table().replace(
+        carol_table().split('"').nth(3).unwrap(),
+        &cheap_hash("a-new-password"),
+    );
+    let changed = format!("{base}\n{}", bob_table() + &new_carol).replace(&bob_table(), "");
+    std::fs::write(&file, &changed).unwrap();
+    let done = a.app.reload().await.unwrap();
+    assert_eq!(done.ended_sessions, 2, "{done:?}");
+    // Gone from Redis, so every replica refuses them, reloaded or not yet.
+    for cookie in [&bob, &carol] {
+        assert_eq!(status_with(&a, cookie).await, StatusCode::UNAUTHORIZED);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for cookie in [&bob, &carol] {
+        assert_eq!(status_with(&b, cookie).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(status_with(&b, &alice).await, StatusCode::OK);
+    let keys = redis.keys().await;
+    assert!(
+        keys.iter()
+            .all(|k| !k.contains("user:bob") && !k.contains("user:carol")),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn check_and_start_refuse_the_redis_store_without_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sessiongate.toml");
+    let toml = redis_config(
+        "127.0.0.1:9".parse().unwrap(),
+        "redis://127.0.0.1:6379/0",
+        "",
+    )
+    .replace(&format!("secret = \"{SECRET}\""), "");
+    std::fs::write(&file, toml).unwrap();
+    for args in [vec!["check", "--config"], vec!["--config"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+            .args(&args)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted it");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("session.secret") && said.contains("every replica"),
+            "{args:?}: {said}"
+        );
+    }
+}

@@ -43,6 +43,14 @@ pub struct Entry {
     pub seen_ms: u64,
 }
 
+/// What a cache hit needs, copied out without touching the entry's name.
+#[derive(Clone, Copy, Debug)]
+pub struct Cached {
+    pub owner: Owner,
+    pub created_ms: u64,
+    pub seen_ms: u64,
+}
+
 #[derive(Default)]
 pub struct Cache {
     map: DashMap<SessionId, Entry, Hasher>,
@@ -52,8 +60,9 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The entry for `id`, if it may be used at `now_ms`.
-    pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Entry> {
+    /// The entry for `id`, if it may be used at `now_ms`: its owner, and when the session
+    /// started and was last seen (Unix ms).
+    pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Cached> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
@@ -61,7 +70,11 @@ impl Cache {
         if now_ms.saturating_sub(entry.fetched_ms) >= CACHE_FOR.as_millis() as u64 {
             return None;
         }
-        Some(entry.clone())
+        Some(Cached {
+            owner: entry.owner,
+            created_ms: entry.created_ms,
+            seen_ms: entry.seen_ms,
+        })
     }
 
     /// The generation to pass to [`insert`](Self::insert), taken before reading Redis.

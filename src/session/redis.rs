@@ -117,14 +117,14 @@ return n
     )
 });
 
-/// A user's sessions: key, created, seen, client, browser, cred, six values each. Keys whose
-/// session has gone (idled out) are dropped from the index on the way.
-/// KEYS: index. ARGV: session prefix.
+/// A user's newest sessions (at most ARGV[2]): key, created, seen, client, browser, cred, six
+/// values each. Keys whose session has gone (idled out) are dropped from the index on the way.
+/// KEYS: index. ARGV: session prefix, how many.
 static LIST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1, 'REV')) do
   local v = redis.call('HMGET', ARGV[1] .. m, 'created', 'seen', 'client', 'browser', 'cred')
   if v[1] then
     out[#out + 1] = m
@@ -399,10 +399,12 @@ impl RedisStore {
         Ok(usize::try_from(ended).unwrap_or(0))
     }
 
-    /// The live sessions of `user`, oldest first.
+    /// The newest live sessions of `user` (at most `MAX_LISTED`), oldest first.
     pub async fn of_user(&self, user: &str) -> Result<Vec<Listed>, StoreError> {
         let mut call = LIST.prepare_invoke();
-        call.key(self.index_key(user)).arg(&self.session_prefix);
+        call.key(self.index_key(user))
+            .arg(&self.session_prefix)
+            .arg(super::sessions::MAX_LISTED);
         let flat: Vec<String> = self
             .link
             .run("listing a user's sessions", move |mut conn| async move {

@@ -10,6 +10,10 @@ use super::redis::RedisStore;
 use super::store::{Owner, SessionId, SessionMeta, SessionStore, StoreError};
 use crate::policy::{Policy, User};
 
+/// Sessions the sessions page lists at most: the newest. A user with thousands of sessions
+/// (a script logging in on every run) must not make one page view a long walk for the store.
+pub const MAX_LISTED: usize = 100;
+
 pub enum Sessions {
     Memory {
         store: Arc<SessionStore>,
@@ -107,27 +111,34 @@ impl Sessions {
         }
     }
 
-    /// `user`'s live sessions made with their current password, oldest first; `current` is
-    /// the session asking.
+    /// `user`'s newest live sessions (at most [`MAX_LISTED`]) made with their current
+    /// password, oldest first; `current` is the session asking.
     pub async fn list(
         &self,
         user: &User,
         current: &SessionId,
     ) -> Result<Vec<SessionInfo>, StoreError> {
         match self {
-            Sessions::Memory { store, keys } => Ok(store
-                .of_user(user.id)
-                .into_iter()
-                .filter(|(_, owner, _)| owner.credentials == user.credentials)
-                .map(|(id, _, t)| SessionInfo {
-                    handle: keys.of(&id),
-                    started: t.started,
-                    last_seen: t.last_seen,
-                    client: Some(t.client),
-                    browser: t.browser.to_string(),
-                    current: id == *current,
-                })
-                .collect()),
+            Sessions::Memory { store, keys } => {
+                let mine: Vec<_> = store
+                    .of_user(user.id)
+                    .into_iter()
+                    .filter(|(_, owner, _)| owner.credentials == user.credentials)
+                    .collect();
+                let skip = mine.len().saturating_sub(MAX_LISTED);
+                Ok(mine
+                    .into_iter()
+                    .skip(skip)
+                    .map(|(id, _, t)| SessionInfo {
+                        handle: keys.of(&id),
+                        started: t.started,
+                        last_seen: t.last_seen,
+                        client: Some(t.client),
+                        browser: t.browser.to_string(),
+                        current: id == *current,
+                    })
+                    .collect())
+            }
             Sessions::Redis(redis) => {
                 let here = redis.key_of(current);
                 Ok(redis
