@@ -397,3 +397,81 @@ fn check_and_start_refuse_the_redis_store_without_a_secret() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_session_changed_in_redis_without_the_secret_is_refused() {
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let upstream = start_upstream().await;
+    let toml = format!(
+        "{}\n{}",
+        redis_config(upstream.addr, &redis.url(), ""),
+        bob_table()
+    );
+    let proxy = start_proxy_with(&toml).await;
+    let bob = login(&proxy, "bob", BOB_PASSWORD).await;
+    let bobs_key = redis
+        .keys()
+        .await
+        .into_iter()
+        .find(|k| k.contains(":session:"))
+        .unwrap();
+    let mut conn = redis.client().await;
+    let bobs_cred: String = redis::cmd("HGET")
+        .arg(&bobs_key)
+        .arg("cred")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let alice = login(&proxy, USER, PASSWORD).await;
+    assert_eq!(status_with(&proxy, &bob).await, StatusCode::OK);
+    let alices_key = redis
+        .keys()
+        .await
+        .into_iter()
+        .find(|k| k.contains(":session:") && *k != bobs_key)
+        .unwrap();
+    // Someone with write access to Redis (but not the secret) makes bob's session alice's...
+    let _: () = redis::cmd("HSET")
+        .arg(&bobs_key)
+        .arg("user")
+        .arg(USER)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // ... and alice's session bob's, with his credentials fingerprint, and younger.
+    let _: () = redis::cmd("HSET")
+        .arg(&alices_key)
+        .arg("user")
+        .arg("bob")
+        .arg("cred")
+        .arg(&bobs_cred)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await; // past the replica cache
+    let res = get(proxy.addr, "/", &[("cookie", &bob)]).await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNAUTHORIZED,
+        "{:?}",
+        res.upstream_header("x-forwarded-user")
+    );
+    assert_eq!(status_with(&proxy, &alice).await, StatusCode::UNAUTHORIZED);
+    // A fresh start time does not stretch the absolute timeout either.
+    let fresh = login(&proxy, USER, PASSWORD).await;
+    let fresh_key = redis
+        .keys()
+        .await
+        .into_iter()
+        .find(|k| k.contains(":session:") && *k != bobs_key && *k != alices_key)
+        .unwrap();
+    let _: () = redis::cmd("HINCRBY")
+        .arg(&fresh_key)
+        .arg("created")
+        .arg(3_600_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(status_with(&proxy, &fresh).await, StatusCode::UNAUTHORIZED);
+}

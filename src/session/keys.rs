@@ -75,6 +75,57 @@ impl SessionKeys {
         self.name(b's', id.as_bytes())
     }
 
+    /// The seal on what a shared store says about a session: who it belongs to, with which
+    /// credentials, since when. Someone who can write to Redis but does not have the secret
+    /// cannot move a session to another user or extend its absolute end.
+    pub fn seal(
+        &self,
+        key: &SessionKey,
+        user: &str,
+        credentials: u32,
+        created_ms: u64,
+    ) -> SessionKey {
+        SessionKey(
+            self.sealed(key, user, credentials, created_ms)
+                .finalize()
+                .into_bytes()
+                .into(),
+        )
+    }
+
+    /// Whether `seal` (hex) is the seal of these facts; compared in constant time.
+    pub fn seal_holds(
+        &self,
+        seal: &str,
+        key: &SessionKey,
+        user: &str,
+        credentials: u32,
+        created_ms: u64,
+    ) -> bool {
+        let Some(given) = SessionKey::from_hex(seal) else {
+            return false;
+        };
+        self.sealed(key, user, credentials, created_ms)
+            .verify_slice(&given.0)
+            .is_ok()
+    }
+
+    fn sealed(
+        &self,
+        key: &SessionKey,
+        user: &str,
+        credentials: u32,
+        created_ms: u64,
+    ) -> Hmac<Sha256> {
+        let mut mac = self.keyed.clone();
+        mac.update(b"v");
+        mac.update(&key.0);
+        mac.update(&credentials.to_be_bytes());
+        mac.update(&created_ms.to_be_bytes());
+        mac.update(user.as_bytes());
+        mac
+    }
+
     /// A one-way name for any other value (a username or address in the failed-login
     /// counters), under its own `kind` byte.
     pub fn name(&self, kind: u8, value: &[u8]) -> SessionKey {
@@ -105,5 +156,21 @@ mod tests {
         assert_eq!(SessionKey::from_hex(&hex.to_uppercase()), None);
         assert_eq!(SessionKey::from_hex(&hex[1..]), None);
         assert_eq!(SessionKey::from_hex(&format!("{}zz", &hex[2..])), None);
+    }
+
+    #[test]
+    fn a_seal_holds_only_for_the_facts_it_was_made_for() {
+        let keys = SessionKeys::new(b"0123456789abcdef0123456789abcdef");
+        let key = keys.of(&SessionId::generate());
+        let seal = keys.seal(&key, "alice", 7, 1000).to_hex();
+        assert!(keys.seal_holds(&seal, &key, "alice", 7, 1000));
+        assert!(!keys.seal_holds(&seal, &key, "admin", 7, 1000));
+        assert!(!keys.seal_holds(&seal, &key, "alice", 8, 1000));
+        assert!(!keys.seal_holds(&seal, &key, "alice", 7, 2000));
+        let other = keys.of(&SessionId::generate());
+        assert!(!keys.seal_holds(&seal, &other, "alice", 7, 1000));
+        assert!(!keys.seal_holds("", &key, "alice", 7, 1000));
+        let foreign = SessionKeys::new(b"fedcba9876543210fedcba9876543210");
+        assert!(!foreign.seal_holds(&seal, &key, "alice", 7, 1000));
     }
 }

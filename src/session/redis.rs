@@ -3,8 +3,11 @@
 //!
 //! What Redis holds, under `redis.key_prefix`:
 //! - `session:<key>`: a hash with the user's name, the credentials fingerprint, when it started
-//!   and was last seen (Unix ms), the client address and the browser. `<key>` is the session's
-//!   one-way name (see `keys`), never its id: a dump of Redis holds no credential.
+//!   and was last seen (Unix ms), the client address and the browser, and a seal (an HMAC with
+//!   the secret) over the user, credentials and start: someone who can write to Redis but has
+//!   no secret can end sessions, never move one to another user or make it outlive its
+//!   absolute end. `<key>` is the session's one-way name (see `keys`), never its id: a dump of
+//!   Redis holds no credential.
 //! - `user:<name>`: a sorted set of that user's session keys (scored by their absolute end),
 //!   so "sign out everywhere" and the sessions page are one operation each, not a scan.
 //! - the `ended` channel: every ended session is announced on it, for the replica caches.
@@ -34,13 +37,14 @@ use crate::redis_link::RedisLink;
 
 /// Creates a session unless the key exists; adds it to the user's index, which lives as long
 /// as the user's longest-lived session (members past their absolute end are dropped).
-/// KEYS: session, index. ARGV: user, cred, now, client, browser, expire_at, member, abs_end.
+/// KEYS: session, index. ARGV: user, cred, now, client, browser, expire_at, member, abs_end,
+/// seal.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'user', ARGV[1], 'cred', ARGV[2], 'created', ARGV[3],
-  'seen', ARGV[3], 'client', ARGV[4], 'browser', ARGV[5])
+  'seen', ARGV[3], 'client', ARGV[4], 'browser', ARGV[5], 'seal', ARGV[9])
 redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[8], ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
@@ -253,7 +257,12 @@ impl RedisStore {
                 .arg(meta.browser.to_string())
                 .arg(self.expire_at(now, now))
                 .arg(key.to_hex())
-                .arg(now.saturating_add(self.absolute_ms));
+                .arg(now.saturating_add(self.absolute_ms))
+                .arg(
+                    self.keys
+                        .seal(&key, &user.name, user.credentials, now)
+                        .to_hex(),
+                );
             let created: i64 = self
                 .link
                 .run("creating a session", move |mut conn| async move {
@@ -283,20 +292,37 @@ impl RedisStore {
         let key = self.keys.of(id);
         let session = self.session_key(&key);
         let read = session.clone();
-        type Fields = (Option<String>, Option<u32>, Option<u64>, Option<u64>);
+        type Fields = (
+            Option<String>,
+            Option<u32>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+        );
         let fields: Fields = self
             .link
             .run("reading a session", move |mut conn| async move {
                 redis::cmd("HMGET")
                     .arg(&read)
-                    .arg(&["user", "cred", "created", "seen"])
+                    .arg(&["user", "cred", "created", "seen", "seal"])
                     .query_async(&mut conn)
                     .await
             })
             .await?;
-        let (Some(user), Some(credentials), Some(created_ms), Some(mut seen_ms)) = fields else {
+        let (Some(user), Some(credentials), Some(created_ms), Some(mut seen_ms), Some(seal)) =
+            fields
+        else {
             return Ok(None);
         };
+        if !self
+            .keys
+            .seal_holds(&seal, &key, &user, credentials, created_ms)
+        {
+            // Written by someone without the secret: refused, and left for an operator to see.
+            self.link
+                .log_failure("checking a session", "a session in Redis has a broken seal (someone changed it without the secret); refused");
+            return Ok(None);
+        }
         if self.expired(created_ms, seen_ms, now) {
             return Ok(None);
         }
