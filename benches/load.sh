@@ -5,7 +5,7 @@
 #
 # Sections (all by default; pick with --only a,b):
 #   peers     side-by-side peer comparison (direct, nginx, caddy, express-session, sessiongate,
-#             sessiongate-quiet) at --peer-conns (64 and 512), via benches/peers/peers.sh
+#             sessiongate-quiet, nginx-authreq, sessiongate-redis) at --peer-conns (64 and 512), via benches/peers/peers.sh
 #   growth    req/s and p99 vs connections (--growth-conns: 1 16 64 256 1024) for direct, nginx,
 #             sessiongate
 #   memory    RSS vs live sessions (0..1M, benches/sessions_rss.rs); 10k idle keep-alive
@@ -120,7 +120,7 @@ json.dump({"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem / 2**20, 1),
 PY
 
 # --- the upstream the memory and stall sections use (peers.sh starts its own) ------------------
-# Ports from BENCH_PORT_BASE (default 18180; --ports sets it): peers.sh uses BASE..BASE+5,
+# Ports from BENCH_PORT_BASE (default 18180; --ports sets it): peers.sh uses BASE..BASE+9 and BASE+19,
 # this script BASE+10..BASE+12, each checked free first.
 BASE=${PORT_BASE:-${BENCH_PORT_BASE:-18180}}
 export BENCH_PORT_BASE=$BASE

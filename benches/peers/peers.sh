@@ -11,7 +11,8 @@
 # binary with RUST_LOG=warn, i.e. without the per-request access log line) shows what logging costs.
 # The upstream config, sessiongate's config and the port helpers come from ../lib.sh (shared with
 # load.sh and profile.sh); an INVALID round prints its status codes and the proxies' warnings,
-# and KEEP_LOGS=DIR keeps the logs.
+# and KEEP_LOGS=DIR keeps the logs. The peer `sessiongate-redis` (2026-12): sessions in a Redis
+# that the script starts itself, with Redis commands per proxied request in the summary.
 #
 # Peers (each skipped with a note when its program is missing):
 #   direct       the upstream itself (nginx returning a ~100 byte body): the ceiling
@@ -20,18 +21,26 @@
 #   express      express + express-session (MemoryStore) + http-proxy-middleware: the classic session stack
 #   sessiongate  this project, release build, logged in, every request carries the session cookie
 #   sessiongate-quiet  the same with RUST_LOG=warn (no per-request log line; nginx's access_log is off too)
+#   sessiongate-redis  the same binary and config plus `store = "redis"` and a [redis] table:
+#                sessions in a redis-server the script starts (port BASE+19, no persistence:
+#                --save "" --appendonly no), pinned to CPU 1 with the peer and the upstream, and
+#                counted in the peer's CPU per request (sessiongate and Redis together). Also
+#                reports Redis commands per proxied request (CONFIG RESETSTAT before each load, the
+#                calls in INFO commandstats after, divided by the responses oha counted). Skipped
+#                with a note when redis-server is missing.
 #   nginx-authreq  nginx proxy_pass asking sessiongate (forward-auth only, no upstream) with
 #                auth_request on every request: sessiongate behind an existing nginx
 #   sessiongate-base   with --base-bin PATH: another sessiongate build (e.g. today's main) with the
 #                plain config, to compare a change against in the same interleaved run
 #
-# --rules N gives the sessiongate and sessiongate-quiet peers N access rules (benches/lib.sh
-# bench_rules: the request is checked against all N); the base peer never gets them, so its
-# binary may predate rules.
+# --rules N gives the sessiongate, sessiongate-quiet and sessiongate-redis peers N access rules
+# (benches/lib.sh bench_rules: the request is checked against all N); the base peer never gets
+# them, so its binary may predate rules.
 #
-# Pinning: the load generator runs on CPU 0, the upstream and the peer under test on CPU 1, so every
-# peer gets the same CPU budget. Each figure is the median over --rounds; rounds alternate peers so
-# machine drift hits all of them alike. Only the ratios are meaningful on a shared, noisy machine.
+# Pinning: the load generator runs on CPU 0, the upstream and the peer under test on CPU 1 (with
+# sessiongate-redis, its Redis too), so every peer gets the same CPU budget. Each figure is the
+# median over --rounds; rounds alternate peers so machine drift hits all of them alike. Only the
+# ratios are meaningful on a shared, noisy machine.
 # A peer whose responses are not all 2xx is marked INVALID (a fast 302 is not a proxied request).
 set -euo pipefail
 
@@ -50,15 +59,16 @@ while [ $# -gt 0 ]; do
     --rules) RULES=$2; shift 2 ;;
     --json) JSON=$2; shift 2 ;;
     --install) INSTALL=1; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 
 if [ "$INSTALL" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
-  command -v nginx >/dev/null && command -v wrk >/dev/null && command -v caddy >/dev/null ||
-    { apt-get update -qq && apt-get install -y -qq nginx wrk caddy >/dev/null; }
+  command -v nginx >/dev/null && command -v wrk >/dev/null && command -v caddy >/dev/null &&
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq nginx wrk caddy redis-server >/dev/null; }
   command -v oha >/dev/null || cargo install oha --locked
   [ -d "$HERE/express-peer/node_modules" ] || (cd "$HERE/express-peer" && npm install --silent --no-audit --no-fund)
 fi
@@ -81,14 +91,15 @@ trap cleanup EXIT
 
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else PIN_SRV=""; PIN_GEN=""; fi
-# Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges.
+# Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges:
+# BASE..BASE+9, and BASE+19 for sessiongate-redis's Redis.
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5)) SB=$((BASE + 6))
-NA=$((BASE + 7)) NAG=$((BASE + 8))
+NA=$((BASE + 7)) NAG=$((BASE + 8)) SG_R=$((BASE + 9)) RP=$((BASE + 19))
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
-for p in $UP $NG $CA $EX $SG $SQ $SB $NA $NAG; do port_free "$p"; done
+for p in $UP $NG $CA $EX $SG $SQ $SB $NA $NAG $SG_R $RP; do port_free "$p"; done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
@@ -97,7 +108,7 @@ $PIN_SRV nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
 wait_port $UP
 
 # --- load generator ------------------------------------------------------------------------------
-# load URL [COOKIE] -> prints "rps p50_ms p99_ms non2xx"
+# load URL [COOKIE] -> prints "rps p50_ms p99_ms non2xx responses"
 load() {
   local url=$1 cookie=${2:-}
   if command -v oha >/dev/null; then
@@ -108,7 +119,7 @@ import json,sys
 d=json.load(sys.stdin); s=d["summary"]; p=d["latencyPercentiles"]; codes=d.get("statusCodeDistribution",{})
 bad=sum(v for k,v in codes.items() if not k.startswith("2"))+sum(d.get("errorDistribution",{}).values())
 if bad: print("bad answers: status codes %s, errors %s" % (codes, d.get("errorDistribution")), file=sys.stderr)
-print("%.0f %.3f %.3f %d"%(s["requestsPerSec"],(p.get("p50") or 0)*1e3,(p.get("p99") or 0)*1e3,bad))'
+print("%.0f %.3f %.3f %d %d"%(s["requestsPerSec"],(p.get("p50") or 0)*1e3,(p.get("p99") or 0)*1e3,bad,sum(codes.values())))'
   else
     local args=(-t1 -c"$CONNS" -d"${DURATION}s" --latency)
     [ -n "$cookie" ] && args+=(-H "Cookie: $cookie")
@@ -120,7 +131,8 @@ def ms(v):
 rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
 p50=ms(re.search(r"^\s+50%\s+(\S+)",t,re.M).group(1)); p99=ms(re.search(r"^\s+99%\s+(\S+)",t,re.M).group(1))
 m=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t); e=re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)",t)
-print("%.0f %.3f %.3f %d"%(rps,p50,p99,(int(m.group(1)) if m else 0)+(sum(map(int,e.groups())) if e else 0)))'
+n=int(re.search(r"(\d+) requests in",t).group(1))
+print("%.0f %.3f %.3f %d %d"%(rps,p50,p99,(int(m.group(1)) if m else 0)+(sum(map(int,e.groups())) if e else 0),n))'
   fi
 }
 
@@ -147,7 +159,10 @@ PY
 TCK=$(getconf CLK_TCK)
 
 # --- peers ---------------------------------------------------------------------------------------
-declare -A URL COOKIE SPID
+# SESSION_TOML[name]: lines for a sessiongate peer's config right after its [session] table
+# (more session keys, then tables of their own); REDIS_PORT[name]: the Redis whose commands
+# the peer's rounds count.
+declare -A URL COOKIE SPID SESSION_TOML REDIS_PORT
 peers=()
 if want direct; then peers+=(direct); URL[direct]=http://127.0.0.1:$UP/; fi
 
@@ -171,13 +186,14 @@ if want express && command -v node >/dev/null && [ -d "$HERE/express-peer/node_m
 elif want express; then echo "note: express peer not installed (run with --install), skipped" >&2; fi
 
 # start_sessiongate NAME PORT BIN RULES [VAR=value...]: the release build BIN with RULES access
-# rules, logged in as alice; the assignments go into its environment.
+# rules (and SESSION_TOML[NAME] after its [session] table), logged in as alice; the assignments
+# go into its environment.
 start_sessiongate() {
   local name=$1 port=$2 bin=$3 rules=$4; shift 4
   if [ "$rules" -gt 0 ]; then
-    { sessiongate_toml "$port" "$UP"; alice_user "$bin" '["bench"]'; bench_rules "$rules"; } >"$WORK/$name.toml"
+    { sessiongate_toml "$port" "$UP"; printf '%s\n' "${SESSION_TOML[$name]:-}"; alice_user "$bin" '["bench"]'; bench_rules "$rules"; } >"$WORK/$name.toml"
   else
-    { sessiongate_toml "$port" "$UP"; alice_user "$bin"; } >"$WORK/$name.toml"
+    { sessiongate_toml "$port" "$UP"; printf '%s\n' "${SESSION_TOML[$name]:-}"; alice_user "$bin"; } >"$WORK/$name.toml"
   fi
   env "$@" $PIN_SRV "$bin" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 & PIDS+=($!); SPID[$name]=$!
   wait_port "$port"
@@ -189,6 +205,22 @@ if [ -z "$BIN" ]; then
 else
   if want sessiongate; then start_sessiongate sessiongate $SG "$BIN" "$RULES"; fi
   if want sessiongate-quiet; then start_sessiongate sessiongate-quiet $SQ "$BIN" "$RULES" RUST_LOG=warn; fi
+fi
+if [ -n "$BIN" ] && want sessiongate-redis; then
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    # Redis on the peer's CPU like the upstream: its CPU is part of what a request through this
+    # peer costs. Nothing written to disk; the session secret comes from sessiongate_toml.
+    $PIN_SRV redis-server --port $RP --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
+      --logfile "$WORK/redis.log" --daemonize no & PIDS+=($!); redis_pid=$!
+    wait_port $RP
+    for _ in $(seq 1 100); do [ "$(redis-cli -p $RP ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+    SESSION_TOML[sessiongate-redis]=$(printf 'store = "redis"\n\n[redis]\nurl = "redis://127.0.0.1:%s/0"' $RP)
+    start_sessiongate sessiongate-redis $SG_R "$BIN" "$RULES"
+    SPID[sessiongate-redis]="${SPID[sessiongate-redis]} $redis_pid"
+    REDIS_PORT[sessiongate-redis]=$RP
+  else
+    echo "note: redis-server (or redis-cli) not installed (run with --install), sessiongate-redis skipped" >&2
+  fi
 fi
 if [ -n "$BASE_BIN" ] && want sessiongate-base; then start_sessiongate sessiongate-base $SB "$BASE_BIN" 0; fi
 if [ -n "$BIN" ] && want nginx-authreq; then
@@ -204,17 +236,38 @@ if [ -n "$BIN" ] && want nginx-authreq; then
   peers+=(nginx-authreq); URL[nginx-authreq]=http://127.0.0.1:$NA/
 fi
 
+# redis_calls PORT -> "CALLS NAME:CALLS,NAME:CALLS..." from INFO commandstats: every command
+# Redis ran since the last CONFIG RESETSTAT, without the two this script sends (the RESETSTAT
+# itself and INFO).
+redis_calls() {
+  redis-cli -p "$1" INFO commandstats | python3 -c '
+import re, sys
+calls = {m.group(1): int(m.group(2)) for m in re.finditer(r"^cmdstat_(\S+?):calls=(\d+)", sys.stdin.read(), re.M)}
+calls = {k: v for k, v in calls.items() if k not in ("config|resetstat", "info")}
+print(sum(calls.values()), ",".join("%s:%d" % kv for kv in sorted(calls.items(), key=lambda kv: -kv[1])) or "-")'
+}
+
 # --- measure -------------------------------------------------------------------------------------
+# RES[peer]: one "rps p50 p99 bad cpu round responses redis_cmds_per_req redis_commands" per round
+# (the Redis figures -1 and - for a peer without Redis).
 declare -A RES
 for r in $(seq 1 "$ROUNDS"); do
   for p in "${peers[@]}"; do
+    rport=${REDIS_PORT[$p]:-}
+    [ -z "$rport" ] || redis-cli -p "$rport" CONFIG RESETSTAT >/dev/null
     t0=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
     out=$(load "${URL[$p]}" "${COOKIE[$p]:-}")
     t1=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
+    read -r rps p50 p99 bad n <<<"$out"
     # CPU microseconds the peer's own processes spent per request (0 for direct: there is no proxy)
     cpu=$(python3 -c "import sys; rps=float(sys.argv[1]); print('%.2f' % ((int(sys.argv[3])-int(sys.argv[2]))*1e6/int(sys.argv[4])/max(1.0, rps*float(sys.argv[5]))))" \
-          "${out%% *}" "$t0" "$t1" "$TCK" "$DURATION")
-    RES[$p]+="$out $cpu $r;"
+          "$rps" "$t0" "$t1" "$TCK" "$DURATION")
+    per=-1 list=-
+    if [ -n "$rport" ]; then
+      read -r calls list < <(redis_calls "$rport")
+      per=$(python3 -c "import sys; print('%.6f' % (int(sys.argv[1]) / max(1, int(sys.argv[2]))))" "$calls" "$n")
+    fi
+    RES[$p]+="$rps $p50 $p99 $bad $cpu $r $n $per $list;"
   done
 done
 
@@ -226,8 +279,10 @@ out = {"conns": int(sys.argv[3]), "duration_s": float(sys.argv[4]), "rounds": in
 runs = {}
 for line in sys.argv[1].splitlines():
     name, rs = line.split("=", 1)
-    runs[name] = [list(map(float, r.split())) for r in rs.split(";") if r.strip()]  # rps p50 p99 bad cpu round
+    # rps p50 p99 bad cpu round responses redis_cmds_per_req, then the Redis commands by name
+    runs[name] = [list(map(float, r.split()[:8])) + [r.split()[8]] for r in rs.split(";") if r.strip()]
 ref = runs.get("nginx")
+redis_lines = []
 for name, vals in runs.items():
     rps, p50, p99, cpu = (med(v[i] for v in vals) for i in (0, 1, 2, 4))
     bad = int(sum(v[3] for v in vals))
@@ -240,12 +295,25 @@ for name, vals in runs.items():
         rr = pr = cr = "    -"
     flag = "  INVALID: %d non-2xx/errors" % bad if bad else ""
     print("%-17s %7.0f %8.3f %8.3f %10s %5d   %15s %5s %8s%s" % (name, rps, p50, p99, ("%.1f" % cpu) if cpu else "-", bad, rr, pr, cr, flag))
+    redis = vals[0][7] >= 0  # the peer's rounds counted Redis commands
+    rounds = [dict(zip(("rps", "p50_ms", "p99_ms", "bad", "cpu_us_per_req", "round"), v), responses=int(v[6])) for v in vals]
+    median = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": cpu}
+    if redis:
+        for d, v in zip(rounds, vals):
+            d["redis_cmds_per_req"] = v[7]
+            d["redis_commands"] = {k: int(c) for k, c in (x.rsplit(":", 1) for x in v[8].split(",") if x != "-")}
+        median["redis_cmds_per_req"] = med(v[7] for v in vals)
+        redis_lines.append("%s: %.4f Redis commands per proxied request (median; rounds %s; last round: %s)" % (
+            name, median["redis_cmds_per_req"], ", ".join("%.4f" % v[7] for v in vals),
+            ", ".join("%s %s" % tuple(x.rsplit(":", 1)) for x in vals[-1][8].split(",") if x != "-") or "none"))
     out["peers"][name] = {
-        "rounds": [dict(zip(("rps", "p50_ms", "p99_ms", "bad", "cpu_us_per_req", "round"), v)) for v in vals],
-        "median": {"rps": rps, "p50_ms": p50, "p99_ms": p99, "cpu_us_per_req": cpu},
+        "rounds": rounds,
+        "median": median,
         "bad": bad,
         "vs_nginx": {"rps": float(rr), "p99": float(pr), "cpu": (float(cr) if cr.strip() != "-" else None)} if ref else None,
     }
+for line in redis_lines:
+    print(line)
 if sys.argv[2]:
     with open(sys.argv[2], "w") as f:
         json.dump(out, f, indent=1)
