@@ -69,11 +69,12 @@ impl RedisLink {
         let manager_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
-            // Reconnecting is retried by the next command anyway; a short series keeps a
-            // command from waiting on backoff longer than its own deadline.
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
+            // Reconnecting is tried again by the next command anyway. One quick retry: while
+            // Redis refuses connections, a command should fail fast (503 at once) rather than
+            // wait out backoff delays up to its deadline.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(50));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

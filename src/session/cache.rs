@@ -7,6 +7,10 @@
 //! - the cache is used only while that channel is subscribed; when it is lost (or
 //!   reconnected, when messages may have been missed) the whole cache is dropped.
 //!
+//! A busy session is read again by one request at a time: past half its time, the first request
+//! that asks takes the refresh on itself while the others go on using the entry, so many
+//! requests at once do not all miss together and each ask Redis.
+//!
 //! A read that started before an invalidation must not put the ended session back: every
 //! invalidation bumps a generation, and an entry read under an older generation is taken out
 //! again (see [`Cache::insert`]).
@@ -30,7 +34,6 @@ const MAX_ENTRIES: usize = 100_000;
 
 type Hasher = foldhash::fast::RandomState;
 
-#[derive(Clone)]
 pub struct Entry {
     pub owner: Owner,
     /// The user's name, for a "sign out everywhere" announced by name.
@@ -41,6 +44,8 @@ pub struct Entry {
     pub fetched_ms: u64,
     pub created_ms: u64,
     pub seen_ms: u64,
+    /// A request has taken on reading this session again.
+    pub refreshing: AtomicBool,
 }
 
 /// What a cache hit needs, copied out without touching the entry's name.
@@ -61,13 +66,24 @@ pub struct Cache {
 
 impl Cache {
     /// The entry for `id`, if it may be used at `now_ms`: its owner, and when the session
-    /// started and was last seen (Unix ms).
+    /// started and was last seen (Unix ms). `None` also for the one request that is to read
+    /// the session again now (see the module comment).
     pub fn get(&self, id: &SessionId, now_ms: u64) -> Option<Cached> {
         if !self.live.load(Ordering::Acquire) {
             return None;
         }
         let entry = self.map.get(id)?;
-        if now_ms.saturating_sub(entry.fetched_ms) >= CACHE_FOR.as_millis() as u64 {
+        let age = now_ms.saturating_sub(entry.fetched_ms);
+        let max = CACHE_FOR.as_millis() as u64;
+        if age >= max {
+            return None;
+        }
+        if age >= max / 2
+            && entry
+                .refreshing
+                .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             return None;
         }
         Some(Cached {
@@ -164,6 +180,7 @@ mod tests {
             fetched_ms,
             created_ms: fetched_ms,
             seen_ms: fetched_ms,
+            refreshing: AtomicBool::new(false),
         }
     }
 
@@ -192,10 +209,37 @@ mod tests {
         cache.set_live(true);
         let id = SessionId::generate();
         cache.insert(id, entry(key(1), "alice", 1000), cache.generation());
-        assert!(cache.get(&id, 1000 + 499).is_some());
+        assert!(cache.get(&id, 1000 + 249).is_some());
+        assert!(
+            cache.get(&id, 1000 + 499).is_none(),
+            "one request reads again"
+        );
+        assert!(
+            cache.get(&id, 1000 + 499).is_some(),
+            "the others use it meanwhile"
+        );
         assert!(cache.get(&id, 1000 + 500).is_none());
         cache.prune(1000 + 500);
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn past_half_its_time_one_request_reads_again_while_the_others_use_the_entry() {
+        let cache = Cache::default();
+        cache.set_live(true);
+        let id = SessionId::generate();
+        cache.insert(id, entry(key(1), "alice", 1000), cache.generation());
+        assert!(cache.get(&id, 1100).is_some());
+        assert!(
+            cache.get(&id, 1250).is_none(),
+            "the first past half: reads again"
+        );
+        for _ in 0..10 {
+            assert!(cache.get(&id, 1260).is_some(), "the others meanwhile");
+        }
+        // Its read puts a fresh entry in.
+        cache.insert(id, entry(key(1), "alice", 1300), cache.generation());
+        assert!(cache.get(&id, 1400).is_some());
     }
 
     #[test]

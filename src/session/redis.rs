@@ -359,6 +359,7 @@ impl RedisStore {
                 fetched_ms: now,
                 created_ms,
                 seen_ms,
+                refreshing: std::sync::atomic::AtomicBool::new(false),
             },
             generation,
         );
