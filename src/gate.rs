@@ -183,7 +183,9 @@ impl Gate {
         let session = match self.authenticate_under(policy, head.headers).await {
             Ok(session) => session,
             Err(e) => {
-                tracing::error!("request refused: {e}");
+                // Each such request is in the access log with its 503, and the store logs why
+                // (a shared store once a second): an error line per request would bury both.
+                tracing::debug!("request refused: {e}");
                 return Verdict {
                     decision: Decision::Unavailable,
                     session: None,

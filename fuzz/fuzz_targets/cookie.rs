@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
 use sessiongate::headers::{cookie_pairs, strip_cookie};
 use sessiongate::session::cookie::VALUE_LEN;
-use sessiongate::session::{CookieSigner, SessionId};
+use sessiongate::session::browser::Browser;
+use sessiongate::session::{CookieSigner, SessionId, SessionMeta};
 use sessiongate::{App, Config};
 
 /// Also in fuzz/README.md: the seed cookies in corpus/cookie were signed with this secret.
@@ -52,7 +53,7 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let config = Config::from_toml(CONFIG).expect("the fixed config is valid");
-        let app = App::new(config);
+        let app = App::new(config).expect("the in-memory store needs no set-up");
         assert_eq!(app.config.session.cookie_name, NAME);
         let owner = app
             .gate
@@ -63,7 +64,15 @@ fn fixture() -> &'static Fixture {
         let issued_id = app
             .gate
             .sessions()
-            .create(owner)
+            .memory()
+            .expect("the fixed config keeps sessions in memory")
+            .create(
+                owner,
+                &SessionMeta {
+                    client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                    browser: Browser::UNKNOWN,
+                },
+            )
             .expect("the in-memory store creates sessions");
         let issued = app.signer.sign(&issued_id);
         Fixture {
