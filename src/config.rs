@@ -75,6 +75,7 @@ mod file {
         pub groups_header: Option<String>,
         pub ca: Option<String>,
         pub tls_server_name: Option<String>,
+        pub tunnel_idle_timeout: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -105,6 +106,7 @@ mod file {
         pub max_failures: Option<u32>,
         pub failure_window: Option<String>,
         pub redirect_hosts: Option<Vec<String>>,
+        pub websocket_origins: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -198,6 +200,8 @@ pub struct UpstreamTarget {
     /// Set for `https://` upstreams.
     pub tls: Option<UpstreamTls>,
     pub timeout: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -312,6 +316,9 @@ pub struct AuthConfig {
     pub failure_window: Duration,
     /// Hosts a return address after login may be an `https://` URL on.
     pub redirect_hosts: Vec<HostPattern>,
+    /// Origins besides this site's own that may open WebSockets (`https://app.example.com`),
+    /// lowercased.
+    pub websocket_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -794,6 +801,7 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         None => {
             for (key, set) in [
                 ("upstream.timeout", u.timeout.is_some()),
+                ("upstream.tunnel_idle_timeout", u.tunnel_idle_timeout.is_some()),
                 ("upstream.ca", u.ca.is_some()),
                 ("upstream.tls_server_name", u.tls_server_name.is_some()),
             ] {
@@ -887,6 +895,11 @@ fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, Conf
             "upstream.timeout",
             u.timeout.as_deref(),
             Duration::from_secs(30),
+        )?,
+        tunnel_idle_timeout: duration(
+            "upstream.tunnel_idle_timeout",
+            u.tunnel_idle_timeout.as_deref(),
+            Duration::from_secs(3600),
         )?,
     })
 }
@@ -1250,7 +1263,33 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
                 })
             })
             .collect::<Result<_, _>>()?,
+        websocket_origins: a
+            .websocket_origins
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, o)| websocket_origin(o).map_err(|reason| {
+                invalid(format!("auth.websocket_origins[{i}]"), format!("{o:?} {reason}"))
+            }))
+            .collect::<Result<_, _>>()?,
     })
+}
+
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after; lowercased.
+fn websocket_origin(text: &str) -> Result<String, &'static str> {
+    let Some((scheme, authority)) = text.split_once("://") else {
+        return Err("is not an origin; write e.g. \"https://app.example.com\"");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("must start with https:// (or http://)");
+    }
+    let ok = !authority.is_empty()
+        && !authority.contains(['/', '?', '#', '@'])
+        && authority.parse::<http::uri::Authority>().is_ok();
+    if !ok {
+        return Err("must be scheme://host[:port] with no path, e.g. \"https://app.example.com\"");
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 #[cfg(test)]
