@@ -17,6 +17,7 @@ use crate::identity::UserNames;
 use crate::proxy::Upstream;
 use crate::redis_link::{LinkError, RedisLink};
 use crate::session::redis::RedisStore;
+use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, SessionId, SessionKeys, SessionStore, Sessions};
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
@@ -97,6 +98,7 @@ impl App {
             }
         };
         let names = Arc::new(UserNames::default());
+        let tunnels = Arc::new(Tunnels::default());
         let keys = SessionKeys::new(&secret);
         let s = &config.session;
         let (sessions, limiter) = match &s.store {
@@ -121,6 +123,7 @@ impl App {
                     s.idle_timeout,
                     s.absolute_timeout,
                     s.touch_interval,
+                    tunnels.clone(),
                 );
                 let limiter = SharedLimiter::new(
                     link,
@@ -162,7 +165,7 @@ impl App {
             tokens: FormTokens::new(&secret),
             limiter,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            gate: Gate::new(&config, names, sessions, signer.clone()),
+            gate: Gate::new(&config, names, sessions, tunnels, signer.clone()),
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: config.upstream.target.as_ref().map(Upstream::new),

@@ -13,7 +13,8 @@ use crate::headers::cookie_pairs;
 use crate::identity::UserNames;
 use crate::policy::{Policy, Ruling, User};
 use crate::rules::Target;
-use crate::session::{CookieSigner, SessionId, SessionMeta, Sessions, StoreError};
+use crate::session::tunnels::Tunnels;
+use crate::session::{CookieSigner, SessionId, SessionKey, SessionMeta, Sessions, StoreError};
 
 /// What to do with a request.
 pub enum Decision {
@@ -75,6 +76,8 @@ pub struct Gate {
     /// a shared store, which reads names back.
     names: Arc<UserNames>,
     sessions: Sessions,
+    /// Open upgraded connections, closed when their session ends.
+    tunnels: Arc<Tunnels>,
     signer: CookieSigner,
     cookie_name: String,
 }
@@ -85,6 +88,7 @@ impl Gate {
         config: &Config,
         names: Arc<UserNames>,
         sessions: Sessions,
+        tunnels: Arc<Tunnels>,
         signer: CookieSigner,
     ) -> Gate {
         let policy = Policy::build(config, &names);
@@ -92,6 +96,7 @@ impl Gate {
             policy: ArcSwap::from_pointee(policy),
             names,
             sessions,
+            tunnels,
             signer,
             cookie_name: config.session.cookie_name.clone(),
         }
@@ -106,6 +111,10 @@ impl Gate {
         &self.sessions
     }
 
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
+    }
+
     /// Puts `config`'s users and rules in force for every request from now on, and ends the
     /// sessions of users it removes or whose password it changes; how many sessions ended.
     /// `config` must be validated (it is, being a `Config`). The new policy is in force even
@@ -113,6 +122,8 @@ impl Gate {
     pub async fn replace_policy(&self, config: &Config) -> Result<usize, StoreError> {
         let policy = Arc::new(Policy::build(config, &self.names));
         let old = self.policy.swap(policy.clone());
+        self.tunnels
+            .owners_ended(|owner| policy.current(owner).is_none());
         // Requests already refuse such sessions (`Policy::current`); this ends them for good.
         self.sessions.end_stale(&old, &policy).await
     }
@@ -219,14 +230,28 @@ impl Gate {
         self.sessions.create(user, meta).await
     }
 
-    /// Ends a session; true if it existed.
+    /// Ends a session, and closes its tunnels; true if it existed.
     pub async fn end_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        // Closed first: the user asked to be signed out, and this part needs no store.
+        self.tunnels.session_ended(&self.sessions.key_of(id));
         self.sessions.remove(id).await
     }
 
-    /// Ends every session of `user`, on every replica (sign out everywhere); how many.
+    /// Ends every session of `user`, on every replica (sign out everywhere), and closes their
+    /// tunnels; how many sessions.
     pub async fn end_sessions_of(&self, user: &User) -> Result<usize, StoreError> {
+        self.tunnels.owners_ended(|owner| owner.user == user.id);
         self.sessions.end_user(user).await
+    }
+
+    /// Ends the session of `user` that `handle` names on their sessions page, and closes its
+    /// tunnels; false if no session of theirs has that handle.
+    pub async fn end_listed(&self, user: &User, handle: &SessionKey) -> Result<bool, StoreError> {
+        let ended = self.sessions.end_listed(user, handle).await?;
+        if ended {
+            self.tunnels.session_ended(handle);
+        }
+        Ok(ended)
     }
 }
 

@@ -24,12 +24,14 @@ use crate::limits::MAX_HEAD_BYTES;
 use crate::logging::{self, RequestLine};
 use crate::paths::{self, BadTarget};
 use crate::policy::User;
-use crate::proxy::{Forwarding, Upstream};
+use crate::proxy::{Forwarding, UpgradeAnswer, Upstream};
 use crate::refusal;
 use crate::request_error::RequestError;
 use crate::response::{self, Body};
 use crate::session::SessionId;
 use crate::sessions_page;
+use crate::tunnel;
+use crate::upgrade;
 
 /// Who a request was for, as the access log names it.
 #[derive(Default)]
@@ -123,7 +125,7 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
     Ok(())
 }
 
-async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<Body>, Logged) {
+async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> (Response<Body>, Logged) {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix(app.config.auth.prefix.as_str())
         && (rest.is_empty() || rest.starts_with('/'))
@@ -137,6 +139,17 @@ async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<
         );
         return (res, Logged::default());
     };
+    let upgrade = upgrade::requested(&req);
+    if upgrade.is_some()
+        && !upgrade::origin_allowed(req.headers(), conn, &app.config.auth.websocket_origins)
+    {
+        let mut res = response::text(
+            StatusCode::FORBIDDEN,
+            "cross-site upgrade refused: this page's Origin may not open connections here (see auth.websocket_origins)",
+        );
+        response::no_store(&mut res);
+        return (res, Logged::default());
+    }
     let verdict = app
         .gate
         .decide(&Head {
@@ -146,10 +159,17 @@ async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> (Response<
             headers: req.headers(),
         })
         .await;
-    let res = match &verdict.decision {
-        Decision::Allow { user } => proxy(app, upstream, conn, req, Some(user)).await,
-        Decision::Public { user } => proxy(app, upstream, conn, req, user.as_deref()).await,
-        refused => refusal::answer(app, &req, refused),
+    let user = match &verdict.decision {
+        Decision::Allow { user } => Some(Some(&**user)),
+        Decision::Public { user } => Some(user.as_deref()),
+        _ => None,
+    };
+    let res = match (user, upgrade) {
+        (Some(user), None) => proxy(app, upstream, conn, req, user).await,
+        (Some(user), Some(protocol)) => {
+            tunnel(app, upstream, conn, req, user, verdict.session, protocol).await
+        }
+        (None, _) => refusal::answer(app, &req, &verdict.decision),
     };
     (res, logged(verdict))
 }
@@ -250,6 +270,80 @@ async fn ready(app: &App) -> Response<Body> {
     }
 }
 
+/// What the proxy adds to every request it forwards for `user` on `conn`.
+fn forwarding<'a>(app: &'a App, conn: &'a ConnInfo, user: Option<&'a User>) -> Forwarding<'a> {
+    Forwarding {
+        identity_header: &app.config.upstream.identity_header,
+        groups_header: &app.config.upstream.groups_header,
+        user,
+        peer: &conn.peer_header,
+        trusted_peer: conn.trusted,
+        proto: conn.proto,
+        own_cookie: &app.config.session.cookie_name,
+    }
+}
+
+/// An upgrade the gate let through: forwarded like any request (with `Connection` and
+/// `Upgrade` set again after the hop-by-hop scrub); on the upstream's 101 the tunnel starts,
+/// bound to the session; any other answer is passed back as it is.
+async fn tunnel(
+    app: &Arc<App>,
+    upstream: &Upstream,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    user: Option<&User>,
+    session: Option<SessionId>,
+    protocol: http::HeaderValue,
+) -> Response<Body> {
+    // A tunnel is a connection for as long as it lasts: it counts against the limit.
+    let Ok(permit) = app.connections.clone().try_acquire_owned() else {
+        let mut res = response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many open connections (server.max_connections); try again later",
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        return res;
+    };
+    let binding = match session {
+        None => None,
+        Some(id) => match app.gate.sessions().peek(&id).await {
+            Ok(Some((owner, started))) => Some((owner, tunnel::Binding { id, started })),
+            Ok(None) => return refusal::answer(app, &req, &Decision::LoginRequired),
+            Err(_) => return RequestError::StoreUnavailable.response(),
+        },
+    };
+    let client_side = hyper::upgrade::on(&mut req);
+    upstream.prepare(&mut req, forwarding(app, conn, user));
+    let h = req.headers_mut();
+    h.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, protocol);
+    match upstream.send_upgrade(req).await {
+        Err(e) => RequestError::Upstream(e).response(),
+        Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
+        Ok(UpgradeAnswer::Switched {
+            head,
+            upstream: upstream_side,
+        }) => {
+            let sessions = app.gate.sessions();
+            let registered = app.gate.tunnels().register(
+                binding
+                    .as_ref()
+                    .map(|(owner, b)| (sessions.key_of(&b.id), *owner)),
+            );
+            tunnel::spawn(
+                app.clone(),
+                client_side,
+                upstream_side,
+                registered,
+                binding.map(|(_, b)| b),
+                permit,
+            );
+            Response::from_parts(head, Either::Left(http_body_util::Full::default()))
+        }
+    }
+}
+
 async fn proxy(
     app: &App,
     upstream: &Upstream,
@@ -257,18 +351,7 @@ async fn proxy(
     mut req: Request<Incoming>,
     user: Option<&User>,
 ) -> Response<Body> {
-    upstream.prepare(
-        &mut req,
-        Forwarding {
-            identity_header: &app.config.upstream.identity_header,
-            groups_header: &app.config.upstream.groups_header,
-            user,
-            peer: &conn.peer_header,
-            trusted_peer: conn.trusted,
-            proto: conn.proto,
-            own_cookie: &app.config.session.cookie_name,
-        },
-    );
+    upstream.prepare(&mut req, forwarding(app, conn, user));
     match upstream.send(req).await {
         Ok(res) => res.map(Either::Right),
         Err(e) => RequestError::Upstream(e).response(),

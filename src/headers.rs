@@ -71,7 +71,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see, and
-/// `Upgrade`: sessiongate does not tunnel protocol upgrades).
+/// `Upgrade`: an upgrade request gets it back from the tunnel path, `handler::tunnel`).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,

@@ -30,6 +30,8 @@ pub mod server;
 pub mod session;
 pub mod sessions_page;
 pub mod tls;
+pub mod tunnel;
+pub mod upgrade;
 pub mod watchdog;
 
 pub use app::App;

@@ -336,6 +336,81 @@ impl Upstream {
     }
 }
 
+/// The upstream's answer to an upgrade request.
+pub enum UpgradeAnswer {
+    /// 101: the head to pass back (hop-by-hop headers removed, `Connection: upgrade` and the
+    /// upstream's `Upgrade` set again), and the upstream's side of the tunnel to come.
+    Switched {
+        head: http::response::Parts,
+        upstream: hyper::upgrade::OnUpgrade,
+    },
+    /// Anything else, passed back as a normal response.
+    Refused(Response<UpstreamBody>),
+}
+
+impl Upstream {
+    /// Sends a prepared upgrade request (`Connection`/`Upgrade` set again by the caller) on a
+    /// connection of its own, never a pooled one: if the upstream switches protocols, that
+    /// connection becomes the tunnel and is never used for another request. `timeout` bounds
+    /// the wait for the answer's head.
+    pub async fn send_upgrade(&self, req: Request<Incoming>) -> Result<UpgradeAnswer, ProxyError> {
+        let mut res = tokio::time::timeout(self.timeout, self.send_upgrade_on_own(req))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))??;
+        if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = res.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            return Ok(UpgradeAnswer::Refused(Response::from_parts(
+                parts,
+                UpstreamBody {
+                    inner: body,
+                    leg: None,
+                },
+            )));
+        }
+        let upstream = hyper::upgrade::on(&mut res);
+        let (mut head, _) = res.into_parts();
+        let protocol = head.headers.get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut head.headers);
+        if let Some(protocol) = protocol {
+            head.headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            head.headers.insert(header::UPGRADE, protocol);
+        }
+        Ok(UpgradeAnswer::Switched { head, upstream })
+    }
+
+    async fn send_upgrade_on_own(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match &self.transport {
+            Transport::Plain(_) => {
+                let stream = TcpStream::connect(self.authority.as_str())
+                    .await
+                    .map_err(ProxyError::Connect)?;
+                stream.set_nodelay(true).map_err(ProxyError::Connect)?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(ProxyError::Upstream)?;
+                // Drives the connection until the upgrade hands its socket over (or it ends).
+                tokio::spawn(async move {
+                    if let Err(e) = conn.with_upgrades().await {
+                        tracing::debug!("upstream upgrade connection ended: {e}");
+                    }
+                });
+                sender.send_request(req).await.map_err(ProxyError::Upstream)
+            }
+            // hyper-util's client takes a connection that switched protocols out of its pool.
+            Transport::Tls(client) => {
+                let res = self.send_tls(client, req).await?;
+                Ok(res.map(|body| body.inner))
+            }
+        }
+    }
+}
+
 /// Ties a response to the pooled connection it came on: the body drives the connection while
 /// it streams and returns it to the pool when done.
 fn wrap(pool: &Arc<Pool>, res: Response<Incoming>, leg: Leg) -> Response<UpstreamBody> {

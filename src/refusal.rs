@@ -55,9 +55,11 @@ pub fn answer_for(
     res
 }
 
-/// A browser loading a page (GET or HEAD asking for HTML), as opposed to a script.
+/// A browser loading a page (GET or HEAD asking for HTML), as opposed to a script. Never a
+/// protocol upgrade: a WebSocket client cannot follow a redirect to the sign-in page.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
+        && !headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::ACCEPT)
             .iter()

@@ -35,6 +35,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown does not take a plain HTTP/1 connection with upgrades, so
+    // those are watched by hand: each holds a receiver, `true` asks it to finish, and the
+    // sender's `closed()` is every one of them gone.
+    let (stop_plain, plain_stopped) = tokio::sync::watch::channel(false);
     // No hyper header timer and no HTTP/2 pings: the watchdog closes slow and idle
     // connections for a fraction of the cost (src/watchdog.rs). The header count is left at
     // hyper's default of 100 (more get 431): setting it explicitly, even to 100, makes hyper
@@ -86,7 +90,10 @@ pub async fn serve(
                 let watch = info.clone();
                 let service =
                     service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                let conn = graceful.watch(http1.serve_connection(io, service));
+                let conn = until_asked_to_stop(
+                    http1.serve_connection(io, service).with_upgrades(),
+                    plain_stopped.clone(),
+                );
                 tokio::spawn(async move {
                     let _permit = permit;
                     until_stalled(conn, &watch, deadline, peer).await;
@@ -118,7 +125,8 @@ pub async fn serve(
                     let watch = info.clone();
                     let service =
                         service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                    let conn = watcher.watch(auto.serve_connection(io, service).into_owned());
+                    let conn = watcher
+                        .watch(auto.serve_connection_with_upgrades(io, service).into_owned());
                     until_stalled(conn, &watch, deadline, peer).await;
                 });
             }
@@ -126,13 +134,45 @@ pub async fn serve(
     }
 
     drop(listener);
+    // Requests in flight and open tunnels get `shutdown_timeout` together; then the tunnels
+    // still open are closed (the connections still serving a request go with this task).
+    let tunnels = app.gate.tunnels();
+    let _ = stop_plain.send(true);
+    drop(plain_stopped);
+    let drained = async {
+        tokio::join!(graceful.shutdown(), stop_plain.closed());
+        tunnels.wait_empty().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = drained => {}
         () = tokio::time::sleep(app.config.server.shutdown_timeout) => {
-            tracing::warn!("shutdown timeout passed; closing the remaining connections");
+            let closed = tunnels.close_all();
+            tracing::warn!("shutdown timeout passed; closing the remaining connections and {closed} tunnels");
         }
     }
     Ok(())
+}
+
+/// Serves a plain HTTP/1 connection; once `stop` says so, lets its request in flight finish
+/// and closes it (what `GracefulShutdown::watch` does for the others).
+async fn until_asked_to_stop<I, S, B>(
+    conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => return ended,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Serves one connection until it ends, or until the watchdog finds it slow or idle for

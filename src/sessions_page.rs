@@ -61,7 +61,7 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(list) => list.iter().any(|s| s.current && s.handle == handle),
         Err(e) => return store_unavailable(&e),
     };
-    match sessions.end_listed(&session.user, &handle).await {
+    match app.gate.end_listed(&session.user, &handle).await {
         Err(e) => store_unavailable(&e),
         Ok(false) => not_found(app),
         Ok(true) => {

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod redis;
 pub mod sessions;
 pub mod store;
+pub mod tunnels;
 
 pub use cookie::CookieSigner;
 pub use keys::{SessionKey, SessionKeys};

@@ -31,6 +31,7 @@ use redis::Script;
 use super::cache::{Cache, Entry};
 use super::keys::{SessionKey, SessionKeys};
 use super::store::{Owner, SessionId, SessionMeta, StoreError};
+use super::tunnels::Tunnels;
 use crate::identity::UserNames;
 use crate::policy::User;
 use crate::redis_link::RedisLink;
@@ -192,6 +193,7 @@ impl RedisStore {
         idle: Duration,
         absolute: Duration,
         touch_interval: Duration,
+        tunnels: Arc<Tunnels>,
     ) -> RedisStore {
         let prefix = &link.prefix;
         let store = RedisStore {
@@ -209,6 +211,7 @@ impl RedisStore {
         store.link.spawn(follow_invalidations(
             store.link.pubsub_client().clone(),
             store.cache.clone(),
+            tunnels,
             store.channel.clone(),
             store.link.timeout(),
             store.link.display.clone(),
@@ -282,11 +285,29 @@ impl RedisStore {
     /// replica may have a newer config); it is refused here.
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
         fail::fail_point!("session-touch", |_| Err(StoreError::Unavailable));
+        Ok(self.read(id, true).await?.map(|(owner, _)| owner))
+    }
+
+    /// The owner of a live session and when it started, without writing "last seen" back.
+    pub async fn peek(&self, id: &SessionId) -> Result<Option<(Owner, SystemTime)>, StoreError> {
+        Ok(self
+            .read(id, false)
+            .await?
+            .map(|(owner, created)| (owner, at(created))))
+    }
+
+    /// [`touch`](Self::touch) (`write_back`) or [`peek`](Self::peek): the owner and the start
+    /// in Unix ms.
+    async fn read(
+        &self,
+        id: &SessionId,
+        write_back: bool,
+    ) -> Result<Option<(Owner, u64)>, StoreError> {
         let now = unix_ms();
         if let Some(e) = self.cache.get(id, now)
             && !self.expired(e.created_ms, e.seen_ms, now)
         {
-            return Ok(Some(e.owner));
+            return Ok(Some((e.owner, e.created_ms)));
         }
         let generation = self.cache.generation();
         let key = self.keys.of(id);
@@ -326,7 +347,7 @@ impl RedisStore {
         if self.expired(created_ms, seen_ms, now) {
             return Ok(None);
         }
-        if now.saturating_sub(seen_ms) >= self.touch_ms {
+        if write_back && now.saturating_sub(seen_ms) >= self.touch_ms {
             let mut call = TOUCH.prepare_invoke();
             call.key(session)
                 .key(self.index_key(&user))
@@ -363,7 +384,7 @@ impl RedisStore {
             },
             generation,
         );
-        Ok(Some(owner))
+        Ok(Some((owner, created_ms)))
     }
 
     /// Ends a session; true if it existed. Refused here at once, on other replicas as soon as
@@ -484,6 +505,7 @@ impl RedisStore {
 async fn follow_invalidations(
     client: redis::Client,
     cache: Arc<Cache>,
+    tunnels: Arc<Tunnels>,
     channel: String,
     timeout: Duration,
     server: String,
@@ -510,7 +532,7 @@ async fn follow_invalidations(
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => apply(&cache, msg.get_payload_bytes()),
+                    Some(msg) => apply(&cache, &tunnels, msg.get_payload_bytes()),
                     None => break,
                 },
                 _ = beat.tick() => {
@@ -530,14 +552,18 @@ async fn follow_invalidations(
     }
 }
 
-/// One message from the channel: `s:<key>` ended one session.
-fn apply(cache: &Cache, payload: &[u8]) {
+/// One message from the channel: `s:<key>` ended one session, here too: its cached copy goes
+/// and its open tunnels close.
+fn apply(cache: &Cache, tunnels: &Tunnels, payload: &[u8]) {
     let key = std::str::from_utf8(payload)
         .ok()
         .and_then(|p| p.strip_prefix("s:"))
         .and_then(SessionKey::from_hex);
     match key {
-        Some(key) => cache.ended(&key),
+        Some(key) => {
+            cache.ended(&key);
+            tunnels.session_ended(&key);
+        }
         // Not ours to read: be safe and forget everything.
         None => cache.drop_all(),
     }

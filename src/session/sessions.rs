@@ -62,6 +62,22 @@ impl Sessions {
         }
     }
 
+    /// The owner of a live session and when it started, not counted as use.
+    pub async fn peek(&self, id: &SessionId) -> Result<Option<(Owner, SystemTime)>, StoreError> {
+        match self {
+            Sessions::Memory { store, .. } => Ok(store.peek(id)),
+            Sessions::Redis(redis) => redis.peek(id).await,
+        }
+    }
+
+    /// A session's outside name (see `keys`).
+    pub fn key_of(&self, id: &SessionId) -> SessionKey {
+        match self {
+            Sessions::Memory { keys, .. } => keys.of(id),
+            Sessions::Redis(redis) => redis.key_of(id),
+        }
+    }
+
     /// Ends a session; true if it existed.
     pub async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
         match self {

@@ -261,6 +261,19 @@ impl SessionStore {
         Ok(None)
     }
 
+    /// The owner of a live session and when it started, without counting this as use (an
+    /// open tunnel checking its session is still there).
+    pub fn peek(&self, id: &SessionId) -> Option<(Owner, SystemTime)> {
+        let session = self.map.get(id)?;
+        if self.is_expired(&session, self.now_ms()) {
+            return None;
+        }
+        Some((
+            session.owner,
+            self.wall_epoch + Duration::from_millis(session.created_ms),
+        ))
+    }
+
     /// Ends a session; true if it existed.
     pub fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
         fail::fail_point!("session-remove", |_| Err(StoreError::Unavailable));

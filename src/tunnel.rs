@@ -1,0 +1,203 @@
+//! Upgraded connections (WebSockets and any other protocol the upstream switches to): once the
+//! gate let the upgrade through and the upstream answered 101, bytes flow both ways unbuffered
+//! through fixed buffers, and sessiongate never reads a frame. The tunnel ends when either side
+//! closes, or when sessiongate closes it:
+//! - its session ends (logout, sign out everywhere, a reload, another replica: see
+//!   `session::tunnels`), or reaches its absolute timeout;
+//! - no byte moved either way for `upstream.tunnel_idle_timeout`;
+//! - shutdown, after `server.shutdown_timeout`.
+//!
+//! Traffic in a tunnel counts as use of its session (written back at most once per
+//! `session.touch_interval`), so a live dashboard does not idle its user out; a tunnel that
+//! checks and finds its session gone (idled out, ended) closes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::app::App;
+use crate::session::SessionId;
+use crate::session::tunnels::Registered;
+
+/// Per direction: the buffer `copy_bidirectional_with_sizes` copies through. Fixed, so a
+/// tunnel's memory does not depend on what flows in it.
+const BUFFER: usize = 16 * 1024;
+
+/// How often at most a tunnel looks at its clocks.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The session a tunnel belongs to.
+pub struct Binding {
+    pub id: SessionId,
+    /// When the session started: its absolute timeout ends the tunnel too.
+    pub started: SystemTime,
+}
+
+/// Relays between the client's and the upstream's side once both upgrades complete, until one
+/// of the ends in the module comment. Holds `permit` (one of `server.max_connections`) and the
+/// registry entry for as long as it runs.
+pub fn spawn(
+    app: Arc<App>,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    registered: Registered,
+    binding: Option<Binding>,
+    permit: OwnedSemaphorePermit,
+) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!("upgrade not completed: {e}");
+                return;
+            }
+        };
+        let epoch = Instant::now();
+        let last_byte = Arc::new(AtomicU64::new(0));
+        let mut client = Counted {
+            inner: TokioIo::new(client),
+            epoch,
+            last_byte: last_byte.clone(),
+        };
+        let mut upstream = TokioIo::new(upstream);
+        let relay =
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER);
+        let watch = watch(&app, binding.as_ref(), epoch, &last_byte);
+        let why = tokio::select! {
+            done = relay => match done {
+                Ok(_) => "closed by one side",
+                Err(_) => "connection failed",
+            },
+            () = registered.close.notified() => "its session ended",
+            why = watch => why,
+        };
+        tracing::debug!("tunnel closed: {why}");
+    });
+}
+
+/// Resolves with the reason when the tunnel must close: the session's absolute timeout, no
+/// bytes for `tunnel_idle_timeout`, or the session gone when checked (once per
+/// `touch_interval`, writing the use back if bytes moved meanwhile).
+async fn watch(
+    app: &App,
+    binding: Option<&Binding>,
+    epoch: Instant,
+    last_byte: &AtomicU64,
+) -> &'static str {
+    let idle_limit = app
+        .config
+        .upstream
+        .target
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |t| t.tunnel_idle_timeout);
+    let session = &app.config.session;
+    let check_every = session.touch_interval;
+    let tick = TICK.min(idle_limit / 4).min(check_every).max(Duration::from_millis(20));
+    let absolute_end = binding.map(|b| {
+        let left = (b.started + session.absolute_timeout)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
+    let absolute = async {
+        match absolute_end {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(absolute);
+    let mut checked = Instant::now();
+    let mut bytes_at_check = last_byte.load(Ordering::Relaxed);
+    let mut ticks = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            () = &mut absolute => return "its session reached the absolute timeout",
+            _ = ticks.tick() => {}
+        }
+        let last = Duration::from_millis(last_byte.load(Ordering::Relaxed));
+        if epoch.elapsed().saturating_sub(last) >= idle_limit {
+            return "no bytes for upstream.tunnel_idle_timeout";
+        }
+        let Some(b) = binding else { continue };
+        if checked.elapsed() < check_every {
+            continue;
+        }
+        let now_bytes = last_byte.load(Ordering::Relaxed);
+        let sessions = app.gate.sessions();
+        let found = if now_bytes != bytes_at_check {
+            sessions.touch(&b.id).await
+        } else {
+            sessions.peek(&b.id).await.map(|s| s.map(|(owner, _)| owner))
+        };
+        checked = Instant::now();
+        bytes_at_check = now_bytes;
+        match found {
+            Ok(Some(owner)) if app.gate.policy().current(owner).is_some() => {}
+            Ok(_) => return "its session ended",
+            // The store could not answer: an open tunnel is not cut for a blip; it is checked
+            // again next time, and a session ended meanwhile still closes it by its signal.
+            Err(_) => {}
+        }
+    }
+}
+
+/// The client's side of a tunnel, noting when a byte last moved either way (milliseconds
+/// since the tunnel's epoch).
+struct Counted<T> {
+    inner: T,
+    epoch: Instant,
+    last_byte: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn moved(&self) {
+        self.last_byte
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
