@@ -801,7 +801,10 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         None => {
             for (key, set) in [
                 ("upstream.timeout", u.timeout.is_some()),
-                ("upstream.tunnel_idle_timeout", u.tunnel_idle_timeout.is_some()),
+                (
+                    "upstream.tunnel_idle_timeout",
+                    u.tunnel_idle_timeout.is_some(),
+                ),
                 ("upstream.ca", u.ca.is_some()),
                 ("upstream.tls_server_name", u.tls_server_name.is_some()),
             ] {
@@ -1268,9 +1271,14 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, o)| websocket_origin(o).map_err(|reason| {
-                invalid(format!("auth.websocket_origins[{i}]"), format!("{o:?} {reason}"))
-            }))
+            .map(|(i, o)| {
+                websocket_origin(o).map_err(|reason| {
+                    invalid(
+                        format!("auth.websocket_origins[{i}]"),
+                        format!("{o:?} {reason}"),
+                    )
+                })
+            })
             .collect::<Result<_, _>>()?,
     })
 }

@@ -125,7 +125,11 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
     Ok(())
 }
 
-async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> (Response<Body>, Logged) {
+async fn route(
+    app: &Arc<App>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, Logged) {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix(app.config.auth.prefix.as_str())
         && (rest.is_empty() || rest.starts_with('/'))
@@ -316,7 +320,10 @@ async fn tunnel(
     let client_side = hyper::upgrade::on(&mut req);
     upstream.prepare(&mut req, forwarding(app, conn, user));
     let h = req.headers_mut();
-    h.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+    h.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
     h.insert(header::UPGRADE, protocol);
     match upstream.send_upgrade(req).await {
         Err(e) => RequestError::Upstream(e).response(),

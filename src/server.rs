@@ -125,8 +125,10 @@ pub async fn serve(
                     let watch = info.clone();
                     let service =
                         service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                    let conn = watcher
-                        .watch(auto.serve_connection_with_upgrades(io, service).into_owned());
+                    let conn = watcher.watch(
+                        auto.serve_connection_with_upgrades(io, service)
+                            .into_owned(),
+                    );
                     until_stalled(conn, &watch, deadline, peer).await;
                 });
             }

@@ -101,7 +101,10 @@ async fn watch(
         .map_or(Duration::from_secs(3600), |t| t.tunnel_idle_timeout);
     let session = &app.config.session;
     let check_every = session.touch_interval;
-    let tick = TICK.min(idle_limit / 4).min(check_every).max(Duration::from_millis(20));
+    let tick = TICK
+        .min(idle_limit / 4)
+        .min(check_every)
+        .max(Duration::from_millis(20));
     let absolute_end = binding.map(|b| {
         let left = (b.started + session.absolute_timeout)
             .duration_since(SystemTime::now())
@@ -136,7 +139,10 @@ async fn watch(
         let found = if now_bytes != bytes_at_check {
             sessions.touch(&b.id).await
         } else {
-            sessions.peek(&b.id).await.map(|s| s.map(|(owner, _)| owner))
+            sessions
+                .peek(&b.id)
+                .await
+                .map(|s| s.map(|(owner, _)| owner))
         };
         checked = Instant::now();
         bytes_at_check = now_bytes;

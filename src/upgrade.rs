@@ -48,7 +48,12 @@ pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    origin == format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+    origin
+        == format!(
+            "{}://{}",
+            scheme.to_ascii_lowercase(),
+            host.to_ascii_lowercase()
+        )
 }
 
 #[cfg(test)]

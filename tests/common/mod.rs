@@ -5,6 +5,7 @@
 pub mod edge;
 pub mod redis;
 pub mod tls;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
