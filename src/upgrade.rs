@@ -35,7 +35,7 @@ pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -
         return false;
     };
     let origin = origin.to_ascii_lowercase();
-    if listed.iter().any(|o| *o == origin) {
+    if listed.contains(&origin) {
         return true;
     }
     // Behind a trusted TLS-terminating proxy the browser's scheme is the proxy's.
