@@ -612,3 +612,43 @@ async fn sessions(client: &Client, proxy: &Proxy) {
         .unwrap();
     wait_for_path(client, LOGIN_PATH).await;
 }
+
+/// A page of the app opens a WebSocket through sessiongate, sees its message echoed, and sees
+/// the socket closed when the user signs out (from that page, as a logout button would).
+#[tokio::test]
+async fn a_websocket_from_the_apps_page_echoes_and_closes_at_sign_out_in_headless_chromium() {
+    let upstream = common::ws::start_ws_upstream().await;
+    let proxy = start_proxy_with(&config_toml(upstream.addr, "", "")).await;
+    in_chromium(|client| async move { websocket(&client, &proxy).await }).await;
+}
+
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn websocket(client: &Client, proxy: &Proxy) {
+    client.goto(&proxy.url("/page")).await.unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+    submit_login(client, USER, PASSWORD).await;
+    wait_for_path(client, "/page").await;
+    wait_until("the socket opens and the echo arrives", || async {
+        let state = text_of(client, "#state").await?;
+        let messages = text_of(client, "#messages").await?;
+        (state == "open" && messages.contains("hello from the page")).then_some(())
+    })
+    .await;
+    assert_eq!(proxy.app.gate.tunnels().len(), 1);
+    // Sign out from the page with a same-origin POST; the page stays to watch its socket.
+    client
+        .execute(
+            "return fetch(arguments[0], { method: 'POST' }).then(r => r.status)",
+            vec![json!(LOGOUT_PATH)],
+        )
+        .await
+        .unwrap();
+    wait_until("the socket is closed", || async {
+        (text_of(client, "#state").await? == "closed").then_some(())
+    })
+    .await;
+    assert_eq!(proxy.app.gate.sessions().len(), 0, "signed out");
+}
