@@ -517,8 +517,13 @@ async fn echo_socket(
     // Set once a close frame went out or came in; the loop then reads on until the close
     // handshake is done (tungstenite sends the reply to a client's close frame by itself).
     let mut end: Option<SocketEnd> = None;
+    // After its own close frame the upstream waits this long for the reply, then drops the
+    // connection (RFC 6455, 7.1.1), so a peer that never answers does not keep it open.
+    let mut give_up: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)),
+                if give_up.is_some() => return end.expect("set with give_up"),
             msg = ws.next() => match msg {
                 Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                     if end.is_some() {
@@ -548,6 +553,7 @@ async fn echo_socket(
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                     let _ = ws.close(Some(frame)).await;
                     end.get_or_insert(SocketEnd::UpstreamClosed(code));
+                    give_up.get_or_insert(tokio::time::Instant::now() + DEADLINE);
                 }
                 Ok(Command::Drop) => return SocketEnd::UpstreamDropped,
                 // Lagged (or, never while `shared` lives, closed): nothing to do.
@@ -739,7 +745,7 @@ pub async fn ws_connect(
     headers: &[(&str, &str)],
 ) -> Result<WsClient, WsError> {
     let tcp = tcp_connect(addr).await?;
-    handshake(tcp, &addr.to_string(), path, headers).await
+    ws_handshake(tcp, &addr.to_string(), path, headers).await
 }
 
 /// [`ws_connect`] over TLS: the server's certificate must be for `host` and signed by the CA
@@ -761,7 +767,7 @@ pub async fn wss_connect(
     .await
     .map_err(|e| failed("TLS handshake", e))?
     .map_err(|e| failed("TLS handshake", e))?;
-    handshake(tls, &format!("{host}:{}", addr.port()), path, headers).await
+    ws_handshake(tls, &format!("{host}:{}", addr.port()), path, headers).await
 }
 
 fn failed(what: &str, e: impl fmt::Display) -> WsError {
@@ -775,7 +781,9 @@ async fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, WsError> {
         .map_err(|e| failed("connect", e))
 }
 
-async fn handshake<IO>(
+/// The handshake of [`ws_connect`] over a connection the caller made (TLS with other
+/// settings, a wrapped stream, ...), with `host` as the Host header.
+pub async fn ws_handshake<IO>(
     io: IO,
     host: &str,
     path: &str,
