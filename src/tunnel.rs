@@ -28,8 +28,10 @@ use crate::session::SessionId;
 use crate::session::tunnels::Registered;
 
 /// Per direction: the buffer `copy_bidirectional_with_sizes` copies through. Fixed, so a
-/// tunnel's memory does not depend on what flows in it.
-const BUFFER: usize = 16 * 1024;
+/// tunnel's memory does not depend on what flows in it. 16 KiB made an idle tunnel cost 33.7
+/// KiB (nginx: 18); 8 KiB is nginx's own proxy buffer size, and larger messages simply take
+/// more reads.
+const BUFFER: usize = 8 * 1024;
 
 /// How often at most a tunnel looks at its clocks.
 const TICK: Duration = Duration::from_secs(1);
