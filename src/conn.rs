@@ -17,9 +17,17 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// For the slow and idle connection deadline.
     pub activity: Activity,
+    /// This connection's place under `server.max_connections`. Released when the connection
+    /// ends, or handed to the tunnel it becomes (an upgrade), which then holds it.
+    pub permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ConnInfo {
+    /// The connection's permit, for the tunnel it becomes; `None` if already taken.
+    pub fn take_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// The address a request comes from: the peer, or behind trusted proxies the nearest
     /// X-Forwarded-For entry that is not one of them (entries further left are the client's
     /// own claims and cannot be believed).

@@ -299,16 +299,6 @@ async fn tunnel(
     session: Option<SessionId>,
     protocol: http::HeaderValue,
 ) -> Response<Body> {
-    // A tunnel is a connection for as long as it lasts: it counts against the limit.
-    let Ok(permit) = app.connections.clone().try_acquire_owned() else {
-        let mut res = response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many open connections (server.max_connections); try again later",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("5"));
-        return res;
-    };
     let binding = match session {
         None => None,
         Some(id) => match app.gate.sessions().peek(&id).await {
@@ -332,6 +322,11 @@ async fn tunnel(
             head,
             upstream: upstream_side,
         }) => {
+            // The connection becomes the tunnel and keeps its place under max_connections
+            // (one upgrade per connection: after a 101 nothing more is read from it).
+            let Some(permit) = conn.take_permit() else {
+                return RequestError::Panic.response();
+            };
             let sessions = app.gate.sessions();
             let registered = app.gate.tunnels().register(
                 binding

@@ -85,7 +85,7 @@ pub async fn serve(
         let app = app.clone();
         match app.tls.clone() {
             None => {
-                let info = Arc::new(conn_info(&app, peer, "http"));
+                let info = Arc::new(conn_info(&app, peer, "http", permit));
                 let io = TokioIo::new(Watched::new(stream, info.clone()));
                 let watch = info.clone();
                 let service =
@@ -95,7 +95,6 @@ pub async fn serve(
                     plain_stopped.clone(),
                 );
                 tokio::spawn(async move {
-                    let _permit = permit;
                     until_stalled(conn, &watch, deadline, peer).await;
                 });
             }
@@ -105,7 +104,6 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let auto = auto.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
                     let timeout = app.config.server.handshake_timeout;
                     let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
@@ -120,7 +118,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let info = Arc::new(conn_info(&app, peer, "https"));
+                    let info = Arc::new(conn_info(&app, peer, "https", permit));
                     let io = TokioIo::new(Watched::new(tls, info.clone()));
                     let watch = info.clone();
                     let service =
@@ -257,7 +255,12 @@ fn https_redirect<B>(
     }
 }
 
-fn conn_info(app: &App, peer: SocketAddr, proto: &'static str) -> ConnInfo {
+fn conn_info(
+    app: &App,
+    peer: SocketAddr,
+    proto: &'static str,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> ConnInfo {
     let ip = match peer.ip() {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
@@ -273,6 +276,7 @@ fn conn_info(app: &App, peer: SocketAddr, proto: &'static str) -> ConnInfo {
             .any(|net| net.contains(&ip)),
         proto,
         activity: Activity::default(),
+        permit: std::sync::Mutex::new(Some(permit)),
     }
 }
 

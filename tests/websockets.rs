@@ -248,11 +248,11 @@ async fn the_absolute_timeout_closes_an_open_socket() {
     ws.wait_closed(DEADLINE).await;
     let after = logged_in.elapsed();
     assert!(
-        after >= Duration::from_millis(1900),
+        after >= Duration::from_millis(2900),
         "closed early: {after:?}"
     );
-    // Within a second of the timeout, however busy the machine (the close is a timer).
-    assert!(after < Duration::from_secs(3), "closed at {after:?}");
+    // At the timeout (the close is a timer), with room for a busy machine.
+    assert!(after < Duration::from_secs(5), "closed at {after:?}");
 }
 
 #[tokio::test]
@@ -359,42 +359,35 @@ async fn open_tunnels_count_against_max_connections() {
     let toml = with_server(&config_toml(upstream.addr, "", ""), "max_connections = 4");
     let proxy = start_proxy_with(&toml).await;
     let cookie = login(&proxy, USER, PASSWORD).await;
+    // Each tunnel keeps its connection's place under the limit: four fit.
     let mut open = Vec::new();
-    // Past the limit a handshake is either refused (503: the tunnel found no permit) or not
-    // accepted at all (it waits in the kernel's queue): either way no tunnel is opened.
-    let mut held_back = None;
-    for _ in 0..6 {
-        let headers = [("cookie", cookie.as_str())];
-        let attempt = ws_connect(proxy.addr, "/ws", &headers);
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(ws)) => open.push(ws),
-            Ok(Err(e)) => {
-                let refused = e.refused();
-                assert_eq!(
-                    refused.status,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "{}",
-                    refused.text()
-                );
-                held_back = Some("refused");
-                break;
-            }
-            Err(_) => {
-                held_back = Some("not accepted");
-                break;
-            }
-        }
+    for _ in 0..4 {
+        open.push(
+            ws_connect(proxy.addr, "/ws", &[("cookie", &cookie)])
+                .await
+                .unwrap(),
+        );
     }
+    assert_eq!(proxy.app.gate.tunnels().len(), 4);
+    // A fifth client is not accepted while they are open: it waits in the kernel's queue, as
+    // any connection past the limit does.
+    let headers = [("cookie", cookie.as_str())];
+    let fifth = ws_connect(proxy.addr, "/ws", &headers);
+    tokio::pin!(fifth);
     assert!(
-        held_back.is_some(),
-        "6 tunnels opened with max_connections = 4"
+        tokio::time::timeout(Duration::from_secs(2), fifth.as_mut())
+            .await
+            .is_err(),
+        "a fifth connection was served with max_connections = 4"
     );
-    assert!(
-        open.len() < 4,
-        "{} tunnels open with max_connections = 4",
-        open.len()
-    );
-    assert_eq!(proxy.app.gate.tunnels().len(), open.len());
+    // One closes: the waiting client is served.
+    drop(open.pop());
+    let mut fifth = tokio::time::timeout(DEADLINE, fifth)
+        .await
+        .expect("the waiting client was served")
+        .unwrap();
+    fifth.send_text("fits").await;
+    assert_eq!(fifth.recv_text().await, "fits");
 }
 
 #[tokio::test]
