@@ -401,48 +401,62 @@ async fn a_public_path_socket_works_without_a_session() {
     assert!(header_values(&upstream.handshakes()[0], "x-forwarded-user").is_empty());
 }
 
-#[tokio::test]
-async fn server_sent_events_pass_through_one_by_one() {
-    let (upstream, proxy) = ws_proxy("", "timeout = \"2s\"", "").await;
+/// Reads `path` through the proxy (upstream.timeout 1 s) while the upstream makes each of
+/// `parts` (but the first, with `first_at_once`) only after the test releases it, 1.2 s
+/// apart: each part must arrive while the upstream has sent exactly that many (nothing held
+/// back), and the body outlives the timeout.
+async fn streams_one_by_one(
+    path: &str,
+    parts: &[&str],
+    first_at_once: bool,
+    release: fn(&WsUpstream),
+    sent: fn(&WsUpstream) -> usize,
+) {
+    let (upstream, proxy) = ws_proxy("", "timeout = \"1s\"", "").await;
     let cookie = login(&proxy, USER, PASSWORD).await;
     let res = send_streaming(
         proxy.addr,
-        req(http::Method::GET, "/events", &[("cookie", &cookie)]),
+        req(http::Method::GET, path, &[("cookie", &cookie)]),
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     let mut body = res.into_body();
-    assert!(read_until(&mut body, "data: 1").await.contains("data: 1"));
-    // The next event exists only after the release: seeing it proves nothing was held back.
-    for n in 2..=3 {
-        // Past upstream.timeout: the timeout bounds only the wait for the head.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        upstream.release_event();
-        assert!(
-            read_until(&mut body, &format!("data: {n}"))
-                .await
-                .contains(&format!("data: {n}"))
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 || !first_at_once {
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            release(&upstream);
+        }
+        read_until(&mut body, part.trim()).await;
+        assert_eq!(
+            sent(&upstream),
+            i + 1,
+            "{path}: a part arrived only with a later one"
         );
     }
 }
 
 #[tokio::test]
-async fn a_slow_body_is_not_cut_by_the_upstream_timeout() {
-    let (upstream, proxy) = ws_proxy("", "timeout = \"1s\"", "").await;
-    let cookie = login(&proxy, USER, PASSWORD).await;
-    let res = send_streaming(
-        proxy.addr,
-        req(http::Method::GET, "/slow-body", &[("cookie", &cookie)]),
+async fn server_sent_events_pass_through_one_by_one() {
+    streams_one_by_one(
+        "/events",
+        &EVENTS,
+        true,
+        WsUpstream::release_event,
+        WsUpstream::events_sent,
     )
     .await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let mut body = res.into_body();
-    // Each chunk is produced only after the test releases it, past upstream.timeout.
-    for chunk in BODY_CHUNKS {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        upstream.release_body();
-        read_until(&mut body, chunk.trim()).await;
-    }
+}
+
+#[tokio::test]
+async fn a_slow_body_is_not_cut_by_the_upstream_timeout() {
+    streams_one_by_one(
+        "/slow-body",
+        &BODY_CHUNKS,
+        false,
+        WsUpstream::release_body,
+        WsUpstream::chunks_sent,
+    )
+    .await;
 }
 
 #[tokio::test]
