@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of this module
 
 pub mod edge;
+pub mod python;
 pub mod redis;
 pub mod tls;
 pub mod ws;
