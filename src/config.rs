@@ -32,6 +32,22 @@ mod file {
         #[serde(default)]
         pub rules: Vec<Rule>,
         pub redis: Option<Redis>,
+        #[serde(default)]
+        pub metrics: Metrics,
+        #[serde(default)]
+        pub log: Log,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        pub listen: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Log {
+        pub format: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -139,8 +155,22 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// `auth.public_paths` (as public rules) followed by `[[rules]]`, and `auth.default`.
     pub rules: RuleSet,
+    /// `[metrics] listen`: where `GET /metrics` is served, on a listener of its own; off when
+    /// `None`.
+    pub metrics: Option<SocketAddr>,
+    pub log: LogFormat,
     /// The file this was loaded from, if any: SIGHUP reads it again.
     pub source: Option<Source>,
+}
+
+/// `[log] format`: how log lines are written. Read at start only (a reload keeps the format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `key=value` lines, as tracing's formatter writes them.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A config file as it was loaded: its path, and its keys as written, so a reload can tell
@@ -487,6 +517,34 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         });
     }
     let rules = validate_rules(&file.auth, file.rules, &users)?;
+    let metrics = match &file.metrics.listen {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("{text:?} is not an address; write IP:PORT, e.g. \"127.0.0.1:9464\""),
+                )
+            })?;
+            if addr == server.listen && addr.port() != 0 {
+                return Err(invalid(
+                    "metrics.listen",
+                    "must differ from server.listen: the metrics are never served next to the app",
+                ));
+            }
+            Some(addr)
+        }
+    };
+    let log = match file.log.format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(invalid(
+                "log.format",
+                format!("{other:?} is not a log format; use \"text\" or \"json\""),
+            ));
+        }
+    };
 
     Ok(Config {
         server,
@@ -495,6 +553,8 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         auth,
         users,
         rules,
+        metrics,
+        log,
         source: None,
     })
 }
