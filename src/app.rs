@@ -14,6 +14,7 @@ use crate::config::{Config, SameSite, StoreConfig};
 use crate::error::ConfigError;
 use crate::gate::Gate;
 use crate::identity::UserNames;
+use crate::metrics::{EndReason, Metrics};
 use crate::proxy::Upstream;
 use crate::redis_link::{LinkError, RedisLink};
 use crate::session::redis::RedisStore;
@@ -39,6 +40,7 @@ pub struct App {
     /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
     pub certs: Option<Arc<CertStore>>,
     pub tls: Option<TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// sessiongate's own endpoints, formatted once.
@@ -97,13 +99,22 @@ impl App {
                 key
             }
         };
+        let metrics = Arc::new(Metrics::new(matches!(
+            config.session.store,
+            StoreConfig::Memory
+        )));
         let names = Arc::new(UserNames::default());
         let tunnels = Arc::new(Tunnels::default());
         let keys = SessionKeys::new(&secret);
         let s = &config.session;
         let (sessions, limiter) = match &s.store {
             StoreConfig::Memory => {
-                let store = Arc::new(SessionStore::new(s.idle_timeout, s.absolute_timeout));
+                let store = Arc::new(
+                    SessionStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
+                        metrics.ended_counter(EndReason::Idle),
+                        metrics.ended_counter(EndReason::Absolute),
+                    ),
+                );
                 SessionStore::spawn_sweeper(&store, s.sweep_interval);
                 let limiter = Limiter::new(config.auth.max_failures, config.auth.failure_window);
                 (
@@ -115,7 +126,7 @@ impl App {
                 )
             }
             StoreConfig::Redis(redis) => {
-                let link = Arc::new(RedisLink::start(redis)?);
+                let link = Arc::new(RedisLink::start(redis, &metrics)?);
                 let store = RedisStore::new(
                     link.clone(),
                     keys.clone(),
@@ -165,7 +176,15 @@ impl App {
             tokens: FormTokens::new(&secret),
             limiter,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            gate: Gate::new(&config, names, sessions, tunnels, signer.clone()),
+            gate: Gate::new(
+                &config,
+                names,
+                sessions,
+                tunnels,
+                signer.clone(),
+                metrics.clone(),
+            ),
+            metrics,
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: config.upstream.target.as_ref().map(Upstream::new),

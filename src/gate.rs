@@ -11,6 +11,7 @@ use http::{HeaderMap, Method, header};
 use crate::config::Config;
 use crate::headers::cookie_pairs;
 use crate::identity::UserNames;
+use crate::metrics::{EndReason, Metrics};
 use crate::policy::{Policy, Ruling, User};
 use crate::rules::Target;
 use crate::session::tunnels::Tunnels;
@@ -80,6 +81,8 @@ pub struct Gate {
     tunnels: Arc<Tunnels>,
     signer: CookieSigner,
     cookie_name: String,
+    /// Counts the sessions the gate ends (the store counts those that expire).
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
@@ -90,6 +93,7 @@ impl Gate {
         sessions: Sessions,
         tunnels: Arc<Tunnels>,
         signer: CookieSigner,
+        metrics: Arc<Metrics>,
     ) -> Gate {
         let policy = Policy::build(config, &names);
         Gate {
@@ -99,6 +103,7 @@ impl Gate {
             tunnels,
             signer,
             cookie_name: config.session.cookie_name.clone(),
+            metrics,
         }
     }
 
@@ -125,7 +130,9 @@ impl Gate {
         self.tunnels
             .owners_ended(|owner| policy.current(owner).is_none());
         // Requests already refuse such sessions (`Policy::current`); this ends them for good.
-        self.sessions.end_stale(&old, &policy).await
+        let ended = self.sessions.end_stale(&old, &policy).await?;
+        self.metrics.sessions_ended(EndReason::Revoked, ended);
+        Ok(ended)
     }
 
     /// The live session named by the request's cookie, if any. A missing, malformed, forged,
@@ -158,6 +165,7 @@ impl Gate {
             })),
             None => {
                 self.sessions.stale(&id).await?;
+                self.metrics.sessions_ended(EndReason::Revoked, 1);
                 Ok(None)
             }
         }
@@ -230,18 +238,23 @@ impl Gate {
         self.sessions.create(user, meta).await
     }
 
-    /// Ends a session, and closes its tunnels; true if it existed.
-    pub async fn end_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+    /// Ends a session (for `reason`, as the metrics count it), and closes its tunnels; true if
+    /// it existed.
+    pub async fn end_session(&self, id: &SessionId, reason: EndReason) -> Result<bool, StoreError> {
         // Closed first: the user asked to be signed out, and this part needs no store.
         self.tunnels.session_ended(&self.sessions.key_of(id));
-        self.sessions.remove(id).await
+        let ended = self.sessions.remove(id).await?;
+        self.metrics.sessions_ended(reason, usize::from(ended));
+        Ok(ended)
     }
 
     /// Ends every session of `user`, on every replica (sign out everywhere), and closes their
     /// tunnels; how many sessions.
     pub async fn end_sessions_of(&self, user: &User) -> Result<usize, StoreError> {
         self.tunnels.owners_ended(|owner| owner.user == user.id);
-        self.sessions.end_user(user).await
+        let ended = self.sessions.end_user(user).await?;
+        self.metrics.sessions_ended(EndReason::Revoked, ended);
+        Ok(ended)
     }
 
     /// Ends the session of `user` that `handle` names on their sessions page, and closes its
@@ -250,6 +263,7 @@ impl Gate {
         let ended = self.sessions.end_listed(user, handle).await?;
         if ended {
             self.tunnels.session_ended(handle);
+            self.metrics.sessions_ended(EndReason::Revoked, 1);
         }
         Ok(ended)
     }

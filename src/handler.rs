@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use http::{Method, Request, Response, StatusCode, header};
@@ -22,6 +22,7 @@ use crate::gate::{Decision, Head, HostOf, Verdict};
 use crate::headers;
 use crate::limits::MAX_HEAD_BYTES;
 use crate::logging::{self, RequestLine};
+use crate::metrics::DecisionLabel;
 use crate::paths::{self, BadTarget};
 use crate::policy::User;
 use crate::proxy::{Forwarding, UpgradeAnswer, Upstream};
@@ -33,11 +34,25 @@ use crate::sessions_page;
 use crate::tunnel;
 use crate::upgrade;
 
-/// Who a request was for, as the access log names it.
-#[derive(Default)]
+/// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {
     user: Option<Arc<User>>,
     session: Option<SessionId>,
+    decision: DecisionLabel,
+    /// How long the upstream took to answer, for forwarded requests it answered.
+    upstream: Option<Duration>,
+}
+
+impl Logged {
+    /// A request answered without a user or a session.
+    fn anonymous(decision: DecisionLabel) -> Logged {
+        Logged {
+            user: None,
+            session: None,
+            decision,
+            upstream: None,
+        }
+    }
 }
 
 pub async fn handle(
@@ -50,6 +65,7 @@ pub async fn handle(
     let method = req.method().clone();
     let refused = refusal(&mut req);
     let uri = req.uri().clone();
+    let client = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
     let (mut res, logged) = match refused {
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
         // leaves the connection's other requests and the process running.
@@ -58,9 +74,12 @@ pub async fn handle(
             .await
             .unwrap_or_else(|_| {
                 tracing::error!("request handler panicked; answered 500");
-                (RequestError::Panic.response(), Logged::default())
+                (
+                    RequestError::Panic.response(),
+                    Logged::anonymous(DecisionLabel::Invalid),
+                )
             }),
-        Some(e) => (e.response(), Logged::default()),
+        Some(e) => (e.response(), Logged::anonymous(DecisionLabel::Invalid)),
     };
     if conn.proto == "https"
         && let Some(hsts) = &app.config.server.hsts
@@ -68,16 +87,28 @@ pub async fn handle(
         res.headers_mut()
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+    let elapsed = start.elapsed();
+    let status = res.status().as_u16();
+    let metrics = &app.metrics;
+    metrics.request(logged.decision, status);
+    metrics.request_duration.observe(elapsed);
+    if let Some(upstream) = logged.upstream {
+        metrics.upstream_duration.observe(upstream);
+    }
     // The path only: query strings can carry tokens. Never a cookie or a header value; the
     // session appears as a short hash of its id, enough to follow one session through a log.
-    let sid = logged.session.map(|id| id.log_tag()).unwrap_or_default();
+    let tag = logged.session.map(|id| id.log_tag());
     logging::request(&RequestLine {
         method: &method,
         path: uri.path(),
-        status: res.status().as_u16(),
-        user: logged.user.as_ref().map_or("-", |u| u.name.as_str()),
-        session: sid.as_str(),
-        micros: start.elapsed().as_micros() as u64,
+        status,
+        decision: logged.decision.as_str(),
+        user: logged.user.as_ref().map(|u| u.name.as_str()),
+        session: tag.as_ref().map(|t| t.as_str()),
+        client,
+        micros: elapsed.as_micros() as u64,
+        upstream_micros: logged.upstream.map(|d| d.as_micros() as u64),
+        bytes: hyper::body::Body::size_hint(res.body()).exact(),
     });
     Ok(res)
 }
@@ -141,7 +172,7 @@ async fn route(
             StatusCode::NOT_FOUND,
             "not found: this sessiongate has no upstream.url; it serves only its own endpoints",
         );
-        return (res, Logged::default());
+        return (res, Logged::anonymous(DecisionLabel::Invalid));
     };
     let upgrade = upgrade::requested(&req);
     if upgrade.is_some()
@@ -152,7 +183,7 @@ async fn route(
             "cross-site upgrade refused: this page's Origin may not open connections here (see auth.websocket_origins)",
         );
         response::no_store(&mut res);
-        return (res, Logged::default());
+        return (res, Logged::anonymous(DecisionLabel::Forbidden));
     }
     let verdict = app
         .gate
@@ -168,14 +199,16 @@ async fn route(
         Decision::Public { user } => Some(user.as_deref()),
         _ => None,
     };
-    let res = match (user, upgrade) {
+    let (res, upstream_time) = match (user, upgrade) {
         (Some(user), None) => proxy(app, upstream, conn, req, user).await,
         (Some(user), Some(protocol)) => {
             tunnel(app, upstream, conn, req, user, verdict.session, protocol).await
         }
-        (None, _) => refusal::answer(app, &req, &verdict.decision),
+        (None, _) => (refusal::answer(app, &req, &verdict.decision), None),
     };
-    (res, logged(verdict))
+    let mut logged = logged(verdict);
+    logged.upstream = upstream_time;
+    (res, logged)
 }
 
 /// sessiongate's own endpoints, matched exactly (a query is ignored).
@@ -194,21 +227,30 @@ async fn own_endpoint(
     };
     if let Some(edge) = edge {
         let (res, verdict) = forward_auth::answer(app, conn, &req, edge).await;
-        return (res, verdict.map(logged).unwrap_or_default());
+        let mut logged = verdict.map_or(Logged::anonymous(DecisionLabel::OwnEndpoint), logged);
+        logged.decision = DecisionLabel::OwnEndpoint;
+        return (res, logged);
     }
-    (page_endpoint(app, conn, req).await, Logged::default())
+    (
+        page_endpoint(app, conn, req).await,
+        Logged::anonymous(DecisionLabel::OwnEndpoint),
+    )
 }
 
-/// Who a decision names, for the access log.
+/// Who a decision names, and its label, for the access log and the metrics.
 fn logged(verdict: Verdict) -> Logged {
-    let user = match verdict.decision {
-        Decision::Allow { user } => Some(user),
-        Decision::Public { user } | Decision::Forbidden { user } => user,
-        Decision::LoginRequired | Decision::Unavailable => None,
+    let (user, decision) = match verdict.decision {
+        Decision::Allow { user } => (Some(user), DecisionLabel::Allow),
+        Decision::Public { user } => (user, DecisionLabel::Public),
+        Decision::Forbidden { user } => (user, DecisionLabel::Forbidden),
+        Decision::LoginRequired => (None, DecisionLabel::LoginRequired),
+        Decision::Unavailable => (None, DecisionLabel::Unavailable),
     };
     Logged {
         user,
         session: verdict.session,
+        decision,
+        upstream: None,
     }
 }
 
@@ -298,13 +340,13 @@ async fn tunnel(
     user: Option<&User>,
     session: Option<SessionId>,
     protocol: http::HeaderValue,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Duration>) {
     let binding = match session {
         None => None,
         Some(id) => match app.gate.sessions().peek(&id).await {
             Ok(Some((owner, started))) => Some((owner, tunnel::Binding { id, started })),
-            Ok(None) => return refusal::answer(app, &req, &Decision::LoginRequired),
-            Err(_) => return RequestError::StoreUnavailable.response(),
+            Ok(None) => return (refusal::answer(app, &req, &Decision::LoginRequired), None),
+            Err(_) => return (RequestError::StoreUnavailable.response(), None),
         },
     };
     let client_side = hyper::upgrade::on(&mut req);
@@ -315,8 +357,14 @@ async fn tunnel(
         http::HeaderValue::from_static("upgrade"),
     );
     h.insert(header::UPGRADE, protocol);
-    match upstream.send_upgrade(req).await {
-        Err(e) => RequestError::Upstream(e).response(),
+    let start = Instant::now();
+    let answer = upstream.send_upgrade(req).await;
+    let took = start.elapsed();
+    let res = match answer {
+        Err(e) => {
+            app.metrics.upstream_error(e.failure());
+            return (RequestError::Upstream(e).response(), None);
+        }
         Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
         Ok(UpgradeAnswer::Switched {
             head,
@@ -325,7 +373,7 @@ async fn tunnel(
             // The connection becomes the tunnel and keeps its place under max_connections
             // (one upgrade per connection: after a 101 nothing more is read from it).
             let Some(permit) = conn.take_permit() else {
-                return RequestError::Panic.response();
+                return (RequestError::Panic.response(), Some(took));
             };
             let sessions = app.gate.sessions();
             let registered = app.gate.tunnels().register(
@@ -343,7 +391,8 @@ async fn tunnel(
             );
             Response::from_parts(head, Either::Left(http_body_util::Full::default()))
         }
-    }
+    };
+    (res, Some(took))
 }
 
 async fn proxy(
@@ -352,10 +401,14 @@ async fn proxy(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     user: Option<&User>,
-) -> Response<Body> {
+) -> (Response<Body>, Option<Duration>) {
     upstream.prepare(&mut req, forwarding(app, conn, user));
+    let start = Instant::now();
     match upstream.send(req).await {
-        Ok(res) => res.map(Either::Right),
-        Err(e) => RequestError::Upstream(e).response(),
+        Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
+        Err(e) => {
+            app.metrics.upstream_error(e.failure());
+            (RequestError::Upstream(e).response(), None)
+        }
     }
 }

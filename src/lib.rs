@@ -17,6 +17,8 @@ pub mod headers;
 pub mod identity;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
+pub mod metrics_server;
 pub mod page;
 pub mod paths;
 pub mod policy;
@@ -36,4 +38,5 @@ pub mod watchdog;
 
 pub use app::App;
 pub use config::Config;
+pub use metrics_server::serve_metrics;
 pub use server::{run, serve, serve_redirect};

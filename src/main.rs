@@ -77,15 +77,17 @@ fn main() -> ExitCode {
             .and_then(|c| sessiongate::explain::explain(&c, user.as_deref(), &method, &url))
             .map(|text| print!("{text}")),
         (Some(Command::Demo), _) => {
-            sessiongate::logging::init();
+            sessiongate::logging::init(sessiongate::config::LogFormat::Text);
             sessiongate::demo::run().map_err(|e| e.to_string())
         }
-        (None, Some(path)) => {
-            sessiongate::logging::init();
-            Config::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|c| sessiongate::run(c).map_err(|e| e.to_string()))
-        }
+        // The config is read before logging starts: it says the log format. Its errors go to
+        // standard error either way.
+        (None, Some(path)) => Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                sessiongate::logging::init(c.log);
+                sessiongate::run(c).map_err(|e| e.to_string())
+            }),
         (None, None) => Err("nothing to do: pass --config PATH (see --help)".into()),
     };
     sessiongate::logging::flush();

@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamTarget;
 use crate::headers;
+use crate::metrics::UpstreamFailure;
 use crate::policy::User;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
@@ -43,11 +44,24 @@ pub enum ProxyError {
     #[error("the upstream did not answer within {0:?}")]
     Timeout(Duration),
     /// From the https client; the text carries the whole cause chain (e.g. the TLS error).
-    #[error("the upstream failed: {0}")]
-    Client(String),
+    #[error("the upstream failed: {chain}")]
+    Client {
+        kind: UpstreamFailure,
+        chain: String,
+    },
 }
 
 impl ProxyError {
+    /// How the request failed, as the metrics count it.
+    pub fn failure(&self) -> UpstreamFailure {
+        match self {
+            ProxyError::Connect(_) => UpstreamFailure::Connect,
+            ProxyError::Timeout(_) => UpstreamFailure::Timeout,
+            ProxyError::Upstream(_) => UpstreamFailure::Reset,
+            ProxyError::Client { kind, .. } => *kind,
+        }
+    }
+
     pub fn status(&self) -> http::StatusCode {
         match self {
             ProxyError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
@@ -327,11 +341,14 @@ impl Upstream {
         parts.scheme = Some(http::uri::Scheme::HTTPS);
         parts.authority = Some(self.authority.clone());
         parts.path_and_query = req.uri().path_and_query().cloned();
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::Client(e.to_string()))?;
-        let res = client
-            .request(req)
-            .await
-            .map_err(|e| ProxyError::Client(error_chain(&e)))?;
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::Client {
+            kind: UpstreamFailure::Connect,
+            chain: e.to_string(),
+        })?;
+        let res = client.request(req).await.map_err(|e| ProxyError::Client {
+            kind: client_failure(&e),
+            chain: error_chain(&e),
+        })?;
         Ok(res.map(|inner| UpstreamBody { inner, leg: None }))
     }
 }
@@ -425,6 +442,33 @@ fn wrap(pool: &Arc<Pool>, res: Response<Incoming>, leg: Leg) -> Response<Upstrea
         }
         body
     })
+}
+
+/// What went wrong in the https client: a rustls error anywhere in the causes is TLS, any
+/// other failure to connect is connect, the rest (a closed or broken connection) reset.
+fn client_failure(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    if std::error::Error::source(e).is_some_and(caused_by_tls) {
+        UpstreamFailure::Tls
+    } else if e.is_connect() {
+        UpstreamFailure::Connect
+    } else {
+        UpstreamFailure::Reset
+    }
+}
+
+/// Whether `e` is, or wraps, a rustls error. The connector wraps it in `io::Error`s, whose
+/// `source()` skips the error they hold, so those are opened with `get_ref`.
+fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        return caused_by_tls(inner);
+    }
+    e.source().is_some_and(caused_by_tls)
 }
 
 /// An error and all its causes on one line, e.g.

@@ -14,7 +14,9 @@ use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
 
 use crate::config::RedisConfig;
+use crate::metrics::{Histogram, Metrics};
 use crate::session::StoreError;
+use prometheus_client::metrics::counter::Counter;
 
 pub struct RedisLink {
     handle: tokio::runtime::Handle,
@@ -28,6 +30,9 @@ pub struct RedisLink {
     /// When a failure was last logged, so an outage is one line a second, not one per request.
     last_logged: AtomicU64,
     epoch: Instant,
+    /// Each command's time, and the failed ones.
+    durations: Histogram,
+    errors: Counter,
     /// Dropping it ends the thread and its runtime, and every task on it.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -63,7 +68,7 @@ fn client(config: &RedisConfig, protocol: ProtocolVersion) -> RedisResult<Client
 }
 
 impl RedisLink {
-    pub fn start(config: &RedisConfig) -> Result<RedisLink, LinkError> {
+    pub fn start(config: &RedisConfig, metrics: &Metrics) -> Result<RedisLink, LinkError> {
         let manager_client = client(config, ProtocolVersion::RESP3)?;
         let pubsub_client = client(config, ProtocolVersion::RESP2)?;
         let manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -99,6 +104,8 @@ impl RedisLink {
             display: config.display.clone(),
             last_logged: AtomicU64::new(0),
             epoch: Instant::now(),
+            durations: metrics.redis_duration.clone(),
+            errors: metrics.store_errors.clone(),
             _stop: stop,
         })
     }
@@ -117,15 +124,20 @@ impl RedisLink {
     {
         let conn = self.conn.clone();
         let deadline = self.timeout;
-        let task = self
-            .handle
-            .spawn(async move { tokio::time::timeout(deadline, op(conn)).await });
+        let durations = self.durations.clone();
+        let task = self.handle.spawn(async move {
+            let start = Instant::now();
+            let result = tokio::time::timeout(deadline, op(conn)).await;
+            durations.observe(start.elapsed());
+            result
+        });
         let failure = match task.await {
             Ok(Ok(Ok(value))) => return Ok(value),
             Ok(Ok(Err(e))) => e.to_string(),
             Ok(Err(_)) => format!("no answer within redis.timeout ({deadline:?})"),
             Err(e) => format!("the Redis task failed: {e}"),
         };
+        self.errors.inc();
         self.log_failure(what, &failure);
         Err(StoreError::Unavailable)
     }

@@ -286,31 +286,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let addr = config.server.listen;
     let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
     let workers = config.server.workers;
-    let app = App::new(config).map_err(StartError::Store)?;
-    let upstream = match &app.config.upstream.target {
-        Some(t) => format!(
-            "upstream {}://{}",
-            if t.tls.is_some() { "https" } else { "http" },
-            t.authority
-        ),
-        None => "no upstream (login and forward-auth only)".to_string(),
+    // Bound before anything starts, so a port in use stops the start with its name.
+    let metrics_listener = match config.metrics {
+        Some(addr) => Some(listen(addr).map_err(|source| StartError::Listen { addr, source })?),
+        None => None,
     };
-    tracing::info!(
-        "sessiongate listening on {}://{} ({workers} workers), {upstream}",
-        if app.tls.is_some() { "https" } else { "http" },
-        listener.local_addr().unwrap_or(addr),
-    );
-
-    match &app.config.session.store {
-        crate::config::StoreConfig::Memory => {
-            tracing::info!("sessions in memory: a restart signs everyone out")
-        }
-        crate::config::StoreConfig::Redis(r) => tracing::info!(
-            "sessions in redis {} (key prefix {:?}); requests needing a session get 503 while it does not answer",
-            r.display,
-            r.key_prefix
-        ),
-    }
+    let app = App::new(config).map_err(StartError::Store)?;
+    log_start(&app, &listener, workers, metrics_listener.as_ref());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut threads = Vec::with_capacity(workers);
@@ -361,6 +343,22 @@ pub fn run(config: Config) -> Result<(), StartError> {
             }
         });
     }
+    if let Some(metrics) = metrics_listener {
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        signals.spawn(async move {
+            let listener = match TcpListener::from_std(metrics) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!("metrics listener failed: {e}"),
+            };
+            let stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = crate::metrics_server::serve_metrics(listener, app, stopped).await {
+                tracing::error!("metrics listener failed: {e}");
+            }
+        });
+    }
     signals.block_on(wait_for_signal(&app))?;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(true);
@@ -373,6 +371,54 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The start-up lines: one each for the listener, the upstream, the store, the policy and the
+/// metrics, so the log says at once what this process serves and how.
+fn log_start(
+    app: &App,
+    listener: &std::net::TcpListener,
+    workers: usize,
+    metrics: Option<&std::net::TcpListener>,
+) {
+    let config = &app.config;
+    tracing::info!(
+        "sessiongate listening on {}://{} ({workers} workers)",
+        if app.tls.is_some() { "https" } else { "http" },
+        listener.local_addr().unwrap_or(config.server.listen),
+    );
+    match &config.upstream.target {
+        Some(t) => tracing::info!(
+            "upstream {}://{} (timeout {:?})",
+            if t.tls.is_some() { "https" } else { "http" },
+            t.authority,
+            t.timeout
+        ),
+        None => tracing::info!("no upstream: serving sign-in and forward-auth only"),
+    }
+    match &config.session.store {
+        crate::config::StoreConfig::Memory => {
+            tracing::info!("sessions in memory: a restart signs everyone out")
+        }
+        crate::config::StoreConfig::Redis(r) => tracing::info!(
+            "sessions in redis {} (key prefix {:?}); requests needing a session get 503 while it does not answer",
+            r.display,
+            r.key_prefix
+        ),
+    }
+    tracing::info!(
+        "{} users and {} rules loaded; a request no rule matches: {}",
+        config.users.len(),
+        config.rules.rules.len(),
+        match config.rules.default {
+            crate::rules::DefaultAccess::Login => "any signed-in user",
+            crate::rules::DefaultAccess::Deny => "refused (auth.default = \"deny\")",
+        }
+    );
+    match metrics.and_then(|m| m.local_addr().ok()) {
+        Some(addr) => tracing::info!("metrics served on http://{addr}/metrics"),
+        None => tracing::info!("metrics off (set [metrics] listen to serve them)"),
+    }
 }
 
 /// A non-blocking listening socket with a deep accept queue. The standard library's 128 drops

@@ -11,6 +11,7 @@ use super::password::VerifyError;
 use super::redirect::safe_return;
 use crate::app::App;
 use crate::conn::ConnInfo;
+use crate::metrics::{EndReason, LoginResult};
 use crate::page::{self, escape_html};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
@@ -172,39 +173,55 @@ pub(crate) async fn read_checked_form(
 
 /// `POST {prefix}/login`
 pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let (res, result) = attempt(app, conn, req).await;
+    app.metrics.login(result);
+    res
+}
+
+/// A sign-in attempt's answer, and how it ended for the metrics.
+async fn attempt(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, LoginResult) {
+    use LoginResult::*;
     let previous = match app.gate.authenticate(req.headers()).await {
         Ok(session) => session.map(|a| a.id),
-        Err(e) => return login_unavailable(app, "/", &e),
+        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
     };
     let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
     let client = client_ip.to_string();
     let headers = req.headers().clone();
     let form = match read_checked_form(app, req, false).await {
         Ok(f) => f,
-        Err(res) => return res,
+        // A refused origin or token is 403; anything else is a form that cannot be read.
+        Err(res) if res.status() == StatusCode::FORBIDDEN => return (res, Csrf),
+        Err(res) => return (res, Invalid),
     };
     let username = form.username.trim();
     if username.is_empty() || form.password.is_empty() {
-        return page(
+        let res = page(
             app,
             StatusCode::BAD_REQUEST,
             &form.rd,
             Some("Enter a username and a password."),
         );
+        return (res, Invalid);
     }
     if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
-        return page(
+        let res = page(
             app,
             StatusCode::BAD_REQUEST,
             &form.rd,
             Some("The username or password is too long."),
         );
+        return (res, Invalid);
     }
 
     // Checked before hashing, the same way for known and unknown names.
     let verdict = match app.limiter.check(username, &client).await {
         Ok(v) => v,
-        Err(e) => return login_unavailable(app, &form.rd, &e),
+        Err(e) => return (login_unavailable(app, &form.rd, &e), Unavailable),
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "login refused: too many failed attempts");
@@ -219,7 +236,7 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
         );
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return res;
+        return (res, RateLimited);
     }
 
     // One policy for the whole login: the user checked is the user the session is made for.
@@ -234,13 +251,13 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     match verified {
         Err(VerifyError::Busy) => {
             tracing::warn!("login refused: too many logins in progress");
-            RequestError::LoginsBusy.response()
+            (RequestError::LoginsBusy.response(), Busy)
         }
         Ok(false) => {
             // Counted before answering: a failure the shared counters missed would be a free
             // guess, so a store that cannot count it refuses the attempt as unavailable.
             if let Err(e) = app.limiter.record_failure(username, &client).await {
-                return login_unavailable(app, &form.rd, &e);
+                return (login_unavailable(app, &form.rd, &e), Unavailable);
             }
             // The username is logged only when it is a real user: an unknown "username" is
             // sometimes a password typed into the wrong field.
@@ -249,25 +266,26 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             } else {
                 tracing::warn!("login failed: unknown user");
             }
-            page(
+            let res = page(
                 app,
                 StatusCode::UNAUTHORIZED,
                 &form.rd,
                 Some("Invalid username or password."),
-            )
+            );
+            (res, WrongCredentials)
         }
         Ok(true) => {
             if let Err(e) = app.limiter.record_success(username).await {
-                return login_unavailable(app, &form.rd, &e);
+                return (login_unavailable(app, &form.rd, &e), Unavailable);
             }
             // A fresh id on every login, and the one the browser brought is gone: no fixation.
             if let Some(old) = previous
-                && let Err(e) = app.gate.end_session(&old).await
+                && let Err(e) = app.gate.end_session(&old, EndReason::Revoked).await
             {
-                return login_unavailable(app, &form.rd, &e);
+                return (login_unavailable(app, &form.rd, &e), Unavailable);
             }
             let Some(user) = user else {
-                return RequestError::Panic.response();
+                return (RequestError::Panic.response(), Invalid);
             };
             let meta = SessionMeta {
                 client: client_ip,
@@ -275,7 +293,7 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             };
             let id = match app.gate.start_session(user, &meta).await {
                 Ok(id) => id,
-                Err(e) => return login_unavailable(app, &form.rd, &e),
+                Err(e) => return (login_unavailable(app, &form.rd, &e), Unavailable),
             };
             tracing::info!(user = username, "login");
             let location = HeaderValue::from_str(safe_return(&form.rd, policy.redirect_hosts()))
@@ -284,7 +302,7 @@ pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respo
             res.headers_mut()
                 .insert(header::SET_COOKIE, app.session_cookie(&id));
             no_store(&mut res);
-            res
+            (res, Success)
         }
     }
 }
@@ -304,7 +322,11 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
             .end_sessions_of(&s.user)
             .await
             .map(|n| Some((s, n))),
-        Ok(Some(s)) => app.gate.end_session(&s.id).await.map(|_| Some((s, 1))),
+        Ok(Some(s)) => app
+            .gate
+            .end_session(&s.id, EndReason::Logout)
+            .await
+            .map(|_| Some((s, 1))),
         Ok(None) => Ok(None),
         Err(e) => Err(e),
     };

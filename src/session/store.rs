@@ -9,6 +9,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 use rand::TryRng;
 
 use super::browser::Browser;
@@ -139,6 +140,9 @@ pub struct SessionStore {
     wall_epoch: SystemTime,
     idle_ms: u64,
     absolute_ms: u64,
+    /// Sessions that ran out, by which timeout (the metrics read these).
+    idled_out: Counter,
+    timed_out: Counter,
     /// Added to the clock, so tests can let time pass without sleeping.
     #[cfg(test)]
     skew_ms: AtomicU64,
@@ -175,8 +179,27 @@ impl SessionStore {
             wall_epoch: SystemTime::now(),
             idle_ms: whole_ms(idle),
             absolute_ms: whole_ms(absolute),
+            idled_out: Counter::default(),
+            timed_out: Counter::default(),
             #[cfg(test)]
             skew_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts sessions that end by their idle timeout in `idle` and by their absolute timeout
+    /// in `absolute`.
+    pub fn counting_expiries(mut self, idle: Counter, absolute: Counter) -> SessionStore {
+        self.idled_out = idle;
+        self.timed_out = absolute;
+        self
+    }
+
+    /// Counts `s`, found expired at `now_ms` and being removed, under the timeout that ended it.
+    fn count_expiry(&self, s: &Session, now_ms: u64) {
+        if now_ms.saturating_sub(s.created_ms) >= self.absolute_ms {
+            self.timed_out.inc();
+        } else {
+            self.idled_out.inc();
         }
     }
 
@@ -256,8 +279,10 @@ impl SessionStore {
         }
         // Checked again under the write lock: a request that read the clock before the session
         // expired may have slid it in between.
-        self.map
-            .remove_if(id, |_, s| self.is_expired(s, self.now_ms()));
+        let now = self.now_ms();
+        if let Some((_, s)) = self.map.remove_if(id, |_, s| self.is_expired(s, now)) {
+            self.count_expiry(&s, now);
+        }
         Ok(None)
     }
 
@@ -326,7 +351,13 @@ impl SessionStore {
 
     /// Removes the expired sessions of shard `index` under its write lock; how many.
     fn sweep_shard(&self, index: usize) -> usize {
-        self.remove_in_shard(index, |s, now| self.is_expired(s, now))
+        self.remove_in_shard(index, |s, now| {
+            let expired = self.is_expired(s, now);
+            if expired {
+                self.count_expiry(s, now);
+            }
+            expired
+        })
     }
 
     /// Removes the sessions of shard `index` that `doomed` picks (given the session and the
@@ -603,6 +634,34 @@ mod tests {
             None,
             "absolute timeout passed despite activity"
         );
+    }
+
+    #[test]
+    fn expiries_are_counted_by_the_timeout_that_ended_them() {
+        let (idle, absolute) = (Duration::from_secs(300), Duration::from_secs(900));
+        let (idled, timed) = (Counter::default(), Counter::default());
+        let store = store(idle, absolute).counting_expiries(idled.clone(), timed.clone());
+        // Idle, found on read.
+        let id = store.create(alice(&store), &META).unwrap();
+        store.let_time_pass(idle);
+        assert_eq!(store.touch(&id).unwrap(), None);
+        // Absolute, though used all along, found by the sweeper.
+        let id = store.create(alice(&store), &META).unwrap();
+        for _ in 0..9 {
+            store.let_time_pass(Duration::from_secs(100));
+            let _ = store.touch(&id).unwrap();
+        }
+        // Idle, found by the sweeper; and one still live, not counted.
+        store.create(alice(&store), &META).unwrap();
+        store.let_time_pass(idle);
+        store.create(alice(&store), &META).unwrap();
+        assert_eq!(
+            store.sweep(),
+            1,
+            "the idle one (the absolute one ended on read)"
+        );
+        assert_eq!((idled.get(), timed.get()), (2, 1));
+        assert_eq!(store.len(), 1);
     }
 
     // The sweep tests move the store's clock instead of sleeping: a session that must stay
