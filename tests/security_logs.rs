@@ -1,7 +1,8 @@
 //! Logs never carry a credential: the real binary, at the most verbose level, is driven
 //! through a wrong login, a good one, requests with a token in the query, and a logout; its
 //! whole output is then searched for the passwords, the cookie, the session id and the
-//! query. The per-request lines carry a short hash of the session id instead.
+//! query. The per-request lines carry a short hash of the session id instead. The same runs
+//! with `[log] format = "json"`, where every line must also be a JSON object with the fields.
 
 mod common;
 
@@ -16,9 +17,101 @@ const QUERY_TOKEN: &str = "tok-5f1d9a7c2e";
 
 #[tokio::test]
 async fn no_password_cookie_session_id_or_query_reaches_the_log() {
+    let log = drive("text").await;
+    let tag = log.tag;
+    let log = log.text;
+    assert!(
+        log.contains("status=200"),
+        "the request lines are there: {log}"
+    );
+    let tagged = log
+        .lines()
+        .filter(|l| l.contains("status=200") && l.contains(&tag))
+        .count();
+    assert_eq!(
+        tagged, 2,
+        "both requests carry the session tag {tag}:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("path=\"/other\""))
+        .expect("the /other line");
+    for field in [
+        "method=GET",
+        "status=200",
+        "decision=allow",
+        "user=\"alice\"",
+        "client=127.0.0.1",
+        "upstream_micros=",
+        "bytes=",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+}
+
+#[tokio::test]
+async fn json_logs_have_every_field_and_no_secret() {
+    let log = drive("json").await;
+    let mut requests = Vec::new();
+    for line in log.text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{}", log.text));
+        let object = value.as_object().expect("each line is an object");
+        assert!(object["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["message"].is_string(), "{line}");
+        if object["message"] == "request" {
+            requests.push(value);
+        }
+    }
+    assert!(
+        log.text.contains("\"message\":\"sessiongate listening on http://"),
+        "the start-up lines are JSON too: {}",
+        log.text
+    );
+    let other = requests
+        .iter()
+        .find(|r| r["path"] == "/other")
+        .unwrap_or_else(|| panic!("no request line for /other: {}", log.text));
+    assert_eq!(other["method"], "GET");
+    assert_eq!(other["status"], 200);
+    assert_eq!(other["decision"], "allow");
+    assert_eq!(other["user"], USER);
+    assert_eq!(other["session"], log.tag.as_str());
+    assert_eq!(other["client"], "127.0.0.1");
+    assert!(other["micros"].as_u64().is_some(), "{other}");
+    let upstream = other["upstream_micros"].as_u64().expect("upstream_micros");
+    assert!(upstream <= other["micros"].as_u64().unwrap(), "{other}");
+    assert!(other["bytes"].as_u64().is_some_and(|b| b > 0), "{other}");
+    // The query never appears, not even in the path field.
+    let app = requests.iter().find(|r| r["path"] == "/app").expect("/app line");
+    assert_eq!(app["path"], "/app");
+    // A login page: no user, no session, no upstream.
+    let failed = requests
+        .iter()
+        .find(|r| r["path"] == "/.sessiongate/login" && r["status"] == 401)
+        .expect("a failed login line");
+    assert_eq!(failed["decision"], "own_endpoint");
+    assert!(failed["user"].is_null() && failed["session"].is_null(), "{failed}");
+    assert!(failed["upstream_micros"].is_null(), "{failed}");
+}
+
+/// What the log of one run holds, and the session's tag in it.
+struct Log {
+    text: String,
+    tag: String,
+}
+
+/// Runs the binary with `[log] format`, drives it through the logins, requests and logout,
+/// and checks that none of the secrets appears anywhere in its output.
+async fn drive(format: &str) -> Log {
     let upstream = start_upstream().await;
-    let toml = config_toml(upstream.addr, "", "secure = false");
-    let dir = std::env::temp_dir().join(format!("sessiongate-logs-{}", std::process::id()));
+    let toml = config_toml(upstream.addr, "", "secure = false")
+        + &format!("\n[log]\nformat = \"{format}\"\n");
+    let dir = std::env::temp_dir().join(format!(
+        "sessiongate-logs-{format}-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("sessiongate.toml");
     std::fs::write(&config, toml).unwrap();
@@ -82,10 +175,6 @@ async fn no_password_cookie_session_id_or_query_reaches_the_log() {
     let log = log_handle.lock().unwrap().clone();
     let _ = std::fs::remove_dir_all(&dir);
 
-    assert!(
-        log.contains("status=200"),
-        "the request lines are there: {log}"
-    );
     for (what, secret) in [
         ("wrong password", WRONG_PASSWORD),
         ("password", PASSWORD),
@@ -97,12 +186,5 @@ async fn no_password_cookie_session_id_or_query_reaches_the_log() {
     ] {
         assert!(!log.contains(secret), "the log holds the {what}:\n{log}");
     }
-    let tagged = log
-        .lines()
-        .filter(|l| l.contains("status=200") && l.contains(&tag))
-        .count();
-    assert_eq!(
-        tagged, 2,
-        "both requests carry the session tag {tag}:\n{log}"
-    );
+    Log { text: log, tag }
 }
