@@ -2,7 +2,7 @@
 # Side-by-side load comparison on loopback: the same upstream, reached directly and through each peer.
 #
 #   benches/peers/peers.sh [--duration S] [--conns N] [--rounds R] [--only a,b] [--bin PATH]
-#                          [--base-bin PATH] [--rules N] [--json FILE] [--install]
+#                          [--base-bin PATH] [--rules N] [--metrics] [--json FILE] [--install]
 #
 # Vendored from the team's shared/bench/peers.sh (2026-11) so the repo is self-contained. Changes:
 # --json FILE (raw rounds + medians, machine-readable); the default binary honours CARGO_TARGET_DIR;
@@ -37,6 +37,9 @@
 # (benches/lib.sh bench_rules: the request is checked against all N); the base peer never gets
 # them, so its binary may predate rules.
 #
+# --metrics (2026-12) gives the same three peers a [metrics] listener (ports BASE+20..22), scraped
+# once a second during each load, as Prometheus would (more often); the base peer never gets one.
+#
 # Pinning: the load generator runs on CPU 0, the upstream and the peer under test on CPU 1 (with
 # sessiongate-redis, its Redis too), so every peer gets the same CPU budget. Each figure is the
 # median over --rounds; rounds alternate peers so machine drift hits all of them alike. Only the
@@ -47,7 +50,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib.sh
 . "$HERE/../lib.sh"
-DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" BASE_BIN="" RULES=0 INSTALL=0 JSON=""
+DURATION=8 CONNS=64 ROUNDS=3 ONLY="" BIN="" BASE_BIN="" RULES=0 METRICS=0 INSTALL=0 JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -57,9 +60,10 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$2; shift 2 ;;
     --base-bin) BASE_BIN=$2; shift 2 ;;
     --rules) RULES=$2; shift 2 ;;
+    --metrics) METRICS=1; shift ;;
     --json) JSON=$2; shift 2 ;;
     --install) INSTALL=1; shift ;;
-    -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -96,6 +100,7 @@ if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else 
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5)) SB=$((BASE + 6))
 NA=$((BASE + 7)) NAG=$((BASE + 8)) SG_R=$((BASE + 9)) RP=$((BASE + 19))
+declare -A METRICS_PORT=([sessiongate]=$((BASE + 20)) [sessiongate-quiet]=$((BASE + 21)) [sessiongate-redis]=$((BASE + 22)))
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
@@ -189,11 +194,14 @@ elif want express; then echo "note: express peer not installed (run with --insta
 # rules (and SESSION_TOML[NAME] after its [session] table), logged in as alice; the assignments
 # go into its environment.
 start_sessiongate() {
-  local name=$1 port=$2 bin=$3 rules=$4; shift 4
+  local name=$1 port=$2 bin=$3 rules=$4 metrics=""; shift 4
+  if [ "$METRICS" = 1 ] && [ -n "${METRICS_PORT[$name]:-}" ]; then
+    metrics=$(printf '\n[metrics]\nlisten = "127.0.0.1:%s"' "${METRICS_PORT[$name]}")
+  fi
   if [ "$rules" -gt 0 ]; then
-    { sessiongate_toml "$port" "$UP"; printf '%s\n' "${SESSION_TOML[$name]:-}"; alice_user "$bin" '["bench"]'; bench_rules "$rules"; } >"$WORK/$name.toml"
+    { sessiongate_toml "$port" "$UP"; printf '%s\n%s\n' "${SESSION_TOML[$name]:-}" "$metrics"; alice_user "$bin" '["bench"]'; bench_rules "$rules"; } >"$WORK/$name.toml"
   else
-    { sessiongate_toml "$port" "$UP"; printf '%s\n' "${SESSION_TOML[$name]:-}"; alice_user "$bin"; } >"$WORK/$name.toml"
+    { sessiongate_toml "$port" "$UP"; printf '%s\n%s\n' "${SESSION_TOML[$name]:-}" "$metrics"; alice_user "$bin"; } >"$WORK/$name.toml"
   fi
   env "$@" $PIN_SRV "$bin" --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 & PIDS+=($!); SPID[$name]=$!
   wait_port "$port"
@@ -256,7 +264,14 @@ for r in $(seq 1 "$ROUNDS"); do
     rport=${REDIS_PORT[$p]:-}
     [ -z "$rport" ] || redis-cli -p "$rport" CONFIG RESETSTAT >/dev/null
     t0=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
+    scraper=""
+    if [ "$METRICS" = 1 ] && [ -n "${METRICS_PORT[$p]:-}" ]; then
+      # A scrape a second during the load (from the generator's CPU), counted in the peer's CPU.
+      (while :; do $PIN_GEN curl -sf -o /dev/null "http://127.0.0.1:${METRICS_PORT[$p]}/metrics" || echo "scrape of $p failed" >&2; sleep 1; done) &
+      scraper=$!
+    fi
     out=$(load "${URL[$p]}" "${COOKIE[$p]:-}")
+    [ -z "$scraper" ] || { kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null || true; }
     t1=$([ -n "${SPID[$p]:-}" ] && cpu_ticks "${SPID[$p]}" || echo 0)
     read -r rps p50 p99 bad n <<<"$out"
     # CPU microseconds the peer's own processes spent per request (0 for direct: there is no proxy)
