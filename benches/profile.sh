@@ -16,6 +16,8 @@
 #                stable run to run; writes callgrind-inclusive.txt and callgrind-self.txt.
 #
 # KEEP_PERF_DATA=1 keeps perf.data (large) for your own `perf report`.
+# EXTRA_TOML='...' adds tables to sessiongate's config, e.g. $'[metrics]\nlisten = "127.0.0.1:9464"'
+# or $'[log]\nformat = "json"' (both need a build that knows them).
 # RUST_LOG is left as a user would run it (info: one log line per request) unless set.
 # The cpu-clock event is used because this VM exposes no hardware counters.
 set -euo pipefail
@@ -58,7 +60,7 @@ for p in $UP $SG $NGP; do port_free "$p"; done
 upstream_conf "$WORK" $UP
 taskset -c 1 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
 wait_port $UP
-{ sessiongate_toml $SG $UP; alice_user "$BIN"; } >"$WORK/sessiongate.toml"
+{ sessiongate_toml $SG $UP; printf '%s\n' "${EXTRA_TOML:-}"; alice_user "$BIN"; } >"$WORK/sessiongate.toml"
 
 if [ "$MODE" = perf ]; then
   taskset -c 1 "$BIN" --config "$WORK/sessiongate.toml" >"$WORK/sessiongate.log" 2>&1 & SG_PID=$!; PIDS+=($SG_PID)
