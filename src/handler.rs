@@ -226,9 +226,10 @@ async fn own_endpoint(
         None
     };
     if let Some(edge) = edge {
+        // A forward-auth check is labelled by what the gate decided for the edge proxy's
+        // request, so the metrics say the same whichever way sessiongate is deployed.
         let (res, verdict) = forward_auth::answer(app, conn, &req, edge).await;
-        let mut logged = verdict.map_or(Logged::anonymous(DecisionLabel::OwnEndpoint), logged);
-        logged.decision = DecisionLabel::OwnEndpoint;
+        let logged = verdict.map_or(Logged::anonymous(DecisionLabel::OwnEndpoint), logged);
         return (res, logged);
     }
     (

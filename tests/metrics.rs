@@ -471,6 +471,48 @@ async fn redis_commands_are_timed_and_their_failures_counted() {
 }
 
 #[tokio::test]
+async fn forward_auth_checks_are_counted_by_their_decision() {
+    let upstream = start_upstream().await;
+    let toml = with_server(
+        &config_toml(upstream.addr, "", ""),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    ) + "\n[[rules]]\npath = \"/internal\"\ndeny = true\n";
+    let proxy = start_proxy_with(&toml).await;
+    let metrics = metrics_listener(&proxy.app).await;
+    let cookie = login(&proxy, USER, PASSWORD).await;
+    let check = |uri: &'static str, cookie: &str| {
+        let cookie = cookie.to_string();
+        let addr = proxy.addr;
+        async move {
+            let mut headers = vec![("x-original-method", "GET"), ("x-original-uri", uri)];
+            if !cookie.is_empty() {
+                headers.push(("cookie", cookie.as_str()));
+            }
+            get(addr, "/.sessiongate/auth/nginx", &headers).await.status
+        }
+    };
+    moves(
+        metrics,
+        "nginx auth_request checks",
+        &[
+            (&requests("allow", "2xx"), 1.0),
+            (&requests("login_required", "4xx"), 1.0),
+            (&requests("forbidden", "4xx"), 1.0),
+        ],
+        &[
+            &requests("own_endpoint", "2xx"),
+            &requests("own_endpoint", "4xx"),
+        ],
+        async {
+            assert_eq!(check("/app", &cookie).await, StatusCode::OK);
+            assert_eq!(check("/app", "").await, StatusCode::UNAUTHORIZED);
+            assert_eq!(check("/internal", &cookie).await, StatusCode::FORBIDDEN);
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn metrics_are_only_on_their_own_listener() {
     let (upstream, proxy) = start().await;
     let metrics = metrics_listener(&proxy.app).await;

@@ -57,7 +57,12 @@ async fn json_logs_have_every_field_and_no_secret() {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{}", log.text));
         let object = value.as_object().expect("each line is an object");
-        assert!(object["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+        assert!(
+            object["timestamp"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z')),
+            "{line}"
+        );
         assert!(object["level"].is_string(), "{line}");
         assert!(object["message"].is_string(), "{line}");
         if object["message"] == "request" {
@@ -65,7 +70,8 @@ async fn json_logs_have_every_field_and_no_secret() {
         }
     }
     assert!(
-        log.text.contains("\"message\":\"sessiongate listening on http://"),
+        log.text
+            .contains("\"message\":\"sessiongate listening on http://"),
         "the start-up lines are JSON too: {}",
         log.text
     );
@@ -84,7 +90,10 @@ async fn json_logs_have_every_field_and_no_secret() {
     assert!(upstream <= other["micros"].as_u64().unwrap(), "{other}");
     assert!(other["bytes"].as_u64().is_some_and(|b| b > 0), "{other}");
     // The query never appears, not even in the path field.
-    let app = requests.iter().find(|r| r["path"] == "/app").expect("/app line");
+    let app = requests
+        .iter()
+        .find(|r| r["path"] == "/app")
+        .expect("/app line");
     assert_eq!(app["path"], "/app");
     // A login page: no user, no session, no upstream.
     let failed = requests
@@ -92,7 +101,10 @@ async fn json_logs_have_every_field_and_no_secret() {
         .find(|r| r["path"] == "/.sessiongate/login" && r["status"] == 401)
         .expect("a failed login line");
     assert_eq!(failed["decision"], "own_endpoint");
-    assert!(failed["user"].is_null() && failed["session"].is_null(), "{failed}");
+    assert!(
+        failed["user"].is_null() && failed["session"].is_null(),
+        "{failed}"
+    );
     assert!(failed["upstream_micros"].is_null(), "{failed}");
 }
 
@@ -108,10 +120,8 @@ async fn drive(format: &str) -> Log {
     let upstream = start_upstream().await;
     let toml = config_toml(upstream.addr, "", "secure = false")
         + &format!("\n[log]\nformat = \"{format}\"\n");
-    let dir = std::env::temp_dir().join(format!(
-        "sessiongate-logs-{format}-{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("sessiongate-logs-{format}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("sessiongate.toml");
     std::fs::write(&config, toml).unwrap();
