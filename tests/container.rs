@@ -61,17 +61,10 @@ impl Checked {
     }
 }
 
-/// Runs `[prefix..] sessiongate healthcheck [args..]` and waits (within [`PATIENCE`]).
-async fn run_healthcheck(prefix: &[&str], args: &[&str]) -> Checked {
-    let mut command = match prefix.split_first() {
-        Some((program, rest)) => {
-            let mut c = tokio::process::Command::new(program);
-            c.args(rest).arg(BIN);
-            c
-        }
-        None => tokio::process::Command::new(BIN),
-    };
-    command.arg("healthcheck").args(args).kill_on_drop(true);
+/// Runs `argv` (a `sessiongate healthcheck` command line) and waits (within [`PATIENCE`]).
+async fn run_healthcheck(argv: &[&str]) -> Checked {
+    let mut command = tokio::process::Command::new(argv[0]);
+    command.args(&argv[1..]).kill_on_drop(true);
     let out = tokio::time::timeout(PATIENCE, command.output())
         .await
         .expect("healthcheck finished")
@@ -89,7 +82,7 @@ async fn run_healthcheck(prefix: &[&str], args: &[&str]) -> Checked {
 }
 
 async fn healthcheck(config: &Path) -> Checked {
-    run_healthcheck(&[], &["--config", config.to_str().unwrap()]).await
+    run_healthcheck(&[BIN, "healthcheck", "--config", config.to_str().unwrap()]).await
 }
 
 /// Writes `toml` (a config from [`config_toml`]) to `dir` with `server.listen` set to `listen`:
@@ -308,7 +301,7 @@ async fn healthcheck_reads_the_image_config_path_by_default() {
         eprintln!("{DEFAULT_CONFIG} exists here; not running the default-path check");
         return;
     }
-    let checked = run_healthcheck(&[], &[]).await;
+    let checked = run_healthcheck(&[BIN, "healthcheck"]).await;
     assert!(!checked.success);
     assert_eq!(
         checked.line(),
@@ -477,10 +470,21 @@ fn as_user(setpriv: &Path, uid: u32) -> Vec<String> {
     ]
 }
 
+/// `sessiongate healthcheck --config CONFIG` run as `uid` with `bin`.
+async fn healthcheck_as(setpriv: &Path, uid: u32, bin: &Path, config: &Path) -> Checked {
+    let mut argv = as_user(setpriv, uid);
+    argv.push(bin.display().to_string());
+    argv.extend(["healthcheck".into(), "--config".into()]);
+    argv.push(config.display().to_string());
+    run_healthcheck(&argv.iter().map(String::as_str).collect::<Vec<_>>()).await
+}
+
 /// The sessiongate process, killed if the test ends before stopping it.
 struct Server {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// The threads copying its stdout and stderr into `log`, done when it has exited.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -492,22 +496,31 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Its exit status once it has exited, with all it printed in `log` by then.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut().unwrap().try_wait().unwrap()?;
+        self.child = None;
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        Some(status)
+    }
+
     /// SIGTERM, as `docker stop` sends, and the exit status.
     async fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        let pid = libc::pid_t::try_from(self.pid()).unwrap();
         // SAFETY: kill(2) on our own child, which has not been waited for.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(status) = child.try_wait().unwrap() {
+            if let Some(status) = self.exited() {
                 return status;
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("sessiongate did not stop on SIGTERM:\n{}", self.log());
-            }
+            assert!(
+                Instant::now() < deadline,
+                "sessiongate did not stop on SIGTERM:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -536,30 +549,31 @@ async fn start_server(mut command: Command) -> Option<Server> {
         Box::new(child.stdout.take().unwrap()),
         Box::new(child.stderr.take().unwrap()),
     ];
-    for pipe in pipes {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-    }
+    let readers = pipes
+        .into_iter()
+        .map(|pipe| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        })
+        .collect();
     let mut server = Server {
         child: Some(child),
         log,
+        readers,
     };
     let deadline = Instant::now() + PATIENCE;
     loop {
         if server.log().contains("listening on") {
             return Some(server);
         }
-        if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-            server.child = None;
-            // Let the reader threads take in the last lines.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(status) = server.exited() {
             let log = server.log();
             if log.contains("cannot listen on") && log.contains("in use") {
                 return None;
@@ -603,12 +617,29 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         "this test switches to uid {IMAGE_UID} with setpriv, which needs root"
     );
     let setpriv = program("setpriv", "runs sessiongate as the image's uid 10001");
-    assert_traversable(Path::new(BIN));
+
+    // The binary the tests built, installed as the Dockerfile installs it (`install -m 755`,
+    // root's), in a directory uid 10001 can reach wherever the build directory is. `install`
+    // writes it in a process of its own, so no process this test forks meanwhile holds it
+    // open for writing (which would make running it fail with "Text file busy").
+    let install = tempfile::Builder::new()
+        .prefix("sessiongate-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(install.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = install.path().join("sessiongate");
+    let installed = Command::new("install")
+        .args(["-m", "755", BIN])
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(installed.success());
+    assert_traversable(&bin);
 
     // The config directory: the image's user owns it, nobody else can read it.
     let tmp = tempfile::Builder::new()
-        .prefix("sessiongate-container-")
-        .tempdir()
+        .prefix("sessiongate-config-")
+        .tempdir_in("/tmp")
         .unwrap();
     let dir = tmp.path();
     assert_traversable(dir);
@@ -638,7 +669,7 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         let mut command = Command::new(&user[0]);
         command
             .args(&user[1..])
-            .arg(BIN)
+            .arg(&bin)
             .arg("--config")
             .arg(&config)
             .env_clear()
@@ -667,7 +698,7 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         ]
     );
     let exe = std::fs::read_link(format!("/proc/{}/exe", server.pid())).unwrap();
-    assert_eq!(exe, Path::new(BIN).canonicalize().unwrap());
+    assert_eq!(exe, bin);
 
     // Sign in through 127.0.0.1, as a browser on the host would through the published port.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -694,10 +725,7 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
     assert_eq!(upstream.requests(), 1);
 
     // The image's HEALTHCHECK, as the same user: 0.0.0.0 is checked on 127.0.0.1.
-    let config_arg = config.to_str().unwrap();
-    let user = as_user(&setpriv, IMAGE_UID);
-    let user: Vec<&str> = user.iter().map(String::as_str).collect();
-    let checked = run_healthcheck(&user, &["--config", config_arg]).await;
+    let checked = healthcheck_as(&setpriv, IMAGE_UID, &bin, &config).await;
     assert!(checked.success, "{}", checked.stderr);
     assert_eq!(
         checked.line(),
@@ -705,14 +733,13 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
     );
 
     // Any other user is kept out of the config directory.
-    let other = as_user(&setpriv, IMAGE_UID + 1);
-    let other: Vec<&str> = other.iter().map(String::as_str).collect();
-    let checked = run_healthcheck(&other, &["--config", config_arg]).await;
+    let checked = healthcheck_as(&setpriv, IMAGE_UID + 1, &bin, &config).await;
     assert!(!checked.success);
     assert_eq!(
         checked.line(),
         format!(
-            "healthcheck: cannot read config file {config_arg}: Permission denied (os error 13)"
+            "healthcheck: cannot read config file {}: Permission denied (os error 13)",
+            config.display()
         )
     );
 
