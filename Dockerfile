@@ -1,13 +1,17 @@
 # syntax=docker/dockerfile:1
 #
-# sessiongate in a container.
+# sessiongate in a container. No image is published: build this one in your own CI.
 #
 #   docker build -t sessiongate .
 #   docker run -d --name sessiongate -p 8080:8080 \
 #     -v /srv/sessiongate:/etc/sessiongate:ro sessiongate
 #
 # The config in /etc/sessiongate must listen on all interfaces: listen = "0.0.0.0:8080".
-# See README.md, "Docker".
+# See README.md, "Deploying".
+#
+# tests/container.rs parses this file and checks what the image relies on: two stages, the
+# build with --locked, a numeric non-root USER, the HEALTHCHECK command, and the config path
+# and port the README gives. It also runs the binary the way this image does.
 
 # --- build -------------------------------------------------------------------------------
 # cargo and gcc are all the build needs: rustls uses the ring crypto provider, which compiles
@@ -40,9 +44,16 @@ COPY --from=build /usr/local/bin/sessiongate /usr/local/bin/sessiongate
 # started without the mount fails at once with "cannot read config file" instead of running
 # on an empty anonymous volume.
 WORKDIR /etc/sessiongate
+# Numeric, so Kubernetes' runAsNonRoot can tell it is not root without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080
+# `sessiongate healthcheck` reads the same config, asks its listener for
+# /.sessiongate/healthz (over HTTPS when [server.tls] is set) and exits 0 on 200, 1 otherwise,
+# with one line saying why; so the image needs no curl. It gives up after 4 s, within the
+# timeout below. --start-period leaves time for the first start.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
+  CMD ["sessiongate", "healthcheck"]
 # SIGTERM (docker stop) shuts down gracefully; SIGHUP (docker kill --signal=HUP) reloads the
-# TLS certificate. GET /.sessiongate/healthz answers 200 while sessiongate runs.
+# TLS certificate, users and rules.
 ENTRYPOINT ["sessiongate"]
 CMD ["--config", "/etc/sessiongate/sessiongate.toml"]

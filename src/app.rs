@@ -60,6 +60,26 @@ pub struct Routes {
     pub unauthorized_json: Bytes,
 }
 
+impl Routes {
+    /// The endpoints under `prefix` (`auth.prefix`). `sessiongate healthcheck` asks for the
+    /// same `healthz` path the handler serves.
+    pub fn new(prefix: &str) -> Routes {
+        Routes {
+            login: format!("{prefix}/login"),
+            logout: format!("{prefix}/logout"),
+            healthz: format!("{prefix}/healthz"),
+            readyz: format!("{prefix}/readyz"),
+            sessions: format!("{prefix}/sessions"),
+            sessions_end: format!("{prefix}/sessions/end"),
+            auth_nginx: format!("{prefix}/auth/nginx"),
+            auth_forward: format!("{prefix}/auth/forward"),
+            unauthorized_json: Bytes::from(format!(
+                "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
+            )),
+        }
+    }
+}
+
 /// What a reload did (see [`App::reload`]).
 #[derive(Debug)]
 pub struct Reloaded {
@@ -146,20 +166,7 @@ impl App {
             }
         };
         let signer = CookieSigner::new(&secret, &config.session.cookie_name);
-        let prefix = &config.auth.prefix;
-        let routes = Routes {
-            login: format!("{prefix}/login"),
-            logout: format!("{prefix}/logout"),
-            healthz: format!("{prefix}/healthz"),
-            readyz: format!("{prefix}/readyz"),
-            sessions: format!("{prefix}/sessions"),
-            sessions_end: format!("{prefix}/sessions/end"),
-            auth_nginx: format!("{prefix}/auth/nginx"),
-            auth_forward: format!("{prefix}/auth/forward"),
-            unauthorized_json: Bytes::from(format!(
-                "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
-            )),
-        };
+        let routes = Routes::new(&config.auth.prefix);
         let certs = config.server.tls.as_ref().map(|t| {
             Arc::new(CertStore::new(
                 t.cert.clone(),

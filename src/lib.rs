@@ -14,6 +14,7 @@ pub mod forward_auth;
 pub mod gate;
 pub mod handler;
 pub mod headers;
+pub mod healthcheck;
 pub mod identity;
 pub mod limits;
 pub mod logging;

@@ -1,7 +1,7 @@
 //! The `sessiongate` command: parse the command line, start logging, and hand over to the library.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +28,12 @@ enum Command {
     /// Validate a config file: exit 0 if it is good, 1 with the problem otherwise.
     Check {
         #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Ask the running sessiongate for `{prefix}/healthz` on its listener: exit 0 when it
+    /// answers 200, 1 otherwise (a container's HEALTHCHECK).
+    Healthcheck {
+        #[arg(long, value_name = "PATH", default_value = sessiongate::healthcheck::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Start a demo on 127.0.0.1:8080 in front of a built-in backend, with a demo user.
@@ -76,6 +82,8 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|c| sessiongate::explain::explain(&c, user.as_deref(), &method, &url))
             .map(|text| print!("{text}")),
+        // Its own one line, on stdout when healthy and on stderr otherwise.
+        (Some(Command::Healthcheck { config }), _) => return healthcheck(&config),
         (Some(Command::Demo), _) => {
             sessiongate::logging::init(sessiongate::config::LogFormat::Text);
             sessiongate::demo::run().map_err(|e| e.to_string())
@@ -95,6 +103,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sessiongate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(config: &Path) -> ExitCode {
+    match sessiongate::healthcheck::run(config) {
+        Ok(healthy) => {
+            println!("healthcheck: {healthy}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("healthcheck: {why}");
             ExitCode::FAILURE
         }
     }

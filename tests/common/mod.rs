@@ -2,6 +2,7 @@
 //! plain HTTP/1.1 client with no cookie jar and no redirect following.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod dockerfile;
 pub mod edge;
 pub mod python;
 pub mod redis;
