@@ -15,6 +15,7 @@ use crate::error::ConfigError;
 use crate::gate::Gate;
 use crate::identity::UserNames;
 use crate::proxy::Upstream;
+use crate::readiness::UpstreamProbe;
 use crate::redis_link::{LinkError, RedisLink};
 use crate::session::redis::RedisStore;
 use crate::session::tunnels::Tunnels;
@@ -35,6 +36,8 @@ pub struct App {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
     pub upstream: Option<Upstream>,
+    /// Whether the upstream accepts connections, for readyz; `None` without an upstream.
+    pub upstream_probe: Option<UpstreamProbe>,
     pub routes: Routes,
     /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
     pub certs: Option<Arc<CertStore>>,
@@ -169,6 +172,11 @@ impl App {
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: config.upstream.target.as_ref().map(Upstream::new),
+            upstream_probe: config
+                .upstream
+                .target
+                .as_ref()
+                .map(|t| UpstreamProbe::new(t.authority.clone(), t.timeout)),
             routes,
             config,
         }))

@@ -21,6 +21,7 @@ pub mod page;
 pub mod paths;
 pub mod policy;
 pub mod proxy;
+pub mod readiness;
 pub mod redis_link;
 pub mod refusal;
 pub mod request_error;
