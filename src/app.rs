@@ -23,6 +23,9 @@ use crate::session::{CookieSigner, SessionId, SessionKeys, SessionStore, Session
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
 
+/// Logged at start, and by `sessiongate check`, when no secret is configured.
+pub const NO_SECRET: &str = "no session.secret or session.secret_file configured: using a random key for this process, so login pages opened before a restart must be reloaded after it";
+
 pub struct App {
     /// The config sessiongate started with. Users and rules live on in `gate`'s policy, which
     /// a reload replaces; everything else here needs a restart to change.
@@ -91,9 +94,7 @@ impl App {
         let secret = match &config.session.secret {
             Some(s) => s.clone(),
             None => {
-                tracing::warn!(
-                    "no session.secret or session.secret_file configured: using a random key for this process, so login pages opened before a restart must be reloaded after it"
-                );
+                tracing::warn!("{NO_SECRET}");
                 let mut key = vec![0u8; 64];
                 rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)
                     .expect("the OS random number generator failed");

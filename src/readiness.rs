@@ -13,7 +13,12 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// A probe never waits longer than this, whatever `upstream.timeout` says: readiness checkers
 /// time out after a few seconds themselves.
-pub const MAX_DEADLINE: Duration = Duration::from_secs(2);
+const MAX_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long a probe waits for the connection: `upstream.timeout`, at most 2 s.
+pub fn deadline(upstream_timeout: Duration) -> Duration {
+    upstream_timeout.min(MAX_DEADLINE)
+}
 
 /// Why the upstream was not reached.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +52,11 @@ pub struct UpstreamProbe {
 }
 
 impl UpstreamProbe {
-    /// A probe of `authority` with a deadline of `timeout` (`upstream.timeout`), capped at
-    /// [`MAX_DEADLINE`].
+    /// A probe of `authority` with the [`deadline`] for `timeout` (`upstream.timeout`).
     pub fn new(authority: Authority, timeout: Duration) -> UpstreamProbe {
         UpstreamProbe {
             authority,
-            deadline: timeout.min(MAX_DEADLINE),
+            deadline: deadline(timeout),
             last: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
         }
