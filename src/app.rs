@@ -16,12 +16,16 @@ use crate::gate::Gate;
 use crate::identity::UserNames;
 use crate::metrics::{EndReason, Metrics};
 use crate::proxy::Upstream;
+use crate::readiness::UpstreamProbe;
 use crate::redis_link::{LinkError, RedisLink};
 use crate::session::redis::RedisStore;
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, SessionId, SessionKeys, SessionStore, Sessions};
 use crate::tls::CertStore;
 use tokio_rustls::TlsAcceptor;
+
+/// Logged at start, and by `sessiongate check`, when no secret is configured.
+pub const NO_SECRET: &str = "no session.secret or session.secret_file configured: using a random key for this process, so login pages opened before a restart must be reloaded after it";
 
 pub struct App {
     /// The config sessiongate started with. Users and rules live on in `gate`'s policy, which
@@ -36,6 +40,8 @@ pub struct App {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
     pub upstream: Option<Upstream>,
+    /// Whether the upstream accepts connections, for readyz; `None` without an upstream.
+    pub upstream_probe: Option<UpstreamProbe>,
     pub routes: Routes,
     /// The serving certificate when the listener speaks HTTPS (reloaded on SIGHUP).
     pub certs: Option<Arc<CertStore>>,
@@ -110,9 +116,7 @@ impl App {
         let secret = match &config.session.secret {
             Some(s) => s.clone(),
             None => {
-                tracing::warn!(
-                    "no session.secret or session.secret_file configured: using a random key for this process, so login pages opened before a restart must be reloaded after it"
-                );
+                tracing::warn!("{NO_SECRET}");
                 let mut key = vec![0u8; 64];
                 rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)
                     .expect("the OS random number generator failed");
@@ -195,6 +199,11 @@ impl App {
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
             upstream: config.upstream.target.as_ref().map(Upstream::new),
+            upstream_probe: config
+                .upstream
+                .target
+                .as_ref()
+                .map(|t| UpstreamProbe::new(t.authority.clone(), t.timeout)),
             routes,
             config,
         }))

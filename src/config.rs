@@ -237,6 +237,8 @@ pub struct UpstreamTarget {
 #[derive(Clone)]
 pub struct UpstreamTls {
     pub client: Arc<rustls::ClientConfig>,
+    /// `upstream.ca`: the private CA the client trusts instead of the bundled roots.
+    pub ca: Option<PathBuf>,
     /// Name checked against the upstream's certificate (and sent as SNI), if not the URL's host.
     pub server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
@@ -244,6 +246,7 @@ pub struct UpstreamTls {
 impl std::fmt::Debug for UpstreamTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamTls")
+            .field("ca", &self.ca)
             .field("server_name", &self.server_name)
             .finish_non_exhaustive()
     }
@@ -937,6 +940,7 @@ fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, Conf
         };
         Some(UpstreamTls {
             client: Arc::new(client),
+            ca: u.ca.as_ref().map(PathBuf::from),
             server_name,
         })
     } else {

@@ -296,25 +296,41 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
     }
 }
 
-/// `{prefix}/readyz`: whether this replica can serve logged-in requests now (the session
-/// store answers), for load balancers and readiness probes.
+/// `{prefix}/readyz`: whether this replica can serve logged-in requests now, for load
+/// balancers and readiness probes: the session store answers and the upstream, if there is
+/// one, accepted a connection in its last probe (see `readiness`). Both are asked at once.
 async fn ready(app: &App) -> Response<Body> {
     let sessions = app.gate.sessions();
-    match sessions.ready().await {
-        Ok(()) => response::text(StatusCode::OK, "ready"),
-        Err(_) => {
-            let mut res = response::text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "not ready: the session store ({}) does not answer",
-                    sessions.kind()
-                ),
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            res
+    // The upstream's address when it did not accept the last probe's connection.
+    let upstream_down = async {
+        match &app.upstream_probe {
+            Some(probe) if !probe.accepts().await => Some(&probe.authority),
+            _ => None,
         }
+    };
+    let (store, upstream_down) = tokio::join!(sessions.ready(), upstream_down);
+    let mut reasons = Vec::new();
+    if store.is_err() {
+        reasons.push(format!(
+            "the session store ({}) does not answer",
+            sessions.kind()
+        ));
     }
+    if let Some(authority) = upstream_down {
+        reasons.push(format!(
+            "the upstream ({authority}) does not accept connections"
+        ));
+    }
+    if reasons.is_empty() {
+        return response::text(StatusCode::OK, "ready");
+    }
+    let mut res = response::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("not ready: {}", reasons.join("; ")),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    res
 }
 
 /// What the proxy adds to every request it forwards for `user` on `conn`.

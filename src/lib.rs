@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod demo;
@@ -24,6 +25,7 @@ pub mod page;
 pub mod paths;
 pub mod policy;
 pub mod proxy;
+pub mod readiness;
 pub mod redis_link;
 pub mod refusal;
 pub mod request_error;

@@ -25,7 +25,8 @@ struct Cli {
 enum Command {
     /// Read one password from stdin and print its argon2id hash for `[[users]] password_hash`.
     HashPassword,
-    /// Validate a config file: exit 0 if it is good, 1 with the problem otherwise.
+    /// Check a config file and what it names (listeners, TLS files, upstream, Redis): one
+    /// ok/warning/problem line each; exit 1 on any problem, 0 otherwise.
     Check {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
@@ -56,20 +57,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.config) {
         (Some(Command::HashPassword), _) => hash_password(),
-        (Some(Command::Check { config }), _) => Config::load(&config)
-            .map(|c| {
-                let upstream = c.upstream.target.as_ref().map_or_else(
-                    || "no upstream".to_string(),
-                    |t| format!("upstream {}", t.authority),
-                );
-                println!(
-                    "{}: OK ({} users, {} rules, {upstream})",
-                    config.display(),
-                    c.users.len(),
-                    c.rules.rules.len(),
-                );
-            })
-            .map_err(|e| e.to_string()),
+        (Some(Command::Check { config }), _) => {
+            let report = sessiongate::check::check_file(&config);
+            print!("{report}");
+            match report.problems() {
+                0 => Ok(()),
+                1 => Err(format!("{}: 1 problem", config.display())),
+                n => Err(format!("{}: {n} problems", config.display())),
+            }
+        }
         (
             Some(Command::Explain {
                 config,

@@ -47,7 +47,8 @@ pub enum LinkError {
     Thread(#[from] std::io::Error),
 }
 
-fn client(config: &RedisConfig, protocol: ProtocolVersion) -> RedisResult<Client> {
+/// A client for the server in `config`, speaking `protocol`, trusting its CA when one is set.
+pub fn client(config: &RedisConfig, protocol: ProtocolVersion) -> RedisResult<Client> {
     let redis = config
         .connection
         .redis_settings()

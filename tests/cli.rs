@@ -1,12 +1,15 @@
-//! The `sessiongate` binary: config validation with errors that name the key, password
-//! hashing, and the demo end to end including shutdown on SIGTERM.
+//! The `sessiongate` binary: config validation with errors that name the key, `check` with
+//! its ok / warning / problem lines (listeners, upstream, TLS files, Redis), password hashing,
+//! and the demo end to end including shutdown on SIGTERM.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::{RedisOptions, RedisServer, redis_store};
 use common::*;
 use sessiongate::Config;
 
@@ -124,42 +127,260 @@ fn broken_configs_are_rejected_with_the_key_named() {
     }
 }
 
-#[test]
-fn check_command_exits_0_for_good_and_1_for_bad_configs() {
-    let dir = std::env::temp_dir().join(format!("sessiongate-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let good = dir.join("good.toml");
-    std::fs::write(&good, good_config()).unwrap();
-    let out = Command::new(BIN)
+/// `sessiongate check --config FILE` with `toml` in FILE: the exit code, what it printed on
+/// stdout (the findings) and on stderr.
+async fn check(toml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sessiongate.toml");
+    std::fs::write(&file, toml).unwrap();
+    check_file(&file).await
+}
+
+async fn check_file(file: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(BIN)
         .args(["check", "--config"])
-        .arg(&good)
+        .arg(file)
         .output()
+        .await
         .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Asserts that `printed` has a line starting with `start`.
+fn has_line(printed: &str, start: &str) {
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        printed.lines().any(|l| l.starts_with(start)),
+        "no line starting {start:?} in:\n{printed}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
 
-    let bad = dir.join("bad.toml");
-    std::fs::write(&bad, good_config().replace("listen =", "lisen =")).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+/// The test config with `listen` as server.listen, and few enough connections that no file
+/// descriptor limit warns about them.
+fn checked_config(upstream: SocketAddr, listen: &str) -> String {
+    with_server(&config_toml(upstream, "", ""), "max_connections = 64").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{listen}\""),
+    )
+}
 
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.join("missing.toml"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file"));
-    let _ = std::fs::remove_dir_all(&dir);
+#[tokio::test]
+async fn check_says_ok_to_everything_for_a_good_config_with_a_live_upstream() {
+    let upstream = start_upstream().await;
+    let (code, printed, _) = check(&checked_config(upstream.addr, "127.0.0.1:0")).await;
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(printed.lines().all(|l| l.starts_with("ok: ")), "{printed}");
+    for want in [
+        "ok: config ",
+        "ok: server.listen 127.0.0.1:0: can listen",
+        &format!("ok: upstream http://{}: accepts connections", upstream.addr),
+        "ok: users: 1",
+        "ok: rules: 0 (public paths included), auth.default = \"login\"",
+        "ok: session.store: memory",
+    ] {
+        has_line(&printed, want);
+    }
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "check only connects to the upstream"
+    );
+}
+
+#[tokio::test]
+async fn check_warns_but_passes_when_the_upstream_does_not_listen() {
+    let closed = closed_port().await;
+    let (code, printed, _) = check(&checked_config(closed, "127.0.0.1:0")).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        &format!("warning: upstream http://{closed}: does not accept connections ("),
+    );
+    assert!(!printed.contains("problem:"), "{printed}");
+
+    // Without an upstream (forward-auth only) there is nothing to reach.
+    let toml =
+        checked_config(closed, "127.0.0.1:0").replace(&format!("url = \"http://{closed}\""), "");
+    let (code, printed, _) = check(&toml).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(&printed, "ok: upstream: none (no upstream.url)");
+}
+
+#[tokio::test]
+async fn check_fails_when_a_listen_address_is_in_use() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let main = taken.local_addr().unwrap();
+    let taken_too = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = taken_too.local_addr().unwrap();
+    let toml = format!(
+        "{}\n[metrics]\nlisten = \"{metrics}\"\n",
+        checked_config(closed_port().await, &main.to_string())
+    );
+    let (code, printed, said) = check(&toml).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(
+        &printed,
+        &format!("problem: server.listen {main}: cannot listen: Address already in use"),
+    );
+    has_line(
+        &printed,
+        &format!("problem: metrics.listen {metrics}: cannot listen: Address already in use"),
+    );
+    assert!(said.contains("2 problems"), "{said}");
+
+    // Once they are free, both are fine, and check lets them go again.
+    drop((taken, taken_too));
+    let (code, printed, _) = check(&toml).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(&printed, &format!("ok: server.listen {main}: can listen"));
+    has_line(
+        &printed,
+        &format!("ok: metrics.listen {metrics}: can listen"),
+    );
+    std::net::TcpListener::bind(main).expect("check released server.listen");
+    std::net::TcpListener::bind(metrics).expect("check released metrics.listen");
+}
+
+#[tokio::test]
+async fn check_names_the_tls_files_and_the_upstream_ca() {
+    let dir = tls::temp_dir("check");
+    let ca = tls::Ca::new("check test CA");
+    let (cert, key, _) = ca.leaf();
+    tls::write_pair(dir.path(), &cert, &key);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let closed = closed_port().await;
+    let toml = tls::tls_config(closed, dir.path(), "max_connections = 64").replace(
+        &format!("url = \"http://{closed}\""),
+        &format!("url = \"https://{closed}\"\nca = \"{}\"", ca_file.display()),
+    );
+    let (code, printed, _) = check(&toml).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        &format!(
+            "ok: server.tls: certificate {} (1 in the chain) and key {} load and belong together",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+    );
+    has_line(
+        &printed,
+        &format!("ok: upstream.ca {}: loaded", ca_file.display()),
+    );
+    has_line(&printed, &format!("warning: upstream https://{closed}: "));
+}
+
+#[tokio::test]
+async fn check_pings_the_redis_store_and_fails_when_it_does_not_answer() {
+    let mut redis = RedisServer::start(RedisOptions::default()).await;
+    // A deadline no busy machine misses: only a Redis that is gone fails the check.
+    let store = redis_store(&redis.url(), "", "timeout = \"30s\"");
+    let toml = with_server(
+        &config_toml(closed_port().await, "", &store),
+        "max_connections = 64",
+    );
+    let (code, printed, _) = check(&toml).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        &format!("ok: session.store: redis {} answers PING", redis.url()),
+    );
+
+    redis.stop().await;
+    let (code, printed, said) = check(&toml).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(
+        &printed,
+        &format!(
+            "problem: session.store: redis {}: PING failed: ",
+            redis.url()
+        ),
+    );
+    assert!(said.contains("1 problem"), "{said}");
+}
+
+#[tokio::test]
+async fn check_fails_when_redis_refuses_the_password_and_never_prints_it() {
+    let password = "check-redis-password";
+    let redis = RedisServer::start(RedisOptions {
+        password: Some(password.into()),
+        ..RedisOptions::default()
+    })
+    .await;
+    let closed = closed_port().await;
+    let config = |url: &str| {
+        with_server(
+            &config_toml(closed, "", &redis_store(url, "", "timeout = \"30s\"")),
+            "max_connections = 64",
+        )
+    };
+    let (code, printed, _) = check(&config(&redis.url_with_password())).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        &format!("ok: session.store: redis {} answers PING", redis.url()),
+    );
+    assert!(!printed.contains(password), "{printed}");
+
+    let wrong = redis.url().replace("redis://", "redis://:wrong-password@");
+    let (code, printed, said) = check(&config(&wrong)).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(
+        &printed,
+        &format!(
+            "problem: session.store: redis {}: PING failed: ",
+            redis.url()
+        ),
+    );
+    assert!(!printed.contains("wrong-password") && !said.contains("wrong-password"));
+
+    let (code, printed, _) = check(&config(&redis.url())).await;
+    assert_eq!(code, Some(1), "no password: {printed}");
+    has_line(&printed, "problem: session.store: redis ");
+}
+
+#[tokio::test]
+async fn check_prints_one_problem_line_for_a_config_that_does_not_load() {
+    let (code, printed, said) = check(&good_config().replace("listen =", "lisen =")).await;
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(printed.starts_with("problem: config: "), "{printed}");
+    assert!(printed.contains("lisen"), "{printed}");
+    // The TOML error quotes the file on indented lines: one finding.
+    assert!(
+        printed.lines().skip(1).all(|l| l.starts_with("  ")),
+        "{printed}"
+    );
+    assert!(said.contains("1 problem"), "{said}");
+
+    let (code, printed, _) = check(&good_config().replace(SECRET, "short")).await;
+    assert_eq!(code, Some(1), "{printed}");
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    has_line(
+        &printed,
+        "problem: config: session.secret: must be at least 32 bytes",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, printed, _) = check_file(&dir.path().join("missing.toml")).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(&printed, "problem: cannot read config file ");
+}
+
+#[tokio::test]
+async fn check_warns_as_the_start_does_without_a_session_secret() {
+    let upstream = start_upstream().await;
+    let toml =
+        checked_config(upstream.addr, "127.0.0.1:0").replace(&format!("secret = \"{SECRET}\""), "");
+    let (code, printed, _) = check(&toml).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        "warning: no session.secret or session.secret_file configured",
+    );
 }
 
 #[test]

@@ -390,7 +390,12 @@ fn check_and_start_refuse_the_redis_store_without_a_secret() {
             .output()
             .unwrap();
         assert!(!out.status.success(), "{args:?} accepted it");
-        let said = String::from_utf8_lossy(&out.stderr);
+        // check prints its problem on stdout; the start logs it on stderr.
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             said.contains("session.secret") && said.contains("every replica"),
             "{args:?}: {said}"

@@ -32,6 +32,18 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// What `check` printed for a config it refused: one `problem:` finding, the config error
+/// (a TOML error quotes the file on indented lines below it).
+fn problem(out: &Output) -> String {
+    let printed = stdout(out);
+    assert!(printed.starts_with("problem: config"), "{printed}");
+    assert!(
+        printed.lines().skip(1).all(|l| l.starts_with("  ")),
+        "{printed}"
+    );
+    printed
+}
+
 #[test]
 fn check_refuses_wrong_rules_and_names_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,9 +118,9 @@ fn check_refuses_wrong_rules_and_names_them() {
         assert_eq!(out.status.code(), Some(1), "accepted:\n{rules}");
         for want in wants {
             assert!(
-                stderr(&out).contains(want),
+                problem(&out).contains(want),
                 "{want:?} not in {}",
-                stderr(&out)
+                stdout(&out)
             );
         }
     }
@@ -122,9 +134,9 @@ fn check_refuses_wrong_rules_and_names_them() {
     let out = run(&["check"], &file);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("auth.public_paths[0] (\"/static/\")"),
+        problem(&out).contains("auth.public_paths[0] (\"/static/\")"),
         "{}",
-        stderr(&out)
+        stdout(&out)
     );
 
     for (config, want) in [
@@ -148,9 +160,9 @@ fn check_refuses_wrong_rules_and_names_them() {
         let out = run(&["check"], &file);
         assert_eq!(out.status.code(), Some(1));
         assert!(
-            stderr(&out).contains(want),
+            problem(&out).contains(want),
             "{want:?} not in {}",
-            stderr(&out)
+            stdout(&out)
         );
     }
 
@@ -159,11 +171,13 @@ fn check_refuses_wrong_rules_and_names_them() {
     std::fs::write(&file, team(good)).unwrap();
     let out = run(&["check"], &file);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("OK (3 users, 2 rules"),
-        "{}",
-        stdout(&out)
-    );
+    for want in ["ok: users: 3\n", "ok: rules: 2 "] {
+        assert!(
+            stdout(&out).contains(want),
+            "{want:?} not in {}",
+            stdout(&out)
+        );
+    }
 }
 
 #[test]
