@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::dockerfile::{self, exec_form, values};
 use common::tls::*;
 use common::*;
-use http::{Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -702,21 +702,7 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
 
     // Sign in through 127.0.0.1, as a browser on the host would through the published port.
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let origin = format!("http://{addr}");
-    let form = format!("username={USER}&password={PASSWORD}");
-    let res = send(
-        addr,
-        req_with_body(
-            Method::POST,
-            "/.sessiongate/login",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("origin", &origin),
-            ],
-            form,
-        ),
-    )
-    .await;
+    let res = post_login_to(addr, &[("username", USER), ("password", PASSWORD)], &[]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     let cookie = cookie_pair(&res);
     let res = get(addr, "/dashboard", &[("cookie", &cookie)]).await;

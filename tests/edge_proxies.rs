@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use http::{Method, StatusCode};
+use http::StatusCode;
 
 const README: &str = include_str!("../README.md");
 
@@ -57,21 +57,10 @@ async fn sign_in(
     password: &str,
     rd: &str,
 ) -> (String, String) {
-    let form: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("username", user), ("password", password), ("rd", rd)])
-        .finish();
-    let origin = format!("http://{edge}");
-    let res = send(
+    let res = post_login_to(
         edge,
-        req_with_body(
-            Method::POST,
-            "/.sessiongate/login",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("origin", &origin),
-            ],
-            form,
-        ),
+        &[("username", user), ("password", password), ("rd", rd)],
+        &[],
     )
     .await;
     assert_eq!(

@@ -469,18 +469,27 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
 
 /// POSTs a urlencoded form to the login endpoint.
 pub async fn post_login(proxy: &Proxy, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Resp {
+    post_login_to(proxy.addr, fields, headers).await
+}
+
+/// [`post_login`] to any sessiongate (or an edge proxy in front of one) at `addr`.
+pub async fn post_login_to(
+    addr: SocketAddr,
+    fields: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Resp {
     let form: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
         .finish();
     // A browser posting the form from the proxy's own page sends this Origin.
-    let origin = format!("http://{}", proxy.addr);
+    let origin = format!("http://{addr}");
     let mut all = vec![
         ("content-type", "application/x-www-form-urlencoded"),
         ("origin", origin.as_str()),
     ];
     all.extend_from_slice(headers);
     send(
-        proxy.addr,
+        addr,
         req_with_body(Method::POST, "/.sessiongate/login", &all, form),
     )
     .await
