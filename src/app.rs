@@ -9,6 +9,8 @@ use http::HeaderValue;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::password::Verifier;
+use crate::auth::pending::Pending;
+use crate::auth::second_factor;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::config::{Config, SameSite, StoreConfig};
 use crate::error::ConfigError;
@@ -36,6 +38,11 @@ pub struct App {
     pub verifier: Verifier,
     pub tokens: FormTokens,
     pub limiter: FailureLimits,
+    /// Sign-ins waiting for their TOTP code, and the codes already used.
+    pub pending: Pending,
+    /// Signs the pending sign-in cookie, named `pending_cookie`.
+    pub pending_signer: CookieSigner,
+    pub pending_cookie: String,
     /// One permit per client connection being served (`server.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
@@ -52,6 +59,8 @@ pub struct App {
 /// sessiongate's own endpoints, formatted once.
 pub struct Routes {
     pub login: String,
+    /// The second step of signing in, for users with TOTP.
+    pub login_code: String,
     pub logout: String,
     pub healthz: String,
     pub readyz: String,
@@ -72,6 +81,7 @@ impl Routes {
     pub fn new(prefix: &str) -> Routes {
         Routes {
             login: format!("{prefix}/login"),
+            login_code: format!("{prefix}/login/code"),
             logout: format!("{prefix}/logout"),
             healthz: format!("{prefix}/healthz"),
             readyz: format!("{prefix}/readyz"),
@@ -131,7 +141,8 @@ impl App {
         let tunnels = Arc::new(Tunnels::default());
         let keys = SessionKeys::new(&secret);
         let s = &config.session;
-        let (sessions, limiter) = match &s.store {
+        let lifetime = config.auth.pending_lifetime;
+        let (sessions, limiter, pending) = match &s.store {
             StoreConfig::Memory => {
                 let store = Arc::new(
                     SessionStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
@@ -147,6 +158,7 @@ impl App {
                         keys: keys.clone(),
                     },
                     FailureLimits::Local(limiter),
+                    Pending::memory(lifetime),
                 )
             }
             StoreConfig::Redis(redis) => {
@@ -160,16 +172,23 @@ impl App {
                     s.touch_interval,
                     tunnels.clone(),
                 );
+                let pending = Pending::redis(link.clone(), keys.clone(), lifetime);
                 let limiter = SharedLimiter::new(
                     link,
                     keys,
                     config.auth.max_failures,
                     config.auth.failure_window,
                 );
-                (Sessions::Redis(store), FailureLimits::Shared(limiter))
+                (
+                    Sessions::Redis(store),
+                    FailureLimits::Shared(limiter),
+                    pending,
+                )
             }
         };
         let signer = CookieSigner::new(&secret, &config.session.cookie_name);
+        let pending_cookie = second_factor::cookie_name(&config.session.cookie_name);
+        let pending_signer = CookieSigner::new(&secret, &pending_cookie);
         let routes = Routes::new(&config.auth.prefix);
         let certs = config.server.tls.as_ref().map(|t| {
             Arc::new(CertStore::new(
@@ -186,6 +205,9 @@ impl App {
             tls,
             tokens: FormTokens::new(&secret),
             limiter,
+            pending,
+            pending_signer,
+            pending_cookie,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             gate: Gate::new(
                 &config,

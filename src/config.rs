@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::auth::password::PasswordHash;
 use crate::auth::redirect::HostPattern;
+use crate::auth::totp::TotpSecret;
 use crate::error::ConfigError;
 use crate::headers;
 use crate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
@@ -123,6 +124,7 @@ mod file {
         pub failure_window: Option<String>,
         pub redirect_hosts: Option<Vec<String>>,
         pub websocket_origins: Option<Vec<String>>,
+        pub require_totp: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -131,6 +133,8 @@ mod file {
         pub name: String,
         pub password_hash: String,
         pub groups: Option<Vec<String>>,
+        pub totp_secret: Option<String>,
+        pub totp_secret_file: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -352,6 +356,11 @@ pub struct AuthConfig {
     /// Origins besides this site's own that may open WebSockets (`https://app.example.com`),
     /// lowercased.
     pub websocket_origins: Vec<String>,
+    /// Every user must have a TOTP secret (checked when the config is validated).
+    pub require_totp: bool,
+    /// How long a sign-in waits for its code after the password (2 minutes). Not a file key:
+    /// only code that builds a `Config` (tests) can shorten it.
+    pub pending_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -359,7 +368,12 @@ pub struct UserConfig {
     pub name: String,
     pub password_hash: PasswordHash,
     pub groups: Vec<String>,
+    /// With a secret, signing in takes a code from an authenticator app after the password.
+    pub totp: Option<TotpSecret>,
 }
+
+/// How long a pending sign-in (password right, code not yet given) lasts.
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(120);
 
 const MIN_SECRET_LEN: usize = 32;
 
@@ -513,10 +527,20 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
                 groups.push(g.clone());
             }
         }
+        let totp = user_totp(i, u.totp_secret.as_deref(), u.totp_secret_file.as_deref())?;
+        if auth.require_totp && totp.is_none() {
+            return Err(invalid(
+                format!("users[{i}].totp_secret"),
+                format!(
+                    "auth.require_totp is on but user {name:?} has no totp_secret or totp_secret_file (make one with `sessiongate totp-setup --user {name:?}`)"
+                ),
+            ));
+        }
         users.push(UserConfig {
             name: name.to_string(),
             password_hash,
             groups,
+            totp,
         });
     }
     let rules = validate_rules(&file.auth, file.rules, &users)?;
@@ -1344,7 +1368,37 @@ fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, ConfigError
                 })
             })
             .collect::<Result<_, _>>()?,
+        require_totp: a.require_totp.unwrap_or(false),
+        pending_lifetime: PENDING_LIFETIME,
     })
+}
+
+/// `users[i].totp_secret` or `users[i].totp_secret_file` (not both), as a checked secret.
+fn user_totp(
+    i: usize,
+    inline: Option<&str>,
+    file: Option<&str>,
+) -> Result<Option<TotpSecret>, ConfigError> {
+    let (key, text) = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                format!("users[{i}].totp_secret"),
+                "set either totp_secret or totp_secret_file, not both",
+            ));
+        }
+        (Some(text), None) => (format!("users[{i}].totp_secret"), text.to_string()),
+        (None, Some(path)) => {
+            let key = format!("users[{i}].totp_secret_file");
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(key.clone(), format!("cannot read {path:?}: {e}")))?;
+            (key, text)
+        }
+        (None, None) => return Ok(None),
+    };
+    // The reason never quotes the secret: config errors are printed and logged.
+    TotpSecret::from_base32(&text)
+        .map(Some)
+        .map_err(|reason| invalid(key, reason))
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing after; lowercased.

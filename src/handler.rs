@@ -15,7 +15,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::auth::login;
+use crate::auth::{login, second_factor};
 use crate::conn::ConnInfo;
 use crate::forward_auth::{self, EdgeProxy};
 use crate::gate::{Decision, Head, HostOf, Verdict};
@@ -263,6 +263,12 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
         match *method {
             Method::GET | Method::HEAD => login::show(app, &req),
             Method::POST => login::submit(app, conn, req).await,
+            _ => response::method_not_allowed("GET, POST", method),
+        }
+    } else if path == app.routes.login_code {
+        match *method {
+            Method::GET | Method::HEAD => second_factor::show(app, &req).await,
+            Method::POST => second_factor::submit(app, conn, req).await,
             _ => response::method_not_allowed("GET, POST", method),
         }
     } else if path == app.routes.logout {

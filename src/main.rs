@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = sessiongate::healthcheck::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Print a new TOTP secret for a user, its otpauth:// URI, a QR code to scan, and the line
+    /// to paste into their [[users]] entry.
+    TotpSetup {
+        /// The [[users]] name the secret is for (shown in the authenticator app).
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// The issuer the authenticator app shows beside the name.
+        #[arg(long, value_name = "NAME", default_value = "sessiongate")]
+        issuer: String,
+    },
     /// Start a demo on 127.0.0.1:8080 in front of a built-in backend, with a demo user.
     Demo,
     /// Print what sessiongate would decide for a request, and the rule that decides it.
@@ -57,6 +67,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.config) {
         (Some(Command::HashPassword), _) => hash_password(),
+        (Some(Command::TotpSetup { user, issuer }), _) => {
+            sessiongate::auth::totp::setup_text(&user, &issuer).map(|text| print!("{text}"))
+        }
         (Some(Command::Check { config }), _) => {
             let report = sessiongate::check::check_file(&config);
             print!("{report}");

@@ -87,6 +87,8 @@ impl UpstreamFailure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoginResult {
     Success,
+    /// The right password for a user with TOTP: the code form comes next.
+    CodeRequired,
     WrongCredentials,
     RateLimited,
     /// Too many logins were being checked at once.
@@ -100,8 +102,9 @@ pub enum LoginResult {
 }
 
 impl LoginResult {
-    const ALL: [LoginResult; 7] = [
+    const ALL: [LoginResult; 8] = [
         LoginResult::Success,
+        LoginResult::CodeRequired,
         LoginResult::WrongCredentials,
         LoginResult::RateLimited,
         LoginResult::Busy,
@@ -113,6 +116,7 @@ impl LoginResult {
     fn as_str(self) -> &'static str {
         match self {
             LoginResult::Success => "success",
+            LoginResult::CodeRequired => "code_required",
             LoginResult::WrongCredentials => "wrong_credentials",
             LoginResult::RateLimited => "rate_limited",
             LoginResult::Busy => "busy",
@@ -166,7 +170,7 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
     upstream_errors: [Counter; 4],
-    logins: [Counter; 7],
+    logins: [Counter; 8],
     sessions_ended: [Counter; 4],
     pub sessions: Gauge,
     pub connections: Gauge,

@@ -10,6 +10,7 @@ use sha2::Digest;
 
 use crate::auth::password::{PasswordHash, dummy_like};
 use crate::auth::redirect::HostPattern;
+use crate::auth::totp::TotpSecret;
 use crate::config::Config;
 use crate::identity::{UserId, UserNames};
 use crate::paths;
@@ -26,6 +27,8 @@ pub struct User {
     /// The groups, comma-separated, ready for the groups header (empty when there are none).
     pub groups_value: HeaderValue,
     pub password_hash: PasswordHash,
+    /// With a secret, signing in takes a code after the password.
+    pub totp: Option<TotpSecret>,
     /// A fingerprint of `password_hash`: sessions made under another one are over.
     pub credentials: u32,
 }
@@ -92,6 +95,7 @@ impl Policy {
                 groups_value: HeaderValue::from_str(&u.groups.join(","))
                     .expect("validated group names are header-safe"),
                 password_hash: u.password_hash.clone(),
+                totp: u.totp.clone(),
                 credentials: fingerprint(&u.password_hash),
             });
             if by_id.len() <= id.index() {

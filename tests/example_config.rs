@@ -26,6 +26,8 @@ const EXAMPLE_VALUES: &[&str] = &[
     "cookie_max_age",
     "cookie_domain",
     "login_workers",
+    "totp_secret",
+    "totp_secret_file",
     // [[rules]] has no defaults: the example shows rules as illustrations.
     "path",
     "methods",

@@ -9,6 +9,7 @@ use super::csrf;
 use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
+use super::second_factor;
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
@@ -71,6 +72,8 @@ pub(crate) struct Form {
     everywhere: bool,
     /// The sessions page: the handle of the session to end.
     pub session: String,
+    /// The code form: the code from the authenticator app.
+    pub code: String,
 }
 
 /// Reads an urlencoded form (login or logout), or answers why it can't.
@@ -120,6 +123,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
             "csrf" => form.csrf = v.into_owned(),
             "everywhere" => form.everywhere = v == "1",
             "session" => form.session = v.into_owned(),
+            "code" => form.code = v.into_owned(),
             _ => {}
         }
     }
@@ -275,6 +279,13 @@ async fn attempt(
             (res, WrongCredentials)
         }
         Ok(true) => {
+            let Some(user) = user else {
+                return (RequestError::Panic.response(), Invalid);
+            };
+            if user.totp.is_some() {
+                let rd = safe_return(&form.rd, policy.redirect_hosts());
+                return second_factor::begin(app, user, rd).await;
+            }
             if let Err(e) = app.limiter.record_success(username).await {
                 return (login_unavailable(app, &form.rd, &e), Unavailable);
             }
@@ -284,9 +295,6 @@ async fn attempt(
             {
                 return (login_unavailable(app, &form.rd, &e), Unavailable);
             }
-            let Some(user) = user else {
-                return (RequestError::Panic.response(), Invalid);
-            };
             let meta = SessionMeta {
                 client: client_ip,
                 browser: Browser::of(&headers),
@@ -358,7 +366,11 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
 
 /// The sign-in page again, 503, when the session store (or the shared failure counters) could
 /// not answer: nothing was decided, and the person is told to try again.
-fn login_unavailable(app: &App, rd: &str, e: &crate::session::StoreError) -> Response<Body> {
+pub(crate) fn login_unavailable(
+    app: &App,
+    rd: &str,
+    e: &crate::session::StoreError,
+) -> Response<Body> {
     tracing::error!("login refused: {e}");
     let mut res = page(
         app,

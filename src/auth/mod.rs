@@ -5,5 +5,8 @@ mod hash_pool;
 pub mod limiter;
 pub mod login;
 pub mod password;
+pub mod pending;
 pub mod redirect;
+pub mod second_factor;
 pub mod shared_limiter;
+pub mod totp;

@@ -1,0 +1,306 @@
+//! The second step of signing in for users with a TOTP secret: after the right password,
+//! `POST {prefix}/login` starts a pending sign-in (see `pending`) bound to the browser by a
+//! signed cookie and sends it to `{prefix}/login/code`, whose form takes the code from the
+//! authenticator app. Only the right code, once, makes the session.
+
+use cookie::Cookie;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use super::limiter::Verdict;
+use super::login::{self, login_unavailable, read_checked_form};
+use super::pending::{AfterWrong, PendingLogin};
+use super::redirect::safe_return;
+use super::totp;
+use crate::app::App;
+use crate::config::SameSite;
+use crate::conn::ConnInfo;
+use crate::headers::cookie_pairs;
+use crate::metrics::{EndReason, LoginResult};
+use crate::page::{self, escape_html};
+use crate::policy::User;
+use crate::response::{self, Body, no_store};
+use crate::session::browser::Browser;
+use crate::session::{SessionId, SessionMeta};
+
+const TOO_LONG: &str = "That sign-in took too long; sign in again.";
+const WRONG_CODE: &str =
+    "That code is not right. Enter the current code from your authenticator app.";
+const TOO_MANY_WRONG: &str = "Too many wrong codes; sign in again.";
+
+/// The pending cookie's name: the session cookie's with `-pending`. A `__Host-` cookie must
+/// have `Path=/`, and this one is scoped to the prefix, so it becomes `__Secure-` (which still
+/// makes browsers refuse it over plain http).
+pub fn cookie_name(session_cookie: &str) -> String {
+    match session_cookie.strip_prefix("__Host-") {
+        Some(base) => format!("__Secure-{base}-pending"),
+        None => format!("{session_cookie}-pending"),
+    }
+}
+
+/// The code form, with an optional message.
+pub fn code_page(app: &App, status: StatusCode, error: Option<&str>) -> Response<Body> {
+    let error = error
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
+        .unwrap_or_default();
+    let body = format!(
+        r#"<form method="post" action="{action}">
+<h1>Enter your code</h1>
+{error}
+<label for="code">Code from your authenticator app</label>
+<input id="code" name="code" autocomplete="one-time-code" inputmode="numeric" pattern="[0-9]{{6}}" required autofocus>
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit">Continue</button>
+</form>"#,
+        action = escape_html(&app.routes.login_code),
+        csrf = app.tokens.issue(),
+    );
+    page::html(status, "Enter your code", &body)
+}
+
+/// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
+/// and a 303 to the code form. No session yet, and the failure count stays: only the code
+/// clears it, or knowing the password would buy unlimited guesses at the code.
+pub(crate) async fn begin(app: &App, user: &User, rd: &str) -> (Response<Body>, LoginResult) {
+    let login = PendingLogin {
+        user: user.name.clone(),
+        credentials: user.credentials,
+        rd: rd.to_string(),
+    };
+    let id = match app.pending.create(login).await {
+        Ok(id) => id,
+        Err(e) => return (login_unavailable(app, rd, &e), LoginResult::Unavailable),
+    };
+    tracing::info!(
+        user = user.name.as_str(),
+        "password accepted; code required"
+    );
+    let location =
+        HeaderValue::from_str(&app.routes.login_code).expect("the prefix is header-safe");
+    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    res.headers_mut()
+        .insert(header::SET_COOKIE, pending_cookie(app, Some(&id)));
+    no_store(&mut res);
+    (res, LoginResult::CodeRequired)
+}
+
+/// `Set-Cookie` for a pending sign-in, or (`None`) the one that makes the browser forget it.
+fn pending_cookie(app: &App, id: Option<&SessionId>) -> HeaderValue {
+    let s = &app.config.session;
+    let value = id.map_or(String::new(), |id| app.pending_signer.sign(id));
+    let mut c = Cookie::build((app.pending_cookie.clone(), value))
+        .path(app.config.auth.prefix.clone())
+        .http_only(true)
+        .secure(s.secure)
+        .same_site(match s.same_site {
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::Strict => cookie::SameSite::Strict,
+        })
+        .build();
+    match id {
+        Some(_) => c.set_max_age(cookie::time::Duration::seconds(
+            app.config.auth.pending_lifetime.as_secs() as i64,
+        )),
+        None => c.make_removal(),
+    }
+    HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
+}
+
+/// The pending sign-in id in the request's cookie, if exactly one cookie of ours carries a
+/// value we signed.
+fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for (n, v, _) in cookie_pairs(text) {
+            if n == app.pending_cookie {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v);
+            }
+        }
+    }
+    found.and_then(|v| app.pending_signer.verify(v))
+}
+
+/// The sign-in page again, the pending cookie forgotten: the person starts over.
+fn start_over(app: &App, status: StatusCode, rd: &str, message: &str) -> Response<Body> {
+    let mut res = login::page(app, status, rd, Some(message));
+    res.headers_mut()
+        .insert(header::SET_COOKIE, pending_cookie(app, None));
+    res
+}
+
+/// `GET {prefix}/login/code`
+pub async fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let Some(id) = pending_id(app, req.headers()) else {
+        let location = HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
+        let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+        no_store(&mut res);
+        return res;
+    };
+    match app.pending.get(&id).await {
+        Ok(Some(_)) => code_page(app, StatusCode::OK, None),
+        Ok(None) => start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+        Err(e) => login_unavailable(app, "/", &e),
+    }
+}
+
+/// `POST {prefix}/login/code`
+pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let (res, result) = attempt(app, conn, req).await;
+    app.metrics.login(result);
+    res
+}
+
+async fn attempt(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> (Response<Body>, LoginResult) {
+    use LoginResult::*;
+    let previous = match app.gate.authenticate(req.headers()).await {
+        Ok(session) => session.map(|a| a.id),
+        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
+    };
+    let id = pending_id(app, req.headers());
+    let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
+    let client = client_ip.to_string();
+    let headers = req.headers().clone();
+    let form = match read_checked_form(app, req, false).await {
+        Ok(f) => f,
+        Err(res) if res.status() == StatusCode::FORBIDDEN => return (res, Csrf),
+        Err(res) => return (res, Invalid),
+    };
+    // Without a cookie (it lasts as long as the pending sign-in) there is nothing to go on.
+    let Some(id) = id else {
+        return (
+            start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+            Invalid,
+        );
+    };
+    let pending = match app.pending.get(&id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return (
+                start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+                Invalid,
+            );
+        }
+        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
+    };
+    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    if code.is_empty() {
+        let res = code_page(
+            app,
+            StatusCode::BAD_REQUEST,
+            Some("Enter the code from your authenticator app."),
+        );
+        return (res, Invalid);
+    }
+
+    let verdict = match app.limiter.check(&pending.user, &client).await {
+        Ok(v) => v,
+        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+    };
+    if let Verdict::Limited(wait) = verdict {
+        tracing::warn!(client, "code refused: too many failed attempts");
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let mut res = code_page(
+            app,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many failed attempts. Try again in {secs} seconds."
+            )),
+        );
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return (res, RateLimited);
+    }
+
+    // The user as the policy knows them now: removed, a new password or no TOTP any more since
+    // the password step all mean starting over.
+    let policy = app.gate.policy();
+    let user = policy
+        .user(&pending.user)
+        .filter(|u| u.credentials == pending.credentials);
+    let Some((user, secret)) = user.and_then(|u| u.totp.as_ref().map(|s| (u, s))) else {
+        let _ = app.pending.take(&id).await;
+        return (
+            start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_LONG),
+            Invalid,
+        );
+    };
+
+    let step =
+        if code.len() == usize::from(totp::DIGITS) && code.bytes().all(|b| b.is_ascii_digit()) {
+            secret.check(&code, totp::unix_now())
+        } else {
+            None
+        };
+    // A replayed code is a wrong code: same answer, same count.
+    let fresh = match step {
+        Some(step) => match app.pending.use_step(&user.name, step).await {
+            Ok(fresh) => fresh,
+            Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+        },
+        None => false,
+    };
+    if !fresh {
+        if let Err(e) = app.limiter.record_failure(&user.name, &client).await {
+            return (login_unavailable(app, &pending.rd, &e), Unavailable);
+        }
+        if step.is_some() {
+            tracing::warn!(user = user.name.as_str(), "login failed: code already used");
+        } else {
+            tracing::warn!(user = user.name.as_str(), "login failed: wrong code");
+        }
+        let res = match app.pending.wrong_code(&id).await {
+            Ok(AfterWrong::Alive(_)) => code_page(app, StatusCode::UNAUTHORIZED, Some(WRONG_CODE)),
+            Ok(AfterWrong::Ended) => {
+                start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_MANY_WRONG)
+            }
+            Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+        };
+        return (res, WrongCredentials);
+    }
+
+    // The right code: the pending sign-in is consumed (by this request only), then the session
+    // is made exactly as a password-only sign-in makes it.
+    let pending = match app.pending.take(&id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return (
+                start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_LONG),
+                Invalid,
+            );
+        }
+        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+    };
+    if let Err(e) = app.limiter.record_success(&user.name).await {
+        return (login_unavailable(app, &pending.rd, &e), Unavailable);
+    }
+    if let Some(old) = previous
+        && let Err(e) = app.gate.end_session(&old, EndReason::Revoked).await
+    {
+        return (login_unavailable(app, &pending.rd, &e), Unavailable);
+    }
+    let meta = SessionMeta {
+        client: client_ip,
+        browser: Browser::of(&headers),
+    };
+    let session = match app.gate.start_session(user, &meta).await {
+        Ok(session) => session,
+        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+    };
+    tracing::info!(user = user.name.as_str(), "login");
+    let location = HeaderValue::from_str(safe_return(&pending.rd, policy.redirect_hosts()))
+        .expect("safe return addresses are visible ASCII");
+    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    let h = res.headers_mut();
+    h.insert(header::SET_COOKIE, app.session_cookie(&session));
+    h.append(header::SET_COOKIE, pending_cookie(app, None));
+    no_store(&mut res);
+    (res, Success)
+}
