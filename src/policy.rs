@@ -29,7 +29,8 @@ pub struct User {
     pub password_hash: PasswordHash,
     /// With a secret, signing in takes a code after the password.
     pub totp: Option<TotpSecret>,
-    /// A fingerprint of `password_hash`: sessions made under another one are over.
+    /// A fingerprint of `password_hash` and the TOTP secret: sessions made under other
+    /// credentials (a new password, a second factor added, changed or removed) are over.
     pub credentials: u32,
 }
 
@@ -96,7 +97,7 @@ impl Policy {
                     .expect("validated group names are header-safe"),
                 password_hash: u.password_hash.clone(),
                 totp: u.totp.clone(),
-                credentials: fingerprint(&u.password_hash),
+                credentials: fingerprint(&u.password_hash, u.totp.as_ref()),
             });
             if by_id.len() <= id.index() {
                 by_id.resize(id.index() + 1, None);
@@ -234,9 +235,17 @@ fn admits(principal: &Principal, user: &User) -> bool {
     }
 }
 
-/// The first 32 bits of SHA-256 over the hash as written: the same on every replica and after
-/// a restart, and different once the password is changed.
-fn fingerprint(hash: &PasswordHash) -> u32 {
-    let digest = sha2::Sha256::digest(hash.as_str().as_bytes());
+/// The first 32 bits of SHA-256 over the hash as written and, for a user with a second factor,
+/// its secret: the same on every replica and after a restart, and different once the password
+/// or the second factor changes (32 bits of a hash over a 160-bit secret tell nothing about it).
+/// Without TOTP it is the hash's alone, as before, so upgrading signs nobody out.
+fn fingerprint(hash: &PasswordHash, totp: Option<&TotpSecret>) -> u32 {
+    let mut h = sha2::Sha256::new();
+    h.update(hash.as_str().as_bytes());
+    if let Some(totp) = totp {
+        h.update(b"\0totp\0");
+        h.update(totp.secret_bytes());
+    }
+    let digest = h.finalize();
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }

@@ -160,6 +160,39 @@ async fn a_changed_password_ends_that_users_sessions_only() {
 }
 
 #[tokio::test]
+async fn a_second_factor_added_by_a_reload_ends_that_users_password_only_sessions() {
+    let fx = fixture(|up| team_config(up, "", "")).await;
+    let proxy = &fx.proxy;
+    let alice = login(proxy, USER, PASSWORD).await;
+    let bob = login(proxy, "bob", BOB_PASSWORD).await;
+
+    // alice's table is the first; her password_hash line gets a TOTP secret after it.
+    let text = team_config(fx.upstream.addr, "", "");
+    let at = text.find("password_hash = \"").unwrap();
+    let end = at + text[at..].find('\n').unwrap();
+    let with_totp = format!(
+        "{}\ntotp_secret = \"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP\"{}",
+        &text[..end],
+        &text[end..]
+    );
+    write(&fx.file, &with_totp);
+    let done = proxy.app.reload().await.unwrap();
+    assert_eq!(done.ended_sessions, 1, "alice's session");
+    assert_eq!(
+        whoami(proxy, &alice, "/").await,
+        Err(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(whoami(proxy, &bob, "/").await, Ok("bob".into()));
+    let res = post_login(proxy, &[("username", USER), ("password", PASSWORD)], &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        res.header("location"),
+        Some("/.sessiongate/login/code"),
+        "her password now leads to the code"
+    );
+}
+
+#[tokio::test]
 async fn new_rules_apply_to_live_sessions_and_a_broken_file_keeps_the_running_policy() {
     let fx = fixture(|up| team_config(up, "", "")).await;
     let proxy = &fx.proxy;

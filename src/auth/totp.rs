@@ -73,6 +73,11 @@ impl TotpSecret {
         self.totp.check(code, unix_secs)
     }
 
+    /// The secret's bytes, for the credentials fingerprint (see `policy`).
+    pub fn secret_bytes(&self) -> &[u8] {
+        self.totp.secret().as_ref()
+    }
+
     /// The code for `unix_secs`.
     pub fn code_at(&self, unix_secs: u64) -> String {
         self.totp.generate(unix_secs).to_string()
