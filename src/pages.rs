@@ -21,8 +21,10 @@ const RECURSION_LIMIT: usize = 32;
 /// The name the user's template is registered under in place of the built-in one.
 const CUSTOM: &str = "custom-sign-in.html";
 
-/// Only scripts we never serve could use these pages' content; framing is refused too.
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'";
+/// Only scripts we never serve could use these pages' content; framing is refused too. Images
+/// only from here (the logo) and `data:` (the empty icon that keeps the browser from asking
+/// the app for /favicon.ico).
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'";
 /// An SVG logo opened on its own can run no script and load nothing.
 const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 

@@ -433,7 +433,11 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         .await
         .unwrap();
     let after_logout = wait_for_path(client, LOGIN_PATH).await;
-    assert_eq!(after_logout.query(), None, "{after_logout}");
+    assert_eq!(after_logout.query(), Some("signed_out=1"), "{after_logout}");
+    assert_eq!(
+        text_of(client, "p.notice[role=status]").await.as_deref(),
+        Some("You are signed out.")
+    );
     assert_eq!(
         proxy.app.gate.sessions().len(),
         0,
