@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cookie::Cookie;
 use http::HeaderValue;
@@ -17,6 +18,7 @@ use crate::error::ConfigError;
 use crate::gate::Gate;
 use crate::identity::UserNames;
 use crate::metrics::{EndReason, Metrics};
+use crate::pages::Pages;
 use crate::proxy::Upstream;
 use crate::readiness::UpstreamProbe;
 use crate::redis_link::{LinkError, RedisLink};
@@ -54,6 +56,8 @@ pub struct App {
     pub certs: Option<Arc<CertStore>>,
     pub tls: Option<TlsAcceptor>,
     pub metrics: Arc<Metrics>,
+    /// The pages people see, branded by `[login_page]`; a reload replaces them whole.
+    pages: ArcSwap<Pages>,
 }
 
 /// sessiongate's own endpoints, formatted once.
@@ -67,6 +71,8 @@ pub struct Routes {
     /// The signed-in user's own sessions, and the form that ends one.
     pub sessions: String,
     pub sessions_end: String,
+    /// `[login_page] logo`, served by sessiongate.
+    pub logo: String,
     /// Forward-auth for nginx `auth_request`.
     pub auth_nginx: String,
     /// Forward-auth for Caddy `forward_auth` and Traefik ForwardAuth.
@@ -87,6 +93,7 @@ impl Routes {
             readyz: format!("{prefix}/readyz"),
             sessions: format!("{prefix}/sessions"),
             sessions_end: format!("{prefix}/sessions/end"),
+            logo: format!("{prefix}/logo"),
             auth_nginx: format!("{prefix}/auth/nginx"),
             auth_forward: format!("{prefix}/auth/forward"),
             unauthorized_json: Bytes::from(format!(
@@ -227,12 +234,13 @@ impl App {
                 .as_ref()
                 .map(|t| UpstreamProbe::new(t.authority.clone(), t.timeout)),
             routes,
+            pages: ArcSwap::new(config.pages.clone()),
             config,
         }))
     }
 
-    /// Reads the config file again and puts its users, groups, rules and public paths in
-    /// force; sessions of users it removes or whose password it changes end. The new file is
+    /// Reads the config file again and puts its users, groups, rules, public paths and
+    /// `[login_page]` in force; sessions of users it removes or whose password it changes end. The new file is
     /// validated whole first: a broken one is refused and the running policy stays. Keys that
     /// need a restart are left as they were and named in the result.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
@@ -242,6 +250,7 @@ impl App {
         let newer = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| ReloadError::Load(e.to_string()))??;
+        self.pages.store(newer.pages.clone());
         let ended_sessions = match self.gate.replace_policy(&newer).await {
             Ok(n) => n,
             Err(e) => {
@@ -257,6 +266,11 @@ impl App {
             ended_sessions,
             restart_only: self.config.restart_only_changes(&newer),
         })
+    }
+
+    /// The pages in force (the `[login_page]` of the last config loaded).
+    pub fn pages(&self) -> arc_swap::Guard<Arc<Pages>> {
+        self.pages.load()
     }
 
     fn base_cookie(&self, value: String) -> Cookie<'static> {

@@ -130,7 +130,29 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         }
     )));
     findings.push(store);
+    findings.extend(login_page(config));
     findings.extend(start_warnings(config));
+    findings
+}
+
+/// `[login_page]`: a template or a logo that did not load has already failed the config; what
+/// loaded is named.
+fn login_page(config: &Config) -> Vec<Finding> {
+    let page = &config.login_page;
+    let mut findings = Vec::new();
+    if let Some(t) = &page.template {
+        findings.push(Finding::ok(format!(
+            "login_page.template {}: compiles, renders within its limits and outputs hidden_fields",
+            t.path
+        )));
+    }
+    if let Some(logo) = &page.branding.logo {
+        findings.push(Finding::ok(format!(
+            "login_page.logo: {} bytes of {}",
+            logo.bytes.len(),
+            logo.content_type
+        )));
+    }
     findings
 }
 

@@ -11,6 +11,7 @@ use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
 use crate::error::ConfigError;
 use crate::headers;
+use crate::pages::{Branding, Logo, Pages, UserTemplate};
 use crate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
 use http::HeaderName;
 
@@ -37,6 +38,19 @@ mod file {
         pub metrics: Metrics,
         #[serde(default)]
         pub log: Log,
+        #[serde(default)]
+        pub login_page: LoginPage,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LoginPage {
+        pub title: Option<String>,
+        pub app_name: Option<String>,
+        pub logo: Option<String>,
+        pub message: Option<String>,
+        pub accent_color: Option<String>,
+        pub template: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -163,9 +177,27 @@ pub struct Config {
     /// `None`.
     pub metrics: Option<SocketAddr>,
     pub log: LogFormat,
+    /// `[login_page]`: the branding and the sign-in template, as read.
+    pub login_page: LoginPageConfig,
+    /// The pages compiled from `login_page`, checked at load (a template that fails is a
+    /// config error); a reload puts the new ones in force.
+    pub pages: Arc<Pages>,
     /// The file this was loaded from, if any: SIGHUP reads it again.
     pub source: Option<Source>,
 }
+
+/// `[login_page]`, validated: text that is only ever printed escaped, an accent that can only
+/// be a colour, and the files it names read.
+#[derive(Debug, Clone)]
+pub struct LoginPageConfig {
+    pub branding: Branding,
+    pub template: Option<UserTemplate>,
+}
+
+/// Largest `login_page.logo` read; a logo is a few KiB.
+pub const MAX_LOGO_BYTES: usize = 256 * 1024;
+/// Largest `login_page.template` read.
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
 
 /// `[log] format`: how log lines are written. Read at start only (a reload keeps the format).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -409,7 +441,14 @@ impl Config {
         };
         let mut changed = Vec::new();
         diff_tables("", &old.table, &new.table, &mut changed);
-        changed.retain(|key| !RELOADED_KEYS.contains(&key.as_str()));
+        changed.retain(|key| {
+            !RELOADED_KEYS.iter().any(|reloaded| {
+                key == reloaded
+                    || key
+                        .strip_prefix(reloaded)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        });
         changed
     }
 }
@@ -421,6 +460,7 @@ const RELOADED_KEYS: &[&str] = &[
     "auth.public_paths",
     "auth.default",
     "auth.redirect_hosts",
+    "login_page",
 ];
 
 /// Appends to `out` the dotted names of the keys whose values differ between `a` and `b`,
@@ -573,6 +613,14 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         }
     };
 
+    let login_page = validate_login_page(&file.login_page)?;
+    let pages = Pages::new(
+        login_page.branding.clone(),
+        login_page.template.as_ref(),
+        &auth.prefix,
+    )
+    .map_err(|e| invalid("login_page.template", e.to_string()))?;
+
     Ok(Config {
         server,
         upstream,
@@ -582,6 +630,8 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         rules,
         metrics,
         log,
+        login_page,
+        pages: Arc::new(pages),
         source: None,
     })
 }
@@ -1399,6 +1449,110 @@ fn user_totp(
     TotpSecret::from_base32(&text)
         .map(Some)
         .map_err(|reason| invalid(key, reason))
+}
+
+/// Reads a file named by `key`, refusing one larger than `limit` bytes.
+fn read_limited(key: &str, path: &str, limit: usize) -> Result<Vec<u8>, ConfigError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| invalid(key, format!("cannot read {path:?}: {e}")))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| invalid(key, format!("cannot read {path:?}: {e}")))?;
+    if bytes.len() > limit {
+        return Err(invalid(
+            key,
+            format!("{path:?} is larger than {} KiB", limit / 1024),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// One line of text: no control characters (a newline included), at most `max` characters.
+fn one_line(key: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ConfigError> {
+    let Some(text) = value.map(str::trim) else {
+        return Ok(None);
+    };
+    if text.chars().any(char::is_control) || text.chars().count() > max {
+        return Err(invalid(
+            key,
+            format!("must be one line of at most {max} characters"),
+        ));
+    }
+    Ok((!text.is_empty()).then(|| text.to_string()))
+}
+
+fn validate_login_page(p: &file::LoginPage) -> Result<LoginPageConfig, ConfigError> {
+    let title = one_line("login_page.title", p.title.as_deref(), 120)?
+        .unwrap_or_else(|| Branding::default().title);
+    let app_name = one_line("login_page.app_name", p.app_name.as_deref(), 120)?;
+    let message = one_line("login_page.message", p.message.as_deref(), 500)?;
+    let accent_color = match &p.accent_color {
+        None => crate::pages::DEFAULT_ACCENT.to_string(),
+        Some(text) => crate::pages::parse_color(text).ok_or_else(|| {
+            invalid(
+                "login_page.accent_color",
+                format!(
+                    "{text:?} is not a colour; write \"#rgb\" or \"#rrggbb\", e.g. \"#1f5fbf\""
+                ),
+            )
+        })?,
+    };
+    let logo = match &p.logo {
+        None => None,
+        Some(path) => {
+            let content_type = match Path::new(path)
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                _ => {
+                    return Err(invalid(
+                        "login_page.logo",
+                        format!("{path:?} must be an .svg or a .png file"),
+                    ));
+                }
+            };
+            let bytes = read_limited("login_page.logo", path, MAX_LOGO_BYTES)?;
+            if content_type == "image/png" && !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+                return Err(invalid(
+                    "login_page.logo",
+                    format!("{path:?} is not a PNG image"),
+                ));
+            }
+            Some(Logo {
+                bytes: bytes.into(),
+                content_type,
+            })
+        }
+    };
+    let template = match &p.template {
+        None => None,
+        Some(path) => {
+            let bytes = read_limited("login_page.template", path, MAX_TEMPLATE_BYTES)?;
+            let source = String::from_utf8(bytes).map_err(|_| {
+                invalid("login_page.template", format!("{path:?} is not UTF-8 text"))
+            })?;
+            Some(UserTemplate {
+                path: path.clone(),
+                source,
+            })
+        }
+    };
+    Ok(LoginPageConfig {
+        branding: Branding {
+            title,
+            app_name,
+            message,
+            accent_color,
+            logo,
+        },
+        template,
+    })
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, nothing after; lowercased.

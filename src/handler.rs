@@ -292,6 +292,11 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
             Method::GET | Method::HEAD => sessions_page::show(app, req).await,
             _ => response::method_not_allowed("GET", method),
         }
+    } else if path == app.routes.logo {
+        match *method {
+            Method::GET | Method::HEAD => crate::pages::logo_response(&app.pages()),
+            _ => response::method_not_allowed("GET", method),
+        }
     } else if path == app.routes.sessions_end {
         match *method {
             Method::POST => sessions_page::end(app, req).await,
@@ -425,13 +430,14 @@ async fn proxy(
     mut req: Request<Incoming>,
     user: Option<&User>,
 ) -> (Response<Body>, Option<Duration>) {
+    let navigation = refusal::is_navigation(req.method(), req.headers());
     upstream.prepare(&mut req, forwarding(app, conn, user));
     let start = Instant::now();
     match upstream.send(req).await {
         Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
         Err(e) => {
             app.metrics.upstream_error(e.failure());
-            (RequestError::Upstream(e).response(), None)
+            (RequestError::Upstream(e).answer(app, navigation), None)
         }
     }
 }

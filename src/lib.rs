@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod metrics_server;
 pub mod page;
+pub mod pages;
 pub mod paths;
 pub mod policy;
 pub mod proxy;

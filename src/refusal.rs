@@ -45,7 +45,7 @@ pub fn answer_for(
             StatusCode::FORBIDDEN,
             bytes::Bytes::from_static(FORBIDDEN_JSON.as_bytes()),
         ),
-        Decision::Unavailable => RequestError::StoreUnavailable.response(),
+        Decision::Unavailable => RequestError::StoreUnavailable.answer(app, navigation),
         Decision::Allow { .. } | Decision::Public { .. } => {
             tracing::error!("a request the gate let through reached the refusal path; refused");
             RequestError::Panic.response()
@@ -79,22 +79,27 @@ pub fn login_location(app: &App, here: &str) -> HeaderValue {
 /// 403 for a browser: who is signed in and a way to sign out (to sign in as someone else), and
 /// nothing about the rule that refused.
 fn forbidden_page(app: &App, user: Option<&str>) -> Response<Body> {
-    let body = match user {
-        Some(name) => format!(
-            r#"<main>
-<h1>Access denied</h1>
-<p>Signed in as <strong>{name}</strong>; you do not have access to this page.</p>
+    const TITLE: &str = "Access denied";
+    match user {
+        Some(name) => {
+            let body = format!(
+                r#"<p>Signed in as <strong>{name}</strong>; you do not have access to this page.</p>
 <form method="post" action="{logout}">
 <input type="hidden" name="csrf" value="{csrf}">
 <button type="submit">Sign out</button>
-</form>
-</main>"#,
-            name = escape_html(name),
-            logout = escape_html(&app.routes.logout),
-            csrf = app.tokens.issue(),
+</form>"#,
+                name = escape_html(name),
+                logout = escape_html(&app.routes.logout),
+                csrf = app.tokens.issue(),
+            );
+            page::message(app, StatusCode::FORBIDDEN, TITLE, &[], &body)
+        }
+        None => page::message(
+            app,
+            StatusCode::FORBIDDEN,
+            TITLE,
+            &["Nobody has access to this page."],
+            "",
         ),
-        None => "<main>\n<h1>Access denied</h1>\n<p>Nobody has access to this page.</p>\n</main>"
-            .to_string(),
-    };
-    page::html(StatusCode::FORBIDDEN, "Access denied", &body)
+    }
 }

@@ -4,6 +4,8 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::app::App;
+use crate::page;
 use crate::paths::BadTarget;
 use crate::proxy::ProxyError;
 use crate::response::{self, Body, no_store};
@@ -38,6 +40,46 @@ impl RequestError {
             RequestError::Upstream(e) => e.status(),
             RequestError::Panic => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// [`RequestError::response`], or for a browser loading a page (`navigation`) the same
+    /// answer as a page in the sign-in page's style: 502, 503 and 504 (the others are
+    /// answers to malformed requests no browser navigation makes).
+    pub fn answer(&self, app: &App, navigation: bool) -> Response<Body> {
+        let (title, lines): (&str, &[&str]) = match self {
+            _ if !navigation => return self.response(),
+            RequestError::StoreUnavailable => (
+                "Service unavailable",
+                &[
+                    "This page is not available right now: sessions cannot be checked. Try again in a moment.",
+                ],
+            ),
+            RequestError::LoginsBusy => (
+                "Service unavailable",
+                &["Too many sign-ins are in progress. Try again in a moment."],
+            ),
+            RequestError::Upstream(e) if e.status() == StatusCode::GATEWAY_TIMEOUT => (
+                "Gateway timeout",
+                &["The app behind this page did not answer in time. Try again in a moment."],
+            ),
+            RequestError::Upstream(_) => (
+                "Bad gateway",
+                &["The app behind this page could not be reached. Try again in a moment."],
+            ),
+            _ => return self.response(),
+        };
+        if let RequestError::Upstream(e) = self {
+            tracing::warn!("upstream request failed: {e}");
+        }
+        let mut res = page::message(app, self.status(), title, lines, "");
+        if matches!(
+            self,
+            RequestError::StoreUnavailable | RequestError::LoginsBusy
+        ) {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
     }
 
     /// The answer to the client: a short text that says what was wrong (for upstream failures

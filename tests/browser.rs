@@ -433,7 +433,11 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         .await
         .unwrap();
     let after_logout = wait_for_path(client, LOGIN_PATH).await;
-    assert_eq!(after_logout.query(), None, "{after_logout}");
+    assert_eq!(after_logout.query(), Some("signed_out=1"), "{after_logout}");
+    assert_eq!(
+        text_of(client, "p.notice[role=status]").await.as_deref(),
+        Some("You are signed out.")
+    );
     assert_eq!(
         proxy.app.gate.sessions().len(),
         0,
@@ -651,4 +655,254 @@ async fn websocket(client: &Client, proxy: &Proxy) {
     })
     .await;
     assert_eq!(proxy.app.gate.sessions().len(), 0, "signed out");
+}
+
+/// A Chrome DevTools Protocol command, sent through chromedriver's `goog/cdp/execute`.
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.cmd, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+async fn cdp(client: &Client, cmd: &'static str, params: Value) {
+    client
+        .issue_cmd(Cdp { cmd, params })
+        .await
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+}
+
+/// Makes the page see `prefers-color-scheme: scheme` ("light" or "dark").
+async fn color_scheme(client: &Client, scheme: &str) {
+    cdp(
+        client,
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+    )
+    .await;
+}
+
+/// A viewport of `width` x `height` CSS pixels.
+async fn viewport(client: &Client, width: u32, height: u32) {
+    cdp(
+        client,
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .await;
+}
+
+/// axe-core, installed by tests/install-deps.sh.
+fn axe_source() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-node/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run tests/install-deps.sh first (it installs axe-core)",
+            path.display()
+        )
+    })
+}
+
+/// Runs axe-core's WCAG 2.1 A and AA rules on the page shown; a violation fails the test with
+/// what axe says about it.
+async fn assert_accessible(client: &Client, axe: &str, what: &str) {
+    let loaded = client
+        .execute(&format!("{axe}\n;return typeof window.axe;"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(loaded, "object", "axe-core did not load");
+    let violations = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+                .then(r => done(r.violations.map(v => ({ id: v.id, help: v.help, nodes: v.nodes.map(n => n.html + ' ' + n.failureSummary) }))))
+                .catch(e => done([{ id: 'axe-error', help: String(e), nodes: [] }]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let violations = violations.as_array().expect("a list of violations");
+    assert!(
+        violations.is_empty(),
+        "{what}: axe-core found {} WCAG 2.1 A/AA violations:\n{}",
+        violations.len(),
+        serde_json::to_string_pretty(violations).unwrap()
+    );
+}
+
+/// An SVG logo for the branded pages (a circle and a bar).
+const LOGO_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48" viewBox="0 0 48 48"><circle cx="24" cy="24" r="22" fill="#f46800"/><rect x="14" y="21" width="20" height="6" rx="3" fill="#fff"/></svg>"##;
+
+/// A branded sign-in page (logo, app name, message, accent), limited to one failure so the
+/// second wrong password is 429; `upstream` is where signed-in requests go, `rules` more
+/// tables.
+fn branded_config(upstream: std::net::SocketAddr, logo: &std::path::Path, rules: &str) -> String {
+    let base = with_auth(
+        &config_toml(upstream, "timeout = \"2s\"", ""),
+        "max_failures = 1\nfailure_window = \"60s\"",
+    );
+    format!(
+        "{base}\n[login_page]\ntitle = \"Sign in to Grafana\"\napp_name = \"Grafana\"\nmessage = \"Ask the ops team for an account.\"\naccent_color = \"#f46800\"\nlogo = \"{}\"\n{rules}",
+        logo.display()
+    )
+}
+
+/// Signs in on the form the browser is on, and waits for `path`.
+async fn sign_in_to(client: &Client, proxy: &Proxy, path: &str) {
+    client.goto(&proxy.url(path)).await.unwrap();
+    let url = wait_for_path_or_login(client, path).await;
+    if url.path() == LOGIN_PATH {
+        submit_login(client, USER, PASSWORD).await;
+        wait_for_path(client, path).await;
+    }
+}
+
+async fn wait_for_path_or_login(client: &Client, path: &str) -> url::Url {
+    wait_until(
+        &format!("the browser reaching {path} or the sign-in page"),
+        || async {
+            let url = client.current_url().await.ok()?;
+            let ready = client
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()?;
+            ((url.path() == path || url.path() == LOGIN_PATH) && ready == "complete").then_some(url)
+        },
+    )
+    .await
+}
+
+/// Every page a person can meet passes axe-core's WCAG 2.1 A and AA rules, in light and dark:
+/// the sign-in page (plain, signed out, with an error), 429, 502 and 403.
+#[tokio::test]
+async fn the_pages_pass_axe_core_in_light_and_dark_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(&logo, LOGO_SVG).unwrap();
+    let upstream = start_upstream().await;
+    let login_proxy = start_proxy_with(&branded_config(upstream.addr, &logo, "")).await;
+    // No app behind this one: /x is 502; a rule makes /admin 403.
+    let down = closed_port().await;
+    let error_proxy = start_proxy_with(&branded_config(
+        down,
+        &logo,
+        &format!(
+            "\n{}[[rules]]\npath = \"/admin\"\nallow = [\"bob\"]\n",
+            bob_table()
+        ),
+    ))
+    .await;
+    let axe = axe_source();
+    in_chromium(|client| async move {
+        for scheme in ["light", "dark"] {
+            color_scheme(&client, scheme).await;
+            let dark = client
+                .execute(
+                    "return matchMedia('(prefers-color-scheme: dark)').matches",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert_eq!(dark, scheme == "dark", "the emulated colour scheme");
+
+            client.goto(&login_proxy.url(LOGIN_PATH)).await.unwrap();
+            wait_for_path(&client, LOGIN_PATH).await;
+            assert_accessible(&client, &axe, &format!("sign-in page, {scheme}")).await;
+
+            client
+                .goto(&login_proxy.url("/.sessiongate/login?signed_out=1"))
+                .await
+                .unwrap();
+            wait_for_path(&client, LOGIN_PATH).await;
+            assert_accessible(&client, &axe, &format!("signed-out page, {scheme}")).await;
+
+            // A wrong password from another name each time, so the second one is 429 by
+            // address whichever scheme runs first.
+            submit_login(&client, &format!("nobody-{scheme}"), "wrong").await;
+            client
+                .wait()
+                .at_most(STEP)
+                .for_element(Locator::Css("p.error[role=alert]"))
+                .await
+                .unwrap();
+            assert_accessible(&client, &axe, &format!("sign-in error, {scheme}")).await;
+            submit_login(&client, &format!("nobody-{scheme}"), "wrong").await;
+            wait_until("the 429 page", || async {
+                let text = text_of(&client, "p.error").await?;
+                text.starts_with("Too many failed attempts").then_some(())
+            })
+            .await;
+            assert_accessible(&client, &axe, &format!("429 page, {scheme}")).await;
+
+            sign_in_to(&client, &error_proxy, "/x").await;
+            assert_eq!(
+                text_of(&client, "main h1").await.as_deref(),
+                Some("Bad gateway")
+            );
+            assert_accessible(&client, &axe, &format!("502 page, {scheme}")).await;
+
+            client.goto(&error_proxy.url("/admin")).await.unwrap();
+            wait_for_path(&client, "/admin").await;
+            assert_eq!(
+                text_of(&client, "main h1").await.as_deref(),
+                Some("Access denied")
+            );
+            assert!(
+                client.find(Locator::Css("main form button")).await.is_ok(),
+                "sign out"
+            );
+            assert_accessible(&client, &axe, &format!("403 page, {scheme}")).await;
+        }
+    })
+    .await;
+}
+
+/// Writes docs/sign-in-{light,dark}{,-360}.png: the branded sign-in page at 1280 x 800 and
+/// 360 px wide. Run with `SESSIONGATE_SCREENSHOTS=1 cargo test --test browser -- --ignored`.
+#[tokio::test]
+#[ignore = "writes the README's screenshots; run with SESSIONGATE_SCREENSHOTS=1"]
+async fn screenshots_of_the_sign_in_page() {
+    if std::env::var_os("SESSIONGATE_SCREENSHOTS").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(&logo, LOGO_SVG).unwrap();
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&branded_config(upstream.addr, &logo, "")).await;
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
+    in_chromium(|client| async move {
+        for (scheme, width, height, suffix) in [
+            ("light", 1280, 800, ""),
+            ("dark", 1280, 800, ""),
+            ("light", 360, 740, "-360"),
+            ("dark", 360, 740, "-360"),
+        ] {
+            color_scheme(&client, scheme).await;
+            viewport(&client, width, height).await;
+            client.goto(&proxy.url(LOGIN_PATH)).await.unwrap();
+            wait_for_path(&client, LOGIN_PATH).await;
+            let png = client.screenshot().await.unwrap();
+            std::fs::write(docs.join(format!("sign-in-{scheme}{suffix}.png")), png).unwrap();
+        }
+    })
+    .await;
 }

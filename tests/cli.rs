@@ -344,6 +344,35 @@ async fn check_fails_when_redis_refuses_the_password_and_never_prints_it() {
 }
 
 #[tokio::test]
+async fn check_compiles_the_login_page_template_and_names_its_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("login.html");
+    std::fs::write(&template, "<form>{{ hidden_fields }}</form>").unwrap();
+    let with_template = format!(
+        "{}\n[login_page]\ntemplate = \"{}\"\n",
+        good_config(),
+        template.display()
+    );
+    let (code, printed, _) = check(&with_template).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        &format!("ok: login_page.template {}: compiles", template.display()),
+    );
+
+    std::fs::write(&template, "<form>\n{{ hidden_fields }}\n{% endif %}</form>").unwrap();
+    let (code, printed, _) = check(&with_template).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(
+        &printed,
+        &format!(
+            "problem: config: login_page.template: {}, line 3: syntax error",
+            template.display()
+        ),
+    );
+}
+
+#[tokio::test]
 async fn check_prints_one_problem_line_for_a_config_that_does_not_load() {
     let (code, printed, said) = check(&good_config().replace("listen =", "lisen =")).await;
     assert_eq!(code, Some(1), "{printed}");

@@ -11,6 +11,7 @@ declare -A PACKAGES=(
   [chromium]=chromium               # tests/browser.rs: the real browser
   [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
   [redis-server]=redis-server       # tests/redis_*.rs: the Redis session store
+  [npm]=npm                         # tests/browser.rs: installs axe-core (brings nodejs)
 )
 
 missing=()
@@ -31,7 +32,19 @@ if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml' 
   "$pyenv/bin/python3" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
+# axe-core, the accessibility checker tests/browser.rs runs in the page, from npm into
+# target/ (after the system packages: npm may be one of them).
+axe_version=4.14.1
+install_axe() {
+  local node="$(cd "$(dirname "$0")/.." && pwd)/target/test-node"
+  if [ "$(cat "$node/node_modules/axe-core/package.json" 2>/dev/null | grep -o "\"version\": \"$axe_version\"")" = "" ]; then
+    echo "--- installing axe-core@$axe_version for the browser test"
+    npm install --prefix "$node" --no-audit --no-fund --silent "axe-core@$axe_version"
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  install_axe
   exit 0
 fi
 
@@ -64,3 +77,5 @@ for cmd in "${!PACKAGES[@]}"; do
     exit 1
   }
 done
+
+install_axe

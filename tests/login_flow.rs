@@ -212,7 +212,19 @@ async fn wrong_password_and_unknown_user_look_the_same() {
             "the form keeps rd"
         );
     }
-    assert_eq!(wrong.body, unknown.body);
+    // The form gives back the name typed, and nothing else tells the two apart.
+    assert!(wrong.text().contains(r#"name="username" value="alice""#));
+    assert!(
+        unknown
+            .text()
+            .contains(r#"name="username" value="mallory""#)
+    );
+    assert_eq!(
+        wrong.text(),
+        unknown
+            .text()
+            .replace(r#"value="mallory""#, r#"value="alice""#)
+    );
     assert_eq!(proxy.app.gate.sessions().len(), 0);
 }
 
@@ -309,7 +321,10 @@ async fn logout_destroys_the_session_and_clears_the_cookie() {
     )
     .await;
     assert_eq!(res.status, StatusCode::SEE_OTHER);
-    assert_eq!(res.header("location"), Some("/.sessiongate/login"));
+    assert_eq!(
+        res.header("location"),
+        Some("/.sessiongate/login?signed_out=1")
+    );
     let clear = &res.set_cookies()[0];
     assert!(clear.starts_with("__Host-sessiongate=;"), "{clear}");
     assert!(clear.to_ascii_lowercase().contains("max-age=0"), "{clear}");

@@ -48,6 +48,14 @@ async fn a_store_that_cannot_answer_refuses_the_request_and_forwards_nothing() {
                 "{}",
                 res.text()
             );
+            // A browser gets the page in the sign-in page's style, a script the short text.
+            let content_type = res.header("content-type").unwrap();
+            if headers.contains(&BROWSER) {
+                assert_eq!(content_type, "text/html; charset=utf-8", "{path}");
+                assert!(res.text().contains("<h1>Service unavailable</h1>"));
+            } else {
+                assert_eq!(content_type, "text/plain; charset=utf-8", "{path}");
+            }
         }
     }
     // Not "anonymous" either: a login over a session the store can't check is refused too.

@@ -13,7 +13,7 @@ use super::second_factor;
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
-use crate::page::{self, escape_html};
+use crate::pages::{self, SignIn};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
 use crate::session::SessionMeta;
@@ -24,42 +24,70 @@ const MAX_FORM_BYTES: usize = 8 * 1024;
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;
 
-/// The login page with an optional message, `rd` carried in a hidden field.
-pub fn page(app: &App, status: StatusCode, rd: &str, message: Option<&str>) -> Response<Body> {
-    let message = message
-        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
-        .unwrap_or_default();
-    let body = format!(
-        r#"<form method="post" action="{action}">
-<h1>Sign in</h1>
-{message}
-<label for="username">Username</label>
-<input id="username" name="username" autocomplete="username" required autofocus>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<input type="hidden" name="rd" value="{rd}">
-<input type="hidden" name="csrf" value="{csrf}">
-<button type="submit">Sign in</button>
-</form>"#,
-        action = escape_html(&app.routes.login),
-        rd = escape_html(safe_return(rd, app.gate.policy().redirect_hosts())),
-        csrf = app.tokens.issue(),
-    );
-    page::html(status, "Sign in", &body)
+/// The sign-in page, `rd` and a form token carried in hidden fields, `username` typed back in,
+/// with an optional error (or `notice`, e.g. after signing out).
+pub fn page(
+    app: &App,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response<Body> {
+    sign_in(app, status, rd, username, error, None)
 }
 
-/// `GET {prefix}/login?rd=PATH`
+fn sign_in(
+    app: &App,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response<Body> {
+    let csrf = app.tokens.issue();
+    let rd = safe_return(rd, app.gate.policy().redirect_hosts()).to_string();
+    let html = app.pages().sign_in(&SignIn {
+        action: &app.routes.login,
+        hidden_fields: &[("rd", &rd), ("csrf", &csrf)],
+        username,
+        error,
+        notice,
+    });
+    pages::respond(status, html)
+}
+
+/// The second-factor page: one code field posted to `{prefix}/login/code` with
+/// `hidden_fields` (the pending login's), and an optional error.
+pub fn code_page(
+    app: &App,
+    status: StatusCode,
+    error: Option<&str>,
+    hidden_fields: &[(&str, &str)],
+) -> Response<Body> {
+    let action = format!("{}/code", app.routes.login);
+    pages::respond(status, app.pages().code(&action, hidden_fields, error))
+}
+
+/// `GET {prefix}/login?rd=PATH` (`&signed_out=1` after a logout)
 pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
-    let rd = req
-        .uri()
-        .query()
-        .and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "rd")
-                .map(|(_, v)| v.into_owned())
-        })
-        .unwrap_or_else(|| "/".to_string());
-    page(app, StatusCode::OK, &rd, None)
+    let mut rd = None;
+    let mut signed_out = false;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
+        match &*k {
+            "rd" if rd.is_none() => rd = Some(v.into_owned()),
+            "signed_out" => signed_out = v == "1",
+            _ => {}
+        }
+    }
+    let notice = signed_out.then_some("You are signed out.");
+    sign_in(
+        app,
+        StatusCode::OK,
+        rd.as_deref().unwrap_or("/"),
+        "",
+        None,
+        notice,
+    )
 }
 
 #[derive(Default)]
@@ -208,6 +236,7 @@ async fn attempt(
             app,
             StatusCode::BAD_REQUEST,
             &form.rd,
+            username,
             Some("Enter a username and a password."),
         );
         return (res, Invalid);
@@ -217,6 +246,7 @@ async fn attempt(
             app,
             StatusCode::BAD_REQUEST,
             &form.rd,
+            "",
             Some("The username or password is too long."),
         );
         return (res, Invalid);
@@ -234,6 +264,7 @@ async fn attempt(
             app,
             StatusCode::TOO_MANY_REQUESTS,
             &form.rd,
+            username,
             Some(&format!(
                 "Too many failed attempts. Try again in {secs} seconds."
             )),
@@ -255,7 +286,16 @@ async fn attempt(
     match verified {
         Err(VerifyError::Busy) => {
             tracing::warn!("login refused: too many logins in progress");
-            (RequestError::LoginsBusy.response(), Busy)
+            let mut res = page(
+                app,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &form.rd,
+                username,
+                Some("Too many sign-ins are in progress. Try again in a moment."),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (res, Busy)
         }
         Ok(false) => {
             // Counted before answering: a failure the shared counters missed would be a free
@@ -274,6 +314,7 @@ async fn attempt(
                 app,
                 StatusCode::UNAUTHORIZED,
                 &form.rd,
+                username,
                 Some("Invalid username or password."),
             );
             (res, WrongCredentials)
@@ -351,8 +392,8 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
                     tracing::info!(user = s.user.name.as_str(), "logout");
                 }
             }
-            let location =
-                HeaderValue::from_str(&app.routes.login).expect("the prefix is header-safe");
+            let location = HeaderValue::from_str(&format!("{}?signed_out=1", app.routes.login))
+                .expect("the prefix is header-safe");
             response::redirect(StatusCode::SEE_OTHER, location)
         }
         // The browser still forgets the cookie, but the user is told the session may live on.
@@ -376,6 +417,7 @@ pub(crate) fn login_unavailable(
         app,
         StatusCode::SERVICE_UNAVAILABLE,
         rd,
+        "",
         Some(
             "Signing in is not possible right now: sessions cannot be checked. Try again in a moment.",
         ),

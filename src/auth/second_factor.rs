@@ -17,7 +17,6 @@ use crate::config::SameSite;
 use crate::conn::ConnInfo;
 use crate::headers::cookie_pairs;
 use crate::metrics::{EndReason, LoginResult};
-use crate::page::{self, escape_html};
 use crate::policy::User;
 use crate::response::{self, Body, no_store};
 use crate::session::browser::Browser;
@@ -40,22 +39,8 @@ pub fn cookie_name(session_cookie: &str) -> String {
 
 /// The code form, with an optional message.
 pub fn code_page(app: &App, status: StatusCode, error: Option<&str>) -> Response<Body> {
-    let error = error
-        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape_html(m)))
-        .unwrap_or_default();
-    let body = format!(
-        r#"<form method="post" action="{action}">
-<h1>Enter your code</h1>
-{error}
-<label for="code">Code from your authenticator app</label>
-<input id="code" name="code" autocomplete="one-time-code" inputmode="numeric" pattern="[0-9]{{6}}" required autofocus>
-<input type="hidden" name="csrf" value="{csrf}">
-<button type="submit">Continue</button>
-</form>"#,
-        action = escape_html(&app.routes.login_code),
-        csrf = app.tokens.issue(),
-    );
-    page::html(status, "Enter your code", &body)
+    let csrf = app.tokens.issue();
+    login::code_page(app, status, error, &[("csrf", &csrf)])
 }
 
 /// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
@@ -126,7 +111,7 @@ fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
 
 /// The sign-in page again, the pending cookie forgotten: the person starts over.
 fn start_over(app: &App, status: StatusCode, rd: &str, message: &str) -> Response<Body> {
-    let mut res = login::page(app, status, rd, Some(message));
+    let mut res = login::page(app, status, rd, "", Some(message));
     res.headers_mut()
         .insert(header::SET_COOKIE, pending_cookie(app, None));
     res

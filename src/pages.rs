@@ -1,0 +1,570 @@
+//! The pages a person can meet (sign-in, second-factor code, refusals and errors), rendered
+//! from minijinja templates embedded in the binary, with `[login_page]` branding and an
+//! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
+//! fuel and a recursion limit, and can reach no file: there is no loader.
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+use crate::page::escape_html;
+use crate::response::{self, Body, no_store};
+
+/// Instructions (and about 64 bytes each of output) one render may use: the built-in pages
+/// take a few hundred; a template that loops or recurses without end stops here.
+const FUEL: u64 = 100_000;
+/// Nesting of blocks, includes and macro calls.
+const RECURSION_LIMIT: usize = 32;
+/// The name the user's template is registered under in place of the built-in one.
+const CUSTOM: &str = "custom-sign-in.html";
+
+/// Only scripts we never serve could use these pages' content; framing is refused too. Images
+/// only from here (the logo) and `data:` (the empty icon that keeps the browser from asking
+/// the app for /favicon.ico).
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'";
+/// An SVG logo opened on its own can run no script and load nothing.
+const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
+/// The accent when `login_page.accent_color` is not set: white text on it passes WCAG AA.
+pub const DEFAULT_ACCENT: &str = "#1f5fbf";
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("layout.html", include_str!("../templates/layout.html")),
+    ("brand.html", include_str!("../templates/brand.html")),
+    ("sign-in.html", include_str!("../templates/sign-in.html")),
+    ("code.html", include_str!("../templates/code.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+/// Why a user template was refused at load.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{path}, line {line}: {what}")]
+    Invalid {
+        path: String,
+        line: usize,
+        what: String,
+    },
+    #[error(
+        "{path}: the template must output {{{{ hidden_fields }}}} inside its form (the return address and the form token sessiongate checks)"
+    )]
+    NoHiddenFields { path: String },
+}
+
+/// A logo read at start, served at `{prefix}/logo`.
+#[derive(Debug, Clone)]
+pub struct Logo {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+}
+
+/// What `[login_page]` says, validated.
+#[derive(Debug, Clone)]
+pub struct Branding {
+    pub title: String,
+    pub app_name: Option<String>,
+    pub message: Option<String>,
+    /// `#rrggbb`, lowercase.
+    pub accent_color: String,
+    pub logo: Option<Logo>,
+}
+
+impl Default for Branding {
+    fn default() -> Branding {
+        Branding {
+            title: "Sign in".to_string(),
+            app_name: None,
+            message: None,
+            accent_color: DEFAULT_ACCENT.to_string(),
+            logo: None,
+        }
+    }
+}
+
+/// A user template: where it came from (for messages) and its text.
+#[derive(Debug, Clone)]
+pub struct UserTemplate {
+    pub path: String,
+    pub source: String,
+}
+
+/// The sign-in page's variable parts.
+pub struct SignIn<'a> {
+    pub action: &'a str,
+    pub hidden_fields: &'a [(&'a str, &'a str)],
+    pub username: &'a str,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+}
+
+/// The compiled templates and the branding they are rendered with; built once per config.
+pub struct Pages {
+    env: Environment<'static>,
+    custom: Option<String>,
+    branding: Branding,
+    /// `{prefix}/logo?v=HASH`, so the long cache lifetime never shows an old logo.
+    logo_url: Option<String>,
+    accent_text: &'static str,
+}
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("custom", &self.custom)
+            .field("branding", &self.branding)
+            .finish_non_exhaustive()
+    }
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Whatever a template is called, every value it prints is escaped as HTML.
+    env.set_auto_escape_callback(|_| AutoEscape::Html);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    // Printing a name no page defines is an error (caught when a user template is loaded);
+    // `{% if name %}` on one is allowed.
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    for (name, source) in BUILT_IN {
+        if let Err(e) = env.add_template(name, source) {
+            // Covered by the unit tests: a built-in template always compiles.
+            tracing::error!("built-in template {name}: {e}");
+        }
+    }
+    env
+}
+
+fn context(pairs: Vec<(&'static str, Value)>) -> Value {
+    Value::from(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<std::collections::BTreeMap<String, Value>>(),
+    )
+}
+
+/// A URL sessiongate made, escaped here so minijinja's escaping of `/` (as `&#x2f;`) does not
+/// make the page harder to read.
+fn attribute(url: &str) -> Value {
+    Value::from_safe_string(escape_html(url))
+}
+
+/// The hidden inputs, rendered by sessiongate so no template can drop or change them.
+fn hidden_fields(fields: &[(&str, &str)]) -> Value {
+    let mut html = String::new();
+    for (name, value) in fields {
+        html.push_str(&format!(
+            "<input type=\"hidden\" name=\"{}\" value=\"{}\">\n",
+            escape_html(name),
+            escape_html(value)
+        ));
+    }
+    Value::from_safe_string(html)
+}
+
+impl Pages {
+    /// Compiles `template` (if any) beside the built-in pages and renders it once with and
+    /// without an error, refusing a template that does not compile, does not render within
+    /// the limits, or leaves out the hidden fields. `prefix` is `auth.prefix`.
+    pub fn new(
+        branding: Branding,
+        template: Option<&UserTemplate>,
+        prefix: &str,
+    ) -> Result<Pages, TemplateError> {
+        let mut env = environment();
+        let custom = match template {
+            None => None,
+            Some(t) => {
+                env.add_template_owned(CUSTOM, t.source.clone())
+                    .map_err(|e| template_error(&t.path, &e))?;
+                Some(t.path.clone())
+            }
+        };
+        let logo_url = branding.logo.as_ref().map(|logo| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&logo.bytes);
+            let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            format!("{prefix}/logo?v={tag}")
+        });
+        let pages = Pages {
+            env,
+            custom,
+            accent_text: text_on(&branding.accent_color),
+            branding,
+            logo_url,
+        };
+        if let Some(t) = template {
+            pages.try_user_template(t)?;
+        }
+        Ok(pages)
+    }
+
+    /// The built-in pages with the default branding (for pages rendered without an `App`).
+    pub fn built_in() -> &'static Pages {
+        static PAGES: LazyLock<Pages> = LazyLock::new(|| Pages {
+            env: environment(),
+            custom: None,
+            accent_text: text_on(DEFAULT_ACCENT),
+            branding: Branding::default(),
+            logo_url: None,
+        });
+        &PAGES
+    }
+
+    pub fn logo(&self) -> Option<&Logo> {
+        self.branding.logo.as_ref()
+    }
+
+    fn try_user_template(&self, t: &UserTemplate) -> Result<(), TemplateError> {
+        const MARKER: &str = "sessiongate-hidden-fields-marker";
+        for error in [None, Some("Invalid username or password.")] {
+            let page = SignIn {
+                action: "/login",
+                hidden_fields: &[(MARKER, MARKER)],
+                username: if error.is_some() { "someone" } else { "" },
+                error,
+                notice: None,
+            };
+            let html = self
+                .env
+                .get_template(CUSTOM)
+                .and_then(|tmpl| tmpl.render(self.sign_in_context(&page)))
+                .map_err(|e| template_error(&t.path, &e))?;
+            if !html.contains(&format!("name=\"{MARKER}\" value=\"{MARKER}\"")) {
+                return Err(TemplateError::NoHiddenFields {
+                    path: t.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn common(&self, page_title: &str) -> Vec<(&'static str, Value)> {
+        let b = &self.branding;
+        vec![
+            ("page_title", Value::from(page_title)),
+            ("title", Value::from(b.title.as_str())),
+            ("app_name", Value::from(b.app_name.clone())),
+            ("message", Value::from(b.message.clone())),
+            (
+                "logo_url",
+                self.logo_url.as_deref().map_or(Value::from(()), attribute),
+            ),
+            ("accent_color", Value::from(b.accent_color.as_str())),
+            ("accent_text", Value::from(self.accent_text)),
+        ]
+    }
+
+    fn sign_in_context(&self, page: &SignIn<'_>) -> Value {
+        let mut ctx = self.common(&self.branding.title);
+        ctx.extend([
+            ("action", attribute(page.action)),
+            ("hidden_fields", hidden_fields(page.hidden_fields)),
+            ("username", Value::from(page.username)),
+            ("error", Value::from(page.error)),
+            ("notice", Value::from(page.notice)),
+        ]);
+        context(ctx)
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name)?.render(ctx)
+    }
+
+    /// The sign-in page: the user's template if there is one, the built-in one if there is
+    /// none or if it fails at this render (logged).
+    pub fn sign_in(&self, page: &SignIn<'_>) -> String {
+        let ctx = self.sign_in_context(page);
+        if let Some(path) = &self.custom {
+            match self.render(CUSTOM, ctx.clone()) {
+                Ok(html) => return html,
+                Err(e) => tracing::error!(
+                    "login_page.template {path}: {}; showing the built-in sign-in page",
+                    template_error(path, &e)
+                ),
+            }
+        }
+        self.built_in_or_plain("sign-in.html", ctx, &self.branding.title)
+    }
+
+    /// The second-factor page: one code field, posted to `action` with `hidden_fields`.
+    pub fn code(&self, action: &str, hidden: &[(&str, &str)], error: Option<&str>) -> String {
+        let mut ctx = self.common("Enter your code");
+        ctx.extend([
+            ("action", attribute(action)),
+            ("hidden_fields", hidden_fields(hidden)),
+            ("error", Value::from(error)),
+        ]);
+        self.built_in_or_plain("code.html", context(ctx), "Enter your code")
+    }
+
+    /// A page titled `title` saying `lines` (text), then `body` (HTML already escaped).
+    pub fn message(&self, title: &str, lines: &[&str], body: &str) -> String {
+        let mut ctx = self.common(title);
+        ctx.extend([
+            ("lines", Value::from_iter(lines.iter().copied())),
+            ("body", Value::from_safe_string(body.to_string())),
+        ]);
+        self.built_in_or_plain("error.html", context(ctx), title)
+    }
+
+    /// The page shell around `body` (HTML already escaped), as the sessions page uses it.
+    pub fn shell(&self, title: &str, body: &str) -> String {
+        let mut ctx = self.common(title);
+        ctx.push(("body", Value::from_safe_string(body.to_string())));
+        self.built_in_or_plain("layout.html", context(ctx), title)
+    }
+
+    fn built_in_or_plain(&self, name: &str, ctx: Value, title: &str) -> String {
+        match self.render(name, ctx) {
+            Ok(html) => html,
+            Err(e) => {
+                // Covered by the unit tests; never a 500 for a page that could not be styled.
+                tracing::error!("built-in template {name}: {e}");
+                format!(
+                    "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head><body><h1>{t}</h1></body></html>\n",
+                    t = escape_html(title)
+                )
+            }
+        }
+    }
+}
+
+fn template_error(path: &str, e: &minijinja::Error) -> TemplateError {
+    let what = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    TemplateError::Invalid {
+        path: path.to_string(),
+        line: e.line().unwrap_or(1),
+        what,
+    }
+}
+
+/// An HTML answer with the pages' security headers, never cached or framed.
+pub fn respond(status: StatusCode, html: String) -> Response<Body> {
+    let mut res = response::full(status, "text/html; charset=utf-8", html);
+    no_store(&mut res);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    res
+}
+
+/// `GET {prefix}/logo`: the configured logo, cached for a year (its URL changes with it).
+pub fn logo_response(pages: &Pages) -> Response<Body> {
+    let Some(logo) = pages.logo() else {
+        return response::text(StatusCode::NOT_FOUND, "no logo is configured");
+    };
+    let mut res = response::full(StatusCode::OK, logo.content_type, logo.bytes.clone());
+    let h = res.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(LOGO_CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+/// `#rgb` or `#rrggbb` as `#rrggbb` lowercase; nothing else, so it cannot carry CSS.
+pub fn parse_color(text: &str) -> Option<String> {
+    let hex = text.strip_prefix('#')?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let full: String = match hex.len() {
+        3 => hex.chars().flat_map(|c| [c, c]).collect(),
+        6 => hex.to_string(),
+        _ => return None,
+    };
+    Some(format!("#{}", full.to_ascii_lowercase()))
+}
+
+/// WCAG relative luminance of `#rrggbb` (0 for anything else).
+fn luminance(color: &str) -> f64 {
+    let hex = color.strip_prefix('#').unwrap_or_default();
+    let channel = |i: usize| {
+        let c = hex
+            .get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        let c = f64::from(c) / 255.0;
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(0) + 0.7152 * channel(2) + 0.0722 * channel(4)
+}
+
+/// WCAG contrast ratio between two `#rrggbb` colours.
+pub fn contrast(a: &str, b: &str) -> f64 {
+    let (x, y) = (luminance(a), luminance(b));
+    (x.max(y) + 0.05) / (x.min(y) + 0.05)
+}
+
+/// Black or white, whichever contrasts more with `accent`: at least 4.58:1 for any colour,
+/// so the button's text passes WCAG AA in both colour schemes.
+pub fn text_on(accent: &str) -> &'static str {
+    if contrast(accent, "#000000") >= contrast(accent, "#ffffff") {
+        "#000000"
+    } else {
+        "#ffffff"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(source: &str) -> Result<Pages, TemplateError> {
+        Pages::new(
+            Branding::default(),
+            Some(&UserTemplate {
+                path: "login.html".to_string(),
+                source: source.to_string(),
+            }),
+            "/.sessiongate",
+        )
+    }
+
+    #[test]
+    fn every_built_in_template_renders() {
+        let pages = Pages::built_in();
+        for name in ["layout.html", "sign-in.html", "code.html", "error.html"] {
+            assert!(pages.env.get_template(name).is_ok(), "{name}");
+        }
+        let html = pages.sign_in(&SignIn {
+            action: "/.sessiongate/login",
+            hidden_fields: &[("rd", "/x?a=1&b=\"2\""), ("csrf", "tok")],
+            username: "<alice>",
+            error: Some("Invalid username or password."),
+            notice: None,
+        });
+        assert!(html.contains("<html lang=\"en\">"), "{html}");
+        assert!(
+            html.contains(r#"<input type="hidden" name="rd" value="/x?a=1&amp;b=&quot;2&quot;">"#)
+        );
+        assert!(html.contains("value=\"&lt;alice&gt;\""));
+        assert!(html.contains("role=\"alert\">Invalid username or password.</p>"));
+        assert!(html.contains("autocomplete=\"current-password\""));
+        let page = pages.message("Bad gateway", &["one <b>", "two"], "<p>raw</p>");
+        assert!(page.contains("<p>one &lt;b&gt;</p>") && page.contains("<p>raw</p>"));
+    }
+
+    #[test]
+    fn the_code_page_has_one_numeric_one_time_code_field() {
+        let html = Pages::built_in().code(
+            "/.sessiongate/login/code",
+            &[("csrf", "t")],
+            Some("Wrong code."),
+        );
+        assert!(html.contains(r#"<form method="post" action="/.sessiongate/login/code">"#));
+        assert!(html.contains(r#"name="code" autocomplete="one-time-code" inputmode="numeric""#));
+        assert!(html.contains(">Code from your authenticator app</label>"));
+        assert!(html.contains(r#"<input type="hidden" name="csrf" value="t">"#));
+        assert!(html.contains("role=\"alert\">Wrong code.</p>"));
+        assert_eq!(html.matches("<input").count(), 2, "{html}");
+    }
+
+    #[test]
+    fn a_user_template_is_escaped_and_must_output_the_hidden_fields() {
+        let pages = user("<h1>{{ title }}</h1><p>{{ username }}</p><form action=\"{{ action }}\">{{ hidden_fields }}</form>").unwrap();
+        let html = pages.sign_in(&SignIn {
+            action: "/a",
+            hidden_fields: &[("csrf", "x")],
+            username: "<script>",
+            error: None,
+            notice: None,
+        });
+        assert!(html.contains("<p>&lt;script&gt;</p>"), "{html}");
+        assert!(html.contains("name=\"csrf\" value=\"x\""));
+
+        let e = user("<form>{{ title }}</form>").unwrap_err();
+        assert!(
+            e.to_string().contains("login.html") && e.to_string().contains("hidden_fields"),
+            "{e}"
+        );
+        // `| safe` on a variable is the author's choice; hidden_fields stays required.
+        let e = user("{{ hidden_fields | upper }}").unwrap_err();
+        assert!(matches!(e, TemplateError::NoHiddenFields { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_broken_or_unbounded_template_is_refused_with_its_line() {
+        let e = user("{{ hidden_fields }}\n{% if %}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("login.html, line 2: syntax error"), "{e}");
+        let e = user("{{ hidden_fields }}\n{% include \"/etc/passwd\" %}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("not found"), "{e}");
+        let e = user("{{ hidden_fields }}{{ tittle }}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("undefined"), "{e}");
+        let started = std::time::Instant::now();
+        let e = user("{{ hidden_fields }}{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}").unwrap_err().to_string();
+        assert!(e.contains("fuel"), "{e}");
+        let e = user("{% macro f() %}{{ f() }}{% endmacro %}{{ hidden_fields }}{{ f() }}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recursion") || e.contains("fuel"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn colors_are_hex_only() {
+        assert_eq!(parse_color("#ABC").as_deref(), Some("#aabbcc"));
+        assert_eq!(parse_color("#1f5fbf").as_deref(), Some("#1f5fbf"));
+        for bad in [
+            "red",
+            "#12",
+            "#1234",
+            "#12345g",
+            "#fff; background: url(x)",
+            "1f5fbf",
+            "",
+        ] {
+            assert_eq!(parse_color(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn button_text_contrasts_with_any_accent_at_wcag_aa() {
+        assert_eq!(text_on("#ffffff"), "#000000");
+        assert_eq!(text_on("#000000"), "#ffffff");
+        assert_eq!(text_on("#ffd700"), "#000000");
+        assert_eq!(text_on(DEFAULT_ACCENT), "#ffffff");
+        assert!((contrast("#000000", "#ffffff") - 21.0).abs() < 1e-9);
+        for r in (0..=255).step_by(17) {
+            for g in (0..=255).step_by(17) {
+                for b in (0..=255).step_by(17) {
+                    let accent = format!("#{r:02x}{g:02x}{b:02x}");
+                    let ratio = contrast(&accent, text_on(&accent));
+                    assert!(ratio >= 4.5, "{accent}: {ratio}");
+                }
+            }
+        }
+    }
+}
