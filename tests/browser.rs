@@ -875,6 +875,90 @@ async fn the_pages_pass_axe_core_in_light_and_dark_in_headless_chromium() {
     .await;
 }
 
+/// A person with a second factor signs in: password, then the code page (which passes axe-core
+/// in light and dark, with and without an error), a wrong code, then the code of the moment,
+/// typed as a person would; only then does the app see a request, with her name.
+#[tokio::test]
+async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_axe_core() {
+    const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.svg");
+    std::fs::write(&logo, LOGO_SVG).unwrap();
+    let upstream = start_upstream().await;
+    let toml = format!(
+        "{}totp_secret = \"{SECRET}\"\n\n[login_page]\ntitle = \"Sign in to Grafana\"\naccent_color = \"#f46800\"\nlogo = \"{}\"\n",
+        config_toml(upstream.addr, "", ""),
+        logo.display()
+    );
+    let proxy = start_proxy_with(&toml).await;
+    let axe = axe_source();
+    let totp = sessiongate::auth::totp::TotpSecret::from_base32(SECRET).unwrap();
+    const CODE_PATH: &str = "/.sessiongate/login/code";
+    in_chromium(|client| async move {
+        client.goto(&proxy.url("/app")).await.unwrap();
+        wait_for_path(&client, LOGIN_PATH).await;
+        submit_login(&client, USER, PASSWORD).await;
+        wait_for_path(&client, CODE_PATH).await;
+        assert_eq!(
+            upstream.requests(),
+            0,
+            "nothing reaches the app after the password"
+        );
+        let input = client.find(Locator::Css("input[name=code]")).await.unwrap();
+        assert_eq!(
+            input.attr("autocomplete").await.unwrap().as_deref(),
+            Some("one-time-code")
+        );
+        for scheme in ["light", "dark"] {
+            color_scheme(&client, scheme).await;
+            assert_accessible(&client, &axe, &format!("code page, {scheme}")).await;
+        }
+        color_scheme(&client, "light").await;
+
+        let type_code = |code: String| {
+            let client = client.clone();
+            async move {
+                let input = client.find(Locator::Css("input[name=code]")).await.unwrap();
+                input.clear().await.unwrap();
+                input.send_keys(&code).await.unwrap();
+                client
+                    .find(Locator::Css("form button[type=submit]"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+            }
+        };
+        // A code far from the current ones: wrong whatever the clock says.
+        let now = sessiongate::auth::totp::unix_now();
+        let near: Vec<String> = (0..5).map(|i| totp.code_at(now + i * 30 - 60)).collect();
+        let wrong = (0..1_000_000)
+            .map(|n| format!("{n:06}"))
+            .find(|c| !near.contains(c))
+            .unwrap();
+        type_code(wrong).await;
+        client
+            .wait()
+            .at_most(STEP)
+            .for_element(Locator::Css("p.error[role=alert]"))
+            .await
+            .unwrap();
+        for scheme in ["light", "dark"] {
+            color_scheme(&client, scheme).await;
+            assert_accessible(&client, &axe, &format!("code page with an error, {scheme}")).await;
+        }
+        assert_eq!(upstream.requests(), 0);
+
+        // Computed just before typing it; one step of skew covers a step boundary meanwhile.
+        type_code(totp.code_at(sessiongate::auth::totp::unix_now())).await;
+        wait_for_path(&client, "/app").await;
+        let echo = page_json(&client).await;
+        assert_eq!(upstream_header(&echo, "x-forwarded-user"), vec![USER]);
+    })
+    .await;
+}
+
 /// Writes docs/sign-in-{light,dark}{,-360}.png: the branded sign-in page at 1280 x 800 and
 /// 360 px wide. Run with `SESSIONGATE_SCREENSHOTS=1 cargo test --test browser -- --ignored`.
 #[tokio::test]
