@@ -4,16 +4,11 @@
 use http::{Response, StatusCode};
 
 use crate::app::App;
-use crate::pages::{self, Pages};
+use crate::pages;
 use crate::response::Body;
 
 /// A page titled `title` with `body` (already escaped HTML), never cached or framed, in the
-/// built-in style without `[login_page]` branding.
-pub fn html(status: StatusCode, title: &str, body: &str) -> Response<Body> {
-    pages::respond(status, Pages::built_in().shell(title, body))
-}
-
-/// [`html`] with the configured branding (accent colour).
+/// built-in style with the configured branding (accent colour).
 pub fn branded(app: &App, status: StatusCode, title: &str, body: &str) -> Response<Body> {
     pages::respond(status, app.pages().shell(title, body))
 }

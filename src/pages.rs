@@ -3,8 +3,6 @@
 //! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
 //! fuel and a recursion limit, and can reach no file: there is no loader.
 
-use std::sync::LazyLock;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use minijinja::value::Value;
@@ -202,9 +200,10 @@ impl Pages {
         Ok(pages)
     }
 
-    /// The built-in pages with the default branding (for pages rendered without an `App`).
+    /// The built-in pages with the default branding, for the unit tests.
+    #[cfg(test)]
     pub fn built_in() -> &'static Pages {
-        static PAGES: LazyLock<Pages> = LazyLock::new(|| Pages {
+        static PAGES: std::sync::LazyLock<Pages> = std::sync::LazyLock::new(|| Pages {
             env: environment(),
             custom: None,
             accent_text: text_on(DEFAULT_ACCENT),

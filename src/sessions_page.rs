@@ -92,7 +92,7 @@ fn not_found(app: &App) -> Response<Body> {
         "<main>\n<h1>Session not found</h1>\n<p>That session is not one of yours, or it has already ended.</p>\n<p><a href=\"{}\">Back to your sessions</a></p>\n</main>",
         escape_html(&app.routes.sessions)
     );
-    page::html(StatusCode::NOT_FOUND, "Session not found", &body)
+    page::branded(app, StatusCode::NOT_FOUND, "Session not found", &body)
 }
 
 /// "2026-12-01 11:42:47 UTC"
@@ -149,5 +149,5 @@ fn page(app: &App, user: &str, list: &[SessionInfo]) -> Response<Body> {
         user = escape_html(user),
         logout = escape_html(&app.routes.logout),
     );
-    page::html(StatusCode::OK, "Your sessions", &body)
+    page::branded(app, StatusCode::OK, "Your sessions", &body)
 }
