@@ -9,7 +9,8 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::app::App;
-use crate::auth::login::{read_checked_form, store_unavailable};
+use crate::auth::form::read_checked_form;
+use crate::auth::sign_in::store_unavailable;
 use crate::gate::{Authenticated, Decision};
 use crate::page::{self, escape_html};
 use crate::refusal;

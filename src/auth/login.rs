@@ -2,71 +2,24 @@
 //! (`POST {prefix}/logout`).
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::csrf;
+use super::form::read_checked_form;
 use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
+use super::sign_in::{self, login_unavailable, page, store_unavailable};
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
-use crate::pages::{self, SignIn};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
 use crate::session::SessionMeta;
 use crate::session::browser::Browser;
 
-/// Largest login form body read; a username and password fit many times over.
-const MAX_FORM_BYTES: usize = 8 * 1024;
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;
-
-/// The sign-in page, `rd` and a form token carried in hidden fields, `username` typed back in,
-/// with an optional error (or `notice`, e.g. after signing out).
-pub fn page(
-    app: &App,
-    status: StatusCode,
-    rd: &str,
-    username: &str,
-    error: Option<&str>,
-) -> Response<Body> {
-    sign_in(app, status, rd, username, error, None)
-}
-
-fn sign_in(
-    app: &App,
-    status: StatusCode,
-    rd: &str,
-    username: &str,
-    error: Option<&str>,
-    notice: Option<&str>,
-) -> Response<Body> {
-    let csrf = app.tokens.issue();
-    let rd = safe_return(rd, app.gate.policy().redirect_hosts()).to_string();
-    let html = app.pages().sign_in(&SignIn {
-        action: &app.routes.login,
-        hidden_fields: &[("rd", &rd), ("csrf", &csrf)],
-        username,
-        error,
-        notice,
-    });
-    pages::respond(status, html)
-}
-
-/// The second-factor page: one code field posted to `{prefix}/login/code` with
-/// `hidden_fields` (the pending login's), and an optional error.
-pub fn code_page(
-    app: &App,
-    status: StatusCode,
-    error: Option<&str>,
-    hidden_fields: &[(&str, &str)],
-) -> Response<Body> {
-    let action = format!("{}/code", app.routes.login);
-    pages::respond(status, app.pages().code(&action, hidden_fields, error))
-}
 
 /// `GET {prefix}/login?rd=PATH` (`&signed_out=1` after a logout)
 pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
@@ -80,7 +33,7 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
         }
     }
     let notice = signed_out.then_some("You are signed out.");
-    sign_in(
+    sign_in::sign_in(
         app,
         StatusCode::OK,
         rd.as_deref().unwrap_or("/"),
@@ -88,119 +41,6 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
         None,
         notice,
     )
-}
-
-#[derive(Default)]
-pub(crate) struct Form {
-    username: String,
-    password: String,
-    rd: String,
-    csrf: String,
-    /// Logout: end every session of the user, not only this one.
-    everywhere: bool,
-    /// The sessions page: the handle of the session to end.
-    pub session: String,
-    /// The code form: the code from the authenticator app.
-    pub code: String,
-}
-
-/// Reads an urlencoded form (login or logout), or answers why it can't.
-async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(response::text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the form must be sent as application/x-www-form-urlencoded",
-        ));
-    }
-    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(response::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the login form is larger than {MAX_FORM_BYTES} bytes"),
-            ));
-        }
-        Err(_) => {
-            return Err(response::text(
-                StatusCode::BAD_REQUEST,
-                "the login form could not be read",
-            ));
-        }
-    };
-    let mut form = Form {
-        rd: "/".to_string(),
-        ..Form::default()
-    };
-    for (k, v) in form_urlencoded::parse(&body) {
-        match &*k {
-            "username" => form.username = v.into_owned(),
-            "password" => form.password = v.into_owned(),
-            "rd" => form.rd = v.into_owned(),
-            "csrf" => form.csrf = v.into_owned(),
-            "everywhere" => form.everywhere = v == "1",
-            "session" => form.session = v.into_owned(),
-            "code" => form.code = v.into_owned(),
-            _ => {}
-        }
-    }
-    Ok(form)
-}
-
-fn forbidden(message: &str) -> Response<Body> {
-    let mut res = response::text(StatusCode::FORBIDDEN, message);
-    no_store(&mut res);
-    res
-}
-
-/// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
-/// client that says nothing must carry a valid form token. With `bodiless_ok`, a same-origin
-/// browser post may come without a form at all (a logout button that is a bare POST).
-pub(crate) async fn read_checked_form(
-    app: &App,
-    req: Request<Incoming>,
-    bodiless_ok: bool,
-) -> Result<Form, Response<Body>> {
-    let origin = csrf::origin_of(&req);
-    if origin == csrf::Origin::CrossSite {
-        return Err(forbidden(
-            "cross-site request refused: this form only accepts posts from its own site",
-        ));
-    }
-    const NO_TOKEN: &str = "missing or expired form token: load the login page again and resubmit";
-    let form = match read_form(req).await {
-        Ok(form) => form,
-        // No browser signal and no form at all: what is missing is the token.
-        Err(res)
-            if origin == csrf::Origin::Unknown
-                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
-        {
-            return Err(forbidden(NO_TOKEN));
-        }
-        Err(res)
-            if bodiless_ok
-                && origin == csrf::Origin::SameOrigin
-                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
-        {
-            Form::default()
-        }
-        Err(res) => return Err(res),
-    };
-    if origin == csrf::Origin::Unknown && !app.tokens.verify(&form.csrf) {
-        return Err(forbidden(NO_TOKEN));
-    }
-    Ok(form)
 }
 
 /// `POST {prefix}/login`
@@ -327,31 +167,14 @@ async fn attempt(
                 let rd = safe_return(&form.rd, policy.redirect_hosts());
                 return second_factor::begin(app, user, rd).await;
             }
-            if let Err(e) = app.limiter.record_success(username).await {
-                return (login_unavailable(app, &form.rd, &e), Unavailable);
-            }
-            // A fresh id on every login, and the one the browser brought is gone: no fixation.
-            if let Some(old) = previous
-                && let Err(e) = app.gate.end_session(&old, EndReason::Revoked).await
-            {
-                return (login_unavailable(app, &form.rd, &e), Unavailable);
-            }
             let meta = SessionMeta {
                 client: client_ip,
                 browser: Browser::of(&headers),
             };
-            let id = match app.gate.start_session(user, &meta).await {
-                Ok(id) => id,
-                Err(e) => return (login_unavailable(app, &form.rd, &e), Unavailable),
-            };
-            tracing::info!(user = username, "login");
-            let location = HeaderValue::from_str(safe_return(&form.rd, policy.redirect_hosts()))
-                .expect("safe return addresses are visible ASCII");
-            let mut res = response::redirect(StatusCode::SEE_OTHER, location);
-            res.headers_mut()
-                .insert(header::SET_COOKIE, app.session_cookie(&id));
-            no_store(&mut res);
-            (res, Success)
+            match sign_in::complete(app, &policy, user, previous, &meta, &form.rd).await {
+                Ok(res) => (res, Success),
+                Err(res) => (res, Unavailable),
+            }
         }
     }
 }
@@ -403,32 +226,4 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
         .insert(header::SET_COOKIE, app.clearing_cookie());
     no_store(&mut res);
     res
-}
-
-/// The sign-in page again, 503, when the session store (or the shared failure counters) could
-/// not answer: nothing was decided, and the person is told to try again.
-pub(crate) fn login_unavailable(
-    app: &App,
-    rd: &str,
-    e: &crate::session::StoreError,
-) -> Response<Body> {
-    tracing::error!("login refused: {e}");
-    let mut res = page(
-        app,
-        StatusCode::SERVICE_UNAVAILABLE,
-        rd,
-        "",
-        Some(
-            "Signing in is not possible right now: sessions cannot be checked. Try again in a moment.",
-        ),
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
-}
-
-/// 503 for a request that needed the session store when it could not answer.
-pub(crate) fn store_unavailable(e: &crate::session::StoreError) -> Response<Body> {
-    tracing::error!("request refused: {e}");
-    RequestError::StoreUnavailable.response()
 }

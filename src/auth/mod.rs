@@ -1,6 +1,7 @@
 //! Everything about logging in: the form and its POST, password checks, return addresses.
 
 pub mod csrf;
+pub mod form;
 mod hash_pool;
 pub mod limiter;
 pub mod login;
@@ -9,4 +10,5 @@ pub mod pending;
 pub mod redirect;
 pub mod second_factor;
 pub mod shared_limiter;
+pub mod sign_in;
 pub mod totp;

@@ -7,16 +7,16 @@ use cookie::Cookie;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use super::form::read_checked_form;
 use super::limiter::Verdict;
-use super::login::{self, login_unavailable, read_checked_form};
 use super::pending::{AfterWrong, PendingLogin};
-use super::redirect::safe_return;
+use super::sign_in::{self, login_unavailable};
 use super::totp;
 use crate::app::App;
 use crate::config::SameSite;
 use crate::conn::ConnInfo;
 use crate::headers::cookie_pairs;
-use crate::metrics::{EndReason, LoginResult};
+use crate::metrics::LoginResult;
 use crate::policy::User;
 use crate::response::{self, Body, no_store};
 use crate::session::browser::Browser;
@@ -40,7 +40,7 @@ pub fn cookie_name(session_cookie: &str) -> String {
 /// The code form, with an optional message.
 pub fn code_page(app: &App, status: StatusCode, error: Option<&str>) -> Response<Body> {
     let csrf = app.tokens.issue();
-    login::code_page(app, status, error, &[("csrf", &csrf)])
+    sign_in::code_page(app, status, error, &[("csrf", &csrf)])
 }
 
 /// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
@@ -111,7 +111,7 @@ fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
 
 /// The sign-in page again, the pending cookie forgotten: the person starts over.
 fn start_over(app: &App, status: StatusCode, rd: &str, message: &str) -> Response<Body> {
-    let mut res = login::page(app, status, rd, "", Some(message));
+    let mut res = sign_in::page(app, status, rd, "", Some(message));
     res.headers_mut()
         .insert(header::SET_COOKIE, pending_cookie(app, None));
     res
@@ -263,29 +263,16 @@ async fn attempt(
         }
         Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
     };
-    if let Err(e) = app.limiter.record_success(&user.name).await {
-        return (login_unavailable(app, &pending.rd, &e), Unavailable);
-    }
-    if let Some(old) = previous
-        && let Err(e) = app.gate.end_session(&old, EndReason::Revoked).await
-    {
-        return (login_unavailable(app, &pending.rd, &e), Unavailable);
-    }
     let meta = SessionMeta {
         client: client_ip,
         browser: Browser::of(&headers),
     };
-    let session = match app.gate.start_session(user, &meta).await {
-        Ok(session) => session,
-        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
-    };
-    tracing::info!(user = user.name.as_str(), "login");
-    let location = HeaderValue::from_str(safe_return(&pending.rd, policy.redirect_hosts()))
-        .expect("safe return addresses are visible ASCII");
-    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
-    let h = res.headers_mut();
-    h.insert(header::SET_COOKIE, app.session_cookie(&session));
-    h.append(header::SET_COOKIE, pending_cookie(app, None));
-    no_store(&mut res);
-    (res, Success)
+    match sign_in::complete(app, &policy, user, previous, &meta, &pending.rd).await {
+        Ok(mut res) => {
+            res.headers_mut()
+                .append(header::SET_COOKIE, pending_cookie(app, None));
+            (res, Success)
+        }
+        Err(res) => (res, Unavailable),
+    }
 }

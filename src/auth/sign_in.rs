@@ -1,0 +1,124 @@
+//! What both steps of a sign-in share: the sign-in and code pages, the answers when the store
+//! cannot answer, and the last step, which makes the session. The password step (`login`) and
+//! the code step (`second_factor`) both end in [`complete`], so a session is made one way.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::redirect::safe_return;
+use crate::app::App;
+use crate::metrics::EndReason;
+use crate::pages::{self, SignIn};
+use crate::policy::{Policy, User};
+use crate::request_error::RequestError;
+use crate::response::{self, Body, no_store};
+use crate::session::{SessionId, SessionMeta};
+
+/// The sign-in page, `rd` and a form token carried in hidden fields, `username` typed back in,
+/// with an optional error (or `notice`, e.g. after signing out).
+pub fn page(
+    app: &App,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Response<Body> {
+    sign_in(app, status, rd, username, error, None)
+}
+
+pub(crate) fn sign_in(
+    app: &App,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> Response<Body> {
+    let csrf = app.tokens.issue();
+    let rd = safe_return(rd, app.gate.policy().redirect_hosts()).to_string();
+    let html = app.pages().sign_in(&SignIn {
+        action: &app.routes.login,
+        hidden_fields: &[("rd", &rd), ("csrf", &csrf)],
+        username,
+        error,
+        notice,
+    });
+    pages::respond(status, html)
+}
+
+/// The second-factor page: one code field posted to `{prefix}/login/code` with
+/// `hidden_fields` (the pending login's), and an optional error.
+pub fn code_page(
+    app: &App,
+    status: StatusCode,
+    error: Option<&str>,
+    hidden_fields: &[(&str, &str)],
+) -> Response<Body> {
+    let action = format!("{}/code", app.routes.login);
+    pages::respond(status, app.pages().code(&action, hidden_fields, error))
+}
+
+/// The last step of a sign-in, for `user` whose every factor is right: the failure count
+/// cleared, the session the browser brought ended (a fresh id on every sign-in: no fixation),
+/// the new session made, and a 303 to `rd` (checked against `policy`) with its cookie. On a
+/// store error, the sign-in page again with 503 (nothing was made).
+pub(crate) async fn complete(
+    app: &App,
+    policy: &Policy,
+    user: &User,
+    previous: Option<SessionId>,
+    meta: &SessionMeta,
+    rd: &str,
+) -> Result<Response<Body>, Response<Body>> {
+    let unavailable = |e| login_unavailable(app, rd, &e);
+    app.limiter
+        .record_success(&user.name)
+        .await
+        .map_err(unavailable)?;
+    if let Some(old) = previous {
+        app.gate
+            .end_session(&old, EndReason::Revoked)
+            .await
+            .map_err(unavailable)?;
+    }
+    let id = app
+        .gate
+        .start_session(user, meta)
+        .await
+        .map_err(unavailable)?;
+    tracing::info!(user = user.name.as_str(), "login");
+    let location = HeaderValue::from_str(safe_return(rd, policy.redirect_hosts()))
+        .expect("safe return addresses are visible ASCII");
+    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    res.headers_mut()
+        .insert(header::SET_COOKIE, app.session_cookie(&id));
+    no_store(&mut res);
+    Ok(res)
+}
+
+/// The sign-in page again, 503, when the session store (or the shared failure counters) could
+/// not answer: nothing was decided, and the person is told to try again.
+pub(crate) fn login_unavailable(
+    app: &App,
+    rd: &str,
+    e: &crate::session::StoreError,
+) -> Response<Body> {
+    tracing::error!("login refused: {e}");
+    let mut res = page(
+        app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        rd,
+        "",
+        Some(
+            "Signing in is not possible right now: sessions cannot be checked. Try again in a moment.",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+/// 503 for a request that needed the session store when it could not answer.
+pub(crate) fn store_unavailable(e: &crate::session::StoreError) -> Response<Body> {
+    tracing::error!("request refused: {e}");
+    RequestError::StoreUnavailable.response()
+}
