@@ -15,8 +15,6 @@ use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
-use crate::session::SessionMeta;
-use crate::session::browser::Browser;
 
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;
@@ -57,19 +55,11 @@ async fn attempt(
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
     use LoginResult::*;
-    let previous = match app.gate.authenticate(req.headers()).await {
-        Ok(session) => session.map(|a| a.id),
-        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
+    let (previous, meta, form) = match sign_in::read_post(app, conn, req).await {
+        Ok(posted) => (posted.previous, posted.meta, posted.form),
+        Err(refused) => return refused,
     };
-    let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
-    let client = client_ip.to_string();
-    let headers = req.headers().clone();
-    let form = match read_checked_form(app, req, false).await {
-        Ok(f) => f,
-        // A refused origin or token is 403; anything else is a form that cannot be read.
-        Err(res) if res.status() == StatusCode::FORBIDDEN => return (res, Csrf),
-        Err(res) => return (res, Invalid),
-    };
+    let client = meta.client.to_string();
     let username = form.username.trim();
     if username.is_empty() || form.password.is_empty() {
         let res = page(
@@ -167,10 +157,6 @@ async fn attempt(
                 let rd = safe_return(&form.rd, policy.redirect_hosts());
                 return second_factor::begin(app, user, rd).await;
             }
-            let meta = SessionMeta {
-                client: client_ip,
-                browser: Browser::of(&headers),
-            };
             match sign_in::complete(app, &policy, user, previous, &meta, &form.rd).await {
                 Ok(res) => (res, Success),
                 Err(res) => (res, Unavailable),

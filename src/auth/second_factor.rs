@@ -7,7 +7,6 @@ use cookie::Cookie;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::form::read_checked_form;
 use super::limiter::Verdict;
 use super::pending::{AfterWrong, PendingLogin};
 use super::sign_in::{self, login_unavailable};
@@ -19,8 +18,7 @@ use crate::headers::cookie_pairs;
 use crate::metrics::LoginResult;
 use crate::policy::User;
 use crate::response::{self, Body, no_store};
-use crate::session::browser::Browser;
-use crate::session::{SessionId, SessionMeta};
+use crate::session::SessionId;
 
 const TOO_LONG: &str = "That sign-in took too long; sign in again.";
 const WRONG_CODE: &str =
@@ -145,19 +143,12 @@ async fn attempt(
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
     use LoginResult::*;
-    let previous = match app.gate.authenticate(req.headers()).await {
-        Ok(session) => session.map(|a| a.id),
-        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
-    };
     let id = pending_id(app, req.headers());
-    let client_ip = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
-    let client = client_ip.to_string();
-    let headers = req.headers().clone();
-    let form = match read_checked_form(app, req, false).await {
-        Ok(f) => f,
-        Err(res) if res.status() == StatusCode::FORBIDDEN => return (res, Csrf),
-        Err(res) => return (res, Invalid),
+    let (previous, meta, form) = match sign_in::read_post(app, conn, req).await {
+        Ok(posted) => (posted.previous, posted.meta, posted.form),
+        Err(refused) => return refused,
     };
+    let client = meta.client.to_string();
     // Without a cookie (it lasts as long as the pending sign-in) there is nothing to go on.
     let Some(id) = id else {
         return (
@@ -262,10 +253,6 @@ async fn attempt(
             );
         }
         Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
-    };
-    let meta = SessionMeta {
-        client: client_ip,
-        browser: Browser::of(&headers),
     };
     match sign_in::complete(app, &policy, user, previous, &meta, &pending.rd).await {
         Ok(mut res) => {

@@ -2,15 +2,20 @@
 //! cannot answer, and the last step, which makes the session. The password step (`login`) and
 //! the code step (`second_factor`) both end in [`complete`], so a session is made one way.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
+use hyper::body::Incoming;
+
+use super::form::{Form, read_checked_form};
 use super::redirect::safe_return;
 use crate::app::App;
-use crate::metrics::EndReason;
+use crate::conn::ConnInfo;
+use crate::metrics::{EndReason, LoginResult};
 use crate::pages::{self, SignIn};
 use crate::policy::{Policy, User};
 use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
+use crate::session::browser::Browser;
 use crate::session::{SessionId, SessionMeta};
 
 /// The sign-in page, `rd` and a form token carried in hidden fields, `username` typed back in,
@@ -55,6 +60,41 @@ pub fn code_page(
 ) -> Response<Body> {
     let action = format!("{}/code", app.routes.login);
     pages::respond(status, app.pages().code(&action, hidden_fields, error))
+}
+
+/// A sign-in step's post, read: the session the browser already had (ended on success), where
+/// the new one would start, and the checked form.
+pub(crate) struct Posted {
+    pub previous: Option<SessionId>,
+    pub meta: SessionMeta,
+    pub form: Form,
+}
+
+/// Reads the post of either sign-in step, or the answer and its metrics result when it cannot
+/// go on: the store did not answer, the origin or token was refused, or the form was unusable.
+pub(crate) async fn read_post(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Posted, (Response<Body>, LoginResult)> {
+    let previous = match app.gate.authenticate(req.headers()).await {
+        Ok(session) => session.map(|a| a.id),
+        Err(e) => return Err((login_unavailable(app, "/", &e), LoginResult::Unavailable)),
+    };
+    let meta = SessionMeta {
+        client: conn.client_addr(req.headers(), &app.config.server.trusted_proxies),
+        browser: Browser::of(req.headers()),
+    };
+    match read_checked_form(app, req, false).await {
+        Ok(form) => Ok(Posted {
+            previous,
+            meta,
+            form,
+        }),
+        // A refused origin or token is 403; anything else is a form that cannot be read.
+        Err(res) if res.status() == StatusCode::FORBIDDEN => Err((res, LoginResult::Csrf)),
+        Err(res) => Err((res, LoginResult::Invalid)),
+    }
 }
 
 /// The last step of a sign-in, for `user` whose every factor is right: the failure count
