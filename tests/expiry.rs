@@ -10,18 +10,21 @@ use http::StatusCode;
 
 #[tokio::test]
 async fn idle_timeout_slides_with_activity_then_expires() {
-    let (_upstream, proxy) =
-        start_with("idle_timeout = \"600ms\"\nabsolute_timeout = \"1h\"").await;
-    let cookie = login(&proxy, USER, PASSWORD).await;
-    // 5 x 250 ms is twice the idle timeout, but every request slides it.
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(
-            get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
-            StatusCode::OK
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_upstream, proxy) = start_with("idle_timeout = \"1s\"\nabsolute_timeout = \"1h\"").await;
+    // Used every 250 ms for twice the idle timeout: every request slides it.
+    let cookie = use_past_idle_timeout(
+        &proxy,
+        InUse {
+            idle: Duration::from_secs(1),
+            slack: Duration::ZERO,
+            every: Duration::from_millis(250),
+            span: Duration::from_secs(2),
+        },
+    )
+    .await;
+    // Then left alone for longer than the timeout (a lower bound: a slow machine only waits
+    // longer).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let res = get(
         proxy.addr,
         "/",
@@ -34,18 +37,29 @@ async fn idle_timeout_slides_with_activity_then_expires() {
 
 #[tokio::test]
 async fn absolute_timeout_ends_an_active_session() {
-    let (_upstream, proxy) =
-        start_with("idle_timeout = \"1h\"\nabsolute_timeout = \"900ms\"").await;
+    let (_upstream, proxy) = start_with("idle_timeout = \"1h\"\nabsolute_timeout = \"3s\"").await;
+    // The session starts between these two instants, so it is served until at least
+    // `asked + 3 s` and refused from `answered + 3 s` on, however slow the login was.
+    let asked = Instant::now();
     let cookie = login(&proxy, USER, PASSWORD).await;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(600) {
-        assert_eq!(
-            get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
-            StatusCode::OK
-        );
+    let answered = Instant::now();
+    while asked.elapsed() < Duration::from_millis(1500) {
+        let status = get(proxy.addr, "/", &[("cookie", &cookie)]).await.status;
+        // An answer that came after the timeout (the test was held up) proves nothing.
+        if asked.elapsed() < Duration::from_millis(2990) {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "refused {:?} after the login, before the absolute timeout",
+                asked.elapsed()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(
+        (answered + Duration::from_millis(3200)).saturating_duration_since(Instant::now()),
+    )
+    .await;
     assert_eq!(
         get(proxy.addr, "/", &[("cookie", &cookie)]).await.status,
         StatusCode::UNAUTHORIZED

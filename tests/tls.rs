@@ -128,18 +128,18 @@ async fn stalled_handshake_is_closed_after_the_timeout_while_others_are_served()
     let proxy = start_proxy_with(&tls_config(
         upstream.addr,
         dir,
-        "handshake_timeout = \"700ms\"",
+        "handshake_timeout = \"3s\"",
     ))
     .await;
 
     // Two clients that connect and never finish a handshake: one silent, one sending half a record.
+    let started = Instant::now();
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let mut partial = TcpStream::connect(proxy.addr).await.unwrap();
     partial
         .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
         .await
         .unwrap();
-    let started = Instant::now();
 
     // Meanwhile a real client is served.
     let mut conn = tls_connect(proxy.addr, &ca.pem, &[b"http/1.1"]).await;
@@ -147,21 +147,22 @@ async fn stalled_handshake_is_closed_after_the_timeout_while_others_are_served()
         .send(proxy.addr, req(Method::GET, "/.sessiongate/healthz", &[]))
         .await;
     assert_eq!(health.status, StatusCode::OK);
+    // Within the stalled ones' timeout (3 s is room for a busy machine's TLS handshake).
     assert!(
-        started.elapsed() < Duration::from_millis(700),
+        started.elapsed() < Duration::from_secs(3),
         "served while others stall"
     );
 
     for stalled in [&mut silent, &mut partial] {
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buf))
             .await
             .expect("the server closes a stalled handshake")
             .unwrap_or(0);
         assert_eq!(n, 0, "closed without an answer");
     }
     assert!(
-        started.elapsed() >= Duration::from_millis(650),
+        started.elapsed() >= Duration::from_millis(2950),
         "not before the timeout"
     );
     let _ = std::fs::remove_dir_all(dir);

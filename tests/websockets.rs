@@ -238,21 +238,23 @@ async fn sign_out_everywhere_closes_every_socket_of_the_user() {
 async fn the_absolute_timeout_closes_an_open_socket() {
     let (_upstream, proxy) =
         ws_proxy("idle_timeout = \"1h\"\nabsolute_timeout = \"3s\"", "", "").await;
+    // The session starts after this instant, so its socket may not close before `asked + 3 s`.
+    let asked = Instant::now();
     let cookie = login(&proxy, USER, PASSWORD).await;
-    let logged_in = Instant::now();
     let mut ws = ws_connect(proxy.addr, "/ws", &[("cookie", &cookie)])
         .await
         .unwrap();
     ws.send_text("x").await;
     assert_eq!(ws.recv_text().await, "x");
     ws.wait_closed(DEADLINE).await;
-    let after = logged_in.elapsed();
+    let after = asked.elapsed();
     assert!(
-        after >= Duration::from_millis(2900),
+        after >= Duration::from_millis(2990),
         "closed early: {after:?}"
     );
-    // At the timeout (the close is a timer), with room for a busy machine.
-    assert!(after < Duration::from_secs(5), "closed at {after:?}");
+    // At the timeout (the close is a timer, not the next request), with room for a busy
+    // machine.
+    assert!(after < Duration::from_secs(8), "closed at {after:?}");
 }
 
 #[tokio::test]

@@ -662,3 +662,58 @@ pub async fn post_form(proxy: &Proxy, path: &str, cookie: &str, fields: &[(&str,
 pub async fn status_with(proxy: &Proxy, cookie: &str) -> StatusCode {
     get(proxy.addr, "/", &[("cookie", cookie)]).await.status
 }
+
+/// How a test keeps a session in use past its idle timeout: a request every `every`, for an
+/// unbroken run of `span` (longer than `idle`, so only sliding explains the session outliving
+/// it).
+pub struct InUse {
+    pub idle: Duration,
+    /// How much earlier than a use the store may have recorded it (the write-back interval).
+    pub slack: Duration,
+    pub every: Duration,
+    pub span: Duration,
+}
+
+/// Signs in and uses the session as `plan` says; returns its cookie, just used.
+///
+/// A use must be served whenever the time from the previous use's start to this use's answer
+/// is under `idle - slack`: the session's last use was recorded within that time, so nothing
+/// but a failure to slide can end it. A use that came later (the test thread was held up on a
+/// busy machine) proves nothing either way; if it was refused, the run starts again with a new
+/// session, up to a generous deadline. So the test fails on a session that idled out while in
+/// use, never on a slow machine.
+pub async fn use_past_idle_timeout(proxy: &Proxy, plan: InUse) -> String {
+    assert!(
+        plan.span > plan.idle,
+        "the run must outlast the idle timeout"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    'run: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no unbroken run of {:?} in two minutes: the machine kept the test waiting",
+            plan.span
+        );
+        let mut previous = std::time::Instant::now();
+        let cookie = login(proxy, USER, PASSWORD).await;
+        let run = std::time::Instant::now();
+        while run.elapsed() < plan.span {
+            tokio::time::sleep(plan.every).await;
+            let sent = std::time::Instant::now();
+            let status = status_with(proxy, &cookie).await;
+            let bound = previous.elapsed();
+            if bound < plan.idle - plan.slack {
+                assert_eq!(
+                    status,
+                    StatusCode::OK,
+                    "a session in use idled out ({bound:?} between uses)"
+                );
+            } else if status != StatusCode::OK {
+                eprintln!("held up for {bound:?} between uses: starting the run again");
+                continue 'run;
+            }
+            previous = sent;
+        }
+        return cookie;
+    }
+}
