@@ -529,7 +529,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("recursion") || e.contains("fuel"), "{e}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Stopped by the limits, not by running out of loop: a hang would never get here.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
     }
 
     #[test]

@@ -702,6 +702,7 @@ mod tests {
     fn sweeping_beside_busy_requests_keeps_live_sessions() {
         let idle = Duration::from_millis(400);
         let store = Arc::new(store(idle, HOUR));
+        let created = Instant::now();
         let live: Vec<SessionId> = (0..64)
             .map(|_| store.create(alice(&store), &META).unwrap())
             .collect();
@@ -720,17 +721,16 @@ mod tests {
             })
         };
         let start = Instant::now();
-        let mut last_ok = Instant::now();
+        // When each session's previous touch began: it was touched after that instant.
+        let mut touched = vec![created; live.len()];
         while start.elapsed() < Duration::from_millis(1200) {
-            for id in &live {
+            for (id, last) in live.iter().zip(touched.iter_mut()) {
                 let before = Instant::now();
                 let found = store.touch(id).unwrap().is_some();
-                // Only a test thread stalled past the idle timeout may lose its sessions.
-                assert!(
-                    found || before - last_ok >= idle,
-                    "a live session was swept"
-                );
-                last_ok = before;
+                // Checked before now, touched after `last`: only a test thread stalled past the
+                // idle timeout in between may lose it.
+                assert!(found || last.elapsed() >= idle, "a live session was swept");
+                *last = before;
             }
         }
         stop.store(true, Ordering::Relaxed);
