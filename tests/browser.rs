@@ -52,10 +52,28 @@ struct Chromedriver {
     dir: PathBuf,
     /// Everything chromedriver printed, shown when something goes wrong.
     log: Arc<Mutex<String>>,
+    /// Killed and reaped: its pid may belong to another process now.
+    stopped: bool,
 }
 
 impl Chromedriver {
+    /// Starts chromedriver, again if it exits before it listens: with every test binary
+    /// running, it has been seen to exit silently right after its first lines. Three exits in
+    /// a row, or no port within [`STEP`], fail the test with what it printed.
     fn start() -> Chromedriver {
+        let mut exits = String::new();
+        for _ in 0..3 {
+            match Chromedriver::try_start() {
+                Ok(driver) => return driver,
+                Err(exit) => exits.push_str(&exit),
+            }
+        }
+        panic!("chromedriver exited three times before it listened:\n{exits}");
+    }
+
+    /// `Err` with what it printed and its exit status when chromedriver exits before it
+    /// says which port it listens on.
+    fn try_start() -> Result<Chromedriver, String> {
         let chromedriver = required("chromedriver");
         // Checked here too so a missing browser names the install script, not a WebDriver error.
         required("chromium");
@@ -88,15 +106,21 @@ impl Chromedriver {
             port: 0,
             dir,
             log,
+            stopped: false,
         };
         driver.port = match port_rx.recv_timeout(STEP) {
             Ok(Ok(port)) => port,
+            // Its output ended: it has exited (or is exiting) without listening.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = driver.stop();
+                return Err(format!("{}(exit: {status:?})\n", driver.log()));
+            }
             other => panic!(
                 "chromedriver did not say which port it listens on ({other:?}); its output:\n{}",
                 driver.log()
             ),
         };
-        driver
+        Ok(driver)
     }
 
     fn url(&self) -> String {
@@ -172,18 +196,29 @@ fn drain(
     });
 }
 
+impl Chromedriver {
+    /// Kills the whole group and reaps chromedriver; its exit status. (A second call only
+    /// gives the status again: `Child::wait` keeps it once reaped.)
+    fn stop(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        if !self.stopped {
+            // The group id is chromedriver's pid (process_group(0)); chromium's processes are
+            // in it too. SIGKILL: a browser left behind by a failed test is worse than an
+            // untidy exit. The child is not reaped before this kill (an exited one stays a
+            // zombie until then), so its pid (the group id) cannot belong to another process.
+            let pgid = self.child.id() as libc::pid_t;
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            self.stopped = true;
+        }
+        self.child.wait()
+    }
+}
+
 impl Drop for Chromedriver {
     fn drop(&mut self) {
-        // The group id is chromedriver's pid (process_group(0)); chromium's processes are in
-        // it too. SIGKILL: a browser left behind by a failed test is worse than an untidy exit.
-        // The child is not reaped before this kill, so its pid (the group id) cannot have
-        // been reused by an unrelated process.
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
+        let _ = self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
