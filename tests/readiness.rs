@@ -141,13 +141,17 @@ async fn an_upstream_that_never_completes_the_handshake_is_not_ready_within_the_
 
     let started = Instant::now();
     let ready = tokio::spawn(get(proxy.addr, READYZ, &[]));
-    // The probe waits on the upstream; the worker goes on serving other requests.
+    // The probe waits on the upstream; the worker goes on serving other requests. (Whether
+    // readyz is still waiting says something only if healthz came back inside the probe's
+    // deadline, which a held-up test thread may miss.)
     let health = get(proxy.addr, "/.sessiongate/healthz", &[]).await;
     assert_eq!(health.status, StatusCode::OK);
-    assert!(
-        !ready.is_finished(),
-        "readyz answered before the probe's 2 s deadline"
-    );
+    if started.elapsed() < Duration::from_millis(1900) {
+        assert!(
+            !ready.is_finished(),
+            "readyz answered before the probe's 2 s deadline"
+        );
+    }
     let res = tokio::time::timeout(Duration::from_secs(30), ready)
         .await
         .expect("readyz answers once the probe's deadline passes")
