@@ -482,7 +482,7 @@ async fn bcrypt_users_can_log_in() {
 async fn login_hashing_is_bounded_and_does_not_block_proxying() {
     let upstream = start_upstream().await;
     // A deliberately slow hash (64 MiB, 2 passes) so logins overlap.
-    let toml = slow_login_config(upstream.addr, 1, 1, 64 * 1024);
+    let toml = slow_login_config(upstream.addr, 1, 1, 64 * 1024, 2);
     let proxy = std::sync::Arc::new(start_proxy_with(&toml).await);
     let cookie = login(&proxy, USER, PASSWORD).await;
 

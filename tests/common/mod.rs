@@ -48,9 +48,16 @@ pub fn argon2_hash(password: &str, kib: u32, passes: u32) -> String {
 }
 
 /// A config whose `[auth]` has `login_workers` and `login_queue`, with an extra user "slow"
-/// (password "slow-pw") whose argon2id hash takes tens of milliseconds, so logins overlap.
-pub fn slow_login_config(upstream: SocketAddr, workers: usize, queue: usize, kib: u32) -> String {
-    let slow = argon2_hash("slow-pw", kib, 2);
+/// (password "slow-pw") whose argon2id hash (`kib` of memory, `passes` over it) takes tens of
+/// milliseconds or more, so logins overlap.
+pub fn slow_login_config(
+    upstream: SocketAddr,
+    workers: usize,
+    queue: usize,
+    kib: u32,
+    passes: u32,
+) -> String {
+    let slow = argon2_hash("slow-pw", kib, passes);
     config_toml(upstream, "", "").replace(
         "[[users]]",
         &format!(
