@@ -415,6 +415,11 @@ impl Resp {
 
 pub type ReqBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// How long the test client waits for an answer before it calls the server hung: a hang is
+/// caught either way, and a machine busy with every test binary (and password hashing at nice
+/// 19 behind them) is given room.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(120);
+
 pub fn body(bytes: impl Into<Bytes>) -> ReqBody {
     Full::new(bytes.into()).map_err(|e| match e {}).boxed()
 }
@@ -423,9 +428,9 @@ pub fn body(bytes: impl Into<Bytes>) -> ReqBody {
 pub async fn send(addr: SocketAddr, req: Request<ReqBody>) -> Resp {
     let res = send_streaming(addr, req).await;
     let (parts, body) = res.into_parts();
-    let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
+    let body = tokio::time::timeout(ANSWER_WITHIN, body.collect())
         .await
-        .expect("response body within 30s")
+        .expect("response body within ANSWER_WITHIN")
         .expect("response body")
         .to_bytes();
     Resp {
@@ -446,9 +451,9 @@ pub async fn send_streaming(addr: SocketAddr, mut req: Request<ReqBody>) -> Resp
         .await
         .unwrap();
     tokio::spawn(conn);
-    tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+    tokio::time::timeout(ANSWER_WITHIN, sender.send_request(req))
         .await
-        .expect("response head within 30s")
+        .expect("response head within ANSWER_WITHIN")
         .expect("response")
 }
 
@@ -531,9 +536,9 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+    tokio::time::timeout(ANSWER_WITHIN, stream.read_to_end(&mut out))
         .await
-        .expect("server closed the connection within 30s")
+        .expect("server closed the connection within ANSWER_WITHIN")
         .unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
