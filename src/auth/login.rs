@@ -9,7 +9,7 @@ use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
-use super::sign_in::{self, login_unavailable, page, store_unavailable};
+use super::sign_in::{self, login_unavailable, page, store_unavailable, too_many_attempts};
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
@@ -89,18 +89,9 @@ async fn attempt(
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "login refused: too many failed attempts");
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        let mut res = page(
-            app,
-            StatusCode::TOO_MANY_REQUESTS,
-            &form.rd,
-            username,
-            Some(&format!(
-                "Too many failed attempts. Try again in {secs} seconds."
-            )),
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let res = too_many_attempts(wait, |status, message| {
+            page(app, status, &form.rd, username, Some(message))
+        });
         return (res, RateLimited);
     }
 

@@ -182,16 +182,9 @@ async fn attempt(
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "code refused: too many failed attempts");
-        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        let mut res = code_page(
-            app,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many failed attempts. Try again in {secs} seconds."
-            )),
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let res = sign_in::too_many_attempts(wait, |status, message| {
+            code_page(app, status, Some(message))
+        });
         return (res, RateLimited);
     }
 

@@ -50,6 +50,22 @@ pub(crate) fn sign_in(
     pages::respond(status, html)
 }
 
+/// A step refused by the failure limits: 429, with the wait rounded up to whole seconds (at
+/// least 1) in `Retry-After` and in the message `page` shows.
+pub(crate) fn too_many_attempts(
+    wait: std::time::Duration,
+    page: impl FnOnce(StatusCode, &str) -> Response<Body>,
+) -> Response<Body> {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    let mut res = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("Too many failed attempts. Try again in {secs} seconds."),
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
+}
+
 /// The second-factor page: one code field posted to `{prefix}/login/code` with
 /// `hidden_fields` (the pending login's), and an optional error.
 pub fn code_page(
