@@ -278,7 +278,13 @@ async fn assert_on_login_form(client: &Client, rd: &str) {
 
 /// Types into the login form and clicks its button, as a person would.
 async fn submit_login(client: &Client, user: &str, password: &str) {
-    for (name, value) in [("username", user), ("password", password)] {
+    submit_form(client, &[("username", user), ("password", password)]).await;
+}
+
+/// Types each value into the page's input of that name, as a person would, and presses the
+/// form's submit button.
+async fn submit_form(client: &Client, fields: &[(&str, &str)]) {
+    for (name, value) in fields {
         let input = client
             .find(Locator::Css(&format!("input[name={name}]")))
             .await
@@ -949,21 +955,6 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
         }
         color_scheme(&client, "light").await;
 
-        let type_code = |code: String| {
-            let client = client.clone();
-            async move {
-                let input = client.find(Locator::Css("input[name=code]")).await.unwrap();
-                input.clear().await.unwrap();
-                input.send_keys(&code).await.unwrap();
-                client
-                    .find(Locator::Css("form button[type=submit]"))
-                    .await
-                    .unwrap()
-                    .click()
-                    .await
-                    .unwrap();
-            }
-        };
         // A code far from the current ones: wrong whatever the clock says.
         let now = sessiongate::auth::totp::unix_now();
         let near: Vec<String> = (0..5).map(|i| totp.code_at(now + i * 30 - 60)).collect();
@@ -971,7 +962,7 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
             .map(|n| format!("{n:06}"))
             .find(|c| !near.contains(c))
             .unwrap();
-        type_code(wrong).await;
+        submit_form(&client, &[("code", &wrong)]).await;
         client
             .wait()
             .at_most(STEP)
@@ -985,7 +976,8 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
         assert_eq!(upstream.requests(), 0);
 
         // Computed just before typing it; one step of skew covers a step boundary meanwhile.
-        type_code(totp.code_at(sessiongate::auth::totp::unix_now())).await;
+        let code = totp.code_at(sessiongate::auth::totp::unix_now());
+        submit_form(&client, &[("code", &code)]).await;
         wait_for_path(&client, "/app").await;
         let echo = page_json(&client).await;
         assert_eq!(upstream_header(&echo, "x-forwarded-user"), vec![USER]);

@@ -214,13 +214,7 @@ async fn five_wrong_codes_end_the_pending_sign_in() {
         assert!(res.text().contains("Code from your authenticator app"));
     }
     let res = post_code(&proxy, &pending, &wrong_code()).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    let text = res.text();
-    assert!(text.contains("Too many wrong codes"), "{text}");
-    assert!(
-        text.contains(r#"name="password""#),
-        "the sign-in page: {text}"
-    );
+    assert_back_at_sign_in(&proxy, &res, "Too many wrong codes");
     assert!(res.set_cookies().iter().any(|c| c.contains("-pending=;")));
     // Even the right code is too late now.
     let res = post_code(&proxy, &pending, &code_now()).await;
@@ -231,6 +225,24 @@ async fn five_wrong_codes_end_the_pending_sign_in() {
             .all(|c| !c.starts_with(proxy.cookie_name()))
     );
     assert_eq!(upstream.requests(), 0);
+}
+
+/// A code post sent back to the sign-in page with `message`: 401, the password form again,
+/// and no session cookie.
+fn assert_back_at_sign_in(proxy: &Proxy, res: &Resp, message: &str) {
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    let text = res.text();
+    assert!(text.contains(message), "{text}");
+    assert!(
+        text.contains(r#"name="password""#),
+        "the sign-in page: {text}"
+    );
+    assert!(
+        res.set_cookies()
+            .iter()
+            .all(|c| !c.starts_with(proxy.cookie_name())),
+        "no session cookie"
+    );
 }
 
 #[tokio::test]
@@ -266,18 +278,7 @@ async fn a_late_code_sends_the_person_back_to_sign_in() {
     // Waiting longer than the lifetime: a slow machine only makes it later.
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let res = post_code(&proxy, &pending, &code_now()).await;
-    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    let text = res.text();
-    assert!(
-        text.contains("That sign-in took too long; sign in again."),
-        "{text}"
-    );
-    assert!(text.contains(r#"name="password""#));
-    assert!(
-        res.set_cookies()
-            .iter()
-            .all(|c| !c.starts_with(proxy.cookie_name()))
-    );
+    assert_back_at_sign_in(&proxy, &res, "That sign-in took too long; sign in again.");
     assert_eq!(upstream.requests(), 0);
 }
 
