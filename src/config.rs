@@ -983,7 +983,9 @@ fn upgrades(listed: Option<&[String]>) -> Result<Vec<http::HeaderValue>, ConfigE
         if !crate::upgrade::is_token(name.as_bytes()) {
             return Err(invalid(
                 key(),
-                format!("{name:?} is not a protocol name (letters, digits and !#$%&'*+-.^_`|~, no spaces, no version)"),
+                format!(
+                    "{name:?} is not a protocol name (letters, digits and !#$%&'*+-.^_`|~, no spaces, no version)"
+                ),
             ));
         }
         let lower = http::HeaderValue::from_str(&name.to_ascii_lowercase())
@@ -1677,7 +1679,9 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         };
         assert_eq!(names(with_upgrades("").unwrap()), ["websocket"]);
         assert_eq!(
-            names(with_upgrades("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()),
+            names(
+                with_upgrades("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()
+            ),
             ["websocket", "my-proto"]
         );
         assert!(names(with_upgrades("upgrades = []").unwrap()).is_empty());
@@ -1686,11 +1690,31 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
     #[test]
     fn upstream_upgrades_never_list_h2c_and_hold_only_tokens() {
         for (line, key, says) in [
-            ("upgrades = [\"websocket\", \"h2c\"]", "upstream.upgrades[1]", "h2c can never be relayed"),
-            ("upgrades = [\"H2C\"]", "upstream.upgrades[0]", "h2c can never be relayed"),
-            ("upgrades = [\"web socket\"]", "upstream.upgrades[0]", "is not a protocol name"),
-            ("upgrades = [\"websocket/13\"]", "upstream.upgrades[0]", "is not a protocol name"),
-            ("upgrades = [\"\"]", "upstream.upgrades[0]", "is not a protocol name"),
+            (
+                "upgrades = [\"websocket\", \"h2c\"]",
+                "upstream.upgrades[1]",
+                "h2c can never be relayed",
+            ),
+            (
+                "upgrades = [\"H2C\"]",
+                "upstream.upgrades[0]",
+                "h2c can never be relayed",
+            ),
+            (
+                "upgrades = [\"web socket\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
+            (
+                "upgrades = [\"websocket/13\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
+            (
+                "upgrades = [\"\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
         ] {
             let e = with_upgrades(line).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(says), "{line}: {e}");

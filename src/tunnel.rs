@@ -52,7 +52,7 @@ pub struct Binding {
 /// anything read from the socket later. No client of a relayed protocol may do this (RFC 6455
 /// §4.1: the client waits for the server's answer before sending anything more), and they
 /// were sent without knowing whether the app would switch, so they may be an HTTP request
-/// meant for the app directly (Pingora's CVE-2026-2833, oauth2-proxy #1347). The tunnel is
+/// meant for the app directly (a known way of slipping requests past proxies). The tunnel is
 /// closed rather than the bytes discarded: discarding would leave both sides out of step in
 /// the new protocol, and closing tells the client at once.
 #[derive(Debug, thiserror::Error)]

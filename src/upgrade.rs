@@ -43,7 +43,9 @@ pub enum Refused {
         "upgrade to h2c refused: sessiongate never relays h2c, whatever upstream.upgrades lists (the HTTP/2 requests inside it would reach the app unchecked)"
     )]
     H2c,
-    #[error("upgrade refused: the Upgrade header must name exactly one protocol, one of upstream.upgrades")]
+    #[error(
+        "upgrade refused: the Upgrade header must name exactly one protocol, one of upstream.upgrades"
+    )]
     NotOne,
     #[error("upgrade to {} refused: the protocol is not listed in upstream.upgrades", text(.0))]
     NotListed(HeaderValue),
@@ -110,9 +112,9 @@ fn names_h2c(value: &[u8]) -> bool {
 /// what a relayed `Upgrade` header must be exactly.
 pub fn is_token(bytes: &[u8]) -> bool {
     !bytes.is_empty()
-        && bytes.iter().all(|&b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Browsers send cookies on cross-site WebSocket handshakes, so a page on another site could

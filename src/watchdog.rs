@@ -90,7 +90,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         // One plain store per read: the read is a system call, this is not measurable.
-        self.conn.activity.socket_read.store(true, Ordering::Relaxed);
+        self.conn
+            .activity
+            .socket_read
+            .store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

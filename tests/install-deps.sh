@@ -12,6 +12,7 @@ declare -A PACKAGES=(
   [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
   [redis-server]=redis-server       # tests/redis_*.rs: the Redis session store
   [npm]=npm                         # tests/browser.rs: installs axe-core (brings nodejs)
+  [curl]=curl                       # tests/security_upgrades.rs: the h2c attack as curl makes it
 )
 
 missing=()

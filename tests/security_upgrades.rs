@@ -32,10 +32,17 @@ async fn gate_in_front(app: SocketAddr, upstream: &str) -> Proxy {
     start_proxy_with(&toml).await
 }
 
-async fn attempt(addr: SocketAddr, outer: &str, ask: H2cAsk<'static>) -> hypercorn::Attempt {
-    let outer = outer.to_string();
+/// The h2c client: `outer` upgraded with `ask` (and the session `cookie`, or ""), then
+/// `/admin/secret` as root inside the tunnel.
+async fn attempt(
+    addr: SocketAddr,
+    outer: &str,
+    ask: H2cAsk<'static>,
+    cookie: &str,
+) -> hypercorn::Attempt {
+    let (outer, cookie) = (outer.to_string(), cookie.to_string());
     tokio::task::spawn_blocking(move || {
-        hypercorn::h2c_attempt(addr, &outer, "/admin/secret", &ask)
+        hypercorn::h2c_attempt(addr, &outer, "/admin/secret", &ask, &cookie)
     })
     .await
     .unwrap()
@@ -53,19 +60,16 @@ const ASKS: [H2cAsk<'static>; 4] = [
         upgrade: "h2c",
         connection: "Upgrade",
         settings: false,
-        cookie: "",
     },
     H2cAsk {
         upgrade: "H2C",
         connection: "Upgrade, HTTP2-Settings",
         settings: true,
-        cookie: "",
     },
     H2cAsk {
         upgrade: "h2c",
         connection: "upgrade",
         settings: true,
-        cookie: "",
     },
 ];
 
@@ -77,7 +81,7 @@ async fn h2c_straight_to_the_app_serves_any_path_as_any_user() {
     let app = start_hypercorn().await;
     for ask in ASKS {
         let (upgrade, connection) = (ask.upgrade, ask.connection);
-        let got = attempt(app.addr, "/pub/x", ask).await;
+        let got = attempt(app.addr, "/pub/x", ask, "").await;
         assert_eq!(
             got.upgrade_status, 101,
             "hypercorn switches on {upgrade} / {connection}: {got:?}"
@@ -122,7 +126,7 @@ async fn h2c_tunnel_from_a_public_path_is_400_and_nothing_reaches_the_app() {
     let proxy = gate_in_front(app.addr, "").await;
     for ask in ASKS {
         let what = format!("{} / {}", ask.upgrade, ask.connection);
-        let got = attempt(proxy.addr, "/pub/x", ask).await;
+        let got = attempt(proxy.addr, "/pub/x", ask, "").await;
         assert_h2c_refused(&got, &what);
     }
     // Not the upgrade request, and above all nothing asked for inside the tunnel.
@@ -134,24 +138,15 @@ async fn h2c_tunnel_of_a_signed_in_user_without_rights_is_400_and_nothing_reache
     let app = start_hypercorn().await;
     let proxy = gate_in_front(app.addr, "").await;
     let bob = login(&proxy, "bob", BOB_PASSWORD).await;
-    let bob: &'static str = Box::leak(bob.into_boxed_str());
     for path in ["/", "/pub/x"] {
-        let got = attempt(
-            proxy.addr,
-            path,
-            H2cAsk {
-                cookie: bob,
-                ..H2cAsk::CURL
-            },
-        )
-        .await;
+        let got = attempt(proxy.addr, path, H2cAsk::CURL, &bob).await;
         assert_h2c_refused(&got, path);
     }
     assert_eq!(app.received().len(), 0, "{:?}", app.paths());
     // bob is signed in and may open /, but never /admin.
-    let res = get(proxy.addr, "/", &[("cookie", bob)]).await;
+    let res = get(proxy.addr, "/", &[("cookie", &bob)]).await;
     assert_eq!(res.status, http::StatusCode::OK);
-    let res = get(proxy.addr, "/admin/secret", &[("cookie", bob)]).await;
+    let res = get(proxy.addr, "/admin/secret", &[("cookie", &bob)]).await;
     assert_eq!(res.status, http::StatusCode::FORBIDDEN);
     assert_eq!(app.paths(), ["/"]);
 }
@@ -166,7 +161,14 @@ async fn h2c_with_curl_as_the_issue_shows_it() {
     let proxy = gate_in_front(app.addr, "").await;
     let curl = |addr: SocketAddr| {
         let out = std::process::Command::new(program("curl", "the h2c test runs curl"))
-            .args(["--http2", "-s", "--max-time", "120", "-H", "x-forwarded-user: root"])
+            .args([
+                "--http2",
+                "-s",
+                "--max-time",
+                "120",
+                "-H",
+                "x-forwarded-user: root",
+            ])
             .args(["-w", "\n%{http_code} %{http_version}\n"])
             .arg(format!("http://{addr}/pub/x"))
             .arg(format!("http://{addr}/admin/secret"))
@@ -270,8 +272,14 @@ async fn a_websocket_to_a_real_app_server_is_relayed() {
 #[derive(Clone, Default)]
 struct Switching {
     heads: Arc<Mutex<Vec<String>>>,
-    /// Per switched connection: the bytes read after the 101, and whether it has ended.
-    tunnels: Arc<Mutex<Vec<(Vec<u8>, bool)>>>,
+    tunnels: Arc<Mutex<Vec<Tunnel>>>,
+}
+
+/// One switched connection at the app: the bytes read after the 101, and whether it ended.
+#[derive(Clone, Default)]
+struct Tunnel {
+    bytes: Vec<u8>,
+    ended: bool,
 }
 
 impl Switching {
@@ -331,7 +339,10 @@ impl Switching {
     async fn tunnel(self, mut stream: TcpStream, early: Vec<u8>) {
         let index = {
             let mut tunnels = self.tunnels.lock().unwrap();
-            tunnels.push((early, false));
+            tunnels.push(Tunnel {
+                bytes: early,
+                ended: false,
+            });
             tunnels.len() - 1
         };
         let mut chunk = [0u8; 4096];
@@ -340,7 +351,7 @@ impl Switching {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     self.tunnels.lock().unwrap()[index]
-                        .0
+                        .bytes
                         .extend_from_slice(&chunk[..n]);
                     if stream.write_all(&chunk[..n]).await.is_err() {
                         break;
@@ -348,7 +359,7 @@ impl Switching {
                 }
             }
         }
-        self.tunnels.lock().unwrap()[index].1 = true;
+        self.tunnels.lock().unwrap()[index].ended = true;
     }
 
     fn heads(&self) -> Vec<String> {
@@ -367,8 +378,8 @@ impl Switching {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let tunnels = self.tunnels.lock().unwrap().clone();
-            if tunnels.iter().all(|(_, ended)| *ended) {
-                return tunnels.into_iter().map(|(bytes, _)| bytes).collect();
+            if tunnels.iter().all(|t| t.ended) {
+                return tunnels.into_iter().map(|t| t.bytes).collect();
             }
             assert!(Instant::now() < deadline, "a tunnel to the app stayed open");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -394,7 +405,9 @@ async fn an_unlisted_protocol_is_400_and_a_listed_one_is_relayed() {
     let answer = one_write(proxy.addr, ask).await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
     assert!(
-        answer.contains("upgrade to My-Proto refused: the protocol is not listed in upstream.upgrades"),
+        answer.contains(
+            "upgrade to My-Proto refused: the protocol is not listed in upstream.upgrades"
+        ),
         "{answer}"
     );
     assert!(app.heads().is_empty(), "{:?}", app.heads());
@@ -451,7 +464,9 @@ async fn bytes_sent_before_the_101_are_never_relayed() {
     // Bytes sent after the 101 are relayed as ever.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
-        .write_all(b"GET /pub/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .write_all(
+            b"GET /pub/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
         .await
         .unwrap();
     let mut head = vec![0u8; 0];
@@ -509,7 +524,9 @@ async fn bytes_behind_a_refused_upgrade_are_never_read_as_a_request() {
             "{first}: {answer}"
         );
         assert!(
-            answer.to_ascii_lowercase().contains("\r\nconnection: close\r\n"),
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
             "{answer}"
         );
         assert_eq!(answers(&answer), 1, "{answer}");

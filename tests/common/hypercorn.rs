@@ -277,8 +277,6 @@ pub struct H2cAsk<'a> {
     pub upgrade: &'a str,
     pub connection: &'a str,
     pub settings: bool,
-    /// A `name=value` session cookie, or "".
-    pub cookie: &'a str,
 }
 
 impl H2cAsk<'_> {
@@ -287,13 +285,19 @@ impl H2cAsk<'_> {
         upgrade: "h2c",
         connection: "Upgrade, HTTP2-Settings",
         settings: true,
-        cookie: "",
     };
 }
 
-/// Runs the h2c client against `addr`: `outer` is the upgraded request's path, `inner` the
-/// one requested inside the tunnel (as `root`). Blocking: call it from `spawn_blocking`.
-pub fn h2c_attempt(addr: SocketAddr, outer: &str, inner: &str, ask: &H2cAsk) -> Attempt {
+/// Runs the h2c client against `addr`: `outer` is the upgraded request's path, sent with the
+/// session `cookie` (`name=value`, or ""); `inner` the one requested inside the tunnel (as
+/// `root`). Blocking: call it from `spawn_blocking`.
+pub fn h2c_attempt(
+    addr: SocketAddr,
+    outer: &str,
+    inner: &str,
+    ask: &H2cAsk,
+    cookie: &str,
+) -> Attempt {
     let out = Command::new(super::python::interpreter())
         .arg("-c")
         .arg(H2C_CLIENT)
@@ -305,7 +309,7 @@ pub fn h2c_attempt(addr: SocketAddr, outer: &str, inner: &str, ask: &H2cAsk) -> 
             ask.upgrade,
             ask.connection,
             if ask.settings { "yes" } else { "no" },
-            ask.cookie,
+            cookie,
         ])
         .output()
         .expect("run the h2c client");
