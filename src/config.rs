@@ -107,6 +107,7 @@ mod file {
         pub ca: Option<String>,
         pub tls_server_name: Option<String>,
         pub tunnel_idle_timeout: Option<String>,
+        pub upgrades: Option<Vec<String>>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -257,6 +258,9 @@ pub struct UpstreamConfig {
     pub identity_header: HeaderName,
     /// Carries the user's groups, comma-separated.
     pub groups_header: HeaderName,
+    /// `upstream.upgrades`: the protocols an HTTP/1.1 upgrade may switch to, lower case
+    /// (never `h2c`; see `upgrade::decide`).
+    pub upgrades: Vec<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -956,7 +960,41 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         target,
         identity_header,
         groups_header,
+        upgrades: upgrades(u.upgrades.as_deref())?,
     })
+}
+
+/// `upstream.upgrades` (default `["websocket"]`), lower case. Each entry is a protocol name
+/// (an HTTP token); `h2c` is refused here as it is on every request, so a config that lists
+/// it fails at start rather than seeming to allow it.
+fn upgrades(listed: Option<&[String]>) -> Result<Vec<http::HeaderValue>, ConfigError> {
+    let Some(listed) = listed else {
+        return Ok(vec![http::HeaderValue::from_static("websocket")]);
+    };
+    let mut out: Vec<http::HeaderValue> = Vec::with_capacity(listed.len());
+    for (i, name) in listed.iter().enumerate() {
+        let key = || format!("upstream.upgrades[{i}]");
+        if name.eq_ignore_ascii_case("h2c") {
+            return Err(invalid(
+                key(),
+                "h2c can never be relayed: after it the client sends HTTP/2 requests straight to the app, past sessiongate; remove it",
+            ));
+        }
+        if !crate::upgrade::is_token(name.as_bytes()) {
+            return Err(invalid(
+                key(),
+                format!(
+                    "{name:?} is not a protocol name (letters, digits and !#$%&'*+-.^_`|~, no spaces, no version)"
+                ),
+            ));
+        }
+        let lower = http::HeaderValue::from_str(&name.to_ascii_lowercase())
+            .map_err(|_| invalid(key(), "is not a valid header value"))?;
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
 }
 
 fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, ConfigError> {
@@ -1620,5 +1658,66 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         let all = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(all.auth.login_workers, cores);
         assert_eq!(all.server.workers, cores);
+    }
+
+    fn with_upgrades(line: &str) -> Result<Config, ConfigError> {
+        let toml = MINIMAL.replace(
+            "url = \"http://127.0.0.1:3000\"",
+            &format!("url = \"http://127.0.0.1:3000\"\n{line}"),
+        );
+        Config::from_toml(&toml)
+    }
+
+    #[test]
+    fn upstream_upgrades_default_to_websocket_and_are_lower_cased() {
+        let names = |c: Config| -> Vec<String> {
+            c.upstream
+                .upgrades
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(with_upgrades("").unwrap()), ["websocket"]);
+        assert_eq!(
+            names(
+                with_upgrades("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()
+            ),
+            ["websocket", "my-proto"]
+        );
+        assert!(names(with_upgrades("upgrades = []").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn upstream_upgrades_never_list_h2c_and_hold_only_tokens() {
+        for (line, key, says) in [
+            (
+                "upgrades = [\"websocket\", \"h2c\"]",
+                "upstream.upgrades[1]",
+                "h2c can never be relayed",
+            ),
+            (
+                "upgrades = [\"H2C\"]",
+                "upstream.upgrades[0]",
+                "h2c can never be relayed",
+            ),
+            (
+                "upgrades = [\"web socket\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
+            (
+                "upgrades = [\"websocket/13\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
+            (
+                "upgrades = [\"\"]",
+                "upstream.upgrades[0]",
+                "is not a protocol name",
+            ),
+        ] {
+            let e = with_upgrades(line).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(says), "{line}: {e}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
@@ -32,7 +32,7 @@ use crate::response::{self, Body};
 use crate::session::SessionId;
 use crate::sessions_page;
 use crate::tunnel;
-use crate::upgrade;
+use crate::upgrade::{self, Upgrade};
 
 /// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {
@@ -64,12 +64,18 @@ pub async fn handle(
     let start = Instant::now();
     let method = req.method().clone();
     let refused = refusal(&mut req);
+    let upgrade = upgrade::decide(&req, &app.config.upstream.upgrades);
+    let close_unless_switched = upgrade.asked() && req.version() <= Version::HTTP_11;
     let uri = req.uri().clone();
     let client = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
-    let (mut res, logged) = match refused {
+    let (mut res, logged) = match (refused, upgrade) {
+        (None, Upgrade::Refused(why)) => (
+            RequestError::Upgrade(why).response(),
+            Logged::anonymous(DecisionLabel::Invalid),
+        ),
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
         // leaves the connection's other requests and the process running.
-        None => AssertUnwindSafe(route(&app, &conn, req))
+        (None, upgrade) => AssertUnwindSafe(route(&app, &conn, req, upgrade))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
@@ -79,8 +85,15 @@ pub async fn handle(
                     Logged::anonymous(DecisionLabel::Invalid),
                 )
             }),
-        Some(e) => (e.response(), Logged::anonymous(DecisionLabel::Invalid)),
+        (Some(e), _) => (e.response(), Logged::anonymous(DecisionLabel::Invalid)),
     };
+    // After any answer but 101 to a request that carried Upgrade, hyper would read the bytes
+    // behind it as the next request: a client that sent its new protocol's first bytes early,
+    // or a request hidden there, would be served as if it had been sent on its own.
+    if close_unless_switched && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if conn.proto == "https"
         && let Some(hsts) = &app.config.server.hsts
     {
@@ -158,8 +171,9 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
 
 async fn route(
     app: &Arc<App>,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
+    upgrade: Upgrade<'_>,
 ) -> (Response<Body>, Logged) {
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix(app.config.auth.prefix.as_str())
@@ -174,7 +188,12 @@ async fn route(
         );
         return (res, Logged::anonymous(DecisionLabel::Invalid));
     };
-    let upgrade = upgrade::requested(&req);
+    // Only a relayed upgrade tunnels; an ignored one is an ordinary request (`Upgrade` is
+    // hop-by-hop, so the app never sees it) and refusals never got here.
+    let upgrade = match upgrade {
+        Upgrade::Relay(protocol) => Some(protocol),
+        _ => None,
+    };
     if upgrade.is_some()
         && !upgrade::origin_allowed(req.headers(), conn, &app.config.auth.websocket_origins)
     {
@@ -357,17 +376,18 @@ fn forwarding<'a>(app: &'a App, conn: &'a ConnInfo, user: Option<&'a User>) -> F
     }
 }
 
-/// An upgrade the gate let through: forwarded like any request (with `Connection` and
-/// `Upgrade` set again after the hop-by-hop scrub); on the upstream's 101 the tunnel starts,
-/// bound to the session; any other answer is passed back as it is.
+/// An upgrade `upgrade::decide` relays and the gate let through: forwarded like any request
+/// (with `Connection: upgrade` and the listed `protocol` set again after the hop-by-hop
+/// scrub); on the upstream's 101 the tunnel starts, bound to the session; any other answer is
+/// passed back as it is (and the connection closed after it, see `handle`).
 async fn tunnel(
     app: &Arc<App>,
     upstream: &Upstream,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     mut req: Request<Incoming>,
     user: Option<&User>,
     session: Option<SessionId>,
-    protocol: http::HeaderValue,
+    protocol: &HeaderValue,
 ) -> (Response<Body>, Option<Duration>) {
     let binding = match session {
         None => None,
@@ -384,7 +404,7 @@ async fn tunnel(
         header::CONNECTION,
         http::HeaderValue::from_static("upgrade"),
     );
-    h.insert(header::UPGRADE, protocol);
+    h.insert(header::UPGRADE, protocol.clone());
     let start = Instant::now();
     let answer = upstream.send_upgrade(req).await;
     let took = start.elapsed();
@@ -411,6 +431,7 @@ async fn tunnel(
             );
             tunnel::spawn(
                 app.clone(),
+                conn.clone(),
                 client_side,
                 upstream_side,
                 registered,

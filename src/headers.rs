@@ -70,8 +70,10 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR, value);
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see, and
-/// `Upgrade`: an upgrade request gets it back from the tunnel path, `handler::tunnel`).
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see,
+/// `Upgrade`: an upgrade request gets it back from the tunnel path, `handler::tunnel`, and
+/// `HTTP2-Settings`, which belongs to an h2c upgrade of this one hop, RFC 7540 §3.2.1, and
+/// must not reach the app even when the client left it out of `Connection`).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
@@ -84,6 +86,7 @@ fn is_hop_by_hop(name: &str) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
+            | "http2-settings"
     )
 }
 

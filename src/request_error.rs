@@ -19,6 +19,9 @@ pub enum RequestError {
     /// Framing two parsers could read differently (see `headers::check_framing`).
     #[error("invalid request: {0}")]
     Framing(&'static str),
+    /// An upgrade sessiongate does not relay (see `upgrade::decide`).
+    #[error(transparent)]
+    Upgrade(crate::upgrade::Refused),
     #[error("sessions cannot be checked right now; try again in a moment")]
     StoreUnavailable,
     #[error("too many logins in progress; try again in a moment")]
@@ -33,7 +36,9 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RequestError::BadTarget(_) | RequestError::Framing(_) => StatusCode::BAD_REQUEST,
+            RequestError::BadTarget(_) | RequestError::Framing(_) | RequestError::Upgrade(_) => {
+                StatusCode::BAD_REQUEST
+            }
             RequestError::StoreUnavailable | RequestError::LoginsBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

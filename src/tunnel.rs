@@ -7,6 +7,9 @@
 //! - no byte moved either way for `upstream.tunnel_idle_timeout`;
 //! - shutdown, after `server.shutdown_timeout`.
 //!
+//! A client that sent bytes after its upgrade request before the 101 came back gets no tunnel:
+//! the connection is closed without relaying them (see [`EarlyBytes`]).
+//!
 //! Traffic in a tunnel counts as use of its session (written back at most once per
 //! `session.touch_interval`), so a live dashboard does not idle its user out; a tunnel that
 //! checks and finds its session gone (idled out, ended) closes.
@@ -24,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::App;
+use crate::conn::ConnInfo;
 use crate::session::SessionId;
 use crate::session::tunnels::Registered;
 
@@ -43,11 +47,25 @@ pub struct Binding {
     pub started: SystemTime,
 }
 
+/// The client sent bytes after its upgrade request before the 101 was written back: hyper
+/// had read them past the request head, and the upgraded connection holds them ahead of
+/// anything read from the socket later. No client of a relayed protocol may do this (RFC 6455
+/// §4.1: the client waits for the server's answer before sending anything more), and they
+/// were sent without knowing whether the app would switch, so they may be an HTTP request
+/// meant for the app directly (a known way of slipping requests past proxies). The tunnel is
+/// closed rather than the bytes discarded: discarding would leave both sides out of step in
+/// the new protocol, and closing tells the client at once.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent bytes before the upgrade was answered")]
+struct EarlyBytes;
+
 /// Relays between the client's and the upstream's side once both upgrades complete, until one
 /// of the ends in the module comment. Holds `permit` (one of `server.max_connections`) and the
-/// registry entry for as long as it runs.
+/// registry entry for as long as it runs. `conn` is the client connection, to tell bytes it
+/// sent before the 101 ([`EarlyBytes`]).
 pub fn spawn(
     app: Arc<App>,
+    conn: Arc<ConnInfo>,
     client: OnUpgrade,
     upstream: OnUpgrade,
     registered: Registered,
@@ -69,6 +87,7 @@ pub fn spawn(
             inner: TokioIo::new(client),
             epoch,
             last_byte: last_byte.clone(),
+            unchecked: Some(conn),
         };
         let mut upstream = TokioIo::new(upstream);
         let relay =
@@ -77,6 +96,10 @@ pub fn spawn(
         let why = tokio::select! {
             done = relay => match done {
                 Ok(_) => "closed by one side",
+                Err(e) if e.get_ref().is_some_and(|e| e.is::<EarlyBytes>()) => {
+                    tracing::info!("upgrade closed without relaying: {e}");
+                    return;
+                }
                 Err(_) => "connection failed",
             },
             () = registered.close.notified() => "its session ended",
@@ -164,6 +187,9 @@ struct Counted<T> {
     inner: T,
     epoch: Instant,
     last_byte: Arc<AtomicU64>,
+    /// Until the first read: the client connection, whose socket reads tell bytes hyper had
+    /// buffered before the 101 from bytes sent after it.
+    unchecked: Option<Arc<ConnInfo>>,
 }
 
 impl<T> Counted<T> {
@@ -180,8 +206,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        if let Some(conn) = &self.unchecked {
+            conn.activity.clear_socket_read();
+        }
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        let got = matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before;
+        // hyper's upgraded connection hands out what it had buffered first, without reading
+        // the socket: bytes on the first read with no socket read under it came before the 101.
+        if let Some(conn) = self.unchecked.take()
+            && got
+            && !conn.activity.socket_was_read()
+        {
+            return Poll::Ready(Err(io::Error::other(EarlyBytes)));
+        }
+        if got {
             self.moved();
         }
         polled

@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,6 +22,9 @@ use crate::conn::ConnInfo;
 pub struct Activity {
     writes: AtomicU64,
     in_flight: AtomicU32,
+    /// Set on every read from the socket; a tunnel clears it to tell the bytes hyper had
+    /// already buffered from those read afterwards (see `tunnel`).
+    socket_read: AtomicBool,
 }
 
 /// A request being handled; the connection counts as busy until it is dropped.
@@ -39,6 +42,16 @@ impl Activity {
         Busy(self)
     }
 
+    /// Forgets earlier socket reads, so [`Activity::socket_was_read`] tells of reads from now.
+    pub fn clear_socket_read(&self) {
+        self.socket_read.store(false, Ordering::Relaxed);
+    }
+
+    /// The socket was read since [`Activity::clear_socket_read`].
+    pub fn socket_was_read(&self) -> bool {
+        self.socket_read.load(Ordering::Relaxed)
+    }
+
     /// Completes once a whole `period` passed with no write and no request being handled.
     pub async fn stalled(&self, period: Duration) {
         let mut seen = self.writes.load(Ordering::Relaxed);
@@ -53,7 +66,8 @@ impl Activity {
     }
 }
 
-/// A client stream that records its writes in its connection's [`Activity`].
+/// A client stream that records its writes (and that it was read) in its connection's
+/// [`Activity`].
 pub struct Watched<S> {
     inner: S,
     conn: Arc<ConnInfo>,
@@ -75,6 +89,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        // One plain store per read: the read is a system call, this is not measurable.
+        self.conn
+            .activity
+            .socket_read
+            .store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

@@ -12,6 +12,7 @@ declare -A PACKAGES=(
   [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
   [redis-server]=redis-server       # tests/redis_*.rs: the Redis session store
   [npm]=npm                         # tests/browser.rs: installs axe-core (brings nodejs)
+  [curl]=curl                       # tests/security_upgrades.rs: the h2c attack as curl makes it
 )
 
 missing=()
@@ -22,11 +23,13 @@ for cmd in "${!PACKAGES[@]}"; do
 done
 
 # Python packages some tests parse with (a real Prometheus text-format parser, a real
-# Dockerfile parser, a YAML loader), in a virtual environment of their own under target/, so
-# the system's Python is left alone. tests/common/python.rs finds it there.
+# Dockerfile parser, a YAML loader), and hypercorn, the h2c-capable app server
+# tests/security_upgrades.rs puts behind sessiongate (with h2, the HTTP/2 library its client
+# speaks), in a virtual environment of their own under target/, so the system's Python is
+# left alone. tests/common/python.rs finds it there.
 pyenv="$(cd "$(dirname "$0")/.." && pwd)/target/test-python"
-python_packages=(prometheus-client==0.26.0 dockerfile-parse==2.0.1 pyyaml==6.0.4)
-if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml' 2>/dev/null; then
+python_packages=(prometheus-client==0.26.0 dockerfile-parse==2.0.1 pyyaml==6.0.4 hypercorn==0.18.0 h2==4.4.1)
+if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml, hypercorn, h2' 2>/dev/null; then
   echo "--- installing Python packages for the tests: ${python_packages[*]}"
   python3 -m venv "$pyenv"
   "$pyenv/bin/python3" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"

@@ -4,6 +4,7 @@
 
 pub mod dockerfile;
 pub mod edge;
+pub mod hypercorn;
 pub mod python;
 pub mod redis;
 pub mod tls;

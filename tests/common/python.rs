@@ -1,11 +1,13 @@
 //! The test suite's Python, with the parsers some tests use (prometheus-client, dockerfile-parse,
-//! pyyaml), in the virtual environment tests/install-deps.sh makes under target/.
+//! pyyaml) and the upgrade tests' app server and HTTP/2 library (hypercorn, h2), in the
+//! virtual environment tests/install-deps.sh makes under target/.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-fn interpreter() -> PathBuf {
+/// The virtual environment's python3.
+pub fn interpreter() -> PathBuf {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-python/bin/python3");
     assert!(
         python.exists(),
