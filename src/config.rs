@@ -107,6 +107,7 @@ mod file {
         pub ca: Option<String>,
         pub tls_server_name: Option<String>,
         pub tunnel_idle_timeout: Option<String>,
+        pub default_cache_control: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -257,6 +258,9 @@ pub struct UpstreamConfig {
     pub identity_header: HeaderName,
     /// Carries the user's groups, comma-separated.
     pub groups_header: HeaderName,
+    /// `Cache-Control` given to a signed-in answer the app sent without one, so a shared cache
+    /// in front cannot keep it for others; `None` when set to `""`.
+    pub default_cache_control: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -944,6 +948,10 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
                 ),
                 ("upstream.ca", u.ca.is_some()),
                 ("upstream.tls_server_name", u.tls_server_name.is_some()),
+                (
+                    "upstream.default_cache_control",
+                    u.default_cache_control.is_some(),
+                ),
             ] {
                 if set {
                     return Err(invalid(key, "needs upstream.url"));
@@ -956,7 +964,28 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         target,
         identity_header,
         groups_header,
+        default_cache_control: default_cache_control(u.default_cache_control.as_deref())?,
     })
+}
+
+/// `upstream.default_cache_control`: any value a `Cache-Control` header can carry (sent as
+/// written), `""` for none.
+fn default_cache_control(text: Option<&str>) -> Result<Option<http::HeaderValue>, ConfigError> {
+    const KEY: &str = "upstream.default_cache_control";
+    match text.map(str::trim) {
+        // Static, so the copy put on each answer is a pointer, not a reference count shared by
+        // every worker thread.
+        None | Some("private") => Ok(Some(http::HeaderValue::from_static("private"))),
+        Some("") => Ok(None),
+        Some(text) => http::HeaderValue::from_str(text).map(Some).map_err(|_| {
+            invalid(
+                KEY,
+                format!(
+                    "{text:?} cannot be a header value (no line breaks or control characters); write e.g. \"private\", or \"\" to leave answers as the app sent them"
+                ),
+            )
+        }),
+    }
 }
 
 fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, ConfigError> {
@@ -1620,5 +1649,35 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         let all = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(all.auth.login_workers, cores);
         assert_eq!(all.server.workers, cores);
+    }
+
+    fn with_cache_control(line: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&MINIMAL.replace(
+            "url = \"http://127.0.0.1:3000\"",
+            &format!("url = \"http://127.0.0.1:3000\"\n{line}"),
+        ))
+    }
+
+    #[test]
+    fn default_cache_control_is_private_off_when_empty_and_any_header_value() {
+        let value = |line: &str| {
+            with_cache_control(line)
+                .unwrap()
+                .upstream
+                .default_cache_control
+        };
+        assert_eq!(value("").unwrap(), "private");
+        assert_eq!(value("default_cache_control = \"\"").as_ref(), None);
+        assert_eq!(
+            value("default_cache_control = \"private, no-store, max-age=0\"").unwrap(),
+            "private, no-store, max-age=0"
+        );
+        let e = with_cache_control("default_cache_control = \"private\\nx-evil: 1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.default_cache_control") && e.contains("header value"),
+            "{e}"
+        );
     }
 }
