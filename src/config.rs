@@ -108,6 +108,7 @@ mod file {
         pub tls_server_name: Option<String>,
         pub tunnel_idle_timeout: Option<String>,
         pub upgrades: Option<Vec<String>>,
+        pub default_cache_control: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -261,6 +262,9 @@ pub struct UpstreamConfig {
     /// `upstream.upgrades`: the protocols an HTTP/1.1 upgrade may switch to, lower case
     /// (never `h2c`; see `upgrade::decide`).
     pub upgrades: Vec<http::HeaderValue>,
+    /// `Cache-Control` given to a signed-in answer the app sent without one, so a shared cache
+    /// in front cannot keep it for others; `None` when set to `""`.
+    pub default_cache_control: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -948,6 +952,10 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
                 ),
                 ("upstream.ca", u.ca.is_some()),
                 ("upstream.tls_server_name", u.tls_server_name.is_some()),
+                (
+                    "upstream.default_cache_control",
+                    u.default_cache_control.is_some(),
+                ),
             ] {
                 if set {
                     return Err(invalid(key, "needs upstream.url"));
@@ -961,6 +969,7 @@ fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> 
         identity_header,
         groups_header,
         upgrades: upgrades(u.upgrades.as_deref())?,
+        default_cache_control: default_cache_control(u.default_cache_control.as_deref())?,
     })
 }
 
@@ -995,6 +1004,26 @@ fn upgrades(listed: Option<&[String]>) -> Result<Vec<http::HeaderValue>, ConfigE
         }
     }
     Ok(out)
+}
+
+/// `upstream.default_cache_control`: any value a `Cache-Control` header can carry (sent as
+/// written), `""` for none.
+fn default_cache_control(text: Option<&str>) -> Result<Option<http::HeaderValue>, ConfigError> {
+    const KEY: &str = "upstream.default_cache_control";
+    match text.map(str::trim) {
+        // Static, so the copy put on each answer is a pointer, not a reference count shared by
+        // every worker thread.
+        None | Some("private") => Ok(Some(http::HeaderValue::from_static("private"))),
+        Some("") => Ok(None),
+        Some(text) => http::HeaderValue::from_str(text).map(Some).map_err(|_| {
+            invalid(
+                KEY,
+                format!(
+                    "{text:?} cannot be a header value (no line breaks or control characters); write e.g. \"private\", or \"\" to leave answers as the app sent them"
+                ),
+            )
+        }),
+    }
 }
 
 fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, ConfigError> {
@@ -1660,7 +1689,7 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         assert_eq!(all.server.workers, cores);
     }
 
-    fn with_upgrades(line: &str) -> Result<Config, ConfigError> {
+    fn with_upstream_line(line: &str) -> Result<Config, ConfigError> {
         let toml = MINIMAL.replace(
             "url = \"http://127.0.0.1:3000\"",
             &format!("url = \"http://127.0.0.1:3000\"\n{line}"),
@@ -1677,14 +1706,14 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
                 .map(|v| v.to_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(names(with_upgrades("").unwrap()), ["websocket"]);
+        assert_eq!(names(with_upstream_line("").unwrap()), ["websocket"]);
         assert_eq!(
             names(
-                with_upgrades("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()
+                with_upstream_line("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()
             ),
             ["websocket", "my-proto"]
         );
-        assert!(names(with_upgrades("upgrades = []").unwrap()).is_empty());
+        assert!(names(with_upstream_line("upgrades = []").unwrap()).is_empty());
     }
 
     #[test]
@@ -1716,8 +1745,31 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
                 "is not a protocol name",
             ),
         ] {
-            let e = with_upgrades(line).unwrap_err().to_string();
+            let e = with_upstream_line(line).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains(says), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn default_cache_control_is_private_off_when_empty_and_any_header_value() {
+        let value = |line: &str| {
+            with_upstream_line(line)
+                .unwrap()
+                .upstream
+                .default_cache_control
+        };
+        assert_eq!(value("").unwrap(), "private");
+        assert_eq!(value("default_cache_control = \"\"").as_ref(), None);
+        assert_eq!(
+            value("default_cache_control = \"private, no-store, max-age=0\"").unwrap(),
+            "private, no-store, max-age=0"
+        );
+        let e = with_upstream_line("default_cache_control = \"private\\nx-evil: 1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream.default_cache_control") && e.contains("header value"),
+            "{e}"
+        );
     }
 }

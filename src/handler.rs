@@ -218,13 +218,21 @@ async fn route(
         Decision::Public { user } => Some(user.as_deref()),
         _ => None,
     };
-    let (res, upstream_time) = match (user, upgrade) {
+    let (mut res, upstream_time) = match (user, upgrade) {
         (Some(user), None) => proxy(app, upstream, conn, req, user).await,
         (Some(user), Some(protocol)) => {
             tunnel(app, upstream, conn, req, user, verdict.session, protocol).await
         }
         (None, _) => (refusal::answer(app, &req, &verdict.decision), None),
     };
+    // Only a signed-in answer: what a public path serves is the app's to cache (even to a
+    // browser with a session), and a 101 starts a tunnel, not a response anyone stores.
+    if let Decision::Allow { .. } = verdict.decision
+        && let Some(value) = &app.config.upstream.default_cache_control
+        && !res.status().is_informational()
+    {
+        headers::default_cache_control(res.headers_mut(), value);
+    }
     let mut logged = logged(verdict);
     logged.upstream = upstream_time;
     (res, logged)

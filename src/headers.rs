@@ -127,6 +127,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_where(headers, |name| is_hop_by_hop(name.as_str()));
 }
 
+/// Gives an answer without `Cache-Control` this one (`upstream.default_cache_control`): a
+/// shared cache in front (a CDN) would otherwise be free to keep a signed-in page and serve it
+/// to anyone. An answer with its own is the app's decision and keeps it as sent.
+pub fn default_cache_control(headers: &mut HeaderMap, value: &HeaderValue) {
+    if let header::Entry::Vacant(slot) = headers.entry(header::CACHE_CONTROL) {
+        slot.insert(value.clone());
+    }
+}
+
 /// Cleans a request for the upstream, in one pass: hop-by-hop headers; every client copy
 /// of the identity and groups headers in any spelling; headers that override the path; and,
 /// unless the peer is a trusted proxy, `Forwarded` and `X-Real-IP` (X-Forwarded-For/-Proto/
@@ -378,5 +387,34 @@ mod tests {
         assert!(is_reserved(&header::HOST));
         assert!(is_reserved(&X_FORWARDED_FOR));
         assert!(!is_reserved(&HeaderName::from_static("x-forwarded-user")));
+    }
+
+    #[test]
+    fn default_cache_control_fills_only_an_absent_header() {
+        let private = HeaderValue::from_static("private");
+        let mut none = map(&[("content-type", "text/html")]);
+        default_cache_control(&mut none, &private);
+        assert_eq!(
+            none.get_all(header::CACHE_CONTROL)
+                .iter()
+                .collect::<Vec<_>>(),
+            [&private]
+        );
+
+        let mut own = map(&[
+            ("cache-control", "public, max-age=60"),
+            ("cache-control", "s-maxage=5"),
+        ]);
+        default_cache_control(&mut own, &private);
+        assert_eq!(
+            own.get_all(header::CACHE_CONTROL)
+                .iter()
+                .collect::<Vec<_>>(),
+            ["public, max-age=60", "s-maxage=5"]
+        );
+        // Even an empty one is the app's.
+        let mut empty = map(&[("cache-control", "")]);
+        default_cache_control(&mut empty, &private);
+        assert_eq!(empty.get(header::CACHE_CONTROL).unwrap(), "");
     }
 }

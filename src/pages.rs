@@ -3,6 +3,8 @@
 //! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
 //! fuel and a recursion limit, and can reach no file: there is no loader.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use minijinja::value::Value;
@@ -19,12 +21,19 @@ const RECURSION_LIMIT: usize = 32;
 /// The name the user's template is registered under in place of the built-in one.
 const CUSTOM: &str = "custom-sign-in.html";
 
-/// Only scripts we never serve could use these pages' content; framing is refused too. Images
+/// The pages' Content-Security-Policy around its `style-src`, which lists the hash of each
+/// `<style>` element the page has (see [`csp_for`]). No script runs (`default-src 'none'`, and
+/// the pages have none); no other site may frame them (clickjacking a sign-in form); images
 /// only from here (the logo) and `data:` (the empty icon that keeps the browser from asking
-/// the app for /favicon.ico).
-pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'";
-/// An SVG logo opened on its own can run no script and load nothing.
-const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+/// the app for /favicon.ico); forms post only here; no `<base>` can move where links point.
+const CSP_HEAD: &str = "default-src 'none'; style-src";
+const CSP_TAIL: &str =
+    "; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// An SVG logo opened on its own can run no script, load nothing and not be framed. Its styles
+/// stay `'unsafe-inline'`: the file is the operator's, SVG editors write `style="..."`
+/// attributes (which no hash in `style-src` can allow), and with no script and nothing to load
+/// a style in it can do nothing but draw.
+const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
 /// The accent when `login_page.accent_color` is not set: white text on it passes WCAG AA.
 pub const DEFAULT_ACCENT: &str = "#1f5fbf";
@@ -98,6 +107,12 @@ pub struct SignIn<'a> {
     pub notice: Option<&'a str>,
 }
 
+/// A page rendered as HTML, with the Content-Security-Policy that lets its styles apply.
+pub struct Page {
+    pub html: String,
+    csp: HeaderValue,
+}
+
 /// The compiled templates and the branding they are rendered with; built once per config.
 pub struct Pages {
     env: Environment<'static>,
@@ -106,6 +121,9 @@ pub struct Pages {
     /// `{prefix}/logo?v=HASH`, so the long cache lifetime never shows an old logo.
     logo_url: Option<String>,
     accent_text: &'static str,
+    /// The built-in pages' CSP: their one `<style>` depends on the branding alone, so its
+    /// hash is computed here, once per config.
+    csp: HeaderValue,
 }
 
 impl std::fmt::Debug for Pages {
@@ -193,7 +211,9 @@ impl Pages {
             accent_text: text_on(&branding.accent_color),
             branding,
             logo_url,
-        };
+            csp: HeaderValue::from_static(""),
+        }
+        .with_csp();
         if let Some(t) = template {
             pages.try_user_template(t)?;
         }
@@ -203,14 +223,36 @@ impl Pages {
     /// The built-in pages with the default branding, for the unit tests.
     #[cfg(test)]
     pub fn built_in() -> &'static Pages {
-        static PAGES: std::sync::LazyLock<Pages> = std::sync::LazyLock::new(|| Pages {
-            env: environment(),
-            custom: None,
-            accent_text: text_on(DEFAULT_ACCENT),
-            branding: Branding::default(),
-            logo_url: None,
+        static PAGES: std::sync::LazyLock<Pages> = std::sync::LazyLock::new(|| {
+            Pages {
+                env: environment(),
+                custom: None,
+                accent_text: text_on(DEFAULT_ACCENT),
+                branding: Branding::default(),
+                logo_url: None,
+                csp: HeaderValue::from_static(""),
+            }
+            .with_csp()
         });
         &PAGES
+    }
+
+    /// Sets the built-in pages' CSP from the layout they all extend, rendered with this
+    /// branding.
+    fn with_csp(mut self) -> Pages {
+        let mut ctx = self.common("");
+        ctx.push(("body", Value::from("")));
+        let layout = self.built_in_or_plain("layout.html", context(ctx), "");
+        self.csp = csp_for(&layout);
+        self
+    }
+
+    /// A built-in page's HTML with the built-in pages' CSP.
+    fn built_in_page(&self, html: String) -> Page {
+        Page {
+            html,
+            csp: self.csp.clone(),
+        }
     }
 
     pub fn logo(&self) -> Option<&Logo> {
@@ -275,46 +317,53 @@ impl Pages {
 
     /// The sign-in page: the user's template if there is one, the built-in one if there is
     /// none or if it fails at this render (logged).
-    pub fn sign_in(&self, page: &SignIn<'_>) -> String {
+    pub fn sign_in(&self, page: &SignIn<'_>) -> Page {
         let ctx = self.sign_in_context(page);
         if let Some(path) = &self.custom {
             match self.render(CUSTOM, ctx.clone()) {
-                Ok(html) => return html,
+                // Hashed at each render: the template's own `<style>` may depend on what this
+                // render shows (`{% if error %}`), which no render at load can foresee.
+                Ok(html) => {
+                    return Page {
+                        csp: csp_for(&html),
+                        html,
+                    };
+                }
                 Err(e) => tracing::error!(
                     "login_page.template {path}: {}; showing the built-in sign-in page",
                     template_error(path, &e)
                 ),
             }
         }
-        self.built_in_or_plain("sign-in.html", ctx, &self.branding.title)
+        self.built_in_page(self.built_in_or_plain("sign-in.html", ctx, &self.branding.title))
     }
 
     /// The second-factor page: one code field, posted to `action` with `hidden_fields`.
-    pub fn code(&self, action: &str, hidden: &[(&str, &str)], error: Option<&str>) -> String {
+    pub fn code(&self, action: &str, hidden: &[(&str, &str)], error: Option<&str>) -> Page {
         let mut ctx = self.common("Enter your code");
         ctx.extend([
             ("action", attribute(action)),
             ("hidden_fields", hidden_fields(hidden)),
             ("error", Value::from(error)),
         ]);
-        self.built_in_or_plain("code.html", context(ctx), "Enter your code")
+        self.built_in_page(self.built_in_or_plain("code.html", context(ctx), "Enter your code"))
     }
 
     /// A page titled `title` saying `lines` (text), then `body` (HTML already escaped).
-    pub fn message(&self, title: &str, lines: &[&str], body: &str) -> String {
+    pub fn message(&self, title: &str, lines: &[&str], body: &str) -> Page {
         let mut ctx = self.common(title);
         ctx.extend([
             ("lines", Value::from_iter(lines.iter().copied())),
             ("body", Value::from_safe_string(body.to_string())),
         ]);
-        self.built_in_or_plain("error.html", context(ctx), title)
+        self.built_in_page(self.built_in_or_plain("error.html", context(ctx), title))
     }
 
     /// The page shell around `body` (HTML already escaped), as the sessions page uses it.
-    pub fn shell(&self, title: &str, body: &str) -> String {
+    pub fn shell(&self, title: &str, body: &str) -> Page {
         let mut ctx = self.common(title);
         ctx.push(("body", Value::from_safe_string(body.to_string())));
-        self.built_in_or_plain("layout.html", context(ctx), title)
+        self.built_in_page(self.built_in_or_plain("layout.html", context(ctx), title))
     }
 
     fn built_in_or_plain(&self, name: &str, ctx: Value, title: &str) -> String {
@@ -344,15 +393,14 @@ fn template_error(path: &str, e: &minijinja::Error) -> TemplateError {
     }
 }
 
-/// An HTML answer with the pages' security headers, never cached or framed.
-pub fn respond(status: StatusCode, html: String) -> Response<Body> {
-    let mut res = response::full(status, "text/html; charset=utf-8", html);
+/// Every HTML page sessiongate shows goes out here, with the pages' security headers: never
+/// cached, never framed (the CSP's `frame-ancestors`, and `X-Frame-Options` for browsers
+/// without it), no script, and (from [`response::full`]) never sniffed as another type.
+pub fn respond(status: StatusCode, page: Page) -> Response<Body> {
+    let mut res = response::full(status, "text/html; charset=utf-8", page.html);
     no_store(&mut res);
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, page.csp);
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
@@ -376,11 +424,97 @@ pub fn logo_response(pages: &Pages) -> Response<Body> {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(LOGO_CSP),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     res
+}
+
+/// The pages' CSP for `html`: `style-src` lists the hash of each `<style>` element in it and
+/// nothing else, so no injected style (and no `style="..."` attribute) applies; with none,
+/// `'none'`.
+fn csp_for(html: &str) -> HeaderValue {
+    let mut csp = String::from(CSP_HEAD);
+    let mut any = false;
+    for css in style_texts(html) {
+        csp.push_str(" 'sha256-");
+        csp.push_str(&BASE64.encode(style_digest(css)));
+        csp.push('\'');
+        any = true;
+    }
+    if !any {
+        csp.push_str(" 'none'");
+    }
+    csp.push_str(CSP_TAIL);
+    // Base64, quotes and the fixed parts only: always a header value.
+    HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
+        "default-src 'none'; frame-ancestors 'none'",
+    ))
+}
+
+/// SHA-256 of a `<style>` element's text as a browser hashes it: after its parser has turned
+/// each CRLF and lone CR into LF (a template saved with Windows line ends still matches).
+fn style_digest(css: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut sha = sha2::Sha256::new();
+    let mut rest = css.as_bytes();
+    while let Some(cr) = rest.iter().position(|&b| b == b'\r') {
+        sha.update(&rest[..cr]);
+        sha.update(b"\n");
+        rest = &rest[cr + 1..];
+        if let Some(after) = rest.strip_prefix(b"\n") {
+            rest = after;
+        }
+    }
+    sha.update(rest);
+    sha.finalize().into()
+}
+
+/// The text of each `<style>` element in `html`, found as an HTML parser finds it: from the
+/// end of the start tag (quoted attribute values may hold `>`) to the next `</style`, or to
+/// the end. A `<style>` inside a comment or another element's raw text is listed too; that
+/// only allows a style its author wrote, since every value a template prints is escaped.
+fn style_texts(html: &str) -> impl Iterator<Item = &str> {
+    let mut rest = html;
+    std::iter::from_fn(move || {
+        let open = tag_at(rest, "<style")?;
+        let attributes = &rest[open + "<style".len()..];
+        let text = &attributes[start_tag_end(attributes)?..];
+        let len = tag_at(text, "</style").unwrap_or(text.len());
+        rest = &text[len..];
+        Some(&text[..len])
+    })
+}
+
+/// Where `tag` (`<name` or `</name`) first starts in `html`, in any case, as a whole name:
+/// followed by `>`, `/`, white space or the end.
+fn tag_at(html: &str, tag: &str) -> Option<usize> {
+    let bytes = html.as_bytes();
+    html.match_indices('<').map(|(i, _)| i).find(|&i| {
+        bytes[i..]
+            .get(..tag.len())
+            .is_some_and(|name| name.eq_ignore_ascii_case(tag.as_bytes()))
+            && bytes
+                .get(i + tag.len())
+                .is_none_or(|&b| b == b'>' || b == b'/' || b.is_ascii_whitespace())
+    })
+}
+
+/// The offset just past the `>` that ends a start tag whose attributes begin `attributes`: a
+/// quote right after `=` starts a value that may hold `>`.
+fn start_tag_end(attributes: &str) -> Option<usize> {
+    let mut quote = None;
+    let mut after_equals = false;
+    for (i, b) in attributes.bytes().enumerate() {
+        match quote {
+            Some(q) if q == b => quote = None,
+            Some(_) => {}
+            None if b == b'>' => return Some(i + 1),
+            None if after_equals && (b == b'"' || b == b'\'') => quote = Some(b),
+            None if b.is_ascii_whitespace() => continue,
+            None => {}
+        }
+        after_equals = b == b'=';
+    }
+    None
 }
 
 /// `#rgb` or `#rrggbb` as `#rrggbb` lowercase; nothing else, so it cannot carry CSS.
@@ -452,13 +586,15 @@ mod tests {
         for name in ["layout.html", "sign-in.html", "code.html", "error.html"] {
             assert!(pages.env.get_template(name).is_ok(), "{name}");
         }
-        let html = pages.sign_in(&SignIn {
-            action: "/.sessiongate/login",
-            hidden_fields: &[("rd", "/x?a=1&b=\"2\""), ("csrf", "tok")],
-            username: "<alice>",
-            error: Some("Invalid username or password."),
-            notice: None,
-        });
+        let html = pages
+            .sign_in(&SignIn {
+                action: "/.sessiongate/login",
+                hidden_fields: &[("rd", "/x?a=1&b=\"2\""), ("csrf", "tok")],
+                username: "<alice>",
+                error: Some("Invalid username or password."),
+                notice: None,
+            })
+            .html;
         assert!(html.contains("<html lang=\"en\">"), "{html}");
         assert!(
             html.contains(r#"<input type="hidden" name="rd" value="/x?a=1&amp;b=&quot;2&quot;">"#)
@@ -466,17 +602,21 @@ mod tests {
         assert!(html.contains("value=\"&lt;alice&gt;\""));
         assert!(html.contains("role=\"alert\">Invalid username or password.</p>"));
         assert!(html.contains("autocomplete=\"current-password\""));
-        let page = pages.message("Bad gateway", &["one <b>", "two"], "<p>raw</p>");
+        let page = pages
+            .message("Bad gateway", &["one <b>", "two"], "<p>raw</p>")
+            .html;
         assert!(page.contains("<p>one &lt;b&gt;</p>") && page.contains("<p>raw</p>"));
     }
 
     #[test]
     fn the_code_page_has_one_numeric_one_time_code_field() {
-        let html = Pages::built_in().code(
-            "/.sessiongate/login/code",
-            &[("csrf", "t")],
-            Some("Wrong code."),
-        );
+        let html = Pages::built_in()
+            .code(
+                "/.sessiongate/login/code",
+                &[("csrf", "t")],
+                Some("Wrong code."),
+            )
+            .html;
         assert!(html.contains(r#"<form method="post" action="/.sessiongate/login/code">"#));
         assert!(html.contains(r#"name="code" autocomplete="one-time-code" inputmode="numeric""#));
         assert!(html.contains(">Code from your authenticator app</label>"));
@@ -488,13 +628,15 @@ mod tests {
     #[test]
     fn a_user_template_is_escaped_and_must_output_the_hidden_fields() {
         let pages = user("<h1>{{ title }}</h1><p>{{ username }}</p><form action=\"{{ action }}\">{{ hidden_fields }}</form>").unwrap();
-        let html = pages.sign_in(&SignIn {
-            action: "/a",
-            hidden_fields: &[("csrf", "x")],
-            username: "<script>",
-            error: None,
-            notice: None,
-        });
+        let html = pages
+            .sign_in(&SignIn {
+                action: "/a",
+                hidden_fields: &[("csrf", "x")],
+                username: "<script>",
+                error: None,
+                notice: None,
+            })
+            .html;
         assert!(html.contains("<p>&lt;script&gt;</p>"), "{html}");
         assert!(html.contains("name=\"csrf\" value=\"x\""));
 
@@ -566,5 +708,138 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The `'sha256-...'` sources a page's CSP lists for its styles.
+    fn style_sources(page: &Page) -> Vec<String> {
+        let csp = page.csp.to_str().unwrap();
+        let style = csp
+            .split(';')
+            .find_map(|d| d.trim().strip_prefix("style-src "))
+            .unwrap_or_else(|| panic!("no style-src in {csp}"));
+        style.split(' ').map(str::to_string).collect()
+    }
+
+    fn sources_for(styles: &[&str]) -> Vec<String> {
+        styles
+            .iter()
+            .map(|css| format!("'sha256-{}'", BASE64.encode(style_digest(css))))
+            .collect()
+    }
+
+    #[test]
+    fn every_built_in_page_allows_exactly_its_own_style_and_no_script_or_framing() {
+        let branding = Branding {
+            accent_color: "#f46800".to_string(),
+            ..Branding::default()
+        };
+        let pages = Pages::new(branding, None, "/.sessiongate").unwrap();
+        let rendered = [
+            pages.sign_in(&SignIn {
+                action: "/.sessiongate/login",
+                hidden_fields: &[("csrf", "t")],
+                username: "",
+                error: Some("Invalid username or password."),
+                notice: None,
+            }),
+            pages.code("/.sessiongate/login/code", &[("csrf", "t")], None),
+            pages.message("Bad gateway", &["The app could not be reached."], ""),
+            pages.shell("Your sessions", "<main>rows</main>"),
+        ];
+        for page in &rendered {
+            let styles: Vec<&str> = style_texts(&page.html).collect();
+            assert_eq!(styles.len(), 1, "{}", page.html);
+            assert!(styles[0].contains("--accent: #f46800;"), "{}", styles[0]);
+            assert_eq!(style_sources(page), sources_for(&styles));
+            let csp = page.csp.to_str().unwrap();
+            assert!(csp.starts_with("default-src 'none'; "), "{csp}");
+            assert!(csp.contains("; frame-ancestors 'none'"), "{csp}");
+            assert!(
+                !csp.contains("unsafe") && !csp.contains("script-src"),
+                "{csp}"
+            );
+        }
+        // Another accent is another stylesheet, so another hash.
+        let plain = Pages::built_in().message("Bad gateway", &[], "");
+        assert_ne!(style_sources(&plain), style_sources(&rendered[2]));
+    }
+
+    #[test]
+    fn a_user_templates_own_styles_are_hashed_as_rendered() {
+        let pages = user(
+            "<style>h1 { color: red }</style>{% if error %}<STYLE title=\"a>b\">.error { color: {{ accent_color }} }\r\n</STYLE >{% endif %}<h1>{{ title }}</h1><form>{{ hidden_fields }}</form>",
+        )
+        .unwrap();
+        let sign_in = |error| {
+            pages.sign_in(&SignIn {
+                action: "/a",
+                hidden_fields: &[],
+                username: "",
+                error,
+                notice: None,
+            })
+        };
+        let quiet = sign_in(None);
+        assert_eq!(style_sources(&quiet), sources_for(&["h1 { color: red }"]));
+        let failed = sign_in(Some("Wrong."));
+        assert_eq!(
+            style_sources(&failed),
+            sources_for(&["h1 { color: red }", ".error { color: #1f5fbf }\n"])
+        );
+        // A template extending the layout keeps the built-in style.
+        let extended = user(
+            "{% extends \"layout.html\" %}{% block content %}{{ hidden_fields }}{% endblock %}",
+        )
+        .unwrap();
+        let page = extended.sign_in(&SignIn {
+            action: "/a",
+            hidden_fields: &[],
+            username: "",
+            error: None,
+            notice: None,
+        });
+        assert_eq!(
+            style_sources(&page),
+            style_sources(&Pages::built_in().shell("", ""))
+        );
+        // No <style> at all: no style applies.
+        let bare = user("<form>{{ hidden_fields }}</form>").unwrap();
+        let page = bare.sign_in(&SignIn {
+            action: "/a",
+            hidden_fields: &[],
+            username: "",
+            error: None,
+            notice: None,
+        });
+        assert_eq!(style_sources(&page), ["'none'"]);
+    }
+
+    #[test]
+    fn style_elements_are_found_as_a_parser_finds_them() {
+        let texts = |html| style_texts(html).collect::<Vec<_>>();
+        assert_eq!(texts("<p>no style</p>"), Vec::<&str>::new());
+        assert_eq!(
+            texts("<style>a{}</style><style\n>b{}</style\t>"),
+            ["a{}", "b{}"]
+        );
+        // Not a style element: a longer name.
+        assert_eq!(texts("<styles>x</styles><stylex>"), Vec::<&str>::new());
+        // Quoted values may hold '>'; a quote not after '=' opens nothing.
+        assert_eq!(texts("<style title = 'a>b'>c{}</style>"), ["c{}"]);
+        assert_eq!(texts("<style x\"y>c{}</style>"), ["c{}"]);
+        // Raw text: a '<style' inside one does not start another; an unclosed one runs to the
+        // end; a start tag that never ends has no text.
+        assert_eq!(
+            texts("<style>/* <style> */a{}</style>"),
+            ["/* <style> */a{}"]
+        );
+        assert_eq!(texts("<style>a{}"), ["a{}"]);
+        assert_eq!(texts("<style media=\"x"), Vec::<&str>::new());
+        // CRLF and lone CR are hashed as the LF a browser's parser makes of them.
+        assert_eq!(
+            style_digest("a{}\r\nb{}\rc{}"),
+            style_digest("a{}\nb{}\nc{}")
+        );
+        assert_ne!(style_digest("a{}\n"), style_digest("a{}"));
     }
 }

@@ -9,6 +9,8 @@ use crate::proxy::UpstreamBody;
 /// Either a body sessiongate wrote itself or an upstream body streamed through.
 pub type Body = Either<Full<Bytes>, UpstreamBody>;
 
+/// An answer sessiongate wrote, of `content_type` and nothing else: `nosniff` keeps a browser
+/// from reading a text or JSON answer that echoes part of a request as HTML or script.
 pub fn full(
     status: StatusCode,
     content_type: &'static str,
@@ -16,8 +18,12 @@ pub fn full(
 ) -> Response<Body> {
     let mut res = Response::new(Either::Left(Full::new(body.into())));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 

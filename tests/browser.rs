@@ -598,6 +598,7 @@ async fn sessions(client: &Client, proxy: &Proxy) {
     submit_login(client, USER, PASSWORD).await;
     wait_for_path(client, "/.sessiongate/sessions").await;
     assert_eq!(client.title().await.unwrap(), "Your sessions");
+    assert_styled(client, "the sessions page").await;
     let rows = wait_until("the page shows both sessions", || async {
         session_rows(client).await.filter(|rows| rows.len() == 2)
     })
@@ -761,9 +762,28 @@ fn axe_source() -> String {
     })
 }
 
-/// Runs axe-core's WCAG 2.1 A and AA rules on the page shown; a violation fails the test with
-/// what axe says about it.
+/// Fails unless the page's own stylesheet applied: the card's rounded corners come only from
+/// it. A page whose `<style>` the CSP blocked (a hash that does not match) would be black on
+/// white and still pass axe-core, so this is checked wherever axe-core runs.
+async fn assert_styled(client: &Client, what: &str) {
+    let radius = client
+        .execute(
+            "const main = document.querySelector('main');
+             return main ? getComputedStyle(main).borderTopLeftRadius : 'no <main>';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        radius, "8px",
+        "{what}: the page's <style> did not apply (is its hash in the Content-Security-Policy?)"
+    );
+}
+
+/// Runs axe-core's WCAG 2.1 A and AA rules on the page shown, which must be styled; a
+/// violation fails the test with what axe says about it.
 async fn assert_accessible(client: &Client, axe: &str, what: &str) {
+    assert_styled(client, what).await;
     let loaded = client
         .execute(&format!("{axe}\n;return typeof window.axe;"), vec![])
         .await
@@ -983,6 +1003,81 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
         assert_eq!(upstream_header(&echo, "x-forwarded-user"), vec![USER]);
     })
     .await;
+}
+
+/// A user's sign-in template with its own `<style>`: chromium applies it, and the part of it
+/// that only an error shows too (hashed at each render), but not a `style` attribute, which no
+/// hash allows: a style slipped into a page does not apply.
+#[tokio::test]
+async fn a_user_templates_own_style_applies_and_style_attributes_do_not_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("login.html");
+    std::fs::write(
+        &template,
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+h1 { color: rgb(1, 2, 3) }
+</style>
+{% if error %}<style>.error { color: rgb(4, 5, 6) }</style>{% endif %}
+</head><body><main>
+<h1>{{ title }}</h1>
+<p id="attribute" style="color: rgb(7, 8, 9)">Styled by an attribute.</p>
+{% if error %}<p class="error" role="alert">{{ error }}</p>{% endif %}
+<form method="post" action="{{ action }}">{{ hidden_fields }}
+<label>Username <input name="username"></label>
+<label>Password <input name="password" type="password"></label>
+<button type="submit">Sign in</button>
+</form></main></body></html>
+"#,
+    )
+    .unwrap();
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&format!(
+        "{}\n[login_page]\ntemplate = \"{}\"\n",
+        config_toml(upstream.addr, "", ""),
+        template.display()
+    ))
+    .await;
+    in_chromium(|client| async move {
+        let color = |css: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .execute(
+                        &format!("return getComputedStyle(document.querySelector('{css}')).color"),
+                        vec![],
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        client.goto(&proxy.url(LOGIN_PATH)).await.unwrap();
+        wait_for_path(&client, LOGIN_PATH).await;
+        assert_eq!(color("h1").await, "rgb(1, 2, 3)", "the template's <style>");
+        assert_ne!(
+            color("#attribute").await,
+            "rgb(7, 8, 9)",
+            "a style attribute"
+        );
+
+        submit_login(&client, USER, "wrong").await;
+        client
+            .wait()
+            .at_most(STEP)
+            .for_element(Locator::Css("p.error[role=alert]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            color("p.error").await,
+            "rgb(4, 5, 6)",
+            "the error's <style>"
+        );
+        assert_eq!(color("h1").await, "rgb(1, 2, 3)");
+        assert_ne!(color("#attribute").await, "rgb(7, 8, 9)");
+    })
+    .await;
+    assert_eq!(upstream.requests(), 0);
 }
 
 /// Writes docs/sign-in-{light,dark}{,-360}.png: the branded sign-in page at 1280 x 800 and

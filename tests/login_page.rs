@@ -85,7 +85,7 @@ async fn the_branding_keys_appear_on_the_sign_in_page_and_the_logo_is_served() {
     assert_eq!(logo.header("content-type"), Some("image/svg+xml"));
     assert_eq!(
         logo.header("content-security-policy"),
-        Some("default-src 'none'; style-src 'unsafe-inline'")
+        Some("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
     );
     assert_eq!(logo.header("x-content-type-options"), Some("nosniff"));
     assert!(

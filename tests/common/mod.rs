@@ -77,7 +77,8 @@ fn alice_hash() -> &'static str {
 /// An upstream that answers every request with JSON describing what it received:
 /// `{"method", "uri", "headers": [[name, value], ...], "body_len", "body_sha256"}`.
 /// Special paths: `/echo-stream` streams the request body straight back;
-/// `/set-cookie` answers 201 with two Set-Cookie headers and a custom header.
+/// `/set-cookie` answers 201 with two Set-Cookie headers and a custom header; a path ending
+/// in `/respond-with` answers as its query asks (see [`respond_with`]).
 pub struct Upstream {
     pub addr: SocketAddr,
     /// TCP connections accepted so far (to see keep-alive reuse).
@@ -143,6 +144,9 @@ pub async fn echo(
             .unwrap();
         return Ok(res);
     }
+    if req.uri().path().ends_with("/respond-with") {
+        return Ok(respond_with(req.uri().query().unwrap_or_default()));
+    }
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let version = format!("{:?}", req.version());
@@ -183,6 +187,32 @@ pub async fn echo(
     res.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     Ok(res)
+}
+
+/// The answer `/respond-with?status=N&cache-control=V&cache-control=W` asks for: status N
+/// (200 without one; a 3xx with `Location: /elsewhere`), one `Cache-Control` line per value in
+/// the order given (none without one), and the body `answer` (none for a 304).
+fn respond_with(query: &str) -> Response<BoxBody<Bytes, hyper::Error>> {
+    let mut res = Response::builder().header("content-type", "text/plain");
+    let mut status = StatusCode::OK;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "status" => status = value.parse().expect("status=NUMBER"),
+            "cache-control" => res = res.header("cache-control", &*value),
+            other => panic!("/respond-with does not know {other:?}"),
+        }
+    }
+    if status.is_redirection() {
+        res = res.header("location", "/elsewhere");
+    }
+    let body = if status == StatusCode::NOT_MODIFIED {
+        Bytes::new()
+    } else {
+        Bytes::from_static(b"answer")
+    };
+    res.status(status)
+        .body(Full::new(body).map_err(|e| match e {}).boxed())
+        .unwrap()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
