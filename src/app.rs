@@ -197,13 +197,11 @@ impl App {
         let pending_cookie = second_factor::cookie_name(&config.session.cookie_name);
         let pending_signer = CookieSigner::new(&secret, &pending_cookie);
         let routes = Routes::new(&config.auth.prefix);
-        let certs = config.server.tls.as_ref().map(|t| {
-            Arc::new(CertStore::new(
-                t.cert.clone(),
-                t.key.clone(),
-                t.loaded.clone(),
-            ))
-        });
+        let certs = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| Arc::new(CertStore::new(t.files(), t.loaded.clone())));
         let tls = certs
             .as_ref()
             .map(|c| TlsAcceptor::from(crate::tls::server_config(c.clone())));
@@ -299,8 +297,8 @@ impl App {
         HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
     }
 
-    /// Re-reads the TLS certificate and key (SIGHUP). A bad new pair is refused, logged, and
-    /// the certificate in use stays.
+    /// Re-reads the TLS certificate, key and OCSP response (SIGHUP). A bad new set is refused,
+    /// logged, and the certificate (and response) in use stays.
     pub fn reload_tls(&self) -> Result<(), String> {
         match &self.certs {
             None => Ok(()),

@@ -203,6 +203,20 @@ fn tls_files(config: &Config) -> Vec<Finding> {
             tls.loaded.cert.len(),
             tls.key.display()
         )));
+        if let (Some(path), Some(der)) = (&tls.ocsp, &tls.loaded.ocsp) {
+            findings.push(Finding::ok(format!(
+                "server.tls.ocsp_file {}: {} bytes, stapled as they are (not checked against the certificate)",
+                path.display(),
+                der.len()
+            )));
+        }
+    }
+    // Preload without includeSubDomains or a year's max-age has already failed the config.
+    if let Some(hsts) = &config.server.hsts {
+        findings.push(Finding::ok(format!(
+            "server.hsts: HTTPS responses carry Strict-Transport-Security: {}",
+            String::from_utf8_lossy(hsts.as_bytes())
+        )));
     }
     if let Some(ca) = config
         .upstream

@@ -95,6 +95,9 @@ mod file {
     pub struct ServerTls {
         pub cert: String,
         pub key: String,
+        pub hsts_include_subdomains: Option<bool>,
+        pub hsts_preload: Option<bool>,
+        pub ocsp_file: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -235,7 +238,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// A plain-http listener that redirects everything to https.
     pub redirect_http: Option<SocketAddr>,
-    /// `Strict-Transport-Security` value sent on responses over TLS.
+    /// `Strict-Transport-Security` value sent on responses over TLS: `server.hsts` with
+    /// `[server.tls]`'s includeSubDomains and preload, made once here.
     pub hsts: Option<http::HeaderValue>,
     /// Client connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
@@ -247,8 +251,21 @@ pub struct ServerConfig {
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `server.tls.ocsp_file`: a DER OCSP response stapled with the certificate.
+    pub ocsp: Option<PathBuf>,
     /// Loaded and checked at validation time, so `sessiongate check` catches bad files.
     pub loaded: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl TlsFiles {
+    /// The files to read again on SIGHUP.
+    pub fn files(&self) -> crate::tls::CertFiles {
+        crate::tls::CertFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ocsp: self.ocsp.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -844,19 +861,7 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
             )
         })
     };
-    let tls = match &s.tls {
-        None => None,
-        Some(t) => {
-            let (cert, key) = (PathBuf::from(&t.cert), PathBuf::from(&t.key));
-            let loaded = crate::tls::load_certified_key(&cert, &key)
-                .map_err(|reason| invalid("server.tls", reason))?;
-            Some(TlsFiles {
-                cert,
-                key,
-                loaded: Arc::new(loaded),
-            })
-        }
-    };
+    let tls = s.tls.as_ref().map(validate_tls).transpose()?;
     let redirect_http = match &s.redirect_http {
         None => None,
         Some(_) if tls.is_none() => {
@@ -867,20 +872,24 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
         }
         Some(addr) => Some(listen("server.redirect_http", addr)?),
     };
-    let hsts = match &s.hsts {
-        None => None,
-        Some(_) if tls.is_none() => {
+    let hsts = match (&s.hsts, &s.tls) {
+        (None, t) => {
+            hsts_flags_without_max_age(t.as_ref())?;
+            None
+        }
+        (Some(_), None) => {
             return Err(invalid(
                 "server.hsts",
                 "HSTS needs [server.tls] (cert and key)",
             ));
         }
-        Some(text) => {
+        (Some(text), Some(t)) => {
             let max_age = duration("server.hsts", Some(text), Duration::ZERO)?;
-            Some(
-                http::HeaderValue::from_str(&format!("max-age={}", max_age.as_secs()))
-                    .expect("a number is header-safe"),
-            )
+            Some(hsts_value(
+                max_age,
+                t.hsts_include_subdomains.unwrap_or(false),
+                t.hsts_preload.unwrap_or(false),
+            )?)
         }
     };
     Ok(ServerConfig {
@@ -922,6 +931,88 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
         redirect_http,
         hsts,
     })
+}
+
+/// `[server.tls]`: the certificate and key (which must belong together) and the OCSP response
+/// to staple, all read now so a bad file stops the start and `check`, naming its key.
+fn validate_tls(t: &file::ServerTls) -> Result<TlsFiles, ConfigError> {
+    let (cert, key) = (PathBuf::from(&t.cert), PathBuf::from(&t.key));
+    let mut loaded = crate::tls::load_certified_key(&cert, &key)
+        .map_err(|reason| invalid("server.tls", reason))?;
+    let ocsp = match &t.ocsp_file {
+        None => None,
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let der = crate::tls::load_ocsp(&path)
+                .map_err(|reason| invalid("server.tls.ocsp_file", reason))?;
+            loaded.ocsp = Some(der);
+            Some(path)
+        }
+    };
+    Ok(TlsFiles {
+        cert,
+        key,
+        ocsp,
+        loaded: Arc::new(loaded),
+    })
+}
+
+/// The browsers' HSTS preload list takes only hosts that send a max-age of a year or more with
+/// includeSubDomains (its submission rules): anything less is refused here rather than sent as
+/// a `preload` the list would reject.
+const HSTS_PRELOAD_MIN: Duration = Duration::from_secs(31_536_000);
+
+/// The `Strict-Transport-Security` value: `max-age` from `server.hsts`, then the directives
+/// `[server.tls]` asks for.
+fn hsts_value(
+    max_age: Duration,
+    include_subdomains: bool,
+    preload: bool,
+) -> Result<http::HeaderValue, ConfigError> {
+    if preload && !include_subdomains {
+        return Err(invalid(
+            "server.tls.hsts_preload",
+            "preload needs server.tls.hsts_include_subdomains = true (the preload list covers every subdomain)",
+        ));
+    }
+    if preload && max_age < HSTS_PRELOAD_MIN {
+        return Err(invalid(
+            "server.tls.hsts_preload",
+            format!(
+                "preload needs server.hsts of at least 365d (31536000 seconds); it is {} seconds",
+                max_age.as_secs()
+            ),
+        ));
+    }
+    let mut value = format!("max-age={}", max_age.as_secs());
+    if include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if preload {
+        value.push_str("; preload");
+    }
+    Ok(http::HeaderValue::from_str(&value).expect("digits and ASCII words are header-safe"))
+}
+
+/// `hsts_include_subdomains` or `hsts_preload` on, but no `server.hsts` to send them with:
+/// refused, since no header would be sent and the setting would silently do nothing.
+fn hsts_flags_without_max_age(tls: Option<&file::ServerTls>) -> Result<(), ConfigError> {
+    let Some(t) = tls else { return Ok(()) };
+    for (key, on) in [
+        (
+            "server.tls.hsts_include_subdomains",
+            t.hsts_include_subdomains,
+        ),
+        ("server.tls.hsts_preload", t.hsts_preload),
+    ] {
+        if on == Some(true) {
+            return Err(invalid(
+                key,
+                "needs server.hsts (the max-age) to be set: the directive is sent in that header",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_upstream(u: &file::Upstream) -> Result<UpstreamConfig, ConfigError> {
@@ -1642,6 +1733,33 @@ fn websocket_origin(text: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hsts_value_joins_max_age_and_the_directives_and_refuses_a_preload_the_list_would() {
+        let year = Duration::from_secs(31_536_000);
+        let value = |max_age, sub, preload| {
+            hsts_value(max_age, sub, preload).map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(value(year, false, false).unwrap(), "max-age=31536000");
+        assert_eq!(
+            value(Duration::from_secs(60), true, false).unwrap(),
+            "max-age=60; includeSubDomains"
+        );
+        assert_eq!(
+            value(year, true, true).unwrap(),
+            "max-age=31536000; includeSubDomains; preload"
+        );
+        for (max_age, sub, says) in [
+            (year, false, "hsts_include_subdomains = true"),
+            (year - Duration::from_secs(1), true, "at least 365d"),
+        ] {
+            let err = value(max_age, sub, true).unwrap_err().to_string();
+            assert!(
+                err.contains("server.tls.hsts_preload") && err.contains(says),
+                "{err}"
+            );
+        }
+    }
 
     const MINIMAL: &str = r#"
 [server]

@@ -25,7 +25,7 @@ use crate::logging::{self, RequestLine};
 use crate::metrics::DecisionLabel;
 use crate::paths::{self, BadTarget};
 use crate::policy::User;
-use crate::proxy::{Forwarding, UpgradeAnswer, Upstream};
+use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
 use crate::refusal;
 use crate::request_error::RequestError;
 use crate::response::{self, Body};
@@ -418,8 +418,8 @@ async fn tunnel(
     let took = start.elapsed();
     let res = match answer {
         Err(e) => {
-            app.metrics.upstream_error(e.failure());
-            return (RequestError::Upstream(e).response(), None);
+            count_failure(app, &e);
+            return (RequestError::from(e).response(), None);
         }
         Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
         Ok(UpgradeAnswer::Switched {
@@ -465,8 +465,15 @@ async fn proxy(
     match upstream.send(req).await {
         Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
         Err(e) => {
-            app.metrics.upstream_error(e.failure());
-            (RequestError::Upstream(e).answer(app, navigation), None)
+            count_failure(app, &e);
+            (RequestError::from(e).answer(app, navigation), None)
         }
+    }
+}
+
+/// Counts a failed upstream leg in the metrics, unless the client's own body broke it.
+fn count_failure(app: &App, e: &ProxyError) {
+    if let Some(kind) = e.failure() {
+        app.metrics.upstream_error(kind);
     }
 }

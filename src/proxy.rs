@@ -49,25 +49,76 @@ pub enum ProxyError {
         kind: UpstreamFailure,
         chain: String,
     },
+    /// Not the upstream: the client's request body broke while it streamed there.
+    #[error(transparent)]
+    ClientBody(BodyError),
 }
 
 impl ProxyError {
-    /// How the request failed, as the metrics count it.
-    pub fn failure(&self) -> UpstreamFailure {
+    /// How the upstream failed, as the metrics count it; `None` when it did not (the client's
+    /// body broke).
+    pub fn failure(&self) -> Option<UpstreamFailure> {
         match self {
-            ProxyError::Connect(_) => UpstreamFailure::Connect,
-            ProxyError::Timeout(_) => UpstreamFailure::Timeout,
-            ProxyError::Upstream(_) => UpstreamFailure::Reset,
-            ProxyError::Client { kind, .. } => *kind,
+            ProxyError::Connect(_) => Some(UpstreamFailure::Connect),
+            ProxyError::Timeout(_) => Some(UpstreamFailure::Timeout),
+            ProxyError::Upstream(_) => Some(UpstreamFailure::Reset),
+            ProxyError::Client { kind, .. } => Some(*kind),
+            ProxyError::ClientBody(_) => None,
         }
     }
 
     pub fn status(&self) -> http::StatusCode {
         match self {
             ProxyError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
+
+    /// A failed send from hyper's HTTP/1 client: the client's body breaking (bad chunked
+    /// framing, cut short) is told apart from the upstream failing, which any client could
+    /// otherwise pass off as the upstream's fault at will.
+    fn from_send(e: hyper::Error) -> ProxyError {
+        if client_body_broke(&e) {
+            ProxyError::ClientBody(BodyError(Box::new(e)))
+        } else {
+            ProxyError::Upstream(e)
+        }
+    }
+}
+
+/// The client's request body broke while it streamed to the upstream: malformed chunked
+/// framing (a bad size line, a missing CRLF, an oversized chunk size, a malformed trailer), a
+/// body cut short, an HTTP/2 stream reset. Holds hyper's error for the send, whose innermost
+/// cause is the parse error on the client's connection: it says what was wrong.
+#[derive(Debug)]
+pub struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut cause: &(dyn std::error::Error + 'static) = &*self.0;
+        while let Some(deeper) = cause.source() {
+            cause = deeper;
+        }
+        write!(f, "malformed request body: {cause}")
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// Whether a failed send on a plain upstream was the request body's fault. hyper's HTTP/1
+/// client reports a body that failed as a user error whose cause is the body's own error; our
+/// request bodies are the client's `Incoming`, whose errors are `hyper::Error`s from the
+/// client's connection. Any other failure (the upstream closing, refusing, timing out) has no
+/// such cause.
+fn client_body_broke(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(h) = e.downcast_ref::<hyper::Error>()
+        && h.is_user()
+        && std::error::Error::source(h).is_some_and(|cause| cause.is::<hyper::Error>())
+    {
+        return true;
+    }
+    e.source().is_some_and(client_body_broke)
 }
 
 type UpstreamConn = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Incoming>;
@@ -149,7 +200,7 @@ enum Transport {
     Plain(Arc<Pool>),
     /// HTTPS through hyper-util's pooled client and hyper-rustls; HTTP/2 when the upstream
     /// offers it in ALPN.
-    Tls(Box<Client<HttpsConnector<HttpConnector>, Incoming>>),
+    Tls(Box<Client<HttpsConnector<HttpConnector>, TlsRequestBody>>),
 }
 
 pub struct Upstream {
@@ -310,7 +361,7 @@ impl Upstream {
                 // Not written at all (the connection closed first): safe to retry elsewhere.
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(ProxyError::Upstream(e.into_error())),
+                    _ => return Err(ProxyError::from_send(e.into_error())),
                 },
             }
         }
@@ -333,7 +384,7 @@ impl Upstream {
 
     async fn send_tls(
         &self,
-        client: &Client<HttpsConnector<HttpConnector>, Incoming>,
+        client: &Client<HttpsConnector<HttpConnector>, TlsRequestBody>,
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, ProxyError> {
         // The pooled client wants an absolute URI; it picks connections by scheme and authority.
@@ -345,9 +396,24 @@ impl Upstream {
             kind: UpstreamFailure::Connect,
             chain: e.to_string(),
         })?;
-        let res = client.request(req).await.map_err(|e| ProxyError::Client {
-            kind: client_failure(&e),
-            chain: error_chain(&e),
+        let (parts, body) = req.into_parts();
+        // Nothing can break in a request without a body: no slot, no allocation.
+        let fault = (!body.is_end_stream()).then(Arc::default);
+        let req = Request::from_parts(
+            parts,
+            TlsRequestBody {
+                inner: body,
+                fault: fault.clone(),
+            },
+        );
+        let res = client.request(req).await.map_err(|e| {
+            if let Some(broke) = fault.as_deref().and_then(TlsRequestBody::take_fault) {
+                return ProxyError::ClientBody(BodyError(Box::new(broke)));
+            }
+            ProxyError::Client {
+                kind: client_failure(&e),
+                chain: error_chain(&e),
+            }
         })?;
         Ok(res.map(|inner| UpstreamBody { inner, leg: None }))
     }
@@ -417,7 +483,10 @@ impl Upstream {
                         tracing::debug!("upstream upgrade connection ended: {e}");
                     }
                 });
-                sender.send_request(req).await.map_err(ProxyError::Upstream)
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(ProxyError::from_send)
             }
             // hyper-util's client takes a connection that switched protocols out of its pool.
             Transport::Tls(client) => {
@@ -484,6 +553,59 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A request body on its way to an https upstream. hyper-util's client sends an HTTP/2 request
+/// body from a task of its own, and when the body fails it only reports that it reset the
+/// stream; so the client's error is kept here, to tell a client's broken body (a 400) from
+/// the upstream failing. (Plain upstreams need no wrapper: hyper's HTTP/1 client hands the
+/// body's error back with the failed send.)
+struct TlsRequestBody {
+    inner: Incoming,
+    /// Where the client's body error is put; `None` for a request without a body.
+    fault: Option<Arc<std::sync::Mutex<Option<hyper::Error>>>>,
+}
+
+/// What the https client is told when the client's request body fails; the error itself
+/// stays in [`TlsRequestBody`]'s slot.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body broke")]
+struct ClientBodyBroke;
+
+impl TlsRequestBody {
+    fn take_fault(slot: &std::sync::Mutex<Option<hyper::Error>>) -> Option<hyper::Error> {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Body for TlsRequestBody {
+    type Data = Bytes;
+    type Error = ClientBodyBroke;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyBroke>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(slot) = &self.fault {
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+                Poll::Ready(Some(Err(ClientBodyBroke)))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// An upstream response body. For plain upstreams it also drives the connection the body
 /// arrives on; read to the end, that connection goes back to the pool, and a body dropped
 /// half-read takes its connection with it.
@@ -527,5 +649,26 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_error_names_the_innermost_cause() {
+        let cause = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "Invalid chunk size line: missing size digit",
+        );
+        let e = BodyError(Box::new(cause));
+        assert_eq!(
+            e.to_string(),
+            "malformed request body: Invalid chunk size line: missing size digit"
+        );
+        assert!(!client_body_broke(&std::io::Error::other(
+            "connection reset"
+        )));
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::app::App;
 use crate::page;
 use crate::paths::BadTarget;
-use crate::proxy::ProxyError;
+use crate::proxy::{BodyError, ProxyError};
 use crate::response::{self, Body, no_store};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,19 +26,34 @@ pub enum RequestError {
     StoreUnavailable,
     #[error("too many logins in progress; try again in a moment")]
     LoginsBusy,
+    /// The client's request body broke while it streamed upstream (malformed chunked framing,
+    /// cut short): the client's doing, so a 400 and not an upstream failure.
+    #[error(transparent)]
+    MalformedBody(BodyError),
     #[error(transparent)]
     Upstream(ProxyError),
     #[error("internal error")]
     Panic,
 }
 
+/// A failed upstream leg: the upstream's failure, unless it was the client's own body.
+impl From<ProxyError> for RequestError {
+    fn from(e: ProxyError) -> RequestError {
+        match e {
+            ProxyError::ClientBody(body) => RequestError::MalformedBody(body),
+            upstream => RequestError::Upstream(upstream),
+        }
+    }
+}
+
 impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RequestError::BadTarget(_) | RequestError::Framing(_) | RequestError::Upgrade(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RequestError::BadTarget(_)
+            | RequestError::Framing(_)
+            | RequestError::Upgrade(_)
+            | RequestError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             RequestError::StoreUnavailable | RequestError::LoginsBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -98,6 +113,11 @@ impl RequestError {
                     _ => "the upstream could not be reached",
                 };
                 response::text(self.status(), message)
+            }
+            RequestError::MalformedBody(e) => {
+                // Any client can do this at will: not a warning, and not the upstream's fault.
+                tracing::debug!("answered 400: the client's {e}");
+                response::text(self.status(), &e.to_string())
             }
             other => response::text(self.status(), &other.to_string()),
         };

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -28,34 +27,18 @@ use crate::watchdog::{Activity, Watched};
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
-/// listener speaks HTTPS (HTTP/2 or HTTP/1.1 by ALPN), otherwise plain HTTP/1.1.
+/// listener speaks HTTPS (HTTP/2 or HTTP/1.1, as ALPN agreed), otherwise plain HTTP/1.1.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    // hyper-util's GracefulShutdown does not take a plain HTTP/1 connection with upgrades, so
+    // hyper-util's GracefulShutdown does not take an HTTP/1 connection with upgrades, so
     // those are watched by hand: each holds a receiver, `true` asks it to finish, and the
     // sender's `closed()` is every one of them gone.
-    let (stop_plain, plain_stopped) = tokio::sync::watch::channel(false);
-    // No hyper header timer and no HTTP/2 pings: the watchdog closes slow and idle
-    // connections for a fraction of the cost (src/watchdog.rs). The header count is left at
-    // hyper's default of 100 (more get 431): setting it explicitly, even to 100, makes hyper
-    // initialise a header array on every request instead of using an uninitialised one.
-    let mut http1 = http1::Builder::new();
-    http1
-        .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    let mut auto = auto::Builder::new(TokioExecutor::new());
-    auto.http1()
-        .header_read_timeout(None)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
-    auto.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD_BYTES as u32);
+    let (stop_http1, http1_stopped) = tokio::sync::watch::channel(false);
+    let protocols = Protocols::new(http1_stopped);
     let deadline = app.config.server.header_read_timeout;
     tokio::pin!(shutdown);
 
@@ -91,44 +74,24 @@ pub async fn serve(
                 let service =
                     service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
                 let conn = until_asked_to_stop(
-                    http1.serve_connection(io, service).with_upgrades(),
-                    plain_stopped.clone(),
+                    protocols
+                        .http1
+                        .serve_connection(io, service)
+                        .with_upgrades(),
+                    protocols.stop_http1.clone(),
                 );
                 tokio::spawn(async move {
                     until_stalled(conn, &watch, deadline, peer).await;
                 });
             }
             Some(acceptor) => {
-                // The handshake runs in the connection's own task, bounded, so a client that
-                // stalls it holds up nobody else.
-                let watcher = graceful.watcher();
-                let auto = auto.clone();
-                tokio::spawn(async move {
-                    let timeout = app.config.server.handshake_timeout;
-                    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake with {peer} failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(
-                                "TLS handshake with {peer} timed out after {timeout:?}"
-                            );
-                            return;
-                        }
-                    };
-                    let info = Arc::new(conn_info(&app, peer, "https", permit));
-                    let io = TokioIo::new(Watched::new(tls, info.clone()));
-                    let watch = info.clone();
-                    let service =
-                        service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
-                    let conn = watcher.watch(
-                        auto.serve_connection_with_upgrades(io, service)
-                            .into_owned(),
-                    );
-                    until_stalled(conn, &watch, deadline, peer).await;
-                });
+                let tls = TlsConn {
+                    acceptor,
+                    stream,
+                    peer,
+                    permit,
+                };
+                tokio::spawn(serve_tls(app, tls, protocols.clone(), graceful.watcher()));
             }
         }
     }
@@ -137,10 +100,10 @@ pub async fn serve(
     // Requests in flight and open tunnels get `shutdown_timeout` together; then the tunnels
     // still open are closed (the connections still serving a request go with this task).
     let tunnels = app.gate.tunnels();
-    let _ = stop_plain.send(true);
-    drop(plain_stopped);
+    let _ = stop_http1.send(true);
+    drop(protocols);
     let drained = async {
-        tokio::join!(graceful.shutdown(), stop_plain.closed());
+        tokio::join!(graceful.shutdown(), stop_http1.closed());
         tunnels.wait_empty().await;
     };
     tokio::select! {
@@ -153,8 +116,113 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves a plain HTTP/1 connection; once `stop` says so, lets its request in flight finish
-/// and closes it (what `GracefulShutdown::watch` does for the others).
+/// How an accepted connection is served: one builder per protocol, and what asks HTTP/1
+/// connections to finish.
+#[derive(Clone)]
+struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    /// `true` asks every HTTP/1 connection, plain or TLS, to finish its request and close.
+    stop_http1: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Protocols {
+    fn new(stop_http1: tokio::sync::watch::Receiver<bool>) -> Protocols {
+        // No hyper header timer and no HTTP/2 pings: the watchdog closes slow and idle
+        // connections for a fraction of the cost (src/watchdog.rs). The header count is left
+        // at hyper's default of 100 (more get 431): setting it explicitly, even to 100, makes
+        // hyper initialise a header array on every request instead of using an uninitialised
+        // one.
+        let mut http1 = http1::Builder::new();
+        http1
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD_BYTES as u32);
+        Protocols {
+            http1,
+            http2,
+            stop_http1,
+        }
+    }
+}
+
+/// An accepted connection on a TLS listener, before its handshake.
+struct TlsConn {
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Whether a TLS connection speaks HTTP/2: only when ALPN agreed on `h2`. After `http/1.1`,
+/// or with no ALPN at all, it is HTTP/1.1. The protocol is never guessed from the first bytes:
+/// a client that agreed on one protocol in the handshake and then speaks another is in error,
+/// and is answered by the protocol it agreed on, which refuses the other's bytes. (Guessing
+/// served HTTP/2 on connections an edge proxy or a test suite had set up for HTTP/1.1.)
+fn alpn_is_h2(alpn: Option<&[u8]>) -> bool {
+    alpn == Some(b"h2")
+}
+
+/// Serves one TLS connection in its own task: the handshake, bounded by
+/// `server.handshake_timeout` so a client that stalls it holds up nobody else, then HTTP/2 or
+/// HTTP/1.1 as ALPN agreed.
+async fn serve_tls(
+    app: Arc<App>,
+    conn: TlsConn,
+    protocols: Protocols,
+    graceful: hyper_util::server::graceful::Watcher,
+) {
+    let TlsConn {
+        acceptor,
+        stream,
+        peer,
+        permit,
+    } = conn;
+    let timeout = app.config.server.handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake with {peer} failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("TLS handshake with {peer} timed out after {timeout:?}");
+            return;
+        }
+    };
+    let h2 = alpn_is_h2(tls.get_ref().1.alpn_protocol());
+    let deadline = app.config.server.header_read_timeout;
+    let info = Arc::new(conn_info(&app, peer, "https", permit));
+    let io = TokioIo::new(Watched::new(tls, info.clone()));
+    let watch = info.clone();
+    let service = service_fn(move |req| handler::handle(app.clone(), info.clone(), req));
+    // Each connection is watched by one shutdown signal only: the other is let go at once,
+    // so the shutdown never waits for it.
+    let Protocols {
+        http1,
+        http2,
+        stop_http1,
+    } = protocols;
+    if h2 {
+        drop(stop_http1);
+        let conn = graceful.watch(http2.serve_connection(io, service));
+        until_stalled(conn, &watch, deadline, peer).await;
+    } else {
+        drop(graceful);
+        let conn = until_asked_to_stop(
+            http1.serve_connection(io, service).with_upgrades(),
+            stop_http1,
+        );
+        until_stalled(conn, &watch, deadline, peer).await;
+    }
+}
+
+/// Serves an HTTP/1 connection (plain or TLS); once `stop` says so, lets its request in flight
+/// finish and closes it (what `GracefulShutdown::watch` does for HTTP/2).
 async fn until_asked_to_stop<I, S, B>(
     conn: hyper::server::conn::http1::UpgradeableConnection<I, S>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -496,5 +564,24 @@ fn log_reload(result: Result<crate::app::Reloaded, crate::app::ReloadError>) {
             }
         }
         Err(e) => tracing::error!("SIGHUP: config not reloaded, keeping the running policy: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_agreed_h2_means_http2() {
+        assert!(alpn_is_h2(Some(b"h2")));
+        for other in [
+            None,
+            Some(&b"http/1.1"[..]),
+            Some(b"h2c"),
+            Some(b"H2"),
+            Some(b""),
+        ] {
+            assert!(!alpn_is_h2(other), "{other:?}");
+        }
     }
 }

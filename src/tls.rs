@@ -1,5 +1,6 @@
-//! TLS with rustls: loading PEM certificates and keys, the server config (TLS 1.2 and 1.3,
-//! ALPN h2 and http/1.1), certificate reload, and the client config for https upstreams.
+//! TLS with rustls: loading PEM certificates and keys (and a stapled OCSP response), the server
+//! config (TLS 1.2 and 1.3, ALPN h2 and http/1.1), certificate reload, and the client config for
+//! https upstreams.
 //!
 //! Crypto provider: *ring*. It builds with cargo and a C compiler alone, so a fresh machine
 //! (or a slim Docker builder) needs nothing else; aws-lc-rs is faster at bulk crypto but its
@@ -39,28 +40,62 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Strin
     })
 }
 
+/// Reads a DER OCSP response to staple with the certificate. rustls sends the bytes as they
+/// are (checking them is the client's business), so only an unreadable or empty file is
+/// refused: stapling nothing would be a silent mistake.
+pub fn load_ocsp(path: &Path) -> Result<Vec<u8>, String> {
+    let der = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if der.is_empty() {
+        return Err(format!(
+            "{} is empty; it should hold a DER OCSP response",
+            path.display()
+        ));
+    }
+    Ok(der)
+}
+
+/// Where the serving certificate comes from: read at start and again on every reload.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `server.tls.ocsp_file`: a DER OCSP response stapled with the certificate.
+    pub ocsp: Option<PathBuf>,
+}
+
+impl CertFiles {
+    /// The certificate, its key and the OCSP response to staple, read together so a reload
+    /// never serves a new certificate with an old response (or the reverse). The error names
+    /// the key whose file is wrong.
+    pub fn load(&self) -> Result<CertifiedKey, String> {
+        let mut loaded = load_certified_key(&self.cert, &self.key)?;
+        if let Some(path) = &self.ocsp {
+            loaded.ocsp = Some(load_ocsp(path).map_err(|e| format!("server.tls.ocsp_file: {e}"))?);
+        }
+        Ok(loaded)
+    }
+}
+
 /// The serving certificate, swappable at run time. New handshakes pick up the current one;
 /// connections already open keep theirs.
 #[derive(Debug)]
 pub struct CertStore {
     current: RwLock<Arc<CertifiedKey>>,
-    cert: PathBuf,
-    key: PathBuf,
+    files: CertFiles,
 }
 
 impl CertStore {
-    pub fn new(cert: PathBuf, key: PathBuf, initial: Arc<CertifiedKey>) -> CertStore {
+    pub fn new(files: CertFiles, initial: Arc<CertifiedKey>) -> CertStore {
         CertStore {
             current: RwLock::new(initial),
-            cert,
-            key,
+            files,
         }
     }
 
-    /// Reads the files again. On any problem the old certificate stays and the error is
-    /// returned for the log.
+    /// Reads the files again. On any problem the old certificate (and OCSP response) stays
+    /// and the error is returned for the log.
     pub fn reload(&self) -> Result<(), String> {
-        let fresh = load_certified_key(&self.cert, &self.key)?;
+        let fresh = self.files.load()?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         Ok(())
     }

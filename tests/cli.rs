@@ -274,6 +274,68 @@ async fn check_names_the_tls_files_and_the_upstream_ca() {
     has_line(&printed, &format!("warning: upstream https://{closed}: "));
 }
 
+/// HSTS preload is only for hosts that send includeSubDomains and a year's max-age (the
+/// preload list's rules): `check` says so as a problem naming the key; with both, it shows the
+/// header sent. The OCSP file to staple is named with its size.
+#[tokio::test]
+async fn check_names_the_hsts_header_and_the_ocsp_file_and_refuses_a_bad_preload() {
+    let dir = tls::temp_dir("check-hsts");
+    let ca = tls::Ca::new("check test CA");
+    let (cert, key, _) = ca.leaf();
+    tls::write_pair(dir.path(), &cert, &key);
+    let ocsp = dir.path().join("ocsp.der");
+    std::fs::write(&ocsp, b"0123456789").unwrap();
+    let upstream = closed_port().await;
+    let config = |hsts: &str, tls_extra: &str| {
+        tls::tls_config_with(
+            upstream,
+            dir.path(),
+            &format!("max_connections = 64\nhsts = \"{hsts}\""),
+            &format!("{tls_extra}\nocsp_file = \"{}\"", ocsp.display()),
+        )
+    };
+
+    for (hsts, tls_extra, says) in [
+        (
+            "365d",
+            "hsts_preload = true",
+            "problem: config: server.tls.hsts_preload: preload needs server.tls.hsts_include_subdomains = true",
+        ),
+        (
+            "30d",
+            "hsts_include_subdomains = true\nhsts_preload = true",
+            "problem: config: server.tls.hsts_preload: preload needs server.hsts of at least 365d",
+        ),
+    ] {
+        let (code, printed, _) = check(&config(hsts, tls_extra)).await;
+        assert_eq!(code, Some(1), "{printed}");
+        has_line(&printed, says);
+    }
+
+    let (code, printed, _) = check(&config(
+        "365d",
+        "hsts_include_subdomains = true\nhsts_preload = true",
+    ))
+    .await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        "ok: server.hsts: HTTPS responses carry Strict-Transport-Security: max-age=31536000; includeSubDomains; preload",
+    );
+    has_line(
+        &printed,
+        &format!(
+            "ok: server.tls.ocsp_file {}: 10 bytes, stapled",
+            ocsp.display()
+        ),
+    );
+
+    std::fs::write(&ocsp, b"").unwrap();
+    let (code, printed, _) = check(&config("1d", "")).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(&printed, "problem: config: server.tls.ocsp_file: ");
+}
+
 #[tokio::test]
 async fn check_pings_the_redis_store_and_fails_when_it_does_not_answer() {
     let mut redis = RedisServer::start(RedisOptions::default()).await;

@@ -381,6 +381,36 @@ async fn upstream_failures_are_counted_by_kind() {
     .await;
 }
 
+/// A client whose chunked body is malformed breaks the upstream leg itself: that is a 400 for
+/// the client, never an upstream error in the metrics (which any client could inflate).
+#[tokio::test]
+async fn malformed_chunked_body_is_a_client_400_not_an_upstream_error() {
+    let (_upstream, proxy) = start_with_public(&["/pub"]).await;
+    let metrics = metrics_listener(&proxy.app).await;
+    let kinds = ["connect", "timeout", "reset", "tls"].map(upstream_errors);
+    moves(
+        metrics,
+        "a chunked body with a bad size line",
+        &[(&requests("public", "4xx"), 1.0)],
+        &[
+            &kinds[0],
+            &kinds[1],
+            &kinds[2],
+            &kinds[3],
+            &requests("public", "5xx"),
+        ],
+        async {
+            let res = raw(
+                proxy.addr,
+                b"POST /pub/x HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            )
+            .await;
+            assert!(res.starts_with("HTTP/1.1 400"), "{res}");
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn idle_sessions_are_counted_when_they_expire() {
     let (_upstream, proxy) = start_with("idle_timeout = \"1s\"\nsweep_interval = \"100ms\"").await;

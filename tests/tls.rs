@@ -260,43 +260,10 @@ async fn sighup_reloads_the_certificate_in_the_running_binary() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// An upstream speaking TLS (h2 and http/1.1 by ALPN) with a certificate from `ca`.
-async fn start_tls_upstream(ca: &Ca) -> SocketAddr {
-    let (cert, key, _) = ca.leaf();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(sessiongate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(echo))
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn https_upstream_with_a_private_ca_speaks_h2() {
     let ca = Ca::new("private upstream CA");
-    let up = start_tls_upstream(&ca).await;
+    let up = start_tls_upstream(&ca, &[b"h2", b"http/1.1"]).await;
     let tmp = temp_dir("upca");
     let dir = tmp.path();
     std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
@@ -360,7 +327,7 @@ async fn untrusted_upstream_certificate_is_502_with_a_clear_log_line() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let ca = Ca::new("a CA nobody trusts");
-    let up = start_tls_upstream(&ca).await;
+    let up = start_tls_upstream(&ca, &[b"h2", b"http/1.1"]).await;
     let toml = config_toml(up, "", "").replace(
         &format!("http://{up}"),
         &format!("https://localhost:{}", up.port()),
@@ -451,4 +418,542 @@ fn bad_tls_settings_are_rejected_with_the_key_named() {
         "public roots by default"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ALPN: the protocol the handshake agreed on is the only one spoken on the connection.
+
+/// A TLS connection to `addr` offering `alpn`, as raw bytes (no HTTP client on top).
+async fn raw_tls(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector(ca_pem, alpn)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
+}
+
+/// Writes `bytes` and reads everything the server sends until it closes the connection.
+async fn exchange(tls: &mut tokio_rustls::client::TlsStream<TcpStream>, bytes: &[u8]) -> Vec<u8> {
+    tls.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(ANSWER_WITHIN, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.expect("the server closes the connection within ANSWER_WITHIN");
+    out
+}
+
+/// The types of the HTTP/2 frames in `bytes` (each a 9-byte header and its payload), or
+/// `None` if the bytes are not a sequence of frames.
+fn h2_frame_types(mut bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut types = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 9 {
+            return None;
+        }
+        let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+        types.push(bytes[3]);
+        bytes = bytes.get(9 + len..)?;
+    }
+    Some(types)
+}
+
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+
+/// Whether `answer` is an HTTP/1.1 server's refusal of the HTTP/2 preface: hyper closes the
+/// connection without a word (it recognises the preface); a 4xx or 505 would do as well.
+fn refused_as_http1(answer: &[u8]) -> bool {
+    answer.is_empty() || answer.starts_with(b"HTTP/1.1 4") || answer.starts_with(b"HTTP/1.1 505")
+}
+
+/// A proxy over TLS with `/pub` public, and its echo upstream.
+async fn public_tls_proxy(dir: &std::path::Path, ca: &Ca) -> (Upstream, Proxy) {
+    let (cert, key, _) = ca.leaf();
+    write_pair(dir, &cert, &key);
+    let upstream = start_upstream().await;
+    let toml = with_auth(
+        &tls_config(upstream.addr, dir, ""),
+        "public_paths = [\"/pub\"]",
+    );
+    let proxy = start_proxy_with(&toml).await;
+    (upstream, proxy)
+}
+
+#[tokio::test]
+async fn alpn_confusion_http1_bytes_on_an_h2_connection_are_a_connection_error_and_reach_nothing() {
+    let ca = Ca::new("sessiongate test CA");
+    let tmp = temp_dir("alpn-h2");
+    let (upstream, proxy) = public_tls_proxy(tmp.path(), &ca).await;
+
+    let mut tls = raw_tls(proxy.addr, &ca.pem, &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let answer = exchange(
+        &mut tls,
+        b"GET /pub/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "served as HTTP/1.1 on an h2 connection: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // An invalid preface is a connection error; the GOAWAY may be left out (RFC 9113 §3.4),
+    // and the h2 crate does: its SETTINGS, then the connection is closed.
+    let frames = h2_frame_types(&answer).unwrap_or_else(|| panic!("not HTTP/2 frames: {answer:?}"));
+    assert!(
+        frames.iter().all(|t| [SETTINGS, GOAWAY].contains(t)),
+        "no answer to the request, only connection frames: {frames:?}"
+    );
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+
+    // The same connection setup with a real HTTP/2 client is served.
+    let mut h2 = tls_connect(proxy.addr, &ca.pem, &[b"h2"]).await;
+    let res = h2.send(proxy.addr, req(Method::GET, "/pub/x", &[])).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json()["uri"], "/pub/x");
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn alpn_confusion_h2_preface_on_an_http1_connection_is_refused_and_reaches_nothing() {
+    let ca = Ca::new("sessiongate test CA");
+    let tmp = temp_dir("alpn-h1");
+    let (upstream, proxy) = public_tls_proxy(tmp.path(), &ca).await;
+
+    // The preface, an empty SETTINGS frame and a HEADERS frame would be a request for /pub/x
+    // to an HTTP/2 server: on an http/1.1 connection it must not be one.
+    let mut tls = raw_tls(proxy.addr, &ca.pem, &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let answer = exchange(
+        &mut tls,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
+    assert!(
+        refused_as_http1(&answer),
+        "an HTTP/1.1 refusal, not HTTP/2 frames: {answer:?}"
+    );
+
+    // A real HTTP/2 client on a connection that agreed on http/1.1 gets no answer.
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let tls = connector(&ca.pem, &[b"http/1.1"])
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let h2_over_h1 = async {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("https://localhost:{}/pub/x", proxy.addr.port()))
+            .body(body(""))
+            .unwrap();
+        sender.send_request(req).await
+    };
+    let result = tokio::time::timeout(ANSWER_WITHIN, h2_over_h1)
+        .await
+        .expect("the HTTP/2 client is answered or cut off within ANSWER_WITHIN");
+    assert!(
+        result.is_err(),
+        "HTTP/2 served after ALPN http/1.1: {result:?}"
+    );
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+
+    // HTTP/1.1 on such a connection is served.
+    let mut h1 = tls_connect(proxy.addr, &ca.pem, &[b"http/1.1"]).await;
+    let res = h1.send(proxy.addr, req(Method::GET, "/pub/x", &[])).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.json()["version"], "HTTP/1.1");
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn alpn_confusion_without_alpn_only_http1_is_spoken() {
+    let ca = Ca::new("sessiongate test CA");
+    let tmp = temp_dir("alpn-none");
+    let (upstream, proxy) = public_tls_proxy(tmp.path(), &ca).await;
+
+    let mut tls = raw_tls(proxy.addr, &ca.pem, &[]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let answer = exchange(
+        &mut tls,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    )
+    .await;
+    assert!(
+        refused_as_http1(&answer),
+        "HTTP/2 is not guessed from the preface without ALPN: {answer:?}"
+    );
+    assert_eq!(upstream.requests(), 0, "nothing reached the upstream");
+
+    let mut tls = raw_tls(proxy.addr, &ca.pem, &[]).await;
+    let answer = exchange(
+        &mut tls,
+        b"GET /pub/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"uri\":\"/pub/x\""), "{text}");
+    assert_eq!(upstream.requests(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HSTS directives and OCSP stapling.
+
+#[tokio::test]
+async fn hsts_include_subdomains_and_preload_are_sent_on_every_https_response() {
+    let ca = Ca::new("sessiongate test CA");
+    let (cert, key, _) = ca.leaf();
+    let tmp = temp_dir("hsts");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
+    let upstream = start_upstream().await;
+    for (max_age, tls_extra, want) in [
+        (
+            "365d",
+            "hsts_include_subdomains = true\nhsts_preload = true",
+            "max-age=31536000; includeSubDomains; preload",
+        ),
+        (
+            "1d",
+            "hsts_include_subdomains = true",
+            "max-age=86400; includeSubDomains",
+        ),
+        ("1d", "hsts_include_subdomains = false", "max-age=86400"),
+    ] {
+        let toml = tls_config_with(
+            upstream.addr,
+            dir,
+            &format!("hsts = \"{max_age}\""),
+            tls_extra,
+        );
+        let proxy = start_proxy_with(&toml).await;
+        for alpn in [b"http/1.1".as_slice(), b"h2".as_slice()] {
+            let mut conn = tls_connect(proxy.addr, &ca.pem, &[alpn]).await;
+            // A page of sessiongate's own, a refusal, and a proxied answer all carry it.
+            let health = conn
+                .send(proxy.addr, req(Method::GET, "/.sessiongate/healthz", &[]))
+                .await;
+            let anon = conn.send(proxy.addr, req(Method::GET, "/x", &[])).await;
+            let login = conn.send(proxy.addr, login_request(proxy.addr)).await;
+            let cookie = login.set_cookies()[0]
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let proxied = conn
+                .send(proxy.addr, req(Method::GET, "/x", &[("cookie", &cookie)]))
+                .await;
+            assert_eq!(proxied.status, StatusCode::OK);
+            for res in [&health, &anon, &login, &proxied] {
+                assert_eq!(
+                    res.header("strict-transport-security"),
+                    Some(want),
+                    "{tls_extra} over {}",
+                    String::from_utf8_lossy(alpn)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hsts_preload_needs_include_subdomains_and_a_year_and_the_key_is_named() {
+    let ca = Ca::new("x");
+    let (cert, key, _) = ca.leaf();
+    let tmp = temp_dir("hsts-cfg");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
+    let upstream: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+    for (hsts, tls_extra, key, says) in [
+        (
+            "hsts = \"365d\"",
+            "hsts_preload = true",
+            "server.tls.hsts_preload",
+            "hsts_include_subdomains = true",
+        ),
+        (
+            "hsts = \"364d\"",
+            "hsts_include_subdomains = true\nhsts_preload = true",
+            "server.tls.hsts_preload",
+            "at least 365d",
+        ),
+        (
+            "",
+            "hsts_include_subdomains = true",
+            "server.tls.hsts_include_subdomains",
+            "needs server.hsts",
+        ),
+        (
+            "",
+            "hsts_preload = true",
+            "server.tls.hsts_preload",
+            "needs server.hsts",
+        ),
+    ] {
+        let err = sessiongate::Config::from_toml(&tls_config_with(upstream, dir, hsts, tls_extra))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && err.contains(says),
+            "{hsts} {tls_extra}: {err}"
+        );
+    }
+    // A year (or more) with includeSubDomains is what the preload list takes.
+    let ok = sessiongate::Config::from_toml(&tls_config_with(
+        upstream,
+        dir,
+        "hsts = \"400d\"",
+        "hsts_include_subdomains = true\nhsts_preload = true",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.server.hsts.unwrap(),
+        "max-age=34560000; includeSubDomains; preload"
+    );
+}
+
+/// A server-certificate verifier that checks the chain with the test CA (rustls's own WebPKI
+/// verifier) and keeps the OCSP response the server stapled.
+#[derive(Debug)]
+struct RecordsOcsp {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    stapled: Mutex<Option<Vec<u8>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for RecordsOcsp {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.stapled.lock().unwrap() = Some(ocsp_response.to_vec());
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Completes a handshake with `addr` (TLS 1.3 or 1.2 as `version` says) and returns the OCSP
+/// response the server stapled: empty when it stapled none.
+async fn stapled_ocsp(
+    addr: SocketAddr,
+    ca_pem: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = sessiongate::tls::provider();
+    let verifier = Arc::new(RecordsOcsp {
+        webpki: rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap(),
+        stapled: Mutex::new(None),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake, the chain verified by the test CA");
+    verifier
+        .stapled
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the verifier ran")
+}
+
+// The OCSP responses below are arbitrary bytes, not signed responses: rustls staples what it
+// is given, and checking a response is the client's business, so these tests show which bytes
+// are stapled and when they change, which is all sessiongate does with the file.
+const OCSP_A: &[u8] = b"\x30\x03\x0a\x01\x00 first response";
+const OCSP_B: &[u8] = b"\x30\x03\x0a\x01\x00 second, renewed response";
+
+#[tokio::test]
+async fn ocsp_stapling_sends_the_files_bytes_and_a_reload_swaps_them() {
+    let ca = Ca::new("sessiongate test CA");
+    let (cert, key, _) = ca.leaf();
+    let tmp = temp_dir("ocsp");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
+    let ocsp = dir.join("ocsp.der");
+    std::fs::write(&ocsp, OCSP_A).unwrap();
+    let upstream = start_upstream().await;
+    let toml = tls_config_with(
+        upstream.addr,
+        dir,
+        "",
+        &format!("ocsp_file = \"{}\"", ocsp.display()),
+    );
+    let proxy = start_proxy_with(&toml).await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        assert_eq!(stapled_ocsp(proxy.addr, &ca.pem, version).await, OCSP_A);
+    }
+
+    // An empty or missing file is refused on reload; the staple in use stays.
+    std::fs::write(&ocsp, b"").unwrap();
+    let err = proxy.app.reload_tls().expect_err("an empty OCSP file");
+    assert!(
+        err.contains("server.tls.ocsp_file") && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::remove_file(&ocsp).unwrap();
+    let err = proxy.app.reload_tls().expect_err("a missing OCSP file");
+    assert!(
+        err.contains("server.tls.ocsp_file") && err.contains("ocsp.der"),
+        "{err}"
+    );
+    assert_eq!(
+        stapled_ocsp(proxy.addr, &ca.pem, &rustls::version::TLS13).await,
+        OCSP_A
+    );
+
+    std::fs::write(&ocsp, OCSP_B).unwrap();
+    proxy.app.reload_tls().unwrap();
+    assert_eq!(
+        stapled_ocsp(proxy.addr, &ca.pem, &rustls::version::TLS13).await,
+        OCSP_B
+    );
+
+    // Without ocsp_file nothing is stapled.
+    let plain = start_proxy_with(&tls_config(upstream.addr, dir, "")).await;
+    assert_eq!(
+        stapled_ocsp(plain.addr, &ca.pem, &rustls::version::TLS13).await,
+        b""
+    );
+}
+
+/// The real binary re-reads the OCSP file with the certificate on SIGHUP.
+#[tokio::test]
+async fn ocsp_stapling_follows_the_file_on_sighup_in_the_running_binary() {
+    let ca = Ca::new("sessiongate test CA");
+    let (cert, key, _) = ca.leaf();
+    let tmp = temp_dir("ocsp-hup");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
+    let ocsp = dir.join("ocsp.der");
+    std::fs::write(&ocsp, OCSP_A).unwrap();
+    let config = tls_config_with(
+        "127.0.0.1:9".parse().unwrap(),
+        dir,
+        "",
+        &format!("ocsp_file = \"{}\"", ocsp.display()),
+    );
+    std::fs::write(dir.join("sessiongate.toml"), config).unwrap();
+    let running = spawn_sessiongate(&dir.join("sessiongate.toml"), &[]);
+    let addr = running.addr;
+    assert_eq!(
+        stapled_ocsp(addr, &ca.pem, &rustls::version::TLS13).await,
+        OCSP_A
+    );
+
+    std::fs::write(&ocsp, OCSP_B).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stapled_ocsp(addr, &ca.pem, &rustls::version::TLS13).await != OCSP_B {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the OCSP response:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(running.stop().success());
+}
+
+#[test]
+fn ocsp_file_that_is_missing_or_empty_is_refused_with_the_key_named() {
+    let ca = Ca::new("x");
+    let (cert, key, _) = ca.leaf();
+    let tmp = temp_dir("ocsp-cfg");
+    let dir = tmp.path();
+    write_pair(dir, &cert, &key);
+    let ocsp = dir.join("ocsp.der");
+    let toml = tls_config_with(
+        "127.0.0.1:3000".parse().unwrap(),
+        dir,
+        "",
+        &format!("ocsp_file = \"{}\"", ocsp.display()),
+    );
+    let err = sessiongate::Config::from_toml(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.tls.ocsp_file") && err.contains("cannot read"),
+        "{err}"
+    );
+    std::fs::write(&ocsp, b"").unwrap();
+    let err = sessiongate::Config::from_toml(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server.tls.ocsp_file") && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::write(&ocsp, OCSP_A).unwrap();
+    let config = sessiongate::Config::from_toml(&toml).unwrap();
+    assert_eq!(
+        config.server.tls.unwrap().loaded.ocsp.as_deref(),
+        Some(OCSP_A)
+    );
 }

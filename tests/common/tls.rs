@@ -69,6 +69,16 @@ pub fn tls_section(dir: &Path, extra: &str) -> String {
 
 /// A test config with TLS on the listener; `server_extra` goes into [server].
 pub fn tls_config(upstream: SocketAddr, dir: &Path, server_extra: &str) -> String {
+    tls_config_with(upstream, dir, server_extra, "")
+}
+
+/// [`tls_config`] with `tls_extra` in [server.tls].
+pub fn tls_config_with(
+    upstream: SocketAddr,
+    dir: &Path,
+    server_extra: &str,
+    tls_extra: &str,
+) -> String {
     let base = config_toml(upstream, "", "");
     let base = base.replace(
         "shutdown_timeout = \"5s\"",
@@ -76,8 +86,42 @@ pub fn tls_config(upstream: SocketAddr, dir: &Path, server_extra: &str) -> Strin
     );
     base.replace(
         "[upstream]",
-        &format!("{}\n[upstream]", tls_section(dir, "")),
+        &format!("{}\n[upstream]", tls_section(dir, tls_extra)),
     )
+}
+
+/// An echo upstream speaking TLS with a certificate from `ca`, offering `alpn` (HTTP/2 when
+/// `h2` is agreed, HTTP/1.1 otherwise).
+pub async fn start_tls_upstream(ca: &Ca, alpn: &[&[u8]]) -> SocketAddr {
+    let (cert, key, _) = ca.leaf();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(sessiongate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 pub fn connector(ca_pem: &str, alpn: &[&[u8]]) -> TlsConnector {
