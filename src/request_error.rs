@@ -5,6 +5,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::app::App;
+use crate::host::HostProblem;
 use crate::page;
 use crate::paths::BadTarget;
 use crate::proxy::ProxyError;
@@ -19,6 +20,9 @@ pub enum RequestError {
     /// Framing two parsers could read differently (see `headers::check_framing`).
     #[error("invalid request: {0}")]
     Framing(&'static str),
+    /// No host, several, or one that is not a host (see `host::screen`).
+    #[error("invalid request: {0}")]
+    BadHost(HostProblem),
     #[error("sessions cannot be checked right now; try again in a moment")]
     StoreUnavailable,
     #[error("too many logins in progress; try again in a moment")]
@@ -33,7 +37,9 @@ impl RequestError {
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            RequestError::BadTarget(_) | RequestError::Framing(_) => StatusCode::BAD_REQUEST,
+            RequestError::BadTarget(_) | RequestError::Framing(_) | RequestError::BadHost(_) => {
+                StatusCode::BAD_REQUEST
+            }
             RequestError::StoreUnavailable | RequestError::LoginsBusy => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
