@@ -223,8 +223,28 @@ users = [ { name = "u", password_hash = "$2y$10$abcdefghijklmnopqrstuuvwxyzABCDE
     write("config", "duplicate-user", full.replace('"bob the builder"', '"admin"'))
 
 
+def host():
+    """Host headers: the cases of the unit tests in src/host.rs and spellings around them."""
+    cases = [
+        "admin.example.com", "admin.example.com.", "Admin.Example.COM.:8443",
+        "admin.example.com:80", "localhost", "my_app:3000", "xn--bcher-kva.example",
+        "127.0.0.1:8080", "[::1]", "[::1]:8080", "[0:0::1]", "[2001:DB8::1]:443",
+        "[::ffff:127.0.0.1]", "a1.example", "example.1a", "", ".", ":80",
+        "admin.example.com..", ".admin.example.com", "admin..example.com",
+        "admin example.com", "evil.example@admin.example.com", "admin%2eexample.com",
+        "b\u00fccher.example", "admin.example.com/x", "*.example.com",
+        "a" * 64 + ".example", "abcdefghi." * 25 + "example", "admin.example.com:",
+        "admin.example.com:65536", "admin.example.com:80:80", "[::1", "[::1]x",
+        "[fe80::1%25eth0]", "[127.0.0.1]", "[]", "127.1", "0x7f.0.0.1", "example.0x1F",
+        "2130706433", "127.000.0.1", "256.0.0.1",
+    ]
+    for i, case in enumerate(cases):
+        write("host", f"case-{i}", case)
+
+
 if __name__ == "__main__":
     cookie()
     return_path()
     path()
     config()
+    host()

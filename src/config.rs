@@ -759,20 +759,19 @@ fn validate_rule(i: usize, r: file::Rule, users: &[UserConfig]) -> Result<Rule, 
     };
     let host = match &r.host {
         None => None,
-        Some(h) => {
-            let ok = !h.is_empty()
-                && h.parse::<http::uri::Authority>()
-                    .is_ok_and(|a| a.port().is_none() && a.as_str() == h && !h.contains('@'));
-            if !ok {
+        // Canonical, as every request's host is before it is compared.
+        Some(h) => match crate::host::parse(h.as_bytes()) {
+            Ok(a) if a.port.is_none() => Some(a.host.into_owned()),
+            reason => {
+                let reason = reason.map_or_else(|bad| bad.message(), |_| "it has a port");
                 return Err(invalid(
                     at("host"),
                     format!(
-                        "{h:?} is not a host name (no scheme, port or path), e.g. \"grafana.example.com\""
+                        "{h:?} is not a host name (no scheme, port or path), e.g. \"grafana.example.com\": {reason}"
                     ),
                 ));
             }
-            Some(h.to_ascii_lowercase())
-        }
+        },
     };
     for (key, value) in [("public", r.public), ("deny", r.deny)] {
         if value == Some(false) {
@@ -1414,18 +1413,16 @@ fn validate_session(s: &file::Session, store: StoreConfig) -> Result<SessionConf
     }
     let cookie_domain = match &s.cookie_domain {
         None => None,
-        Some(d) => {
-            let name = d.strip_prefix('.').unwrap_or(d);
-            match HostPattern::parse(name) {
-                Ok(HostPattern::Exact(name)) => Some(name),
-                _ => {
-                    return Err(invalid(
-                        "session.cookie_domain",
-                        format!("{d:?} is not a domain name like \"example.com\""),
-                    ));
-                }
+        // A leading dot means nothing to browsers; the rest is canonical like any host.
+        Some(d) => match HostPattern::parse(d.strip_prefix('.').unwrap_or(d)) {
+            Ok(HostPattern::Exact(name)) if !crate::host::is_ip(&name) => Some(name),
+            _ => {
+                return Err(invalid(
+                    "session.cookie_domain",
+                    format!("{d:?} is not a domain name like \"example.com\""),
+                ));
             }
-        }
+        },
     };
     let cookie_name = if base_name.starts_with("__Host-") || base_name.starts_with("__Secure-") {
         if !secure {
@@ -1713,7 +1710,7 @@ fn validate_login_page(p: &file::LoginPage) -> Result<LoginPageConfig, ConfigErr
     })
 }
 
-/// An origin as browsers send it: `scheme://host[:port]`, nothing after; lowercased.
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after; its host canonical.
 fn websocket_origin(text: &str) -> Result<String, &'static str> {
     let Some((scheme, authority)) = text.split_once("://") else {
         return Err("is not an origin; write e.g. \"https://app.example.com\"");
@@ -1721,13 +1718,13 @@ fn websocket_origin(text: &str) -> Result<String, &'static str> {
     if !matches!(scheme, "http" | "https") {
         return Err("must start with https:// (or http://)");
     }
-    let ok = !authority.is_empty()
-        && !authority.contains(['/', '?', '#', '@'])
-        && authority.parse::<http::uri::Authority>().is_ok();
-    if !ok {
-        return Err("must be scheme://host[:port] with no path, e.g. \"https://app.example.com\"");
-    }
-    Ok(text.to_ascii_lowercase())
+    let a = crate::host::parse(authority.as_bytes()).map_err(|_| {
+        "must be scheme://host[:port] with no path and a valid host, e.g. \"https://app.example.com\""
+    })?;
+    Ok(match a.port {
+        Some(port) => format!("{scheme}://{}:{port}", a.host),
+        None => format!("{scheme}://{}", a.host),
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use http::Method;
 
 use crate::config::Config;
 use crate::gate::{Decision, decision};
-use crate::headers;
+use crate::host;
 use crate::identity::UserNames;
 use crate::paths;
 use crate::policy::Policy;
@@ -29,8 +29,12 @@ pub fn explain(
             bad.message()
         )
     })?;
-    let no_headers = http::HeaderMap::new();
-    let host = headers::request_host(&no_headers, &uri);
+    // Judged in canonical form, as the proxy judges a request's host.
+    let host = uri
+        .authority()
+        .map(|a| host::canonical(a.as_str().as_bytes()))
+        .transpose()
+        .map_err(|bad| format!("sessiongate refuses this host with 400: {}", bad.message()))?;
     let policy = Policy::build(config, &UserNames::default());
     let user = match user {
         None => None,
@@ -42,7 +46,7 @@ pub fn explain(
     };
 
     let mut out = format!("{method} {path}");
-    if let Some(host) = host {
+    if let Some(host) = &host {
         out.push_str(&format!(" on host {host}"));
     }
     match user {
@@ -66,7 +70,7 @@ pub fn explain(
 
     let target = Target {
         method: &method,
-        host,
+        host: host.as_deref(),
         path: &path,
     };
     let judgement = policy.judge(user.map(|u| &**u), &target);

@@ -15,9 +15,11 @@ use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::gate::{Decision, Head, HostOf, Verdict};
 use crate::headers;
+use crate::host::{self, HostProblem};
 use crate::paths;
 use crate::policy::{Policy, User};
 use crate::refusal;
+use crate::request_error::RequestError;
 use crate::response::{self, Body, no_store};
 
 /// Which edge proxy an endpoint answers.
@@ -39,7 +41,7 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 /// The request the edge proxy asks about.
 struct Original {
     method: Method,
-    /// Without the port.
+    /// Canonical (`host::canonical`).
     host: Option<String>,
     /// As sent (with its port), for an absolute return address.
     authority: Option<String>,
@@ -187,16 +189,14 @@ fn login_location(
     edge: EdgeProxy,
 ) -> HeaderValue {
     let here = original.here();
+    // The Host the edge proxy asked by, if it is a host (the screen has refused any other).
     let login_host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.parse::<http::uri::Authority>()
-                .is_ok_and(|a| a.as_str() == *h)
-        });
+        .and_then(|h| Some((h, host::canonical(h.as_bytes()).ok()?)));
     let central = match (edge, login_host, &original.host, &original.authority) {
-        (EdgeProxy::Forward, Some(login), Some(host), Some(authority))
-            if !headers::host_without_port(login).is_some_and(|l| l.eq_ignore_ascii_case(host))
+        (EdgeProxy::Forward, Some((login, login_canonical)), Some(host), Some(authority))
+            if login_canonical != host.as_str()
                 && policy.redirect_hosts().iter().any(|p| p.matches(host)) =>
         {
             Some((login, authority))
@@ -220,8 +220,10 @@ enum Unreadable {
         name: HeaderName,
         problem: &'static str,
     },
-    /// The client's target is not a clean path, or its host not a host name.
+    /// The client's target is not a clean path.
     Target(&'static str),
+    /// The client's host is not a host.
+    Host(HostProblem),
 }
 
 impl Unreadable {
@@ -243,8 +245,19 @@ impl Unreadable {
                     &format!("invalid request: {message}"),
                 ),
             },
+            Unreadable::Host(problem) => match edge {
+                EdgeProxy::Nginx => refused_host(*problem),
+                EdgeProxy::Forward => RequestError::BadHost(*problem).response(),
+            },
         }
     }
+}
+
+/// The nginx endpoint's answer to a request whose host the screen refused: nginx passes the
+/// client's `Host` (and any `X-Forwarded-Host`) to `auth_request`, and turns anything but 401
+/// and 403 into a 500, so a client's bad host is a 403 here, the 400 everywhere else.
+pub fn refused_host(problem: HostProblem) -> Response<Body> {
+    response::text(StatusCode::FORBIDDEN, &format!("refused: {problem}"))
 }
 
 /// The original request from the proxy's headers.
@@ -271,20 +284,19 @@ fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Unreadable>
         EdgeProxy::Nginx => h.get(header::HOST).and_then(|v| v.to_str().ok()),
         EdgeProxy::Forward => Some(one(h, &headers::X_FORWARDED_HOST)?),
     };
-    let authority = match authority {
+    // Judged in its canonical form, as a proxied request's host is: `admin.example.com.` is
+    // `admin.example.com` to the rules, as it is to DNS.
+    let host = match authority.map(|a| host::canonical(a.as_bytes())) {
         None => None,
-        Some(a)
-            if a.parse::<http::uri::Authority>()
-                .is_ok_and(|p| p.as_str() == a) =>
-        {
-            Some(a.to_string())
+        Some(Ok(host)) => Some(host.into_owned()),
+        Some(Err(bad)) => {
+            return Err(Unreadable::Host(match edge {
+                EdgeProxy::Nginx => HostProblem::Invalid(bad),
+                EdgeProxy::Forward => HostProblem::ForwardedInvalid(bad),
+            }));
         }
-        Some(_) => return Err(Unreadable::Target("the original host is not a host name")),
     };
-    let host = authority
-        .as_deref()
-        .and_then(headers::host_without_port)
-        .map(str::to_string);
+    let authority = authority.map(str::to_string);
     Ok(Original {
         method,
         host,

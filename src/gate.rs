@@ -3,6 +3,7 @@
 //! proxy path in `handler`, `explain`, and later forward-auth) only turn a decision into an
 //! answer; none of them works out again whether a user is allowed.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -56,17 +57,18 @@ pub struct Head<'a> {
 /// Where a request's host comes from.
 #[derive(Clone, Copy)]
 pub enum HostOf<'a> {
-    /// Already known, without its port (forward-auth reads it from the proxy's header).
+    /// Already known and canonical (forward-auth reads it from the proxy's header).
     Known(Option<&'a str>),
-    /// The request's `Host` header or target authority.
-    Request(&'a HeaderMap, &'a http::Uri),
+    /// The request's `Host` or target authority (`host::judged`).
+    Request(&'a HeaderMap, Option<&'a http::uri::Authority>),
 }
 
 impl<'a> HostOf<'a> {
-    fn get(self) -> Option<&'a str> {
+    /// The canonical host, computed only here: when a rule names a host.
+    fn get(self) -> Option<Cow<'a, str>> {
         match self {
-            HostOf::Known(host) => host,
-            HostOf::Request(headers, uri) => crate::headers::request_host(headers, uri),
+            HostOf::Known(host) => host.map(Cow::Borrowed),
+            HostOf::Request(headers, target) => crate::host::judged(headers, target),
         }
     }
 }
@@ -211,14 +213,15 @@ impl Gate {
                 };
             }
         };
+        // Looked up under the same policy that is judging, never skipped for a rule.
+        let host = if policy.has_host_rules() {
+            head.host.get()
+        } else {
+            None
+        };
         let target = Target {
             method: head.method,
-            // Looked up under the same policy that is judging, never skipped for a rule.
-            host: if policy.has_host_rules() {
-                head.host.get()
-            } else {
-                None
-            },
+            host: host.as_deref(),
             path: head.path,
         };
         let user = session.as_ref().map(|s| &s.user);

@@ -14,12 +14,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
-use crate::app::App;
+use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::conn::ConnInfo;
 use crate::forward_auth::{self, EdgeProxy};
 use crate::gate::{Decision, Head, HostOf, Verdict};
 use crate::headers;
+use crate::host;
 use crate::limits::MAX_HEAD_BYTES;
 use crate::logging::{self, RequestLine};
 use crate::metrics::DecisionLabel;
@@ -63,7 +64,7 @@ pub async fn handle(
     let _busy = conn.activity.begin();
     let start = Instant::now();
     let method = req.method().clone();
-    let refused = refusal(&mut req);
+    let refused = refusal(&mut req, conn.trusted, &app.routes);
     let upgrade = upgrade::decide(&req, &app.config.upstream.upgrades);
     let close_unless_switched = upgrade.asked() && req.version() <= Version::HTTP_11;
     let uri = req.uri().clone();
@@ -85,6 +86,10 @@ pub async fn handle(
                     Logged::anonymous(DecisionLabel::Invalid),
                 )
             }),
+        (Some(RequestError::BadHost(problem)), _) if uri.path() == app.routes.auth_nginx => (
+            forward_auth::refused_host(problem),
+            Logged::anonymous(DecisionLabel::Invalid),
+        ),
         (Some(e), _) => (e.response(), Logged::anonymous(DecisionLabel::Invalid)),
     };
     // After any answer but 101 to a request that carried Upgrade, hyper would read the bytes
@@ -127,18 +132,43 @@ pub async fn handle(
 }
 
 /// Why a request must never reach the gate: a head over the size limit, a target that is not
-/// a clean path, or framing two parsers could read differently. `None` for every other
-/// request, whose path is now normalized.
-fn refusal<B>(req: &mut Request<B>) -> Option<RequestError> {
+/// a clean path, no host or not one host, or framing two parsers could read differently.
+/// `None` for every other request, whose path is now normalized. `trusted`: the peer is a
+/// trusted proxy (see [`forwarded_host`]).
+fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<RequestError> {
     if head_bytes(req) > MAX_HEAD_BYTES {
         return Some(RequestError::HeadTooLarge);
     }
     if let Err(bad) = normalize_target(req) {
         return Some(RequestError::BadTarget(bad));
     }
+    let uri = req.uri();
+    if let Err(problem) = host::screen(
+        req.version(),
+        req.headers(),
+        uri.authority(),
+        uri.scheme_str(),
+        forwarded_host(trusted, uri.path(), routes),
+    ) {
+        return Some(RequestError::BadHost(problem));
+    }
     headers::check_framing(req.headers())
         .err()
         .map(RequestError::Framing)
+}
+
+/// What the peer's `X-Forwarded-Host` is on a request for `path`: a client's is replaced; a
+/// trusted proxy's must name the request's own host, except at the forward-auth endpoint,
+/// where it is the original request's host, and nginx's, which reads only `Host` (nginx hands
+/// the client's headers to `auth_request` as they are).
+fn forwarded_host(trusted: bool, path: &str, routes: &Routes) -> host::ForwardedHost {
+    if !trusted || path == routes.auth_nginx {
+        host::ForwardedHost::Ignored
+    } else if path == routes.auth_forward {
+        host::ForwardedHost::Original
+    } else {
+        host::ForwardedHost::SameHost
+    }
 }
 
 /// The size of the request head as sent. hyper's read buffer bounds the memory a head can
@@ -208,7 +238,7 @@ async fn route(
         .gate
         .decide(&Head {
             method: req.method(),
-            host: HostOf::Request(req.headers(), req.uri()),
+            host: HostOf::Request(req.headers(), req.uri().authority()),
             path,
             headers: req.headers(),
         })

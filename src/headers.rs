@@ -166,30 +166,6 @@ pub fn same_name(a: &HeaderName, b: &HeaderName) -> bool {
         })
 }
 
-/// The host a request is for, without its port: the Host header, or the target's authority
-/// (HTTP/2 sends `:authority` instead of Host).
-pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
-    let authority = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))?;
-    host_without_port(authority)
-}
-
-/// `authority` (`host[:port]`) without its port; `None` when that leaves nothing.
-pub fn host_without_port(authority: &str) -> Option<&str> {
-    let host = match authority.strip_prefix('[') {
-        // An IPv6 literal keeps its brackets; the port follows the closing one.
-        Some(rest) => &authority[..rest.find(']').map_or(authority.len(), |i| i + 2)],
-        None => authority
-            .as_bytes()
-            .iter()
-            .position(|&b| b == b':')
-            .map_or(authority, |colon| &authority[..colon]),
-    };
-    (!host.is_empty()).then_some(host)
-}
-
 /// Iterates the `name=value` pairs of a Cookie header as (name, value, whole trimmed pair).
 /// Browsers join pairs with "; " and no quoting, so splitting is all the parsing there is;
 /// the raw pair is kept so other cookies reach the upstream byte for byte.
@@ -304,27 +280,6 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(h.contains_key("x-forwarded-users"));
         assert!(h.contains_key("x_other"));
-    }
-
-    #[test]
-    fn the_request_host_is_the_host_header_without_its_port() {
-        let uri: http::Uri = "/x".parse().unwrap();
-        for (host, want) in [
-            ("app.example.com", Some("app.example.com")),
-            ("app.example.com:8443", Some("app.example.com")),
-            ("[::1]:8080", Some("[::1]")),
-            ("[::1]", Some("[::1]")),
-            ("", None),
-        ] {
-            let h = map(&[("host", host)]);
-            assert_eq!(request_host(&h, &uri), want, "{host:?}");
-        }
-        let h2: http::Uri = "https://grafana.example.com:443/x".parse().unwrap();
-        assert_eq!(
-            request_host(&HeaderMap::new(), &h2),
-            Some("grafana.example.com")
-        );
-        assert_eq!(request_host(&HeaderMap::new(), &uri), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod gate;
 pub mod handler;
 pub mod headers;
 pub mod healthcheck;
+pub mod host;
 pub mod identity;
 pub mod limits;
 pub mod logging;

@@ -292,11 +292,15 @@ impl Upstream {
                     HeaderValue::from_static(fwd.proto),
                 );
             }
+            // The trusted proxy's X-Forwarded-Host, if it sent one, names the host the rules
+            // judged (the screen refused it otherwise, `host::screen`), so either header the
+            // app reads gives it the host that was judged.
             if !h.contains_key(headers::X_FORWARDED_HOST) {
                 h.insert(headers::X_FORWARDED_HOST, host.clone());
             }
         } else {
-            // Anything a client says about where it came from is overwritten.
+            // Anything a client says about where it came from is overwritten: the host judged
+            // is the request's own, and that is the X-Forwarded-Host the app receives.
             h.insert(headers::X_FORWARDED_FOR, fwd.peer.clone());
             h.insert(
                 headers::X_FORWARDED_PROTO,

@@ -5,6 +5,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::app::App;
+use crate::host::HostProblem;
 use crate::page;
 use crate::paths::BadTarget;
 use crate::proxy::{BodyError, ProxyError};
@@ -22,6 +23,9 @@ pub enum RequestError {
     /// An upgrade sessiongate does not relay (see `upgrade::decide`).
     #[error(transparent)]
     Upgrade(crate::upgrade::Refused),
+    /// No host, several, or one that is not a host (see `host::screen`).
+    #[error("invalid request: {0}")]
+    BadHost(HostProblem),
     #[error("sessions cannot be checked right now; try again in a moment")]
     StoreUnavailable,
     #[error("too many logins in progress; try again in a moment")]
@@ -53,6 +57,7 @@ impl RequestError {
             RequestError::BadTarget(_)
             | RequestError::Framing(_)
             | RequestError::Upgrade(_)
+            | RequestError::BadHost(_)
             | RequestError::MalformedBody(_) => StatusCode::BAD_REQUEST,
             RequestError::StoreUnavailable | RequestError::LoginsBusy => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -15,7 +15,7 @@ pub struct Rule {
     pub path: String,
     /// Absent: every method.
     pub methods: Option<Vec<Method>>,
-    /// Lower case, without a port. Absent: every host.
+    /// Canonical (`host::canonical`: lower case, no port, no trailing dot). Absent: every host.
     pub host: Option<String>,
     pub access: Access,
 }
@@ -64,7 +64,7 @@ pub struct RuleSet {
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub method: &'a Method,
-    /// The request's host without its port, if it named one.
+    /// The request's canonical host (`host::judged`), if it named one.
     pub host: Option<&'a str>,
     /// The normalized path, without the query.
     pub path: &'a str,
@@ -77,8 +77,9 @@ impl Rule {
         if self.access == Access::Public && !unambiguous {
             return false;
         }
+        // Both sides are canonical, so equal hosts are equal bytes.
         if let Some(host) = &self.host
-            && !target.host.is_some_and(|h| h.eq_ignore_ascii_case(host))
+            && target.host != Some(host.as_str())
         {
             return false;
         }
@@ -239,10 +240,8 @@ mod tests {
             &target(&Method::GET, Some("grafana.example.com"), "/"),
             true
         ));
-        assert!(r.matches(
-            &target(&Method::HEAD, Some("Grafana.Example.COM"), "/x"),
-            true
-        ));
+        let spelled = crate::host::canonical(b"Grafana.Example.COM.:443").unwrap();
+        assert!(r.matches(&target(&Method::HEAD, Some(&spelled), "/x"), true));
         assert!(!r.matches(
             &target(&Method::POST, Some("grafana.example.com"), "/"),
             true

@@ -298,18 +298,19 @@ fn https_redirect<B>(
     req: &http::Request<B>,
     https_port: u16,
 ) -> http::Response<crate::response::Body> {
+    use crate::host::HostProblem;
+    use crate::request_error::RequestError;
     use http::StatusCode;
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<http::uri::Authority>().ok())
-        .filter(|a| !a.as_str().contains('@'));
-    let Some(host) = host else {
-        return crate::response::text(
-            StatusCode::BAD_REQUEST,
-            "a Host header is needed to redirect to https",
-        );
+    // The redirect goes to the canonical host: never to a host the https listener would refuse.
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => crate::host::canonical(h.as_bytes()).map_err(HostProblem::Invalid),
+        (None, _) => Err(HostProblem::Missing),
+        (Some(_), Some(_)) => Err(HostProblem::Repeated),
+    };
+    let host = match host {
+        Ok(host) => host,
+        Err(problem) => return RequestError::BadHost(problem).response(),
     };
     let port = if https_port == 443 {
         String::new()
@@ -317,7 +318,7 @@ fn https_redirect<B>(
         format!(":{https_port}")
     };
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    match HeaderValue::from_str(&format!("https://{}{port}{path}", host.host())) {
+    match HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
         Ok(location) => crate::response::redirect(StatusCode::PERMANENT_REDIRECT, location),
         Err(_) => crate::response::text(StatusCode::BAD_REQUEST, "invalid request target"),
     }

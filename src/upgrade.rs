@@ -119,18 +119,21 @@ pub fn is_token(bytes: &[u8]) -> bool {
 
 /// Browsers send cookies on cross-site WebSocket handshakes, so a page on another site could
 /// open a socket as the signed-in user. An upgrade whose `Origin` is neither this site's own
-/// (the scheme the browser used and the request's `Host`) nor listed in
-/// `auth.websocket_origins` is refused. Without `Origin` (not a browser) it is judged by its
-/// session alone.
+/// (the scheme the browser used and the host the rules judge, `host::judged_authority`) nor
+/// listed in `auth.websocket_origins` is refused; hosts compare in canonical form, ports by
+/// value (a scheme's default when none is written). Without `Origin` (not a browser) it is
+/// judged by its session alone.
 pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Ok(origin) = origin.to_str() else {
+    let Some(origin) = origin.to_str().ok().and_then(crate::host::Origin::parse) else {
         return false;
     };
-    let origin = origin.to_ascii_lowercase();
-    if listed.contains(&origin) {
+    if listed
+        .iter()
+        .any(|l| crate::host::Origin::parse(l).is_some_and(|l| l.same(&origin)))
+    {
         return true;
     }
     // Behind a trusted TLS-terminating proxy the browser's scheme is the proxy's.
@@ -140,15 +143,10 @@ pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -
         .flatten()
         .and_then(|v| v.to_str().ok())
         .unwrap_or(conn.proto);
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    origin
-        == format!(
-            "{}://{}",
-            scheme.to_ascii_lowercase(),
-            host.to_ascii_lowercase()
-        )
+    // An upgrade is HTTP/1.1, whose Host the screen requires: no target authority needed.
+    crate::host::judged_authority(headers, None)
+        .and_then(|a| crate::host::parse(a).ok())
+        .is_some_and(|authority| origin.is(scheme, &authority))
 }
 
 #[cfg(test)]

@@ -219,3 +219,56 @@ async fn forward_auth_through_a_real_caddy() {
     ));
     scenario(caddy.addr, &upstream, || caddy.log()).await;
 }
+
+/// sessiongate behind the README's nginx, with a rule that denies admin.example.com to all.
+#[tokio::test]
+async fn a_trailing_dot_host_through_a_real_nginx_is_judged_as_the_host() {
+    let upstream = start_upstream().await;
+    let toml = team_config(
+        "127.0.0.1:9".parse().unwrap(),
+        "",
+        "[[rules]]\npath = \"/\"\nhost = \"admin.example.com\"\ndeny = true\n",
+    )
+    .replace("[upstream]\nurl = \"http://127.0.0.1:9\"\n", "")
+    .replace(
+        "shutdown_timeout = \"5s\"",
+        "shutdown_timeout = \"5s\"\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let gate = start_proxy_with(&toml).await;
+    let nginx = edge::nginx(&nginx_config(
+        &upstream.addr.to_string(),
+        &gate.addr.to_string(),
+    ));
+    let (alice, _) = sign_in(nginx.addr, USER, PASSWORD, "/").await;
+    let as_alice = |host: &'static str| {
+        let (addr, alice) = (nginx.addr, &alice);
+        async move { get(addr, "/app/x", &[("cookie", alice), ("host", host)]).await }
+    };
+    // nginx passes `$http_host` as sent: the trailing dot reaches sessiongate.
+    for host in [
+        "admin.example.com",
+        "admin.example.com.",
+        "ADMIN.example.com.:80",
+    ] {
+        let res = as_alice(host).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "{host}\n{}", nginx.log());
+    }
+    // Hosts nginx lets through that are no host: refused, never nginx's 500.
+    for host in [
+        "evil@admin.example.com",
+        "admin%2eexample.com",
+        "admin.example.com:x",
+    ] {
+        let res = as_alice(host).await;
+        assert!(
+            matches!(res.status.as_u16(), 400 | 403),
+            "{host}: {}\n{}",
+            res.status,
+            nginx.log()
+        );
+    }
+    assert_eq!(upstream.requests(), 0, "nothing reached the app");
+    let res = as_alice("app.example.com.").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", nginx.log());
+    assert_eq!(res.upstream_header("x-forwarded-user"), vec![USER]);
+}

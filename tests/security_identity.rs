@@ -229,10 +229,11 @@ async fn a_trusted_proxy_in_front_keeps_its_forwarding_headers() {
         "/",
         &[
             ("cookie", &cookie),
-            ("host", "internal:8080"),
+            ("host", "app.example"),
             ("x-forwarded-for", "203.0.113.7, 10.1.1.1"),
             ("x-forwarded-proto", "https"),
-            ("x-forwarded-host", "app.example"),
+            // Kept as the proxy wrote it: it names the host judged (tests/security_hosts.rs).
+            ("x-forwarded-host", "App.Example:443"),
             ("x-real-ip", "203.0.113.7"),
             // Even a trusted proxy can't name the user or override the path.
             ("x-forwarded-user", "admin"),
@@ -245,7 +246,10 @@ async fn a_trusted_proxy_in_front_keeps_its_forwarding_headers() {
         vec!["203.0.113.7, 10.1.1.1, 127.0.0.1"]
     );
     assert_eq!(res.upstream_header("x-forwarded-proto"), vec!["https"]);
-    assert_eq!(res.upstream_header("x-forwarded-host"), vec!["app.example"]);
+    assert_eq!(
+        res.upstream_header("x-forwarded-host"),
+        vec!["App.Example:443"]
+    );
     assert_eq!(res.upstream_header("x-real-ip"), vec!["203.0.113.7"]);
     assert_eq!(res.upstream_header("x-forwarded-user"), vec![USER]);
     assert!(res.upstream_header("x-original-url").is_empty());

@@ -133,9 +133,12 @@ async fn connect_and_absolute_targets_are_not_a_way_around_the_gate() {
     )
     .await;
     assert_eq!(status(&connect), 400, "{connect}");
-    // An absolute-form target is routed by its path like any other.
-    let absolute = raw_get(&proxy, "http://internal.example/admin", "").await;
+    // An absolute-form target is routed by its path like any other...
+    let absolute = raw_get(&proxy, "http://APP./admin", "").await;
     assert_eq!(status(&absolute), 401, "{absolute}");
+    // ...and may not name another host than Host (tests/security_hosts.rs).
+    let elsewhere = raw_get(&proxy, "http://internal.example/admin", "").await;
+    assert_eq!(status(&elsewhere), 400, "{elsewhere}");
     assert_eq!(upstream.requests(), 0);
 }
 

@@ -13,6 +13,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, header};
 use sha2::Sha256;
 
+use crate::host;
+
 /// How long a form token stays good: a login page left open over lunch still works.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
@@ -47,14 +49,13 @@ fn origin_from(headers: &HeaderMap, host: Option<&[u8]>) -> Origin {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Origin::Unknown;
     };
-    // "https://app.example:8443" -> "app.example:8443", compared with the Host header.
-    let origin_authority = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, authority)| authority.as_bytes());
-    match (origin_authority, host) {
-        (Some(a), Some(h)) if !a.is_empty() && a.eq_ignore_ascii_case(h) => Origin::SameOrigin,
+    // "https://App.example.:8443" is the page's origin; it is this site's if the Host names
+    // the same canonical host and port (the port the Origin's scheme implies when none is
+    // written).
+    let origin = origin.to_str().ok().and_then(host::Origin::parse);
+    let host = host.and_then(|h| host::parse(h).ok());
+    match (origin, host) {
+        (Some(o), Some(h)) if o.is(o.scheme, &h) => Origin::SameOrigin,
         _ => Origin::CrossSite,
     }
 }
@@ -148,10 +149,24 @@ mod tests {
         ]);
         assert_eq!(origin_of(&same), Origin::SameOrigin);
         for (origin, host) in [
+            ("https://app.example", "APP.Example."),
+            ("https://app.example.", "app.example:443"),
+            ("http://[::1]:8080", "[0::1]:8080"),
+        ] {
+            let h = HeaderMap::from_iter([
+                (header::ORIGIN, HeaderValue::from_str(origin).unwrap()),
+                (header::HOST, HeaderValue::from_str(host).unwrap()),
+            ]);
+            assert_eq!(origin_of(&h), Origin::SameOrigin, "{origin} vs {host}");
+        }
+        for (origin, host) in [
             ("https://evil.example", "app.example"),
             ("https://app.example.evil.example", "app.example"),
             ("null", "app.example"),
             ("https://app.example:8443", "app.example"),
+            ("https://app.example", "app.example:8443"),
+            ("https://app.example", "app.example.."),
+            ("https://app.example@evil.example", "app.example"),
         ] {
             let h = HeaderMap::from_iter([
                 (header::ORIGIN, HeaderValue::from_str(origin).unwrap()),

@@ -1,6 +1,8 @@
 //! The return address (`rd`) after login: a path on this site, or an `https://` URL on a host
 //! listed in `auth.redirect_hosts`; anything else falls back to `/`.
 
+use crate::host;
+
 /// Longest return address kept; longer ones fall back to `/`.
 const MAX_LEN: usize = 2048;
 
@@ -23,7 +25,7 @@ pub fn safe_return_path(rd: &str) -> &str {
 }
 
 /// An entry of `auth.redirect_hosts`: one host, or (written with a leading dot) a domain and
-/// all its subdomains. Lower case.
+/// all its subdomains. Canonical (`host::canonical`), like every host it is compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
@@ -37,12 +39,15 @@ impl HostPattern {
             Some(rest) => (true, rest),
             None => (false, text),
         };
-        if !is_host_name(name) {
-            return Err(
-                "must be a host name (\"app.example.com\") or a domain with a leading dot (\".example.com\"), without scheme, port or path",
-            );
-        }
-        let name = name.to_ascii_lowercase();
+        let name = match host::parse(name.as_bytes()) {
+            // A domain's subdomains are names: an IP address has none.
+            Ok(a) if a.port.is_none() && !(domain && host::is_ip(&a.host)) => a.host.into_owned(),
+            _ => {
+                return Err(
+                    "must be a host name (\"app.example.com\") or a domain with a leading dot (\".example.com\"), without scheme, port or path",
+                );
+            }
+        };
         Ok(if domain {
             HostPattern::Domain(name)
         } else {
@@ -50,35 +55,25 @@ impl HostPattern {
         })
     }
 
+    /// Whether the canonical `host` is this host, or in this domain.
     pub fn matches(&self, host: &str) -> bool {
         match self {
-            HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostPattern::Exact(h) => host == h,
             HostPattern::Domain(d) => {
-                host.eq_ignore_ascii_case(d)
+                host == d
                     || host.len() > d.len() + 1
                         && host.as_bytes()[host.len() - d.len() - 1] == b'.'
-                        && host[host.len() - d.len()..].eq_ignore_ascii_case(d)
+                        && host.ends_with(d.as_str())
             }
         }
     }
 }
 
-/// Letters, digits, `-` and `.`, as dot-separated labels that are not empty.
-fn is_host_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// `rd` if it is a same-site path ([`safe_return_path`]) or an `https://` URL on one of
 /// `hosts`, else `/`. The URL must be visible ASCII without `\` or `@` (no userinfo, which
-/// browsers would read as the host boundary), with a plain host name and an optional numeric
-/// port, followed by nothing or a path, query or fragment.
+/// browsers would read as the host boundary), with a host (`host::parse`; its canonical form
+/// is what is matched) and an optional numeric port, followed by nothing or a path, query or
+/// fragment.
 pub fn safe_return<'a>(rd: &'a str, hosts: &[HostPattern]) -> &'a str {
     if rd.starts_with('/') || hosts.is_empty() {
         return safe_return_path(rd);
@@ -91,17 +86,9 @@ pub fn safe_return<'a>(rd: &'a str, hosts: &[HostPattern]) -> &'a str {
             .bytes()
             .all(|c| (0x21..=0x7e).contains(&c) && c != b'\\' && c != b'@');
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (host, port) = match rest[..end].split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (&rest[..end], None),
-    };
-    let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    if visible && port_ok && is_host_name(host) && hosts.iter().any(|h| h.matches(host)) {
-        rd
-    } else {
-        "/"
-    }
+    let listed = host::parse(&rest.as_bytes()[..end])
+        .is_ok_and(|a| hosts.iter().any(|h| h.matches(&a.host)));
+    if visible && listed { rd } else { "/" }
 }
 
 #[cfg(test)]
@@ -125,6 +112,9 @@ mod tests {
             "https://app.example.com:8443/x",
             "https://example.org/",
             "https://a.b.example.org/path//x",
+            // DNS reads a trailing dot as the same name; so does the match.
+            "https://app.example.com./x",
+            "https://A.B.Example.ORG.:8443/",
         ] {
             assert_eq!(safe_return(ok, &hosts), ok, "{ok}");
         }
@@ -146,6 +136,11 @@ mod tests {
             "https://app.example.com:/",
             "https://app..example.com/",
             "https://.example.org/",
+            "https://app.example.com../",
+            "https://app.example.com:65536/",
+            "https://app%2eexample.com/",
+            "https://[::1]/",
+            "https://example.org.evil./",
             "https://app.example.com/\tx",
             "https://app.example.com/ x",
             "//app.example.com/",
@@ -168,6 +163,14 @@ mod tests {
             HostPattern::parse(".example.com"),
             Ok(HostPattern::Domain("example.com".into()))
         );
+        assert_eq!(
+            HostPattern::parse("App.Example.com."),
+            Ok(HostPattern::Exact("app.example.com".into()))
+        );
+        assert_eq!(
+            HostPattern::parse("10.0.0.5"),
+            Ok(HostPattern::Exact("10.0.0.5".into()))
+        );
         for bad in [
             "",
             ".",
@@ -177,6 +180,9 @@ mod tests {
             "a.example/x",
             "*.example.com",
             "a b",
+            ".10.0.0.5",
+            ".[::1]",
+            "a.example..",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
         }
@@ -256,8 +262,10 @@ mod tests {
                 }
                 let url = url::Url::parse(kept).unwrap_or_else(|e| panic!("{kept:?}: {e}"));
                 let host = url.host_str().unwrap_or_default();
+                let listed = crate::host::canonical(host.as_bytes())
+                    .is_ok_and(|c| hosts.iter().any(|h| h.matches(&c)));
                 assert!(
-                    url.scheme() == "https" && hosts.iter().any(|h| h.matches(host)),
+                    url.scheme() == "https" && listed,
                     "{line:?} -> {kept:?} reaches {host:?}"
                 );
             }
