@@ -11,8 +11,8 @@ use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::password::Verifier;
 use crate::auth::pending::Pending;
-use crate::auth::second_factor;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
+use crate::auth::{second_factor, sign_in};
 use crate::config::{Config, SameSite, StoreConfig};
 use crate::error::ConfigError;
 use crate::gate::Gate;
@@ -45,6 +45,8 @@ pub struct App {
     /// Signs the pending sign-in cookie, named `pending_cookie`.
     pub pending_signer: CookieSigner,
     pub pending_cookie: String,
+    /// The sign-in cookie, which the sign-in form's token is bound to (see `sign_in`).
+    pub signin_cookie: String,
     /// One permit per client connection being served (`server.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
@@ -196,6 +198,7 @@ impl App {
         let signer = CookieSigner::new(&secret, &config.session.cookie_name);
         let pending_cookie = second_factor::cookie_name(&config.session.cookie_name);
         let pending_signer = CookieSigner::new(&secret, &pending_cookie);
+        let signin_cookie = sign_in::cookie_name(&config.session.cookie_name, "signin");
         let routes = Routes::new(&config.auth.prefix);
         let certs = config
             .server
@@ -213,6 +216,7 @@ impl App {
             pending,
             pending_signer,
             pending_cookie,
+            signin_cookie,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             gate: Gate::new(
                 &config,

@@ -7,10 +7,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, Method};
 
 use crate::config::Config;
-use crate::headers::cookie_pairs;
+use crate::headers::single_cookie;
 use crate::identity::UserNames;
 use crate::metrics::{EndReason, Metrics};
 use crate::policy::{Policy, Ruling, User};
@@ -173,23 +173,12 @@ impl Gate {
         }
     }
 
-    /// The session id in the request's cookie, if exactly one cookie of ours carries a value
-    /// we signed.
-    fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
-        let mut found = None;
-        for value in headers.get_all(header::COOKIE) {
-            let Ok(text) = value.to_str() else { continue };
-            for (n, v, _) in cookie_pairs(text) {
-                if n == self.cookie_name {
-                    if found.is_some() {
-                        // Two session cookies: we never set that, so trust neither.
-                        return None;
-                    }
-                    found = Some(v);
-                }
-            }
-        }
-        found.and_then(|v| self.signer.verify(v))
+    /// The session id in the request's cookie, if exactly one cookie of ours (on any Cookie
+    /// line, text or not) carries a value we signed. Two session cookies: we never set that,
+    /// so trust neither. Live or not: the store is not asked.
+    pub fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
+        let value = single_cookie(headers, &self.cookie_name)?;
+        self.signer.verify(std::str::from_utf8(value).ok()?)
     }
 
     /// The decision for one request under the policy of the moment.

@@ -168,16 +168,38 @@ pub fn same_name(a: &HeaderName, b: &HeaderName) -> bool {
 
 /// Iterates the `name=value` pairs of a Cookie header as (name, value, whole trimmed pair).
 /// Browsers join pairs with "; " and no quoting, so splitting is all the parsing there is;
-/// the raw pair is kept so other cookies reach the upstream byte for byte.
-pub fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    header.split(';').filter_map(|pair| {
-        let pair = pair.trim();
+/// the raw pair is kept so other cookies reach the upstream byte for byte. Bytes, not text:
+/// a header value may hold any byte but controls, and a pair next to one is still a pair.
+pub fn cookie_pairs(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+    header.split(|&b| b == b';').filter_map(|pair| {
+        let pair = pair.trim_ascii();
         if pair.is_empty() {
             return None;
         }
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        Some((name.trim(), value.trim(), pair))
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        Some((name.trim_ascii(), value.trim_ascii(), pair))
     })
+}
+
+/// The value of the one cookie called `name` over every Cookie header of a request, or `None`
+/// when there is none or more than one. Every header counts, text or not: a second cookie of
+/// ours on a line of other bytes must not be skipped, or the first would be trusted alone.
+pub fn single_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        for (n, v, _) in cookie_pairs(value.as_bytes()) {
+            if n == name.as_bytes() {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(v);
+            }
+        }
+    }
+    found
 }
 
 /// Removes the cookie called `name` from every Cookie header, keeping all others.
@@ -192,17 +214,17 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         headers.remove(header::COOKIE);
         return;
     }
-    let mut kept: Vec<&str> = Vec::new();
+    let mut kept: Vec<&[u8]> = Vec::new();
     let mut found = false;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            // Not text: it cannot hold our cookie in a form we would accept, but it might to
-            // a lenient backend parser, so drop it rather than forward something we can't read.
+        if value.to_str().is_err() {
+            // Not text: it may hold our cookie, and a lenient backend parser might read it,
+            // so drop it rather than forward something we can't vouch for.
             found = true;
             continue;
-        };
-        for (n, _, pair) in cookie_pairs(text) {
-            if n == name {
+        }
+        for (n, _, pair) in cookie_pairs(value.as_bytes()) {
+            if n == name.as_bytes() {
                 found = true;
             } else {
                 kept.push(pair);
@@ -212,10 +234,10 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if !found {
         return;
     }
-    let joined = kept.join("; ");
+    let joined = kept.join(&b"; "[..]);
     headers.remove(header::COOKIE);
     if !joined.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&joined)
+        && let Ok(v) = HeaderValue::from_bytes(&joined)
     {
         headers.insert(header::COOKIE, v);
     }
@@ -312,11 +334,35 @@ mod tests {
 
     #[test]
     fn cookie_pairs_trim_and_tolerate_empty_segments() {
-        let pairs: Vec<_> = cookie_pairs(" a = 1 ;;b=2; flag").collect();
+        let pairs: Vec<_> = cookie_pairs(b" a = 1 ;;b=2; flag").collect();
         assert_eq!(
             pairs,
-            vec![("a", "1", "a = 1"), ("b", "2", "b=2"), ("flag", "", "flag")]
+            vec![
+                (&b"a"[..], &b"1"[..], &b"a = 1"[..]),
+                (&b"b"[..], &b"2"[..], &b"b=2"[..]),
+                (&b"flag"[..], &b""[..], &b"flag"[..])
+            ]
         );
+    }
+
+    #[test]
+    fn one_cookie_of_ours_is_counted_over_every_line_text_or_not() {
+        let line = |bytes: &[u8]| HeaderValue::from_bytes(bytes).unwrap();
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, line(b"a=1; sid=first"));
+        assert_eq!(single_cookie(&h, "sid"), Some(&b"first"[..]));
+        assert_eq!(single_cookie(&h, "si"), None);
+        h.append(header::COOKIE, line(b"b=\xff\xfe; sid=second"));
+        assert_eq!(
+            single_cookie(&h, "sid"),
+            None,
+            "a second one on a line of other bytes"
+        );
+
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, line(b"x=\xc3\x28; sid=only"));
+        assert_eq!(single_cookie(&h, "sid"), Some(&b"only"[..]));
+        assert_eq!(single_cookie(&HeaderMap::new(), "sid"), None);
     }
 
     #[test]

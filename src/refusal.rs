@@ -4,6 +4,7 @@
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::app::App;
+use crate::auth::csrf::Binding;
 use crate::gate::Decision;
 use crate::page::{self, escape_html};
 use crate::request_error::RequestError;
@@ -39,7 +40,7 @@ pub fn answer_for(
         // Never a redirect to the sign-in page: the user is signed in, and sending them there
         // would loop.
         Decision::Forbidden { user } if navigation => {
-            forbidden_page(app, user.as_ref().map(|u| u.name.as_str()))
+            forbidden_page(app, headers, user.as_ref().map(|u| u.name.as_str()))
         }
         Decision::Forbidden { .. } => response::json(
             StatusCode::FORBIDDEN,
@@ -77,11 +78,18 @@ pub fn login_location(app: &App, here: &str) -> HeaderValue {
 }
 
 /// 403 for a browser: who is signed in and a way to sign out (to sign in as someone else), and
-/// nothing about the rule that refused.
-fn forbidden_page(app: &App, user: Option<&str>) -> Response<Body> {
+/// nothing about the rule that refused. The sign-out form's token is bound to the session
+/// cookie the request brought (the one the gate judged).
+fn forbidden_page(app: &App, headers: &HeaderMap, user: Option<&str>) -> Response<Body> {
     const TITLE: &str = "Access denied";
     match user {
         Some(name) => {
+            // Always there when a user is: the user was found by this cookie.
+            let csrf = app
+                .gate
+                .session_id(headers)
+                .map(|id| app.tokens.issue(Binding::Session(id.as_bytes())))
+                .unwrap_or_default();
             let body = format!(
                 r#"<p>Signed in as <strong>{name}</strong>; you do not have access to this page.</p>
 <form method="post" action="{logout}">
@@ -90,7 +98,6 @@ fn forbidden_page(app: &App, user: Option<&str>) -> Response<Body> {
 </form>"#,
                 name = escape_html(name),
                 logout = escape_html(&app.routes.logout),
-                csrf = app.tokens.issue(),
             );
             page::message(app, StatusCode::FORBIDDEN, TITLE, &[], &body)
         }

@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::auth::csrf::Binding;
 use crate::auth::form::read_checked_form;
 use crate::auth::sign_in::store_unavailable;
 use crate::gate::{Authenticated, Decision};
@@ -34,7 +35,7 @@ pub async fn show(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(res) => return res,
     };
     match app.gate.sessions().list(&session.user, &session.id).await {
-        Ok(list) => page(app, &session.user.name, &list),
+        Ok(list) => page(app, &session, &list),
         Err(e) => store_unavailable(&e),
     }
 }
@@ -45,7 +46,8 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(s) => s,
         Err(res) => return res,
     };
-    let form = match read_checked_form(app, req, false).await {
+    let binding = Binding::Session(session.id.as_bytes());
+    let form = match read_checked_form(app, req, false, Some(binding)).await {
         Ok(form) => form,
         Err(res) => return res,
     };
@@ -102,8 +104,9 @@ fn when(t: SystemTime) -> String {
     format!("{} UTC", text.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
-fn page(app: &App, user: &str, list: &[SessionInfo]) -> Response<Body> {
-    let csrf = app.tokens.issue();
+/// The page for `session`'s user; its forms' token is bound to `session`.
+fn page(app: &App, session: &Authenticated, list: &[SessionInfo]) -> Response<Body> {
+    let csrf = app.tokens.issue(Binding::Session(session.id.as_bytes()));
     let mut rows = String::new();
     for s in list {
         let address = s
@@ -147,7 +150,7 @@ fn page(app: &App, user: &str, list: &[SessionInfo]) -> Response<Body> {
 <button type="submit">Sign out everywhere</button>
 </form>
 </main>"#,
-        user = escape_html(user),
+        user = escape_html(&session.user.name),
         logout = escape_html(&app.routes.logout),
     );
     page::branded(app, StatusCode::OK, "Your sessions", &body)

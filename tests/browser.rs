@@ -389,7 +389,8 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         "nothing reached the upstream without a session"
     );
 
-    // 2. A wrong password: the form again, with the message, and no cookie.
+    // 2. A wrong password: the form again, with the message, and no cookie but the sign-in
+    // cookie the sign-in page set (its form token is bound to it), scoped to the prefix.
     submit_login(client, USER, "not-the-password").await;
     let error = client
         .wait()
@@ -399,10 +400,15 @@ async fn scenario(client: &Client, upstream: &Upstream, proxy: &Proxy) {
         .expect("an error message after a wrong password");
     assert_eq!(error.text().await.unwrap(), "Invalid username or password.");
     assert_on_login_form(client, PROTECTED).await;
-    assert!(
-        client.get_all_cookies().await.unwrap().is_empty(),
-        "no cookie after a failed login"
-    );
+    let cookies = client.get_all_cookies().await.unwrap();
+    match &cookies[..] {
+        [signin] => {
+            assert!(signin.name().ends_with("-signin"), "{signin}");
+            assert_eq!(signin.path(), Some("/.sessiongate"), "{signin}");
+            assert_eq!(signin.http_only(), Some(true), "{signin}");
+        }
+        _ => panic!("only the sign-in cookie after a failed login: {cookies:?}"),
+    }
     assert_eq!(proxy.app.gate.sessions().len(), 0);
 
     // 3. The right password: back to the page first asked for, as alice.

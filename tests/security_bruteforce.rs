@@ -89,7 +89,7 @@ fn assert_limited(res: &Resp, what: &str, window_secs: u64) {
         (1..=window_secs).contains(&wait),
         "{what}: Retry-After {wait}"
     );
-    assert!(res.set_cookies().is_empty(), "{what}");
+    assert!(sets_no_session(res), "{what}: {:?}", res.set_cookies());
     assert!(res.text().contains("Too many failed attempts"), "{what}");
 }
 
@@ -204,4 +204,119 @@ async fn the_address_is_taken_from_x_forwarded_for_only_behind_a_trusted_proxy()
     }
     let res = login_from_with(&proxy, 2, "u5", "x", &[("x-forwarded-for", "192.0.2.99")]).await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A proxy that trusts 127.0.0.1 (the test client) for X-Forwarded-For, so each attempt can
+/// come from its own client address, with `max_failures` and a window no test waits for.
+async fn behind_a_trusted_proxy(max_failures: u32) -> (Upstream, Proxy) {
+    let upstream = start_upstream().await;
+    let toml = with_server(
+        &with_auth(
+            &config_toml(upstream.addr, "", ""),
+            &format!("max_failures = {max_failures}\nfailure_window = \"{WINDOW_SECS}s\""),
+        ),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    );
+    (upstream, start_proxy_with(&toml).await)
+}
+
+/// Failed logins, `count` of them, for the names `name(i)` from the client addresses
+/// `address(i)` (through X-Forwarded-For), a few at a time; the status of each.
+async fn failed_logins(
+    proxy: &Proxy,
+    count: usize,
+    name: fn(usize) -> String,
+    address: fn(usize) -> String,
+) -> Vec<StatusCode> {
+    const AT_ONCE: usize = 8;
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..AT_ONCE {
+        let addr = proxy.addr;
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for i in (lane..count).step_by(AT_ONCE) {
+                let (user, xff) = (name(i), address(i));
+                let fields = [("username", user.as_str()), ("password", "Winter2026!")];
+                let res = post_login_to(addr, &fields, &[("x-forwarded-for", &xff)]).await;
+                statuses.push(res.status);
+            }
+            statuses
+        });
+    }
+    tasks.join_all().await.concat()
+}
+
+/// The measurement, over the wire: with one failure allowed, 600 first attempts from
+/// fresh addresses with fresh names are all checked (401), none refused with 429 because
+/// another key's failure landed in a shared counter.
+#[tokio::test]
+async fn first_attempts_are_never_refused_for_other_keys_failures() {
+    let (upstream, proxy) = behind_a_trusted_proxy(1).await;
+    let statuses = failed_logins(
+        &proxy,
+        600,
+        |i| format!("fresh-user-{i}"),
+        |i| format!("10.20.{}.{}", i / 250, i % 250 + 1),
+    )
+    .await;
+    assert_eq!(statuses.len(), 600);
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 0, "first attempts refused for others' failures");
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    // Each of those keys did count: a second attempt by one of them is refused.
+    let again = post_login(
+        &proxy,
+        &[("username", "fresh-user-7"), ("password", "x")],
+        &[("x-forwarded-for", "10.99.0.1")],
+    )
+    .await;
+    assert_limited(&again, "the name's own failure", WINDOW_SECS);
+    assert_eq!(upstream.requests(), 0);
+}
+
+/// 1,200 bogus usernames from 1,200 addresses, one failure each: the real user still signs
+/// in from a fresh address, and a name already at its limit before the flood stays limited
+/// (the flood pushed out nothing that holds a guesser back).
+#[tokio::test]
+async fn a_flood_of_bogus_usernames_from_many_addresses_does_not_lock_out_a_real_user() {
+    let (upstream, proxy) = behind_a_trusted_proxy(2).await;
+    for xff in ["192.0.2.1", "192.0.2.2"] {
+        let res = post_login(
+            &proxy,
+            &[("username", "bob"), ("password", "guess")],
+            &[("x-forwarded-for", xff)],
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let statuses = failed_logins(
+        &proxy,
+        1200,
+        |i| format!("bogus-{i}"),
+        |i| format!("10.30.{}.{}", i / 250, i % 250 + 1),
+    )
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "a bogus attempt was refused for others' failures"
+    );
+
+    let res = post_login(
+        &proxy,
+        &[("username", USER), ("password", PASSWORD)],
+        &[("x-forwarded-for", "198.51.100.20")],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let limited = post_login(
+        &proxy,
+        &[("username", "bob"), ("password", "guess")],
+        &[("x-forwarded-for", "198.51.100.21")],
+    )
+    .await;
+    assert_limited(&limited, "bob, at his limit before the flood", WINDOW_SECS);
+    assert_eq!(upstream.requests(), 0);
 }

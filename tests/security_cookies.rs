@@ -96,11 +96,11 @@ async fn no_bad_cookie_is_a_session() {
     .await;
     assert_eq!(status(&two_lines), 401, "{two_lines}");
 
-    // Bytes that are not UTF-8 (obs-text) in the Cookie header, alone and next to ours.
+    // Bytes that are not UTF-8 (obs-text) in our cookie's value, or glued to it.
     for cookie in [
         format!("{name}=\u{ff}\u{fe}").into_bytes(),
-        [b"x=\xff\xfe; ".as_slice(), good.as_bytes()].concat(),
         [good.as_bytes(), b"\xff".as_slice()].concat(),
+        [name.as_bytes(), b"=\xff".as_slice(), value.as_bytes()].concat(),
     ] {
         let request = [
             b"GET / HTTP/1.1\r\nHost: a\r\nCookie: ".as_slice(),
@@ -163,5 +163,73 @@ async fn forged_cookies_at_logout_end_nothing() {
     assert_eq!(
         get(proxy.addr, "/", &[("cookie", &good)]).await.status,
         StatusCode::OK
+    );
+}
+
+/// Two session cookies mean no session, whichever Cookie line each is on: a second one on a
+/// line that is not text (not UTF-8, or any byte outside visible ASCII) is counted like any
+/// other, instead of the line being skipped and the first cookie trusted alone.
+#[tokio::test]
+async fn a_second_session_cookie_on_a_line_that_is_not_text_means_no_session() {
+    let (upstream, proxy) = start().await;
+    let good = login(&proxy, USER, PASSWORD).await;
+    let other = login(&proxy, USER, PASSWORD).await;
+    let name = good.split_once('=').unwrap().0;
+    let forged = format!("{name}={}", proxy.app.signer.sign(&SessionId::generate()));
+    let request = |lines: &[Vec<u8>]| {
+        let mut r = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for line in lines {
+            r.extend_from_slice(b"Cookie: ");
+            r.extend_from_slice(line);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"Connection: close\r\n\r\n");
+        r
+    };
+    // Other cookies whose bytes are not UTF-8, then `cookie`.
+    let binary = |cookie: &str| [b"theme=\xff\xfe; ".as_slice(), cookie.as_bytes()].concat();
+    let text = |cookie: &str| cookie.as_bytes().to_vec();
+    let utf8 =
+        |cookie: &str| [b"caf\xc3\xa9=cr\xc3\xa8me; ".as_slice(), cookie.as_bytes()].concat();
+    for (what, lines) in [
+        ("another live session", vec![text(&good), binary(&other)]),
+        ("the same session again", vec![text(&good), binary(&good)]),
+        ("a forged one", vec![text(&good), binary(&forged)]),
+        (
+            "the line that is not UTF-8 first",
+            vec![binary(&other), text(&good)],
+        ),
+        (
+            "both on lines that are not UTF-8",
+            vec![binary(&good), binary(&other)],
+        ),
+        (
+            "one line holding both",
+            vec![binary(&format!("{good}; {other}"))],
+        ),
+        (
+            "a UTF-8 line outside ASCII",
+            vec![text(&good), utf8(&other)],
+        ),
+    ] {
+        let res = raw(proxy.addr, &request(&lines)).await;
+        assert_eq!(status(&res), 401, "{what}: {res}");
+    }
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "no request with two session cookies was forwarded"
+    );
+
+    // One session cookie, beside other cookies whose bytes are not text, is the session: the
+    // line is read, not skipped. The line goes nowhere near the app (it is not text, so it is
+    // dropped whole rather than forwarded with our cookie taken out of it).
+    let res = raw(proxy.addr, &request(&[binary(&good)])).await;
+    assert_eq!(status(&res), 200, "{res}");
+    assert_eq!(upstream.requests(), 1);
+    let headers = raw_json(&res)["headers"].as_array().unwrap().clone();
+    assert!(
+        headers.iter().all(|h| h[0] != "cookie"),
+        "the app got a cookie line: {headers:?}"
     );
 }

@@ -163,7 +163,7 @@ async fn before_the_password_is_right_a_totp_user_looks_like_any_other() {
     for (user, password) in [(USER, "wrong"), ("bob", "wrong"), ("nobody", "wrong")] {
         let res = post_login(&proxy, &[("username", user), ("password", password)], &[]).await;
         assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-        assert!(res.set_cookies().is_empty());
+        assert!(sets_no_session(&res), "{:?}", res.set_cookies());
         // The form token differs per page; the rest must be the same.
         let text = res.text();
         let token_at = text.find(r#"name="csrf" value=""#).unwrap();
@@ -314,6 +314,86 @@ async fn the_code_form_checks_its_origin_or_token() {
     let body = format!("code={}&csrf={token}", code_now());
     let res = post(vec![], body).await;
     signed_in(&res, &proxy, "/");
+}
+
+/// The code form's token is bound to its pending sign-in: taken from one browser's code form
+/// and posted with another pending sign-in's cookie, or with none, it is refused (403), and
+/// the other sign-in goes on untouched.
+#[tokio::test]
+async fn a_code_token_replayed_from_another_browser_is_refused() {
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&totp_toml(upstream.addr, "max_failures = 100")).await;
+    let pending_a = password_step(&proxy, "/").await;
+    let pending_b = password_step(&proxy, "/").await;
+    let page = get(proxy.addr, CODE_PATH, &[("cookie", &pending_a)])
+        .await
+        .text();
+    let start = page.find(r#"name="csrf" value=""#).unwrap() + r#"name="csrf" value=""#.len();
+    let token_a = page[start..start + page[start..].find('"').unwrap()].to_string();
+    let post = async |cookie: Option<&str>| {
+        let mut h = vec![("content-type", "application/x-www-form-urlencoded")];
+        h.extend(cookie.map(|c| ("cookie", c)));
+        let body = format!("code={}&csrf={token_a}", code_now());
+        send(proxy.addr, req_with_body(Method::POST, CODE_PATH, &h, body)).await
+    };
+    let foreign = post(Some(&pending_b)).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert!(
+        foreign.text().contains("another browser"),
+        "{}",
+        foreign.text()
+    );
+    let without = post(None).await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    assert!(
+        without.text().contains("without the cookie"),
+        "{}",
+        without.text()
+    );
+    for res in [&foreign, &without] {
+        assert!(res.set_cookies().is_empty(), "{:?}", res.set_cookies());
+    }
+    // b's sign-in was not touched (no wrong code counted, not ended); a's token signs a in.
+    let page_b = get(proxy.addr, CODE_PATH, &[("cookie", &pending_b)]).await;
+    assert_eq!(page_b.status, StatusCode::OK);
+    let res = post(Some(&pending_a)).await;
+    signed_in(&res, &proxy, "/");
+    assert_eq!(proxy.app.gate.sessions().len(), 1);
+    assert_eq!(upstream.requests(), 0);
+}
+
+/// Two pending cookies mean no pending sign-in, whichever Cookie line each is on, also a line
+/// whose bytes are not UTF-8.
+#[tokio::test]
+async fn a_second_pending_cookie_on_a_line_that_is_not_text_means_no_pending_sign_in() {
+    let upstream = start_upstream().await;
+    let proxy = start_proxy_with(&totp_toml(upstream.addr, "max_failures = 100")).await;
+    let a = password_step(&proxy, "/").await;
+    let b = password_step(&proxy, "/").await;
+    let get_code = async |lines: &[&[u8]]| {
+        let mut r = format!("GET {CODE_PATH} HTTP/1.1\r\nHost: a\r\n").into_bytes();
+        for line in lines {
+            r.extend_from_slice(b"Cookie: ");
+            r.extend_from_slice(line);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"Connection: close\r\n\r\n");
+        raw(proxy.addr, &r).await
+    };
+    let binary = [b"theme=\xff\xfe; ".as_slice(), b.as_bytes()].concat();
+    let two = get_code(&[a.as_bytes(), &binary]).await;
+    assert!(two.starts_with("HTTP/1.1 303"), "{two}");
+    assert!(
+        two.to_ascii_lowercase()
+            .contains("location: /.sessiongate/login\r\n"),
+        "{two}"
+    );
+    // Each alone, even on the line that is not text, is its pending sign-in.
+    for line in [a.as_bytes(), &binary] {
+        let one = get_code(&[line]).await;
+        assert!(one.starts_with("HTTP/1.1 200"), "{one}");
+    }
+    assert_eq!(upstream.requests(), 0);
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
 use sessiongate::headers::{cookie_pairs, strip_cookie};
-use sessiongate::session::cookie::VALUE_LEN;
 use sessiongate::session::browser::Browser;
+use sessiongate::session::cookie::VALUE_LEN;
 use sessiongate::session::{CookieSigner, SessionId, SessionMeta};
 use sessiongate::{App, Config};
 
@@ -114,14 +114,17 @@ fn replace_placeholder(data: &[u8], issued: &str) -> Vec<u8> {
     out
 }
 
-/// The (name, value, pair) triples of all text Cookie headers, in order.
-fn all_pairs(headers: &HeaderMap) -> Vec<(String, String, String)> {
+type Pair = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// The (name, value, pair) triples of the Cookie headers, in order: of every one, or (with
+/// `text_only`) of those that are visible ASCII text.
+fn pairs_of(headers: &HeaderMap, text_only: bool) -> Vec<Pair> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|t| {
-            cookie_pairs(t).map(|(n, v, p)| (n.to_string(), v.to_string(), p.to_string()))
+        .filter(|v| !text_only || v.to_str().is_ok())
+        .flat_map(|v| {
+            cookie_pairs(v.as_bytes()).map(|(n, v, p)| (n.to_vec(), v.to_vec(), p.to_vec()))
         })
         .collect()
 }
@@ -133,14 +136,16 @@ fuzz_target!(|data: &[u8]| {
     // 1. The raw input as one cookie value, and as a header value split into pairs.
     if let Ok(text) = std::str::from_utf8(data) {
         check_value(signer, text);
-        for (name, value, pair) in cookie_pairs(text) {
-            assert!(!pair.is_empty());
-            assert_eq!(pair, pair.trim());
-            assert!(!pair.contains(';'));
-            assert!(text.contains(pair));
-            assert_eq!(name, name.trim());
-            assert_eq!(value, value.trim());
-            assert!(!name.contains('='), "{name:?}");
+    }
+    for (name, value, pair) in cookie_pairs(data) {
+        assert!(!pair.is_empty());
+        assert_eq!(pair, pair.trim_ascii());
+        assert!(!pair.contains(&b';'));
+        assert!(data.windows(pair.len()).any(|w| w == pair));
+        assert_eq!(name, name.trim_ascii());
+        assert_eq!(value, value.trim_ascii());
+        assert!(!name.contains(&b'='), "{name:?}");
+        if let Ok(value) = std::str::from_utf8(value) {
             check_value(signer, value);
         }
     }
@@ -174,12 +179,14 @@ fuzz_target!(|data: &[u8]| {
         .get_all(header::COOKIE)
         .iter()
         .any(|v| v.to_str().is_err());
-    let pairs = all_pairs(&headers);
-    let ours: Vec<&(String, String, String)> = pairs.iter().filter(|p| p.0 == NAME).collect();
+    // Every line counts for authenticate, text or not; strip_cookie keeps only text lines.
+    let every = pairs_of(&headers, false);
+    let ours: Vec<&Pair> = every.iter().filter(|p| p.0 == NAME.as_bytes()).collect();
+    let pairs = pairs_of(&headers, true);
 
     // authenticate: a session only for exactly one cookie of ours, spelled as we issued it.
     let auth = authenticate(&fx.app, &headers);
-    let expect_session = ours.len() == 1 && ours[0].1 == fx.issued;
+    let expect_session = ours.len() == 1 && ours[0].1 == fx.issued.as_bytes();
     assert_eq!(
         auth.is_some(),
         expect_session,
@@ -194,8 +201,8 @@ fuzz_target!(|data: &[u8]| {
     // strip_cookie: none of ours left, every other pair kept byte for byte and in order.
     let before = headers.clone();
     strip_cookie(&mut headers, NAME);
-    let after = all_pairs(&headers);
-    assert!(after.iter().all(|p| p.0 != NAME), "{after:?}");
+    let after = pairs_of(&headers, false);
+    assert!(after.iter().all(|p| p.0 != NAME.as_bytes()), "{after:?}");
     if ours.is_empty() && !any_non_text {
         assert_eq!(
             headers, before,
@@ -209,8 +216,8 @@ fuzz_target!(|data: &[u8]| {
                 .iter()
                 .all(|v| v.to_str().is_ok())
         );
-        let kept: Vec<&(String, String, String)> = pairs.iter().filter(|p| p.0 != NAME).collect();
-        let after_refs: Vec<&(String, String, String)> = after.iter().collect();
+        let kept: Vec<&Pair> = pairs.iter().filter(|p| p.0 != NAME.as_bytes()).collect();
+        let after_refs: Vec<&Pair> = after.iter().collect();
         assert_eq!(
             after_refs, kept,
             "strip_cookie lost or changed other cookies"

@@ -3,7 +3,9 @@
 //! Browsers say where a request comes from: `Sec-Fetch-Site` in current ones, `Origin` on
 //! every cross-origin POST in all of them. When a browser says "another site", the request
 //! is refused, whatever else it carries. Clients that send neither (scripts, curl) must echo
-//! the signed token that the login form carries instead.
+//! the signed token that the form carries instead, from the same browser: a token is bound
+//! to a cookie that browser holds (see [`Binding`]), so one taken from another browser, or
+//! posted without the cookie, is refused.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +18,7 @@ use sha2::Sha256;
 use crate::host;
 
 /// How long a form token stays good: a login page left open over lunch still works.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -60,7 +62,34 @@ fn origin_from(headers: &HeaderMap, host: Option<&[u8]>) -> Origin {
     }
 }
 
-/// Issues and checks the stateless form token: `base64url(issued_at || HMAC(key, issued_at))`.
+/// What a form token is bound to: a value only the browser that loaded the form sends back,
+/// in a cookie. The kinds are kept apart, so a token for one form is no token for another.
+#[derive(Clone, Copy, Debug)]
+pub enum Binding<'a> {
+    /// The sign-in form: the browser's sign-in cookie (random, set with the form).
+    SignIn(&'a [u8]),
+    /// The code form: the pending sign-in's id, from its signed cookie.
+    Pending(&'a [u8]),
+    /// Logout, sign-out-everywhere and the sessions page: the session id, from its signed
+    /// cookie. The page holds only the HMAC over it, never the id.
+    Session(&'a [u8]),
+}
+
+impl Binding<'_> {
+    fn feed(self, mac: &mut Hmac<Sha256>) {
+        let (kind, value) = match self {
+            Binding::SignIn(v) => (b's', v),
+            Binding::Pending(v) => (b'p', v),
+            Binding::Session(v) => (b'S', v),
+        };
+        mac.update(&[kind]);
+        mac.update(&(value.len() as u64).to_be_bytes());
+        mac.update(value);
+    }
+}
+
+/// Issues and checks the stateless form token:
+/// `base64url(issued_at || HMAC(key, binding || issued_at))`.
 #[derive(Clone)]
 pub struct FormTokens {
     keyed: Hmac<Sha256>,
@@ -81,29 +110,37 @@ impl FormTokens {
             .map_or(0, |d| d.as_secs())
     }
 
-    pub fn issue(&self) -> String {
-        self.issue_at(Self::now())
+    /// A token for a form shown to the browser that `binding` comes from.
+    pub fn issue(&self, binding: Binding<'_>) -> String {
+        self.issue_at(binding, Self::now())
     }
 
-    fn issue_at(&self, issued: u64) -> String {
+    fn mac(&self, binding: Binding<'_>, issued: [u8; 8]) -> Hmac<Sha256> {
         let mut mac = self.keyed.clone();
-        mac.update(&issued.to_be_bytes());
-        let mut raw = issued.to_be_bytes().to_vec();
-        raw.extend_from_slice(&mac.finalize().into_bytes());
+        binding.feed(&mut mac);
+        mac.update(&issued);
+        mac
+    }
+
+    fn issue_at(&self, binding: Binding<'_>, issued: u64) -> String {
+        let issued = issued.to_be_bytes();
+        let mut raw = issued.to_vec();
+        raw.extend_from_slice(&self.mac(binding, issued).finalize().into_bytes());
         URL_SAFE_NO_PAD.encode(raw)
     }
 
-    pub fn verify(&self, token: &str) -> bool {
+    /// Whether `token` was issued for `binding` and is still fresh. The tag comparison is
+    /// constant-time (`Mac::verify_slice`).
+    pub fn verify(&self, token: &str, binding: Binding<'_>) -> bool {
         let mut raw = [0u8; 8 + 32 + 2];
         let Ok(40) = URL_SAFE_NO_PAD.decode_slice(token.as_bytes(), &mut raw) else {
             return false;
         };
-        let issued = u64::from_be_bytes(raw[..8].try_into().expect("8 bytes"));
-        let mut mac = self.keyed.clone();
-        mac.update(&raw[..8]);
-        if mac.verify_slice(&raw[8..40]).is_err() {
+        let issued: [u8; 8] = raw[..8].try_into().expect("8 bytes");
+        if self.mac(binding, issued).verify_slice(&raw[8..40]).is_err() {
             return false;
         }
+        let issued = u64::from_be_bytes(issued);
         let now = Self::now();
         issued <= now + 60 && now.saturating_sub(issued) <= TOKEN_LIFETIME.as_secs()
     }
@@ -180,17 +217,37 @@ mod tests {
     #[test]
     fn tokens_verify_only_when_signed_and_fresh() {
         let tokens = FormTokens::new(b"0123456789abcdef0123456789abcdef");
-        assert!(tokens.verify(&tokens.issue()));
-        let old = tokens.issue_at(FormTokens::now() - TOKEN_LIFETIME.as_secs() - 10);
-        assert!(!tokens.verify(&old), "expired");
-        let future = tokens.issue_at(FormTokens::now() + 3600);
-        assert!(!tokens.verify(&future), "issued in the future");
+        let here = Binding::SignIn(b"this browser");
+        assert!(tokens.verify(&tokens.issue(here), here));
+        let old = tokens.issue_at(here, FormTokens::now() - TOKEN_LIFETIME.as_secs() - 10);
+        assert!(!tokens.verify(&old, here), "expired");
+        let future = tokens.issue_at(here, FormTokens::now() + 3600);
+        assert!(!tokens.verify(&future, here), "issued in the future");
         let other = FormTokens::new(b"fedcba9876543210fedcba9876543210");
-        assert!(!other.verify(&tokens.issue()), "another key");
-        assert!(!tokens.verify(""));
-        assert!(!tokens.verify("AAAA"));
-        let mut t = tokens.issue().into_bytes();
+        assert!(!other.verify(&tokens.issue(here), here), "another key");
+        assert!(!tokens.verify("", here));
+        assert!(!tokens.verify("AAAA", here));
+        let mut t = tokens.issue(here).into_bytes();
         t[20] = if t[20] == b'A' { b'B' } else { b'A' };
-        assert!(!tokens.verify(std::str::from_utf8(&t).unwrap()), "tampered");
+        assert!(
+            !tokens.verify(std::str::from_utf8(&t).unwrap(), here),
+            "tampered"
+        );
+    }
+
+    #[test]
+    fn a_token_is_good_only_for_the_browser_and_the_form_it_was_issued_for() {
+        let tokens = FormTokens::new(b"0123456789abcdef0123456789abcdef");
+        let id = [7u8; 32];
+        let token = tokens.issue(Binding::Session(&id));
+        assert!(tokens.verify(&token, Binding::Session(&id)));
+        for other in [
+            Binding::Session(&[8u8; 32]),
+            Binding::Session(&id[..31]),
+            Binding::Pending(&id),
+            Binding::SignIn(&id),
+        ] {
+            assert!(!tokens.verify(&token, other), "{other:?}");
+        }
     }
 }

@@ -87,12 +87,15 @@ fn forbidden(message: &str) -> Response<Body> {
 }
 
 /// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
-/// client that says nothing must carry a valid form token. With `bodiless_ok`, a same-origin
-/// browser post may come without a form at all (a logout button that is a bare POST).
+/// client that says nothing must carry a valid form token bound to `binding`, what its own
+/// cookie names (`None`: it brought no such cookie, so no token can be valid). With
+/// `bodiless_ok`, a same-origin browser post may come without a form at all (a logout button
+/// that is a bare POST).
 pub(crate) async fn read_checked_form(
     app: &App,
     req: Request<Incoming>,
     bodiless_ok: bool,
+    binding: Option<csrf::Binding<'_>>,
 ) -> Result<Form, Response<Body>> {
     let origin = csrf::origin_of(&req);
     if origin == csrf::Origin::CrossSite {
@@ -100,7 +103,8 @@ pub(crate) async fn read_checked_form(
             "cross-site request refused: this form only accepts posts from its own site",
         ));
     }
-    const NO_TOKEN: &str = "missing or expired form token: load the login page again and resubmit";
+    const NO_TOKEN: &str = "missing, expired or another browser's form token: load the form again in this browser and resubmit";
+    const NO_COOKIE: &str = "form token refused: the post came without the cookie that the form's page set; load the form in this browser and post it with that cookie (a script must keep cookies between the GET and the POST)";
     let form = match read_form(req).await {
         Ok(form) => form,
         // No browser signal and no form at all: what is missing is the token.
@@ -119,8 +123,13 @@ pub(crate) async fn read_checked_form(
         }
         Err(res) => return Err(res),
     };
-    if origin == csrf::Origin::Unknown && !app.tokens.verify(&form.csrf) {
-        return Err(forbidden(NO_TOKEN));
+    if origin == csrf::Origin::Unknown {
+        let Some(binding) = binding else {
+            return Err(forbidden(NO_COOKIE));
+        };
+        if !app.tokens.verify(&form.csrf, binding) {
+            return Err(forbidden(NO_TOKEN));
+        }
     }
     Ok(form)
 }

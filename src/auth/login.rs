@@ -4,12 +4,15 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use super::csrf::Binding;
 use super::form::read_checked_form;
 use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
-use super::sign_in::{self, login_unavailable, page, store_unavailable, too_many_attempts};
+use super::sign_in::{
+    self, SignInCookie, Step, login_unavailable, page, store_unavailable, too_many_attempts,
+};
 use crate::app::App;
 use crate::conn::ConnInfo;
 use crate::metrics::{EndReason, LoginResult};
@@ -33,6 +36,7 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let notice = signed_out.then_some("You are signed out.");
     sign_in::sign_in(
         app,
+        &SignInCookie::of(app, req.headers()),
         StatusCode::OK,
         rd.as_deref().unwrap_or("/"),
         "",
@@ -55,15 +59,18 @@ async fn attempt(
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
     use LoginResult::*;
-    let (previous, meta, form) = match sign_in::read_post(app, conn, req).await {
-        Ok(posted) => (posted.previous, posted.meta, posted.form),
-        Err(refused) => return refused,
-    };
+    let browser = SignInCookie::of(app, req.headers());
+    let (previous, meta, form) =
+        match sign_in::read_post(app, conn, &browser, Step::Password, req).await {
+            Ok(posted) => (posted.previous, posted.meta, posted.form),
+            Err(refused) => return refused,
+        };
     let client = meta.client.to_string();
     let username = form.username.trim();
     if username.is_empty() || form.password.is_empty() {
         let res = page(
             app,
+            &browser,
             StatusCode::BAD_REQUEST,
             &form.rd,
             username,
@@ -74,6 +81,7 @@ async fn attempt(
     if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
         let res = page(
             app,
+            &browser,
             StatusCode::BAD_REQUEST,
             &form.rd,
             "",
@@ -85,12 +93,12 @@ async fn attempt(
     // Checked before hashing, the same way for known and unknown names.
     let verdict = match app.limiter.check(username, &client).await {
         Ok(v) => v,
-        Err(e) => return (login_unavailable(app, &form.rd, &e), Unavailable),
+        Err(e) => return (login_unavailable(app, &browser, &form.rd, &e), Unavailable),
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "login refused: too many failed attempts");
         let res = too_many_attempts(wait, |status, message| {
-            page(app, status, &form.rd, username, Some(message))
+            page(app, &browser, status, &form.rd, username, Some(message))
         });
         return (res, RateLimited);
     }
@@ -109,6 +117,7 @@ async fn attempt(
             tracing::warn!("login refused: too many logins in progress");
             let mut res = page(
                 app,
+                &browser,
                 StatusCode::SERVICE_UNAVAILABLE,
                 &form.rd,
                 username,
@@ -122,7 +131,7 @@ async fn attempt(
             // Counted before answering: a failure the shared counters missed would be a free
             // guess, so a store that cannot count it refuses the attempt as unavailable.
             if let Err(e) = app.limiter.record_failure(username, &client).await {
-                return (login_unavailable(app, &form.rd, &e), Unavailable);
+                return (login_unavailable(app, &browser, &form.rd, &e), Unavailable);
             }
             // The username is logged only when it is a real user: an unknown "username" is
             // sometimes a password typed into the wrong field.
@@ -133,6 +142,7 @@ async fn attempt(
             }
             let res = page(
                 app,
+                &browser,
                 StatusCode::UNAUTHORIZED,
                 &form.rd,
                 username,
@@ -146,9 +156,9 @@ async fn attempt(
             };
             if user.totp.is_some() {
                 let rd = safe_return(&form.rd, policy.redirect_hosts());
-                return second_factor::begin(app, user, rd).await;
+                return second_factor::begin(app, &browser, user, rd).await;
             }
-            match sign_in::complete(app, &policy, user, previous, &meta, &form.rd).await {
+            match sign_in::complete(app, &browser, &policy, user, previous, &meta, &form.rd).await {
                 Ok(res) => (res, Success),
                 Err(res) => (res, Unavailable),
             }
@@ -160,8 +170,11 @@ async fn attempt(
 /// `everywhere=1`, ends every session of the user, on every replica.
 pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     let session = app.gate.authenticate(req.headers()).await;
-    // A same-origin browser post needs no token (nor a body); anything else must carry it.
-    let form = match read_checked_form(app, req, true).await {
+    // A same-origin browser post needs no token (nor a body); anything else must carry one
+    // bound to the session cookie it brings.
+    let id = app.gate.session_id(req.headers());
+    let binding = id.as_ref().map(|id| Binding::Session(id.as_bytes()));
+    let form = match read_checked_form(app, req, true, binding).await {
         Ok(form) => form,
         Err(res) => return res,
     };

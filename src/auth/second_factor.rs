@@ -3,18 +3,17 @@
 //! signed cookie and sends it to `{prefix}/login/code`, whose form takes the code from the
 //! authenticator app. Only the right code, once, makes the session.
 
-use cookie::Cookie;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use super::csrf::Binding;
 use super::limiter::Verdict;
 use super::pending::{AfterWrong, PendingLogin};
-use super::sign_in::{self, login_unavailable};
+use super::sign_in::{self, SignInCookie, Step, login_unavailable};
 use super::totp;
 use crate::app::App;
-use crate::config::SameSite;
 use crate::conn::ConnInfo;
-use crate::headers::cookie_pairs;
+use crate::headers::single_cookie;
 use crate::metrics::LoginResult;
 use crate::policy::User;
 use crate::response::{self, Body, no_store};
@@ -25,26 +24,32 @@ const WRONG_CODE: &str =
     "That code is not right. Enter the current code from your authenticator app.";
 const TOO_MANY_WRONG: &str = "Too many wrong codes; sign in again.";
 
-/// The pending cookie's name: the session cookie's with `-pending`. A `__Host-` cookie must
-/// have `Path=/`, and this one is scoped to the prefix, so it becomes `__Secure-` (which still
-/// makes browsers refuse it over plain http).
+/// The pending cookie's name: the session cookie's with `-pending`.
 pub fn cookie_name(session_cookie: &str) -> String {
-    match session_cookie.strip_prefix("__Host-") {
-        Some(base) => format!("__Secure-{base}-pending"),
-        None => format!("{session_cookie}-pending"),
-    }
+    sign_in::cookie_name(session_cookie, "pending")
 }
 
-/// The code form, with an optional message.
-pub fn code_page(app: &App, status: StatusCode, error: Option<&str>) -> Response<Body> {
-    let csrf = app.tokens.issue();
+/// The code form of the pending sign-in `id`, with an optional message; its token is bound
+/// to that pending sign-in.
+pub fn code_page(
+    app: &App,
+    id: &SessionId,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response<Body> {
+    let csrf = app.tokens.issue(Binding::Pending(id.as_bytes()));
     sign_in::code_page(app, status, error, &[("csrf", &csrf)])
 }
 
 /// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
 /// and a 303 to the code form. No session yet, and the failure count stays: only the code
 /// clears it, or knowing the password would buy unlimited guesses at the code.
-pub(crate) async fn begin(app: &App, user: &User, rd: &str) -> (Response<Body>, LoginResult) {
+pub(crate) async fn begin(
+    app: &App,
+    browser: &SignInCookie,
+    user: &User,
+    rd: &str,
+) -> (Response<Body>, LoginResult) {
     let login = PendingLogin {
         user: user.name.clone(),
         credentials: user.credentials,
@@ -52,7 +57,12 @@ pub(crate) async fn begin(app: &App, user: &User, rd: &str) -> (Response<Body>, 
     };
     let id = match app.pending.create(login).await {
         Ok(id) => id,
-        Err(e) => return (login_unavailable(app, rd, &e), LoginResult::Unavailable),
+        Err(e) => {
+            return (
+                login_unavailable(app, browser, rd, &e),
+                LoginResult::Unavailable,
+            );
+        }
     };
     tracing::info!(
         user = user.name.as_str(),
@@ -69,49 +79,33 @@ pub(crate) async fn begin(app: &App, user: &User, rd: &str) -> (Response<Body>, 
 
 /// `Set-Cookie` for a pending sign-in, or (`None`) the one that makes the browser forget it.
 fn pending_cookie(app: &App, id: Option<&SessionId>) -> HeaderValue {
-    let s = &app.config.session;
-    let value = id.map_or(String::new(), |id| app.pending_signer.sign(id));
-    let mut c = Cookie::build((app.pending_cookie.clone(), value))
-        .path(app.config.auth.prefix.clone())
-        .http_only(true)
-        .secure(s.secure)
-        .same_site(match s.same_site {
-            SameSite::Lax => cookie::SameSite::Lax,
-            SameSite::Strict => cookie::SameSite::Strict,
-        })
-        .build();
-    match id {
-        Some(_) => c.set_max_age(cookie::time::Duration::seconds(
-            app.config.auth.pending_lifetime.as_secs() as i64,
-        )),
-        None => c.make_removal(),
-    }
-    HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
+    let value = id.map(|id| app.pending_signer.sign(id));
+    let lifetime = app.config.auth.pending_lifetime;
+    sign_in::prefix_cookie(
+        app,
+        &app.pending_cookie,
+        value.as_deref().map(|v| (v, lifetime)),
+    )
 }
 
-/// The pending sign-in id in the request's cookie, if exactly one cookie of ours carries a
-/// value we signed.
-fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for (n, v, _) in cookie_pairs(text) {
-            if n == app.pending_cookie {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(v);
-            }
-        }
-    }
-    found.and_then(|v| app.pending_signer.verify(v))
+/// The pending sign-in id in the request's cookie, if exactly one cookie of ours (on any
+/// Cookie line) carries a value we signed.
+pub(crate) fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
+    let value = single_cookie(headers, &app.pending_cookie)?;
+    app.pending_signer.verify(std::str::from_utf8(value).ok()?)
 }
 
 /// The sign-in page again, the pending cookie forgotten: the person starts over.
-fn start_over(app: &App, status: StatusCode, rd: &str, message: &str) -> Response<Body> {
-    let mut res = sign_in::page(app, status, rd, "", Some(message));
+fn start_over(
+    app: &App,
+    browser: &SignInCookie,
+    status: StatusCode,
+    rd: &str,
+    message: &str,
+) -> Response<Body> {
+    let mut res = sign_in::page(app, browser, status, rd, "", Some(message));
     res.headers_mut()
-        .insert(header::SET_COOKIE, pending_cookie(app, None));
+        .append(header::SET_COOKIE, pending_cookie(app, None));
     res
 }
 
@@ -123,10 +117,11 @@ pub async fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
         no_store(&mut res);
         return res;
     };
+    let browser = SignInCookie::of(app, req.headers());
     match app.pending.get(&id).await {
-        Ok(Some(_)) => code_page(app, StatusCode::OK, None),
-        Ok(None) => start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
-        Err(e) => login_unavailable(app, "/", &e),
+        Ok(Some(_)) => code_page(app, &id, StatusCode::OK, None),
+        Ok(None) => start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+        Err(e) => login_unavailable(app, &browser, "/", &e),
     }
 }
 
@@ -144,7 +139,9 @@ async fn attempt(
 ) -> (Response<Body>, LoginResult) {
     use LoginResult::*;
     let id = pending_id(app, req.headers());
-    let (previous, meta, form) = match sign_in::read_post(app, conn, req).await {
+    let browser = SignInCookie::of(app, req.headers());
+    let posted = sign_in::read_post(app, conn, &browser, Step::Code(id.as_ref()), req).await;
+    let (previous, meta, form) = match posted {
         Ok(posted) => (posted.previous, posted.meta, posted.form),
         Err(refused) => return refused,
     };
@@ -152,7 +149,7 @@ async fn attempt(
     // Without a cookie (it lasts as long as the pending sign-in) there is nothing to go on.
     let Some(id) = id else {
         return (
-            start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+            start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
             Invalid,
         );
     };
@@ -160,16 +157,17 @@ async fn attempt(
         Ok(Some(p)) => p,
         Ok(None) => {
             return (
-                start_over(app, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+                start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
                 Invalid,
             );
         }
-        Err(e) => return (login_unavailable(app, "/", &e), Unavailable),
+        Err(e) => return (login_unavailable(app, &browser, "/", &e), Unavailable),
     };
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.is_empty() {
         let res = code_page(
             app,
+            &id,
             StatusCode::BAD_REQUEST,
             Some("Enter the code from your authenticator app."),
         );
@@ -178,12 +176,17 @@ async fn attempt(
 
     let verdict = match app.limiter.check(&pending.user, &client).await {
         Ok(v) => v,
-        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+        Err(e) => {
+            return (
+                login_unavailable(app, &browser, &pending.rd, &e),
+                Unavailable,
+            );
+        }
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "code refused: too many failed attempts");
         let res = sign_in::too_many_attempts(wait, |status, message| {
-            code_page(app, status, Some(message))
+            code_page(app, &id, status, Some(message))
         });
         return (res, RateLimited);
     }
@@ -197,7 +200,13 @@ async fn attempt(
     let Some((user, secret)) = user.and_then(|u| u.totp.as_ref().map(|s| (u, s))) else {
         let _ = app.pending.take(&id).await;
         return (
-            start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_LONG),
+            start_over(
+                app,
+                &browser,
+                StatusCode::UNAUTHORIZED,
+                &pending.rd,
+                TOO_LONG,
+            ),
             Invalid,
         );
     };
@@ -212,13 +221,21 @@ async fn attempt(
     let fresh = match step {
         Some(step) => match app.pending.use_step(&user.name, step).await {
             Ok(fresh) => fresh,
-            Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+            Err(e) => {
+                return (
+                    login_unavailable(app, &browser, &pending.rd, &e),
+                    Unavailable,
+                );
+            }
         },
         None => false,
     };
     if !fresh {
         if let Err(e) = app.limiter.record_failure(&user.name, &client).await {
-            return (login_unavailable(app, &pending.rd, &e), Unavailable);
+            return (
+                login_unavailable(app, &browser, &pending.rd, &e),
+                Unavailable,
+            );
         }
         if step.is_some() {
             tracing::warn!(user = user.name.as_str(), "login failed: code already used");
@@ -226,11 +243,22 @@ async fn attempt(
             tracing::warn!(user = user.name.as_str(), "login failed: wrong code");
         }
         let res = match app.pending.wrong_code(&id).await {
-            Ok(AfterWrong::Alive(_)) => code_page(app, StatusCode::UNAUTHORIZED, Some(WRONG_CODE)),
-            Ok(AfterWrong::Ended) => {
-                start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_MANY_WRONG)
+            Ok(AfterWrong::Alive(_)) => {
+                code_page(app, &id, StatusCode::UNAUTHORIZED, Some(WRONG_CODE))
             }
-            Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+            Ok(AfterWrong::Ended) => start_over(
+                app,
+                &browser,
+                StatusCode::UNAUTHORIZED,
+                &pending.rd,
+                TOO_MANY_WRONG,
+            ),
+            Err(e) => {
+                return (
+                    login_unavailable(app, &browser, &pending.rd, &e),
+                    Unavailable,
+                );
+            }
         };
         return (res, WrongCredentials);
     }
@@ -241,13 +269,24 @@ async fn attempt(
         Ok(Some(p)) => p,
         Ok(None) => {
             return (
-                start_over(app, StatusCode::UNAUTHORIZED, &pending.rd, TOO_LONG),
+                start_over(
+                    app,
+                    &browser,
+                    StatusCode::UNAUTHORIZED,
+                    &pending.rd,
+                    TOO_LONG,
+                ),
                 Invalid,
             );
         }
-        Err(e) => return (login_unavailable(app, &pending.rd, &e), Unavailable),
+        Err(e) => {
+            return (
+                login_unavailable(app, &browser, &pending.rd, &e),
+                Unavailable,
+            );
+        }
     };
-    match sign_in::complete(app, &policy, user, previous, &meta, &pending.rd).await {
+    match sign_in::complete(app, &browser, &policy, user, previous, &meta, &pending.rd).await {
         Ok(mut res) => {
             res.headers_mut()
                 .append(header::SET_COOKIE, pending_cookie(app, None));

@@ -550,6 +550,16 @@ pub async fn login(proxy: &Proxy, user: &str, password: &str) -> String {
     cookie_pair(&res)
 }
 
+/// Whether a response sets (or clears) no cookie but the sign-in cookie, which a sign-in page
+/// sets for a browser without one: no session cookie, no pending sign-in cookie.
+pub fn sets_no_session(res: &Resp) -> bool {
+    res.set_cookies().iter().all(|c| {
+        c.split('=')
+            .next()
+            .is_some_and(|name| name.ends_with("-signin"))
+    })
+}
+
 /// The `name=value` part of the session Set-Cookie in a response.
 pub fn cookie_pair(res: &Resp) -> String {
     let set = res
