@@ -1824,7 +1824,8 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         assert_eq!(names(with_upstream_line("").unwrap()), ["websocket"]);
         assert_eq!(
             names(
-                with_upstream_line("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]").unwrap()
+                with_upstream_line("upgrades = [\"WebSocket\", \"My-Proto\", \"websocket\"]")
+                    .unwrap()
             ),
             ["websocket", "my-proto"]
         );
