@@ -140,7 +140,7 @@ fn canonical_host(host: &[u8]) -> Result<Cow<'_, str>, BadHost> {
     let text = std::str::from_utf8(name).map_err(|_| BadHost::Character)?;
     // A browser reads a name that ends in a number as an IPv4 address (`127.1`, `0x7f.1`): only
     // the dotted-quad form, which nothing reads two ways, is taken.
-    if ends_in_number(&name[label..]) && text.parse::<Ipv4Addr>().is_err() {
+    if ends_in_number(&name[label..]) && !dotted_quad(name) {
         return Err(BadHost::Number);
     }
     Ok(if upper {
@@ -164,6 +164,27 @@ fn ends_in_number(last: &[u8]) -> bool {
         [b'0', b'x' | b'X', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
         digits => digits.iter().all(u8::is_ascii_digit),
     }
+}
+
+/// Four decimal numbers up to 255 without leading zeros, as `Ipv4Addr`'s parser takes them
+/// (a unit test holds the two to the same answers). On the request path for every host that
+/// is an IPv4 address, where the general parser cost about 200 instructions.
+fn dotted_quad(name: &[u8]) -> bool {
+    let mut parts = 0;
+    for part in name.split(|&b| b == b'.') {
+        parts += 1;
+        let number = match part {
+            [b'0'] => 0,
+            [b'1'..=b'9', ..] if part.len() <= 3 && part.iter().all(u8::is_ascii_digit) => {
+                part.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'))
+            }
+            _ => return false,
+        };
+        if parts > 4 || number > 255 {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// `[address]` with the address in RFC 5952 form (lower case, zeros compressed), so that
@@ -626,5 +647,45 @@ mod tests {
             judged(&HeaderMap::new(), Some(&authority)).as_deref(),
             Some("h2.example")
         );
+    }
+
+    #[test]
+    fn dotted_quad_answers_as_the_standard_parser_does() {
+        let mut cases: Vec<String> = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4a",
+            "00.0.0.0",
+            "1000.1.1.1",
+            "999.1.1.1",
+            "",
+            "1",
+            "12.34.56.789",
+            "0.0.0.00",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for a in [
+            "0", "1", "9", "10", "99", "100", "199", "249", "250", "255", "256", "300", "007",
+        ] {
+            cases.push(format!("{a}.{a}.1.{a}"));
+        }
+        for case in cases {
+            assert_eq!(
+                dotted_quad(case.as_bytes()),
+                case.parse::<Ipv4Addr>().is_ok(),
+                "{case:?}"
+            );
+        }
     }
 }
