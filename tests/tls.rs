@@ -302,29 +302,10 @@ async fn https_upstream_with_a_private_ca_speaks_h2() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A writer that keeps what tracing writes, to check the log lines a test caused.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn untrusted_upstream_certificate_is_502_with_a_clear_log_line() {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install();
 
     let ca = Ca::new("a CA nobody trusts");
     let up = start_tls_upstream(&ca, &[b"h2", b"http/1.1"]).await;
@@ -337,7 +318,7 @@ async fn untrusted_upstream_certificate_is_502_with_a_clear_log_line() {
     let res = get(proxy.addr, "/", &[("cookie", &cookie)]).await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let line = logs
         .lines()
         .find(|l| l.contains("upstream request failed"))

@@ -95,15 +95,16 @@ pub(crate) fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
     app.pending_signer.verify(std::str::from_utf8(value).ok()?)
 }
 
-/// The sign-in page again, the pending cookie forgotten: the person starts over.
-fn start_over(
-    app: &App,
-    browser: &SignInCookie,
-    status: StatusCode,
-    rd: &str,
-    message: &str,
-) -> Response<Body> {
-    let mut res = sign_in::page(app, browser, status, rd, "", Some(message));
+/// The sign-in page again (401), the pending cookie forgotten: the person starts over.
+fn start_over(app: &App, browser: &SignInCookie, rd: &str, message: &str) -> Response<Body> {
+    let mut res = sign_in::page(
+        app,
+        browser,
+        StatusCode::UNAUTHORIZED,
+        rd,
+        "",
+        Some(message),
+    );
     res.headers_mut()
         .append(header::SET_COOKIE, pending_cookie(app, None));
     res
@@ -120,7 +121,7 @@ pub async fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let browser = SignInCookie::of(app, req.headers());
     match app.pending.get(&id).await {
         Ok(Some(_)) => code_page(app, &id, StatusCode::OK, None),
-        Ok(None) => start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
+        Ok(None) => start_over(app, &browser, "/", TOO_LONG),
         Err(e) => login_unavailable(app, &browser, "/", &e),
     }
 }
@@ -148,18 +149,12 @@ async fn attempt(
     let client = meta.client.to_string();
     // Without a cookie (it lasts as long as the pending sign-in) there is nothing to go on.
     let Some(id) = id else {
-        return (
-            start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
-            Invalid,
-        );
+        return (start_over(app, &browser, "/", TOO_LONG), Invalid);
     };
     let pending = match app.pending.get(&id).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return (
-                start_over(app, &browser, StatusCode::UNAUTHORIZED, "/", TOO_LONG),
-                Invalid,
-            );
+            return (start_over(app, &browser, "/", TOO_LONG), Invalid);
         }
         Err(e) => return (login_unavailable(app, &browser, "/", &e), Unavailable),
     };
@@ -199,16 +194,7 @@ async fn attempt(
         .filter(|u| u.credentials == pending.credentials);
     let Some((user, secret)) = user.and_then(|u| u.totp.as_ref().map(|s| (u, s))) else {
         let _ = app.pending.take(&id).await;
-        return (
-            start_over(
-                app,
-                &browser,
-                StatusCode::UNAUTHORIZED,
-                &pending.rd,
-                TOO_LONG,
-            ),
-            Invalid,
-        );
+        return (start_over(app, &browser, &pending.rd, TOO_LONG), Invalid);
     };
 
     let step =
@@ -246,13 +232,7 @@ async fn attempt(
             Ok(AfterWrong::Alive(_)) => {
                 code_page(app, &id, StatusCode::UNAUTHORIZED, Some(WRONG_CODE))
             }
-            Ok(AfterWrong::Ended) => start_over(
-                app,
-                &browser,
-                StatusCode::UNAUTHORIZED,
-                &pending.rd,
-                TOO_MANY_WRONG,
-            ),
+            Ok(AfterWrong::Ended) => start_over(app, &browser, &pending.rd, TOO_MANY_WRONG),
             Err(e) => {
                 return (
                     login_unavailable(app, &browser, &pending.rd, &e),
@@ -268,16 +248,7 @@ async fn attempt(
     let pending = match app.pending.take(&id).await {
         Ok(Some(p)) => p,
         Ok(None) => {
-            return (
-                start_over(
-                    app,
-                    &browser,
-                    StatusCode::UNAUTHORIZED,
-                    &pending.rd,
-                    TOO_LONG,
-                ),
-                Invalid,
-            );
+            return (start_over(app, &browser, &pending.rd, TOO_LONG), Invalid);
         }
         Err(e) => {
             return (
