@@ -250,12 +250,15 @@ mod tests {
     }
 
     /// The measurement: with one failure allowed, no key's first attempt is refused
-    /// because of other keys, however many there are (the old table of 65,536 shared counters
-    /// refused about 1 in 100 of 600).
+    /// because of other keys (the old table of 65,536 shared counters refused about 1 in 100
+    /// of 600). 2,000 keys: an average set holds half a count, so no set of 16 fills, whatever
+    /// the random key. (With 40,000 keys some sets did fill, and a count pushed out by its
+    /// set-mate is the documented eviction, which the tests below cover; this one failed once
+    /// that way.)
     #[test]
     fn every_key_is_counted_alone() {
         let l = Limiter::new(1, Duration::from_secs(60));
-        for i in 0..20_000 {
+        for i in 0..1_000 {
             let (user, client) = (format!("user{i}"), format!("10.{}.{}.1", i / 256, i % 256));
             assert_eq!(
                 l.check_at(&user, &client, 0),
