@@ -12,9 +12,9 @@ use common::{app, auth_work, browser_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request};
-use sessiongate::identity::UserNames;
+use sessiongate::gate::identity::UserNames;
 use sessiongate::session::browser::Browser;
-use sessiongate::session::{Owner, SessionMeta, SessionStore};
+use sessiongate::session::{MemoryStore, Owner, SessionMeta};
 
 const META: SessionMeta = SessionMeta {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -76,7 +76,7 @@ fn auth_path(c: &mut Criterion) {
 
 fn store(c: &mut Criterion) {
     for live in [10_000usize, 1_000_000] {
-        let store = SessionStore::new(
+        let store = MemoryStore::new(
             std::time::Duration::from_secs(3600),
             std::time::Duration::from_secs(3600),
         );

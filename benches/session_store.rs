@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use common::{app, auth_work, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
-use sessiongate::identity::UserNames;
+use sessiongate::gate::identity::UserNames;
 use sessiongate::session::browser::Browser;
-use sessiongate::session::{Owner, SessionId, SessionMeta, SessionStore};
+use sessiongate::session::{MemoryStore, Owner, SessionId, SessionMeta};
 
 const META: SessionMeta = SessionMeta {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -28,7 +28,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// The user of every session, looked up by name per session as a login does.
 const USER: &str = "user042";
 
-fn user(_: &SessionStore) -> Owner {
+fn user(_: &MemoryStore) -> Owner {
     static NAMES: std::sync::OnceLock<UserNames> = std::sync::OnceLock::new();
     Owner {
         user: NAMES.get_or_init(UserNames::default).intern(USER),
@@ -36,8 +36,8 @@ fn user(_: &SessionStore) -> Owner {
     }
 }
 
-fn filled(n: usize, idle: Duration) -> (SessionStore, Vec<SessionId>) {
-    let store = SessionStore::new(idle, HOUR);
+fn filled(n: usize, idle: Duration) -> (MemoryStore, Vec<SessionId>) {
+    let store = MemoryStore::new(idle, HOUR);
     let ids = (0..n)
         .map(|_| store.create(user(&store), &META).unwrap())
         .collect();

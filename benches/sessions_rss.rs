@@ -354,7 +354,7 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
     println!(
         "sessions_rss: RSS of a process running the proxy (1 worker) vs live sessions; entry = {} B key + {} B session",
         std::mem::size_of::<SessionId>(),
-        std::mem::size_of::<sessiongate::session::store::Session>()
+        std::mem::size_of::<sessiongate::session::memory::Session>()
     );
     println!(
         "{:>10} {:>10} {:>12} {:>14} {:>9}",
@@ -405,7 +405,7 @@ fn rss(args: &Args, upstream: &str, echo: bool) -> Res<()> {
             "base_rss_kib": base,
             "upstream": if echo { "in-process echo" } else { upstream },
             "session_key_bytes": std::mem::size_of::<SessionId>(),
-            "session_value_bytes": std::mem::size_of::<sessiongate::session::store::Session>(),
+            "session_value_bytes": std::mem::size_of::<sessiongate::session::memory::Session>(),
             "rows": rows,
         });
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;

@@ -13,19 +13,19 @@ use crate::auth::password::Verifier;
 use crate::auth::pending::Pending;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::auth::{second_factor, sign_in};
+use crate::config::error::ConfigError;
 use crate::config::{Config, SameSite, StoreConfig};
-use crate::error::ConfigError;
 use crate::gate::Gate;
-use crate::identity::UserNames;
-use crate::metrics::{EndReason, Metrics};
+use crate::gate::identity::UserNames;
+use crate::ops::metrics::{EndReason, Metrics};
 use crate::pages::Pages;
 use crate::proxy::Upstream;
-use crate::readiness::UpstreamProbe;
-use crate::redis_link::{LinkError, RedisLink};
+use crate::proxy::readiness::UpstreamProbe;
+use crate::server::tls::CertStore;
 use crate::session::redis::RedisStore;
+use crate::session::redis_link::{LinkError, RedisLink};
 use crate::session::tunnels::Tunnels;
-use crate::session::{CookieSigner, SessionId, SessionKeys, SessionStore, Sessions};
-use crate::tls::CertStore;
+use crate::session::{CookieSigner, MemoryStore, SessionId, SessionKeys, Sessions};
 use tokio_rustls::TlsAcceptor;
 
 /// Logged at start, and by `sessiongate check`, when no secret is configured.
@@ -154,12 +154,12 @@ impl App {
         let (sessions, limiter, pending) = match &s.store {
             StoreConfig::Memory => {
                 let store = Arc::new(
-                    SessionStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
+                    MemoryStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
                         metrics.ended_counter(EndReason::Idle),
                         metrics.ended_counter(EndReason::Absolute),
                     ),
                 );
-                SessionStore::spawn_sweeper(&store, s.sweep_interval);
+                MemoryStore::spawn_sweeper(&store, s.sweep_interval);
                 let limiter = Limiter::new(config.auth.max_failures, config.auth.failure_window);
                 (
                     Sessions::Memory {
@@ -207,7 +207,7 @@ impl App {
             .map(|t| Arc::new(CertStore::new(t.files(), t.loaded.clone())));
         let tls = certs
             .as_ref()
-            .map(|c| TlsAcceptor::from(crate::tls::server_config(c.clone())));
+            .map(|c| TlsAcceptor::from(crate::server::tls::server_config(c.clone())));
         Ok(Arc::new(App {
             certs,
             tls,

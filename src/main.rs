@@ -34,7 +34,7 @@ enum Command {
     /// Ask the running sessiongate for `{prefix}/healthz` on its listener: exit 0 when it
     /// answers 200, 1 otherwise (a container's HEALTHCHECK).
     Healthcheck {
-        #[arg(long, value_name = "PATH", default_value = sessiongate::healthcheck::DEFAULT_CONFIG)]
+        #[arg(long, value_name = "PATH", default_value = sessiongate::cli::healthcheck::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Print a new TOTP secret for a user, its otpauth:// URI, a QR code to scan, and the line
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             sessiongate::auth::totp::setup_text(&user, &issuer).map(|text| print!("{text}"))
         }
         (Some(Command::Check { config }), _) => {
-            let report = sessiongate::check::check_file(&config);
+            let report = sessiongate::cli::check::check_file(&config);
             print!("{report}");
             match report.problems() {
                 0 => Ok(()),
@@ -89,25 +89,25 @@ fn main() -> ExitCode {
             _,
         ) => Config::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|c| sessiongate::explain::explain(&c, user.as_deref(), &method, &url))
+            .and_then(|c| sessiongate::cli::explain::explain(&c, user.as_deref(), &method, &url))
             .map(|text| print!("{text}")),
         // Its own one line, on stdout when healthy and on stderr otherwise.
         (Some(Command::Healthcheck { config }), _) => return healthcheck(&config),
         (Some(Command::Demo), _) => {
-            sessiongate::logging::init(sessiongate::config::LogFormat::Text);
-            sessiongate::demo::run().map_err(|e| e.to_string())
+            sessiongate::ops::logging::init(sessiongate::config::LogFormat::Text);
+            sessiongate::cli::demo::run().map_err(|e| e.to_string())
         }
         // The config is read before logging starts: it says the log format. Its errors go to
         // standard error either way.
         (None, Some(path)) => Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                sessiongate::logging::init(c.log);
+                sessiongate::ops::logging::init(c.log);
                 sessiongate::run(c).map_err(|e| e.to_string())
             }),
         (None, None) => Err("nothing to do: pass --config PATH (see --help)".into()),
     };
-    sessiongate::logging::flush();
+    sessiongate::ops::logging::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 }
 
 fn healthcheck(config: &Path) -> ExitCode {
-    match sessiongate::healthcheck::run(config) {
+    match sessiongate::cli::healthcheck::run(config) {
         Ok(healthy) => {
             println!("healthcheck: {healthy}");
             ExitCode::SUCCESS

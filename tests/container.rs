@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use sessiongate::healthcheck::{DEADLINE, DEFAULT_CONFIG};
+use sessiongate::cli::healthcheck::{DEADLINE, DEFAULT_CONFIG};
 use tokio::net::TcpListener;
 
 /// The binary the tests build (a debug build). The image has a release build; the release

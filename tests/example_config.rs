@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sessiongate::Config;
 
-const CONFIG_RS: &str = include_str!("../src/config.rs");
+const CONFIG_RS: &str = include_str!("../src/config/mod.rs");
 const EXAMPLE: &str = include_str!("../config/sessiongate.example.toml");
 const README: &str = include_str!("../README.md");
 

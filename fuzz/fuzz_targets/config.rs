@@ -50,10 +50,10 @@ fuzz_target!(|text: &str| {
     for (i, rule) in c.rules.rules.iter().enumerate() {
         let p = &rule.path;
         assert!(p.starts_with('/') && !p.contains(['?', '#', '%', '\\']), "{p:?}");
-        if let sessiongate::rules::Origin::PublicPath(_) = rule.origin {
+        if let sessiongate::gate::rules::Origin::PublicPath(_) = rule.origin {
             assert!(p != "/" && !p.contains("/."), "{p:?}");
         } else {
-            assert!(sessiongate::rules::check_path(p).is_ok(), "{p:?}");
+            assert!(sessiongate::gate::rules::check_path(p).is_ok(), "{p:?}");
             // No [[rules]] entry is dead: none is shadowed by one before it.
             for earlier in &c.rules.rules[..i] {
                 assert!(!rule.is_shadowed_by(earlier), "{p:?} after {:?}", earlier.path);
@@ -65,11 +65,11 @@ fuzz_target!(|text: &str| {
         assert!(t.authority.port_u16().is_some());
         assert!(!t.timeout.is_zero());
     }
-    assert!(!sessiongate::headers::is_reserved(
+    assert!(!sessiongate::http::headers::is_reserved(
         &c.upstream.identity_header
     ));
-    assert!(!sessiongate::headers::is_reserved(&c.upstream.groups_header));
-    assert!(!sessiongate::headers::same_name(
+    assert!(!sessiongate::http::headers::is_reserved(&c.upstream.groups_header));
+    assert!(!sessiongate::http::headers::same_name(
         &c.upstream.identity_header,
         &c.upstream.groups_header
     ));

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
-use sessiongate::headers::{cookie_pairs, strip_cookie};
+use sessiongate::http::headers::{cookie_pairs, strip_cookie};
 use sessiongate::session::browser::Browser;
 use sessiongate::session::cookie::VALUE_LEN;
 use sessiongate::session::{CookieSigner, SessionId, SessionMeta};

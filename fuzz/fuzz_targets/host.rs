@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::host::{Origin, canonical, parse};
+use sessiongate::http::host::{Origin, canonical, parse};
 
 /// The canonical form's own rules, written out: lower case, no trailing dot, labels of 1 to
 /// 63 letters, digits, `-` or `_`, at most 253 bytes; or an IPv6 literal in brackets.

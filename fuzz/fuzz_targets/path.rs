@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::paths::{backend_reading, is_unambiguous, normalize};
+use sessiongate::http::paths::{backend_reading, is_unambiguous, normalize};
 
 /// RFC 3986 §5.2.4, step by step as the RFC writes it (input buffer, output buffer).
 fn rfc_remove_dot_segments(path: &str) -> String {

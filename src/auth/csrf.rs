@@ -15,7 +15,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, header};
 use sha2::Sha256;
 
-use crate::host;
+use crate::http::host;
 
 /// How long a form token stays good: a login page left open over lunch still works.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);

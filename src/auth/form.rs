@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 
 use super::csrf;
 use crate::app::App;
-use crate::response::{self, Body, no_store};
+use crate::http::response::{self, Body, no_store};
 
 /// Largest form body read; a username and password fit many times over.
 const MAX_FORM_BYTES: usize = 8 * 1024;

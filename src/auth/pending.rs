@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use redis::Script;
 
 use super::totp;
-use crate::redis_link::RedisLink;
+use crate::session::redis_link::RedisLink;
 use crate::session::{SessionId, SessionKeys, StoreError};
 
 /// Wrong codes a pending sign-in survives; the last of them ends it.

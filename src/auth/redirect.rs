@@ -1,7 +1,7 @@
 //! The return address (`rd`) after login: a path on this site, or an `https://` URL on a host
 //! listed in `auth.redirect_hosts`; anything else falls back to `/`.
 
-use crate::host;
+use crate::http::host;
 
 /// Longest return address kept; longer ones fall back to `/`.
 const MAX_LEN: usize = 2048;
@@ -262,7 +262,7 @@ mod tests {
                 }
                 let url = url::Url::parse(kept).unwrap_or_else(|e| panic!("{kept:?}: {e}"));
                 let host = url.host_str().unwrap_or_default();
-                let listed = crate::host::canonical(host.as_bytes())
+                let listed = crate::http::host::canonical(host.as_bytes())
                     .is_ok_and(|c| hosts.iter().any(|h| h.matches(&c)));
                 assert!(
                     url.scheme() == "https" && listed,

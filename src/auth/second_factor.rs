@@ -12,11 +12,11 @@ use super::pending::{AfterWrong, PendingLogin};
 use super::sign_in::{self, SignInCookie, Step, login_unavailable};
 use super::totp;
 use crate::app::App;
-use crate::conn::ConnInfo;
-use crate::headers::single_cookie;
-use crate::metrics::LoginResult;
-use crate::policy::User;
-use crate::response::{self, Body, no_store};
+use crate::gate::policy::User;
+use crate::http::headers::single_cookie;
+use crate::http::response::{self, Body, no_store};
+use crate::ops::metrics::LoginResult;
+use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
 
 const TOO_LONG: &str = "That sign-in took too long; sign in again.";

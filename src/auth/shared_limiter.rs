@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::Script;
 
 use super::limiter::{Verdict, canonical};
-use crate::redis_link::RedisLink;
+use crate::session::redis_link::RedisLink;
 use crate::session::{SessionKeys, StoreError};
 
 /// The longest wait among the keys at or over the limit, in ms; 0 when allowed.

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::store::{ID_LEN, SessionId};
+use super::memory::{ID_LEN, SessionId};
 
 const TAG_LEN: usize = 32;
 /// base64 without padding: 4 characters per 3 bytes, rounded up.

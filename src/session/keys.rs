@@ -10,7 +10,7 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::store::SessionId;
+use super::memory::SessionId;
 
 const KEY_LEN: usize = 32;
 

@@ -5,12 +5,13 @@ pub mod browser;
 pub mod cache;
 pub mod cookie;
 pub mod keys;
+pub mod memory;
 pub mod redis;
+pub mod redis_link;
 pub mod sessions;
-pub mod store;
 pub mod tunnels;
 
 pub use cookie::CookieSigner;
 pub use keys::{SessionKey, SessionKeys};
+pub use memory::{MemoryStore, Owner, Session, SessionId, SessionMeta, StoreError};
 pub use sessions::{SessionInfo, Sessions};
-pub use store::{Owner, Session, SessionId, SessionMeta, SessionStore, StoreError};

@@ -30,11 +30,11 @@ use redis::Script;
 
 use super::cache::{Cache, Entry};
 use super::keys::{SessionKey, SessionKeys};
-use super::store::{Owner, SessionId, SessionMeta, StoreError};
+use super::memory::{Owner, SessionId, SessionMeta, StoreError};
 use super::tunnels::Tunnels;
-use crate::identity::UserNames;
-use crate::policy::User;
-use crate::redis_link::RedisLink;
+use crate::gate::identity::UserNames;
+use crate::gate::policy::User;
+use crate::session::redis_link::RedisLink;
 
 /// Creates a session unless the key exists; adds it to the user's index, which lives as long
 /// as the user's longest-lived session (members past their absolute end are dropped).

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::keys::{SessionKey, SessionKeys};
+use super::memory::{MemoryStore, Owner, SessionId, SessionMeta, StoreError};
 use super::redis::RedisStore;
-use super::store::{Owner, SessionId, SessionMeta, SessionStore, StoreError};
-use crate::policy::{Policy, User};
+use crate::gate::policy::{Policy, User};
 
 /// Sessions the sessions page lists at most: the newest. A user with thousands of sessions
 /// (a script logging in on every run) must not make one page view a long walk for the store.
@@ -16,7 +16,7 @@ pub const MAX_LISTED: usize = 100;
 
 pub enum Sessions {
     Memory {
-        store: Arc<SessionStore>,
+        store: Arc<MemoryStore>,
         /// For the sessions page's handles (the memory store keeps ids only).
         keys: SessionKeys,
     },
@@ -202,7 +202,7 @@ impl Sessions {
     }
 
     /// The in-memory store, when that is the store (benchmarks fill it directly).
-    pub fn memory(&self) -> Option<&SessionStore> {
+    pub fn memory(&self) -> Option<&MemoryStore> {
         match self {
             Sessions::Memory { store, .. } => Some(store),
             Sessions::Redis(_) => None,

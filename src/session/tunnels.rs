@@ -1,7 +1,7 @@
 //! The open tunnels (upgraded connections, WebSockets) and the session each belongs to, so
 //! that a session's end closes them: logout, sign out everywhere, a reload that removes the
 //! user, a session ended on another replica. Only close signals live here; the relay itself
-//! is `crate::tunnel`.
+//! is `crate::proxy::tunnel`.
 //!
 //! Endings are rare next to requests, so closing walks every open tunnel instead of keeping
 //! per-session lists in step.
@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use super::keys::SessionKey;
-use super::store::Owner;
+use super::memory::Owner;
 
 type Hasher = foldhash::fast::RandomState;
 

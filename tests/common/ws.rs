@@ -180,12 +180,13 @@ pub async fn start_ws_upstream_tls(ca: &Ca) -> WsUpstream {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(sessiongate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(sessiongate::server::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
     // A WebSocket upgrade is an HTTP/1.1 thing; this upstream speaks nothing else.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     start(Some(TlsAcceptor::from(Arc::new(config)))).await

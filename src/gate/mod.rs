@@ -3,6 +3,10 @@
 //! proxy path in `handler`, `explain`, and later forward-auth) only turn a decision into an
 //! answer; none of them works out again whether a user is allowed.
 
+pub mod identity;
+pub mod policy;
+pub mod rules;
+
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -10,11 +14,11 @@ use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 
 use crate::config::Config;
-use crate::headers::single_cookie;
-use crate::identity::UserNames;
-use crate::metrics::{EndReason, Metrics};
-use crate::policy::{Policy, Ruling, User};
-use crate::rules::Target;
+use crate::gate::identity::UserNames;
+use crate::gate::policy::{Policy, Ruling, User};
+use crate::gate::rules::Target;
+use crate::http::headers::single_cookie;
+use crate::ops::metrics::{EndReason, Metrics};
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, SessionId, SessionKey, SessionMeta, Sessions, StoreError};
 
@@ -68,7 +72,7 @@ impl<'a> HostOf<'a> {
     fn get(self) -> Option<Cow<'a, str>> {
         match self {
             HostOf::Known(host) => host.map(Cow::Borrowed),
-            HostOf::Request(headers, target) => crate::host::judged(headers, target),
+            HostOf::Request(headers, target) => crate::http::host::judged(headers, target),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::conn::ConnInfo;
+use crate::server::conn::ConnInfo;
 
 /// What one connection did lately.
 #[derive(Debug, Default)]

@@ -13,9 +13,9 @@ use crate::auth::csrf::Binding;
 use crate::auth::form::read_checked_form;
 use crate::auth::sign_in::store_unavailable;
 use crate::gate::{Authenticated, Decision};
-use crate::page::{self, escape_html};
-use crate::refusal;
-use crate::response::{self, Body, no_store};
+use crate::http::refusal;
+use crate::http::response::{self, Body, no_store};
+use crate::pages::branded::{self, escape_html};
 use crate::session::{SessionInfo, SessionKey};
 
 /// The signed-in user, or the answer for a request without one (sign-in redirect or 401,
@@ -95,7 +95,7 @@ fn not_found(app: &App) -> Response<Body> {
         "<main>\n<h1>Session not found</h1>\n<p>That session is not one of yours, or it has already ended.</p>\n<p><a href=\"{}\">Back to your sessions</a></p>\n</main>",
         escape_html(&app.routes.sessions)
     );
-    page::branded(app, StatusCode::NOT_FOUND, "Session not found", &body)
+    branded::branded(app, StatusCode::NOT_FOUND, "Session not found", &body)
 }
 
 /// "2026-12-01 11:42:47 UTC"
@@ -153,5 +153,5 @@ fn page(app: &App, session: &Authenticated, list: &[SessionInfo]) -> Response<Bo
         user = escape_html(&session.user.name),
         logout = escape_html(&app.routes.logout),
     );
-    page::branded(app, StatusCode::OK, "Your sessions", &body)
+    branded::branded(app, StatusCode::OK, "Your sessions", &body)
 }

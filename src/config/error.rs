@@ -29,5 +29,5 @@ pub enum StartError {
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot set up the session store: {0}")]
-    Store(#[from] crate::redis_link::LinkError),
+    Store(#[from] crate::session::redis_link::LinkError),
 }

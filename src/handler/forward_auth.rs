@@ -12,15 +12,15 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 
 use crate::app::App;
-use crate::conn::ConnInfo;
+use crate::gate::policy::{Policy, User};
 use crate::gate::{Decision, Head, HostOf, Verdict};
-use crate::headers;
-use crate::host::{self, HostProblem};
-use crate::paths;
-use crate::policy::{Policy, User};
-use crate::refusal;
-use crate::request_error::RequestError;
-use crate::response::{self, Body, no_store};
+use crate::http::error::RequestError;
+use crate::http::headers;
+use crate::http::host::{self, HostProblem};
+use crate::http::paths;
+use crate::http::refusal;
+use crate::http::response::{self, Body, no_store};
+use crate::server::conn::ConnInfo;
 
 /// Which edge proxy an endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,11 +5,11 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::app::App;
-use crate::host::HostProblem;
-use crate::page;
-use crate::paths::BadTarget;
+use crate::http::host::HostProblem;
+use crate::http::paths::BadTarget;
+use crate::http::response::{self, Body, no_store};
+use crate::pages::branded;
 use crate::proxy::{BodyError, ProxyError};
-use crate::response::{self, Body, no_store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -22,7 +22,7 @@ pub enum RequestError {
     Framing(&'static str),
     /// An upgrade sessiongate does not relay (see `upgrade::decide`).
     #[error(transparent)]
-    Upgrade(crate::upgrade::Refused),
+    Upgrade(crate::http::upgrade::Refused),
     /// No host, several, or one that is not a host (see `host::screen`).
     #[error("invalid request: {0}")]
     BadHost(HostProblem),
@@ -96,7 +96,7 @@ impl RequestError {
         if let RequestError::Upstream(e) = self {
             tracing::warn!("upstream request failed: {e}");
         }
-        let mut res = page::message(app, self.status(), title, lines, "");
+        let mut res = branded::message(app, self.status(), title, lines, "");
         if matches!(
             self,
             RequestError::StoreUnavailable | RequestError::LoginsBusy

@@ -3,6 +3,8 @@
 //! one place: forwarded to the upstream, or refused. Nothing is forwarded unless the gate let
 //! it through.
 
+pub mod forward_auth;
+
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -16,24 +18,24 @@ use hyper::body::Incoming;
 
 use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
-use crate::conn::ConnInfo;
-use crate::forward_auth::{self, EdgeProxy};
+use crate::gate::policy::User;
 use crate::gate::{Decision, Head, HostOf, Verdict};
-use crate::headers;
-use crate::host;
-use crate::limits::MAX_HEAD_BYTES;
-use crate::logging::{self, RequestLine};
-use crate::metrics::DecisionLabel;
-use crate::paths::{self, BadTarget};
-use crate::policy::User;
+use forward_auth::EdgeProxy;
+use crate::http::error::RequestError;
+use crate::http::headers;
+use crate::http::host;
+use crate::http::limits::MAX_HEAD_BYTES;
+use crate::http::paths::{self, BadTarget};
+use crate::http::refusal;
+use crate::http::response::{self, Body};
+use crate::http::upgrade::{self, Upgrade};
+use crate::ops::logging::{self, RequestLine};
+use crate::ops::metrics::DecisionLabel;
+use crate::pages::sessions;
+use crate::proxy::tunnel;
 use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
-use crate::refusal;
-use crate::request_error::RequestError;
-use crate::response::{self, Body};
+use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
-use crate::sessions_page;
-use crate::tunnel;
-use crate::upgrade::{self, Upgrade};
 
 /// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {
@@ -346,7 +348,7 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
         }
     } else if path == app.routes.sessions {
         match *method {
-            Method::GET | Method::HEAD => sessions_page::show(app, req).await,
+            Method::GET | Method::HEAD => sessions::show(app, req).await,
             _ => response::method_not_allowed("GET", method),
         }
     } else if path == app.routes.logo {
@@ -356,7 +358,7 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
         }
     } else if path == app.routes.sessions_end {
         match *method {
-            Method::POST => sessions_page::end(app, req).await,
+            Method::POST => sessions::end(app, req).await,
             _ => response::method_not_allowed("POST", method),
         }
     } else {

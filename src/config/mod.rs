@@ -1,6 +1,8 @@
 //! The configuration file: what the user wrote (`file::*`, serde types) and the validated
 //! [`Config`] the rest of the program uses. Every error names the key it is about.
 
+pub mod error;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,10 +11,10 @@ use std::time::Duration;
 use crate::auth::password::PasswordHash;
 use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
-use crate::error::ConfigError;
-use crate::headers;
+use crate::config::error::ConfigError;
+use crate::gate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
+use crate::http::headers;
 use crate::pages::{Branding, Logo, Pages, UserTemplate};
-use crate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
 use http::HeaderName;
 
 /// What the TOML file may contain. Unknown keys are refused by serde and named in the error.
@@ -259,8 +261,8 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// The files to read again on SIGHUP.
-    pub fn files(&self) -> crate::tls::CertFiles {
-        crate::tls::CertFiles {
+    pub fn files(&self) -> crate::server::tls::CertFiles {
+        crate::server::tls::CertFiles {
             cert: self.cert.clone(),
             key: self.key.clone(),
             ocsp: self.ocsp.clone(),
@@ -760,7 +762,7 @@ fn validate_rule(i: usize, r: file::Rule, users: &[UserConfig]) -> Result<Rule, 
     let host = match &r.host {
         None => None,
         // Canonical, as every request's host is before it is compared.
-        Some(h) => match crate::host::parse(h.as_bytes()) {
+        Some(h) => match crate::http::host::parse(h.as_bytes()) {
             Ok(a) if a.port.is_none() => Some(a.host.into_owned()),
             reason => {
                 let reason = reason.map_or_else(|bad| bad.message(), |_| "it has a port");
@@ -936,13 +938,13 @@ fn validate_server(s: &file::Server, cores: usize) -> Result<ServerConfig, Confi
 /// to staple, all read now so a bad file stops the start and `check`, naming its key.
 fn validate_tls(t: &file::ServerTls) -> Result<TlsFiles, ConfigError> {
     let (cert, key) = (PathBuf::from(&t.cert), PathBuf::from(&t.key));
-    let mut loaded = crate::tls::load_certified_key(&cert, &key)
+    let mut loaded = crate::server::tls::load_certified_key(&cert, &key)
         .map_err(|reason| invalid("server.tls", reason))?;
     let ocsp = match &t.ocsp_file {
         None => None,
         Some(path) => {
             let path = PathBuf::from(path);
-            let der = crate::tls::load_ocsp(&path)
+            let der = crate::server::tls::load_ocsp(&path)
                 .map_err(|reason| invalid("server.tls.ocsp_file", reason))?;
             loaded.ocsp = Some(der);
             Some(path)
@@ -1079,7 +1081,7 @@ fn upgrades(listed: Option<&[String]>) -> Result<Vec<http::HeaderValue>, ConfigE
                 "h2c can never be relayed: after it the client sends HTTP/2 requests straight to the app, past sessiongate; remove it",
             ));
         }
-        if !crate::upgrade::is_token(name.as_bytes()) {
+        if !crate::http::upgrade::is_token(name.as_bytes()) {
             return Err(invalid(
                 key(),
                 format!(
@@ -1156,7 +1158,7 @@ fn validate_target(url: &str, u: &file::Upstream) -> Result<UpstreamTarget, Conf
     };
 
     let tls = if https {
-        let client = crate::tls::client_config(u.ca.as_deref().map(Path::new))
+        let client = crate::server::tls::client_config(u.ca.as_deref().map(Path::new))
             .map_err(|reason| invalid("upstream.ca", reason))?;
         let server_name = match &u.tls_server_name {
             None => None,
@@ -1415,7 +1417,7 @@ fn validate_session(s: &file::Session, store: StoreConfig) -> Result<SessionConf
         None => None,
         // A leading dot means nothing to browsers; the rest is canonical like any host.
         Some(d) => match HostPattern::parse(d.strip_prefix('.').unwrap_or(d)) {
-            Ok(HostPattern::Exact(name)) if !crate::host::is_ip(&name) => Some(name),
+            Ok(HostPattern::Exact(name)) if !crate::http::host::is_ip(&name) => Some(name),
             _ => {
                 return Err(invalid(
                     "session.cookie_domain",
@@ -1718,7 +1720,7 @@ fn websocket_origin(text: &str) -> Result<String, &'static str> {
     if !matches!(scheme, "http" | "https") {
         return Err("must start with https:// (or http://)");
     }
-    let a = crate::host::parse(authority.as_bytes()).map_err(|_| {
+    let a = crate::http::host::parse(authority.as_bytes()).map_err(|_| {
         "must be scheme://host[:port] with no path and a valid host, e.g. \"https://app.example.com\""
     })?;
     Ok(match a.port {

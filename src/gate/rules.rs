@@ -240,7 +240,7 @@ mod tests {
             &target(&Method::GET, Some("grafana.example.com"), "/"),
             true
         ));
-        let spelled = crate::host::canonical(b"Grafana.Example.COM.:443").unwrap();
+        let spelled = crate::http::host::canonical(b"Grafana.Example.COM.:443").unwrap();
         assert!(r.matches(&target(&Method::HEAD, Some(&spelled), "/x"), true));
         assert!(!r.matches(
             &target(&Method::POST, Some("grafana.example.com"), "/"),

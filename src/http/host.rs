@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, Version, header};
 
-use crate::headers::X_FORWARDED_HOST;
+use crate::http::headers::X_FORWARDED_HOST;
 
 /// What makes a text not a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

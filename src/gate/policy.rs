@@ -12,9 +12,9 @@ use crate::auth::password::{PasswordHash, dummy_like};
 use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
 use crate::config::Config;
-use crate::identity::{UserId, UserNames};
-use crate::paths;
-use crate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
+use crate::gate::identity::{UserId, UserNames};
+use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
+use crate::http::paths;
 use crate::session::Owner;
 
 /// A configured user as the request path needs them.

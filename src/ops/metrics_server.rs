@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::response::{self, Body};
+use crate::http::response::{self, Body};
 
 /// The content type of the OpenMetrics text format, which Prometheus asks for and accepts.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

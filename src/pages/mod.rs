@@ -3,6 +3,9 @@
 //! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
 //! fuel and a recursion limit, and can reach no file: there is no loader.
 
+pub mod branded;
+pub mod sessions;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -10,8 +13,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
-use crate::page::escape_html;
-use crate::response::{self, Body, no_store};
+use crate::http::response::{self, Body, no_store};
+use crate::pages::branded::escape_html;
 
 /// Instructions (and about 64 bytes each of output) one render may use: the built-in pages
 /// take a few hundred; a template that loops or recurses without end stops here.
@@ -39,11 +42,11 @@ const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-anc
 pub const DEFAULT_ACCENT: &str = "#1f5fbf";
 
 const BUILT_IN: &[(&str, &str)] = &[
-    ("layout.html", include_str!("../templates/layout.html")),
-    ("brand.html", include_str!("../templates/brand.html")),
-    ("sign-in.html", include_str!("../templates/sign-in.html")),
-    ("code.html", include_str!("../templates/code.html")),
-    ("error.html", include_str!("../templates/error.html")),
+    ("layout.html", include_str!("../../templates/layout.html")),
+    ("brand.html", include_str!("../../templates/brand.html")),
+    ("sign-in.html", include_str!("../../templates/sign-in.html")),
+    ("code.html", include_str!("../../templates/code.html")),
+    ("error.html", include_str!("../../templates/error.html")),
 ];
 
 /// Why a user template was refused at load.

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::password::hash_password;
 use crate::config::Config;
-use crate::error::StartError;
-use crate::page::escape_html;
+use crate::config::error::StartError;
+use crate::pages::branded::escape_html;
 
 pub const LISTEN: &str = "127.0.0.1:8080";
 pub const USER: &str = "demo";
@@ -43,7 +43,7 @@ pub fn run() -> Result<(), StartError> {
         .expect("the OS random number generator failed");
     let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let hash = hash_password(PASSWORD.as_bytes()).map_err(|e| {
-        StartError::Config(crate::error::ConfigError::Invalid {
+        StartError::Config(crate::config::error::ConfigError::Invalid {
             key: "users".into(),
             reason: e,
         })

@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
 
 use crate::config::RedisConfig;
-use crate::metrics::{Histogram, Metrics};
+use crate::ops::metrics::{Histogram, Metrics};
 use crate::session::StoreError;
 use prometheus_client::metrics::counter::Counter;
 

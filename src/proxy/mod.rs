@@ -8,6 +8,9 @@
 //! runtime whose reactor it is registered with (docs/PERF-NOTES.md: the upstream leg is
 //! the biggest cost in a proxy like this).
 
+pub mod readiness;
+pub mod tunnel;
+
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -27,9 +30,9 @@ use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamTarget;
-use crate::headers;
-use crate::metrics::UpstreamFailure;
-use crate::policy::User;
+use crate::gate::policy::User;
+use crate::http::headers;
+use crate::ops::metrics::UpstreamFailure;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
 /// is waste.

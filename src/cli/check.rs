@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, RedisConfig, StoreConfig};
-use crate::readiness;
-use crate::rules::DefaultAccess;
+use crate::gate::rules::DefaultAccess;
+use crate::proxy::readiness;
 
 /// The least a Redis PING is given; `redis.timeout` when that is longer. A first connection
 /// (TLS, AUTH, HELLO) may take longer than one command does.
@@ -284,7 +284,7 @@ async fn store(config: &Config) -> Finding {
 
 /// A fresh connection, as the store makes (TLS, password, RESP3), and one PING on it.
 async fn ping(config: &RedisConfig) -> redis::RedisResult<()> {
-    let client = crate::redis_link::client(config, redis::ProtocolVersion::RESP3)?;
+    let client = crate::session::redis_link::client(config, redis::ProtocolVersion::RESP3)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     redis::cmd("PING").query_async(&mut conn).await
 }

@@ -4,8 +4,8 @@
 use http::{Response, StatusCode};
 
 use crate::app::App;
+use crate::http::response::Body;
 use crate::pages;
-use crate::response::Body;
 
 /// A page titled `title` with `body` (already escaped HTML), never cached or framed, in the
 /// built-in style with the configured branding (accent colour).

@@ -6,9 +6,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use crate::app::App;
 use crate::auth::csrf::Binding;
 use crate::gate::Decision;
-use crate::page::{self, escape_html};
-use crate::request_error::RequestError;
-use crate::response::{self, Body, no_store};
+use crate::http::error::RequestError;
+use crate::http::response::{self, Body, no_store};
+use crate::pages::branded::{self, escape_html};
 
 const FORBIDDEN_JSON: &str = "{\"error\":\"forbidden\"}\n";
 
@@ -99,9 +99,9 @@ fn forbidden_page(app: &App, headers: &HeaderMap, user: Option<&str>) -> Respons
                 name = escape_html(name),
                 logout = escape_html(&app.routes.logout),
             );
-            page::message(app, StatusCode::FORBIDDEN, TITLE, &[], &body)
+            branded::message(app, StatusCode::FORBIDDEN, TITLE, &[], &body)
         }
-        None => page::message(
+        None => branded::message(
             app,
             StatusCode::FORBIDDEN,
             TITLE,

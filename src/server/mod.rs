@@ -5,6 +5,10 @@
 //! tokio's work-stealing runtime: on this workload it halves context switches per request and
 //! was worth ~25% throughput (docs/PERF-NOTES.md).
 
+pub mod conn;
+pub mod tls;
+pub mod watchdog;
+
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,11 +23,11 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::conn::ConnInfo;
-use crate::error::StartError;
+use crate::config::error::StartError;
 use crate::handler;
-use crate::limits::MAX_HEAD_BYTES;
-use crate::watchdog::{Activity, Watched};
+use crate::http::limits::MAX_HEAD_BYTES;
+use crate::server::conn::ConnInfo;
+use crate::server::watchdog::{Activity, Watched};
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
 /// gives in-flight requests up to `server.shutdown_timeout` to finish. With `[server.tls]` the
@@ -297,14 +301,14 @@ pub async fn serve_redirect(
 fn https_redirect<B>(
     req: &http::Request<B>,
     https_port: u16,
-) -> http::Response<crate::response::Body> {
-    use crate::host::HostProblem;
-    use crate::request_error::RequestError;
+) -> http::Response<crate::http::response::Body> {
+    use crate::http::error::RequestError;
+    use crate::http::host::HostProblem;
     use http::StatusCode;
     // The redirect goes to the canonical host: never to a host the https listener would refuse.
     let mut hosts = req.headers().get_all(http::header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => crate::host::canonical(h.as_bytes()).map_err(HostProblem::Invalid),
+        (Some(h), None) => crate::http::host::canonical(h.as_bytes()).map_err(HostProblem::Invalid),
         (None, _) => Err(HostProblem::Missing),
         (Some(_), Some(_)) => Err(HostProblem::Repeated),
     };
@@ -319,8 +323,8 @@ fn https_redirect<B>(
     };
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     match HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
-        Ok(location) => crate::response::redirect(StatusCode::PERMANENT_REDIRECT, location),
-        Err(_) => crate::response::text(StatusCode::BAD_REQUEST, "invalid request target"),
+        Ok(location) => crate::http::response::redirect(StatusCode::PERMANENT_REDIRECT, location),
+        Err(_) => crate::http::response::text(StatusCode::BAD_REQUEST, "invalid request target"),
     }
 }
 
@@ -423,7 +427,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             let stopped = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            if let Err(e) = crate::metrics_server::serve_metrics(listener, app, stopped).await {
+            if let Err(e) = crate::ops::metrics_server::serve_metrics(listener, app, stopped).await
+            {
                 tracing::error!("metrics listener failed: {e}");
             }
         });
@@ -480,8 +485,8 @@ fn log_start(
         config.users.len(),
         config.rules.rules.len(),
         match config.rules.default {
-            crate::rules::DefaultAccess::Login => "any signed-in user",
-            crate::rules::DefaultAccess::Deny => "refused (auth.default = \"deny\")",
+            crate::gate::rules::DefaultAccess::Login => "any signed-in user",
+            crate::gate::rules::DefaultAccess::Deny => "refused (auth.default = \"deny\")",
         }
     );
     match metrics.and_then(|m| m.local_addr().ok()) {

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::Config;
 use crate::app::Routes;
-use crate::error::ConfigError;
+use crate::config::error::ConfigError;
 
 /// The config the image runs with (the Dockerfile's `CMD`), used without `--config`.
 pub const DEFAULT_CONFIG: &str = "/etc/sessiongate/sessiongate.toml";
@@ -150,7 +150,7 @@ where
 /// 127.0.0.1, and may be self-signed, so it is not verified. The handshake signatures still
 /// are, with the same ring provider as the rest of sessiongate.
 fn client_config() -> Arc<rustls::ClientConfig> {
-    let provider = crate::tls::provider();
+    let provider = crate::server::tls::provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")

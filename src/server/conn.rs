@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::HeaderValue;
 
-use crate::watchdog::Activity;
+use crate::server::watchdog::Activity;
 
 pub struct ConnInfo {
     pub peer: IpAddr,
@@ -36,7 +36,7 @@ impl ConnInfo {
             return self.peer;
         }
         let mut chain: Vec<IpAddr> = headers
-            .get_all(crate::headers::X_FORWARDED_FOR)
+            .get_all(crate::http::headers::X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))

@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, HeaderValue, Request, Version, header};
 
-use crate::conn::ConnInfo;
+use crate::server::conn::ConnInfo;
 
 /// What a request's `Upgrade` header makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,25 +127,29 @@ pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Some(origin) = origin.to_str().ok().and_then(crate::host::Origin::parse) else {
+    let Some(origin) = origin
+        .to_str()
+        .ok()
+        .and_then(crate::http::host::Origin::parse)
+    else {
         return false;
     };
     if listed
         .iter()
-        .any(|l| crate::host::Origin::parse(l).is_some_and(|l| l.same(&origin)))
+        .any(|l| crate::http::host::Origin::parse(l).is_some_and(|l| l.same(&origin)))
     {
         return true;
     }
     // Behind a trusted TLS-terminating proxy the browser's scheme is the proxy's.
     let scheme = conn
         .trusted
-        .then(|| headers.get(crate::headers::X_FORWARDED_PROTO))
+        .then(|| headers.get(crate::http::headers::X_FORWARDED_PROTO))
         .flatten()
         .and_then(|v| v.to_str().ok())
         .unwrap_or(conn.proto);
     // An upgrade is HTTP/1.1, whose Host the screen requires: no target authority needed.
-    crate::host::judged_authority(headers, None)
-        .and_then(|a| crate::host::parse(a).ok())
+    crate::http::host::judged_authority(headers, None)
+        .and_then(|a| crate::http::host::parse(a).ok())
         .is_some_and(|authority| origin.is(scheme, &authority))
 }
 

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use rand::TryRng;
 
 use super::browser::Browser;
-use crate::identity::UserId;
+use crate::gate::identity::UserId;
 
 pub const ID_LEN: usize = 32;
 
@@ -133,7 +133,7 @@ type Hasher = foldhash::fast::RandomState;
 /// sessions behind one lock on two cores.) A power of two, as dashmap requires.
 const SHARDS: usize = 4096;
 
-pub struct SessionStore {
+pub struct MemoryStore {
     map: DashMap<SessionId, Session, Hasher>,
     epoch: Instant,
     /// The wall-clock time of `epoch`, for the times the sessions page shows.
@@ -171,9 +171,9 @@ fn expired(
         || now_ms.saturating_sub(created_ms) >= absolute_ms
 }
 
-impl SessionStore {
-    pub fn new(idle: Duration, absolute: Duration) -> SessionStore {
-        SessionStore {
+impl MemoryStore {
+    pub fn new(idle: Duration, absolute: Duration) -> MemoryStore {
+        MemoryStore {
             map: DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS),
             epoch: Instant::now(),
             wall_epoch: SystemTime::now(),
@@ -188,7 +188,7 @@ impl SessionStore {
 
     /// Counts sessions that end by their idle timeout in `idle` and by their absolute timeout
     /// in `absolute`.
-    pub fn counting_expiries(mut self, idle: Counter, absolute: Counter) -> SessionStore {
+    pub fn counting_expiries(mut self, idle: Counter, absolute: Counter) -> MemoryStore {
         self.idled_out = idle;
         self.timed_out = absolute;
         self
@@ -408,8 +408,8 @@ impl SessionStore {
 
     /// Sweeps every `interval` on a thread of its own, off the async workers, until the store
     /// is dropped.
-    pub fn spawn_sweeper(store: &Arc<SessionStore>, interval: Duration) {
-        let weak: Weak<SessionStore> = Arc::downgrade(store);
+    pub fn spawn_sweeper(store: &Arc<MemoryStore>, interval: Duration) {
+        let weak: Weak<MemoryStore> = Arc::downgrade(store);
         let spawned = std::thread::Builder::new()
             .name("session-sweeper".into())
             .spawn(move || {
@@ -455,7 +455,7 @@ const SWEEP_REST: u32 = 4;
 mod tests {
     use super::*;
 
-    use crate::identity::UserNames;
+    use crate::gate::identity::UserNames;
 
     fn names() -> &'static UserNames {
         static NAMES: std::sync::OnceLock<UserNames> = std::sync::OnceLock::new();
@@ -474,11 +474,11 @@ mod tests {
         browser: Browser::UNKNOWN,
     };
 
-    fn store(idle: Duration, absolute: Duration) -> SessionStore {
-        SessionStore::new(idle, absolute)
+    fn store(idle: Duration, absolute: Duration) -> MemoryStore {
+        MemoryStore::new(idle, absolute)
     }
 
-    fn alice(_: &SessionStore) -> Owner {
+    fn alice(_: &MemoryStore) -> Owner {
         owner("alice")
     }
 

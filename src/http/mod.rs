@@ -1,0 +1,11 @@
+//! HTTP building blocks every layer above may use: responses, header and path handling, the
+//! host and upgrade checks, size limits, and the one map from a refusal to its answer.
+
+pub mod error;
+pub mod headers;
+pub mod host;
+pub mod limits;
+pub mod paths;
+pub mod refusal;
+pub mod response;
+pub mod upgrade;
