@@ -15,8 +15,8 @@ use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::auth::{second_factor, sign_in};
 use crate::config::error::ConfigError;
 use crate::config::{Config, SameSite, StoreConfig};
-use crate::gate::Gate;
 use crate::gate::identity::UserNames;
+use crate::gate::{Gate, Site};
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::pages::Pages;
 use crate::proxy::Upstream;
@@ -35,7 +35,8 @@ pub struct App {
     /// The config sessiongate started with. Users and rules live on in `gate`'s policy, which
     /// a reload replaces; everything else here needs a restart to change.
     pub config: Config,
-    pub gate: Gate,
+    /// Shared with the tunnels, whose sessions it checks.
+    pub gate: Arc<Gate>,
     pub signer: CookieSigner,
     pub verifier: Verifier,
     pub tokens: FormTokens,
@@ -101,6 +102,18 @@ impl Routes {
             unauthorized_json: Bytes::from(format!(
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
+        }
+    }
+}
+
+impl Routes {
+    /// What the gate needs to know of these endpoints (see [`Site`]).
+    pub fn site(&self, config: &Config) -> Site {
+        Site {
+            prefix: config.auth.prefix.clone(),
+            forward_auth: [self.auth_nginx.clone(), self.auth_forward.clone()],
+            signed_in: [self.sessions.clone(), self.sessions_end.clone()],
+            websocket_origins: config.auth.websocket_origins.clone(),
         }
     }
 }
@@ -218,14 +231,15 @@ impl App {
             pending_cookie,
             signin_cookie,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            gate: Gate::new(
+            gate: Arc::new(Gate::new(
                 &config,
                 names,
                 sessions,
                 tunnels,
                 signer.clone(),
                 metrics.clone(),
-            ),
+                routes.site(&config),
+            )),
             metrics,
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),

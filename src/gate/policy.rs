@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::gate::identity::{UserId, UserNames};
 use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
 use crate::http::paths;
+use crate::ops::outcome::Outcome;
 use crate::session::Owner;
 
 /// A configured user as the request path needs them.
@@ -44,23 +45,11 @@ impl User {
     }
 }
 
-/// What the rules say about a request, from the loosest to the strictest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Ruling {
-    /// No login needed.
-    Public,
-    /// The user may enter.
-    Allow,
-    /// Nobody is logged in and the request needs someone.
-    LoginRequired,
-    /// Refused whoever asks (or refused to this user).
-    Forbidden,
-}
-
-/// A ruling and the rule that made it (`None`: no rule matched, `auth.default` decided).
+/// What the rules say about a request (`Public`, `Allow`, `LoginRequired` or `Forbidden`), and
+/// the rule that said it (`None`: no rule matched, `auth.default` decided).
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement<'p> {
-    pub ruling: Ruling,
+    pub outcome: Outcome,
     pub rule: Option<&'p Rule>,
 }
 
@@ -183,7 +172,7 @@ impl Policy {
                     ..*target
                 };
                 let second = self.judge_reading(user, &other, true);
-                if second.ruling > first.ruling {
+                if second.outcome > first.outcome {
                     second
                 } else {
                     first
@@ -199,30 +188,33 @@ impl Policy {
         unambiguous: bool,
     ) -> Judgement<'_> {
         let Some((index, rule)) = self.rules.first_match(target, unambiguous) else {
-            let ruling = match (self.rules.default, user) {
-                (DefaultAccess::Deny, _) => Ruling::Forbidden,
-                (DefaultAccess::Login, Some(_)) => Ruling::Allow,
-                (DefaultAccess::Login, None) => Ruling::LoginRequired,
+            let outcome = match (self.rules.default, user) {
+                (DefaultAccess::Deny, _) => Outcome::Forbidden,
+                (DefaultAccess::Login, Some(_)) => Outcome::Allow,
+                (DefaultAccess::Login, None) => Outcome::LoginRequired,
             };
-            return Judgement { ruling, rule: None };
+            return Judgement {
+                outcome,
+                rule: None,
+            };
         };
-        let ruling = match (&rule.access, user) {
-            (Access::Public, _) => Ruling::Public,
-            (Access::Deny, _) => Ruling::Forbidden,
-            (Access::Allow(_), None) => Ruling::LoginRequired,
+        let outcome = match (&rule.access, user) {
+            (Access::Public, _) => Outcome::Public,
+            (Access::Deny, _) => Outcome::Forbidden,
+            (Access::Allow(_), None) => Outcome::LoginRequired,
             (Access::Allow(_), Some(u)) => {
                 if self.allowed[index]
                     .binary_search_by_key(&u.id.index(), |id| id.index())
                     .is_ok()
                 {
-                    Ruling::Allow
+                    Outcome::Allow
                 } else {
-                    Ruling::Forbidden
+                    Outcome::Forbidden
                 }
             }
         };
         Judgement {
-            ruling,
+            outcome,
             rule: Some(rule),
         }
     }

@@ -71,7 +71,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see,
-/// `Upgrade`: an upgrade request gets it back from the tunnel path, `handler::tunnel`, and
+/// `Upgrade`: an upgrade request gets it back from the tunnel path (`handler::upstream`), and
 /// `HTTP2-Settings`, which belongs to an h2c upgrade of this one hop, RFC 7540 §3.2.1, and
 /// must not reach the app even when the client left it out of `Connection`).
 fn is_hop_by_hop(name: &str) -> bool {

@@ -47,7 +47,10 @@ pub fn answer_for(
             bytes::Bytes::from_static(FORBIDDEN_JSON.as_bytes()),
         ),
         Decision::Unavailable => RequestError::StoreUnavailable.answer(app, navigation),
-        Decision::Allow { .. } | Decision::Public { .. } => {
+        Decision::Allow { .. }
+        | Decision::Public { .. }
+        | Decision::CrossSiteUpgrade
+        | Decision::Own(_) => {
             tracing::error!("a request the gate let through reached the refusal path; refused");
             RequestError::Panic.response()
         }

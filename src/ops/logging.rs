@@ -19,6 +19,7 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
+use crate::ops::outcome::Outcome;
 
 const FLUSH_BYTES: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -82,8 +83,8 @@ pub struct RequestLine<'a> {
     pub method: &'a http::Method,
     pub path: &'a str,
     pub status: u16,
-    /// What the gate decided (the metrics' `decision` label).
-    pub decision: &'static str,
+    /// What was made of the request (the metrics' `decision` label).
+    pub decision: Outcome,
     pub user: Option<&'a str>,
     /// The session's log tag.
     pub session: Option<&'a str>,
@@ -163,7 +164,7 @@ fn write_text(text: &mut String, stamp: &str, line: &RequestLine<'_>) {
     text.push_str(" status=");
     push_padded(text, u64::from(line.status), 1);
     text.push_str(" decision=");
-    text.push_str(line.decision);
+    text.push_str(line.decision.as_str());
     text.push_str(" user=");
     push_quoted(text, line.user.unwrap_or("-"));
     text.push_str(" session=");
@@ -201,7 +202,7 @@ fn write_json(out: &mut Vec<u8>, stamp: &str, line: &RequestLine<'_>) {
     out.extend_from_slice(b",\"status\":");
     out.extend_from_slice(itoa::Buffer::new().format(line.status).as_bytes());
     out.extend_from_slice(b",\"decision\":\"");
-    out.extend_from_slice(line.decision.as_bytes());
+    out.extend_from_slice(line.decision.as_str().as_bytes());
     out.extend_from_slice(b"\",\"user\":");
     match line.user {
         Some(user) => json_string(out, user),
@@ -374,7 +375,7 @@ mod tests {
             method: &method,
             path: hostile,
             status: 200,
-            decision: "allow",
+            decision: crate::ops::outcome::Outcome::Allow,
             user: Some("bob \"the\" builder"),
             session: Some("8b7b1bf4"),
             client: "2001:db8::7".parse().unwrap(),

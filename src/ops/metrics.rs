@@ -14,43 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-/// What the gate (or the step before it) made of a request, as `requests_total` labels it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecisionLabel {
-    Allow,
-    Public,
-    LoginRequired,
-    Forbidden,
-    Unavailable,
-    /// sessiongate's own endpoints (sign-in, health, forward-auth, ...).
-    OwnEndpoint,
-    /// Refused before the gate: a malformed request, or no upstream to send it to.
-    Invalid,
-}
-
-impl DecisionLabel {
-    const ALL: [DecisionLabel; 7] = [
-        DecisionLabel::Allow,
-        DecisionLabel::Public,
-        DecisionLabel::LoginRequired,
-        DecisionLabel::Forbidden,
-        DecisionLabel::Unavailable,
-        DecisionLabel::OwnEndpoint,
-        DecisionLabel::Invalid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionLabel::Allow => "allow",
-            DecisionLabel::Public => "public",
-            DecisionLabel::LoginRequired => "login_required",
-            DecisionLabel::Forbidden => "forbidden",
-            DecisionLabel::Unavailable => "unavailable",
-            DecisionLabel::OwnEndpoint => "own_endpoint",
-            DecisionLabel::Invalid => "invalid",
-        }
-    }
-}
+use crate::ops::outcome::Outcome;
 
 /// How a request to the upstream failed, as `upstream_errors_total` labels it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +129,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// `[decision][status class]`.
+    /// `[outcome][status class]`.
     requests: [[Counter; 5]; 7],
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
@@ -185,7 +149,7 @@ impl Metrics {
     pub fn new(memory_store: bool) -> Metrics {
         let mut registry = Registry::with_prefix("sessiongate");
         let requests_family = Family::<Labels, Counter>::default();
-        let requests = DecisionLabel::ALL.map(|d| {
+        let requests = Outcome::ALL.map(|d| {
             std::array::from_fn(|class| {
                 requests_family
                     .get_or_create(&vec![
@@ -281,7 +245,7 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, decision: DecisionLabel, status: u16) {
+    pub fn request(&self, decision: Outcome, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[decision as usize][class].inc();
     }
@@ -431,7 +395,7 @@ mod tests {
     #[test]
     fn every_labelled_series_exists_before_its_first_event() {
         let metrics = Metrics::new(true);
-        metrics.request(DecisionLabel::Forbidden, 403);
+        metrics.request(Outcome::Forbidden, 403);
         let text = metrics.encode();
         assert!(
             text.contains(

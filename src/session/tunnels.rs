@@ -1,7 +1,7 @@
 //! The open tunnels (upgraded connections, WebSockets) and the session each belongs to, so
 //! that a session's end closes them: logout, sign out everywhere, a reload that removes the
-//! user, a session ended on another replica. Only close signals live here; the relay itself
-//! is `crate::proxy::tunnel`.
+//! user, a session ended on another replica. Only close signals live here; the relay that
+//! listens for them is the proxy's.
 //!
 //! Endings are rare next to requests, so closing walks every open tunnel instead of keeping
 //! per-session lists in step.
