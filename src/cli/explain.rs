@@ -35,7 +35,7 @@ pub fn explain(
         .map(|a| host::canonical(a.as_str().as_bytes()))
         .transpose()
         .map_err(|bad| format!("sessiongate refuses this host with 400: {}", bad.message()))?;
-    let policy = Policy::build(config, &UserNames::default());
+    let policy = Policy::build(config.policy(), &UserNames::default());
     let user = match user {
         None => None,
         Some(name) => Some(
