@@ -13,8 +13,9 @@ use crate::auth::password::Verifier;
 use crate::auth::pending::Pending;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::auth::{second_factor, sign_in};
+use crate::config::Config;
 use crate::config::error::ConfigError;
-use crate::config::{Config, SameSite, StoreConfig};
+use crate::config::session::{SameSite, StoreConfig};
 use crate::gate::identity::UserNames;
 use crate::gate::{Gate, Site};
 use crate::ops::metrics::{EndReason, Metrics};
@@ -26,6 +27,7 @@ use crate::session::redis::RedisStore;
 use crate::session::redis_link::{LinkError, RedisLink};
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, MemoryStore, SessionId, SessionKeys, Sessions};
+use secrecy::ExposeSecret;
 use tokio_rustls::TlsAcceptor;
 
 /// Logged at start, and by `sessiongate check`, when no secret is configured.
@@ -146,7 +148,7 @@ impl App {
     /// when it answers.
     pub fn new(config: Config) -> Result<Arc<App>, LinkError> {
         let secret = match &config.session.secret {
-            Some(s) => s.clone(),
+            Some(s) => s.expose_secret().to_vec(),
             None => {
                 tracing::warn!("{NO_SECRET}");
                 let mut key = vec![0u8; 64];
@@ -232,7 +234,8 @@ impl App {
             signin_cookie,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
             gate: Arc::new(Gate::new(
-                &config,
+                config.policy(),
+                config.session.cookie_name.clone(),
                 names,
                 sessions,
                 tunnels,
@@ -267,7 +270,7 @@ impl App {
             .await
             .map_err(|e| ReloadError::Load(e.to_string()))??;
         self.pages.store(newer.pages.clone());
-        let ended_sessions = match self.gate.replace_policy(&newer).await {
+        let ended_sessions = match self.gate.replace_policy(newer.policy()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(

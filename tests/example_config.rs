@@ -1,13 +1,13 @@
 //! `config/sessiongate.example.toml` and the README document the config file: the example is
 //! valid as shipped, its commented-out values are the real defaults, and every key the parser
-//! accepts appears in both. The key list is read from the serde structs in `mod file` of
-//! src/config.rs, so a new key that is not documented fails here.
+//! accepts appears in both. The key list is read from the serde structs in
+//! src/config/file.rs, so a new key that is not documented fails here.
 
 use std::path::Path;
 
 use sessiongate::Config;
 
-const CONFIG_RS: &str = include_str!("../src/config/mod.rs");
+const FILE_RS: &str = include_str!("../src/config/file.rs");
 const EXAMPLE: &str = include_str!("../config/sessiongate.example.toml");
 const README: &str = include_str!("../README.md");
 
@@ -56,19 +56,19 @@ impl Key {
     }
 }
 
-/// The structs of `mod file` in src/config.rs: (struct name, [(field, type)]).
+/// The structs of src/config/file.rs: (struct name, [(field, type)]).
 fn file_structs() -> Vec<(String, Vec<(String, String)>)> {
-    let start = CONFIG_RS
-        .find("mod file {")
-        .expect("src/config.rs has `mod file {`");
     let mut structs: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut in_struct = false;
     let mut depth = 0usize;
-    for line in CONFIG_RS[start..].lines() {
+    for line in FILE_RS.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("pub struct ") {
             let name = rest.trim_end_matches('{').trim().to_string();
             structs.push((name, Vec::new()));
-        } else if depth == 2
+            in_struct = true;
+        } else if in_struct
+            && depth == 1
             && let Some(rest) = line.strip_prefix("pub ")
             && let Some((field, ty)) = rest.split_once(": ")
         {
@@ -78,7 +78,7 @@ fn file_structs() -> Vec<(String, Vec<(String, String)>)> {
         depth += line.matches('{').count();
         depth -= line.matches('}').count();
         if depth == 0 {
-            break;
+            in_struct = false;
         }
     }
     structs
@@ -92,13 +92,13 @@ fn config_keys() -> Vec<Key> {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, f)| f.clone())
-            .unwrap_or_else(|| panic!("no struct {name} in mod file"))
+            .unwrap_or_else(|| panic!("no struct {name} in src/config/file.rs"))
     };
     let mut keys = Vec::new();
     let mut todo = vec![(String::new(), "File".to_string())];
     while let Some((section, strukt)) = todo.pop() {
         for (field, ty) in fields_of(&strukt) {
-            // A field whose type names another struct of `mod file` is a table.
+            // A field whose type names another struct of file.rs is a table.
             let nested = ty
                 .split(|c: char| !c.is_alphanumeric() && c != '_')
                 .find(|word| structs.iter().any(|(n, _)| n == word));
@@ -181,7 +181,7 @@ fn table_header(path: &str) -> String {
 }
 
 #[test]
-fn the_key_list_is_read_from_config_rs() {
+fn the_key_list_is_read_from_file_rs() {
     let keys = config_keys();
     let paths: Vec<String> = keys.iter().map(Key::path).collect();
     for want in [

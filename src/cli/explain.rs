@@ -116,7 +116,8 @@ fn stand_in_gate(config: &Config) -> (Gate, CookieSigner) {
         keys: SessionKeys::new(KEY),
     };
     let gate = Gate::new(
-        config,
+        config.policy(),
+        s.cookie_name.clone(),
         Arc::new(UserNames::default()),
         sessions,
         Arc::new(Tunnels::default()),

@@ -17,9 +17,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 
-use crate::config::Config;
 use crate::gate::identity::UserNames;
-use crate::gate::policy::{Policy, User};
+use crate::gate::policy::{Policy, PolicyConfig, User};
 use crate::gate::rules::{Rule, Target};
 use crate::http::headers::single_cookie;
 use crate::http::upgrade;
@@ -194,7 +193,8 @@ pub struct Gate {
 impl Gate {
     /// `names` must be the table `sessions` reads names back with.
     pub fn new(
-        config: &Config,
+        config: PolicyConfig<'_>,
+        cookie_name: String,
         names: Arc<UserNames>,
         sessions: Sessions,
         tunnels: Arc<Tunnels>,
@@ -209,7 +209,7 @@ impl Gate {
             sessions,
             tunnels,
             signer,
-            cookie_name: config.session.cookie_name.clone(),
+            cookie_name,
             metrics,
             site,
         }
@@ -235,9 +235,10 @@ impl Gate {
 
     /// Puts `config`'s users and rules in force for every request from now on, and ends the
     /// sessions of users it removes or whose password it changes; how many sessions ended.
-    /// `config` must be validated (it is, being a `Config`). The new policy is in force even
-    /// if the store cannot answer; such sessions are refused on their next request anyway.
-    pub async fn replace_policy(&self, config: &Config) -> Result<usize, StoreError> {
+    /// `config` must be validated (it is, being made from a `Config`). The new policy is in
+    /// force even if the store cannot answer; such sessions are refused on their next request
+    /// anyway.
+    pub async fn replace_policy(&self, config: PolicyConfig<'_>) -> Result<usize, StoreError> {
         let policy = Arc::new(Policy::build(config, &self.names));
         let old = self.policy.swap(policy.clone());
         self.tunnels

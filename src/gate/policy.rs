@@ -11,12 +11,31 @@ use sha2::Digest;
 use crate::auth::password::{PasswordHash, dummy_like};
 use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
-use crate::config::Config;
 use crate::gate::identity::{UserId, UserNames};
 use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
 use crate::http::paths;
 use crate::ops::outcome::Outcome;
 use crate::session::Owner;
+
+/// A `[[users]]` entry, validated: what a policy is built from.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub password_hash: PasswordHash,
+    pub groups: Vec<String>,
+    /// With a secret, signing in takes a code from an authenticator app after the password.
+    pub totp: Option<TotpSecret>,
+}
+
+/// The parts of a validated config a policy is made of, loaded and checked together.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig<'c> {
+    pub users: &'c [UserConfig],
+    /// `auth.public_paths` (as public rules) followed by `[[rules]]`, and `auth.default`.
+    pub rules: &'c RuleSet,
+    /// `auth.redirect_hosts`.
+    pub redirect_hosts: &'c [HostPattern],
+}
 
 /// A configured user as the request path needs them.
 pub struct User {
@@ -71,10 +90,10 @@ pub struct Policy {
 impl Policy {
     /// Builds the policy of a validated config. Names are interned in `names`, which outlives
     /// every policy, so a user keeps their id across reloads.
-    pub fn build(config: &Config, names: &UserNames) -> Policy {
+    pub fn build(config: PolicyConfig<'_>, names: &UserNames) -> Policy {
         let mut by_name = HashMap::new();
         let mut by_id: Vec<Option<Arc<User>>> = Vec::new();
-        for u in &config.users {
+        for u in config.users {
             let id = names.intern(&u.name);
             let user = Arc::new(User {
                 id,
@@ -117,7 +136,7 @@ impl Policy {
             rules: config.rules.clone(),
             allowed,
             dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
-            redirect_hosts: config.auth.redirect_hosts.clone(),
+            redirect_hosts: config.redirect_hosts.to_vec(),
             host_rules: config.rules.rules.iter().any(|r| r.host.is_some()),
         }
     }

@@ -7,6 +7,7 @@ use http::HeaderValue;
 use http::header::{COOKIE, HOST, ORIGIN};
 
 use super::*;
+use crate::config::Config;
 use crate::session::{MemoryStore, SessionKeys};
 
 const HASH: &str = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw";
@@ -71,7 +72,8 @@ fn gate(idle: Duration) -> Gate {
         keys: SessionKeys::new(KEY),
     };
     Gate::new(
-        &config,
+        config.policy(),
+        config.session.cookie_name.clone(),
         Arc::new(UserNames::default()),
         sessions,
         Arc::new(Tunnels::default()),

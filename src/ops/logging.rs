@@ -18,11 +18,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::LogFormat;
 use crate::ops::outcome::Outcome;
 
 const FLUSH_BYTES: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// `[log] format`: how log lines are written. Read at start only (a reload keeps the format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `key=value` lines, as tracing's formatter writes them.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 /// Whether request lines are JSON (`[log] format = "json"`), set once by `init`.

@@ -9,6 +9,7 @@
 //! the biggest cost in a proxy like this).
 
 pub mod readiness;
+pub mod target;
 pub mod tunnel;
 
 use std::cell::RefCell;
@@ -29,10 +30,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamTarget;
 use crate::gate::policy::User;
 use crate::http::headers;
 use crate::ops::metrics::UpstreamFailure;
+use crate::proxy::target::UpstreamTarget;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
 /// is waste.

@@ -6,6 +6,7 @@
 //! was worth ~25% throughput (docs/PERF-NOTES.md).
 
 pub mod conn;
+pub mod error;
 pub mod tls;
 pub mod watchdog;
 
@@ -23,10 +24,10 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::config::error::StartError;
 use crate::handler;
 use crate::http::limits::MAX_HEAD_BYTES;
 use crate::server::conn::ConnInfo;
+use crate::server::error::StartError;
 use crate::server::watchdog::{Activity, Watched};
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting and
