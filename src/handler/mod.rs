@@ -20,7 +20,7 @@ use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decision, Head, HostOf, Verdict};
-use forward_auth::EdgeProxy;
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::headers;
 use crate::http::host;
@@ -34,8 +34,8 @@ use crate::ops::metrics::DecisionLabel;
 use crate::pages::sessions;
 use crate::proxy::tunnel;
 use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
-use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
+use forward_auth::EdgeProxy;
 
 /// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {

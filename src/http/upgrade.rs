@@ -9,7 +9,7 @@
 
 use http::{HeaderMap, HeaderValue, Request, Version, header};
 
-use crate::server::conn::ConnInfo;
+use crate::http::conn::ConnInfo;
 
 /// What a request's `Upgrade` header makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
