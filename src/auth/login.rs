@@ -14,10 +14,10 @@ use super::sign_in::{
     self, SignInCookie, Step, login_unavailable, page, store_unavailable, too_many_attempts,
 };
 use crate::app::App;
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::response::{self, Body, no_store};
 use crate::ops::metrics::{EndReason, LoginResult};
-use crate::server::conn::ConnInfo;
 
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;

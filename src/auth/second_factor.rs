@@ -13,10 +13,10 @@ use super::sign_in::{self, SignInCookie, Step, login_unavailable};
 use super::totp;
 use crate::app::App;
 use crate::gate::policy::User;
+use crate::http::conn::ConnInfo;
 use crate::http::headers::single_cookie;
 use crate::http::response::{self, Body, no_store};
 use crate::ops::metrics::LoginResult;
-use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
 
 const TOO_LONG: &str = "That sign-in took too long; sign in again.";

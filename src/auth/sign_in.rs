@@ -18,12 +18,12 @@ use super::redirect::safe_return;
 use crate::app::App;
 use crate::config::SameSite;
 use crate::gate::policy::{Policy, User};
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::headers::single_cookie;
 use crate::http::response::{self, Body, no_store};
 use crate::ops::metrics::{EndReason, LoginResult};
 use crate::pages::{self, SignIn};
-use crate::server::conn::ConnInfo;
 use crate::session::browser::Browser;
 use crate::session::{SessionId, SessionMeta};
 

@@ -16,13 +16,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use crate::app::App;
 use crate::gate::policy::{Policy, User};
 use crate::gate::{Decided, Decision, Head, HostOf, Own, Via};
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::headers;
 use crate::http::host::{self, HostProblem};
 use crate::http::paths;
 use crate::http::refusal;
 use crate::http::response::{self, Body, no_store};
-use crate::server::conn::ConnInfo;
 
 /// Which edge proxy an endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,7 @@ use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision, Gate, Head, HostOf, Own, Via};
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::headers;
 use crate::http::host;
@@ -40,7 +41,6 @@ use crate::http::upgrade::{self, Upgrade};
 use crate::ops::logging::{self, RequestLine};
 use crate::ops::outcome::Outcome;
 use crate::proxy::Upstream;
-use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
 use forward_auth::EdgeProxy;
 

@@ -11,13 +11,13 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision};
+use crate::http::conn::ConnInfo;
 use crate::http::error::RequestError;
 use crate::http::headers;
 use crate::http::refusal;
 use crate::http::response::{self, Body};
 use crate::proxy::tunnel::{self, Tunnel};
 use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
-use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
 
 /// A request for the app, answered as the gate decided: forwarded, tunnelled, or refused; and

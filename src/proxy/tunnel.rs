@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::gate::Gate;
-use crate::server::conn::ConnInfo;
+use crate::http::conn::ConnInfo;
 use crate::session::SessionId;
 use crate::session::tunnels::Registered;
 
