@@ -4,12 +4,12 @@
 use http::Method;
 
 use crate::config::Config;
-use crate::gate::identity::UserNames;
 use crate::gate::policy::Policy;
 use crate::gate::rules::{DefaultAccess, Target};
 use crate::gate::{Decision, decision};
 use crate::http::host;
 use crate::http::paths;
+use crate::session::identity::UserNames;
 
 /// The explanation, several lines of text, or what is wrong with the question.
 pub fn explain(

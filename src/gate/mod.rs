@@ -3,7 +3,6 @@
 //! proxy path in `handler`, `explain`, and later forward-auth) only turn a decision into an
 //! answer; none of them works out again whether a user is allowed.
 
-pub mod identity;
 pub mod policy;
 pub mod rules;
 
@@ -14,11 +13,11 @@ use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 
 use crate::config::Config;
-use crate::gate::identity::UserNames;
 use crate::gate::policy::{Policy, Ruling, User};
 use crate::gate::rules::Target;
 use crate::http::headers::single_cookie;
 use crate::ops::metrics::{EndReason, Metrics};
+use crate::session::identity::UserNames;
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, SessionId, SessionKey, SessionMeta, Sessions, StoreError};
 
@@ -136,7 +135,11 @@ impl Gate {
         self.tunnels
             .owners_ended(|owner| policy.current(owner).is_none());
         // Requests already refuse such sessions (`Policy::current`); this ends them for good.
-        let ended = self.sessions.end_stale(&old, &policy).await?;
+        let accepts = |owner| policy.current(owner).is_some();
+        let ended = self
+            .sessions
+            .end_stale(accepts, &policy.revoked_since(&old))
+            .await?;
         self.metrics.sessions_ended(EndReason::Revoked, ended);
         Ok(ended)
     }

@@ -20,7 +20,6 @@ use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decision, Head, HostOf, Verdict};
-use forward_auth::EdgeProxy;
 use crate::http::error::RequestError;
 use crate::http::headers;
 use crate::http::host;
@@ -36,6 +35,7 @@ use crate::proxy::tunnel;
 use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
 use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
+use forward_auth::EdgeProxy;
 
 /// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {
@@ -318,22 +318,25 @@ fn logged(verdict: Verdict) -> Logged {
 async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
+    let client = |req: &Request<Incoming>| {
+        conn.client_addr(req.headers(), &app.config.server.trusted_proxies)
+    };
     if path == app.routes.login {
         match *method {
-            Method::GET | Method::HEAD => login::show(app, &req),
-            Method::POST => login::submit(app, conn, req).await,
+            Method::GET | Method::HEAD => login::show(&app.sign_in(), &req),
+            Method::POST => login::submit(&app.sign_in(), client(&req), req).await,
             _ => response::method_not_allowed("GET, POST", method),
         }
     } else if path == app.routes.login_code {
         match *method {
-            Method::GET | Method::HEAD => second_factor::show(app, &req).await,
-            Method::POST => second_factor::submit(app, conn, req).await,
+            Method::GET | Method::HEAD => second_factor::show(&app.sign_in(), &req).await,
+            Method::POST => second_factor::submit(&app.sign_in(), client(&req), req).await,
             _ => response::method_not_allowed("GET, POST", method),
         }
     } else if path == app.routes.logout {
         match *method {
             // Never on GET: a link or an <img> on another site must not log anyone out.
-            Method::POST => login::logout(app, req).await,
+            Method::POST => login::logout(&app.sign_in(), req).await,
             _ => response::method_not_allowed("POST", method),
         }
     } else if path == app.routes.healthz {

@@ -47,7 +47,7 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(res) => return res,
     };
     let binding = Binding::Session(session.id.as_bytes());
-    let form = match read_checked_form(app, req, false, Some(binding)).await {
+    let form = match read_checked_form(&app.tokens, req, false, Some(binding)).await {
         Ok(form) => form,
         Err(res) => return res,
     };
