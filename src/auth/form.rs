@@ -5,8 +5,7 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::csrf;
-use crate::app::App;
+use super::csrf::{self, FormTokens};
 use crate::http::response::{self, Body, no_store};
 
 /// Largest form body read; a username and password fit many times over.
@@ -92,7 +91,7 @@ fn forbidden(message: &str) -> Response<Body> {
 /// `bodiless_ok`, a same-origin browser post may come without a form at all (a logout button
 /// that is a bare POST).
 pub(crate) async fn read_checked_form(
-    app: &App,
+    tokens: &FormTokens,
     req: Request<Incoming>,
     bodiless_ok: bool,
     binding: Option<csrf::Binding<'_>>,
@@ -127,7 +126,7 @@ pub(crate) async fn read_checked_form(
         let Some(binding) = binding else {
             return Err(forbidden(NO_COOKIE));
         };
-        if !app.tokens.verify(&form.csrf, binding) {
+        if !tokens.verify(&form.csrf, binding) {
             return Err(forbidden(NO_TOKEN));
         }
     }

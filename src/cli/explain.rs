@@ -10,13 +10,13 @@ use http::{HeaderMap, HeaderValue, Method, header};
 
 use crate::app::Routes;
 use crate::config::Config;
-use crate::gate::identity::UserNames;
 use crate::gate::policy::{Policy, User};
 use crate::gate::rules::{DefaultAccess, Rule};
 use crate::gate::{Decision, Gate, Head, HostOf, Via};
 use crate::http::host;
 use crate::http::paths;
 use crate::ops::metrics::Metrics;
+use crate::session::identity::UserNames;
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, MemoryStore, SessionKeys, SessionMeta, Sessions};
 

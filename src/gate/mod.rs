@@ -6,7 +6,6 @@
 //! page, tunnels, `explain`) only turn a decision into an answer; none of them works out again
 //! whether a request may pass.
 
-pub mod identity;
 pub mod policy;
 pub mod rules;
 
@@ -17,13 +16,13 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 
-use crate::gate::identity::UserNames;
 use crate::gate::policy::{Policy, PolicyConfig, User};
 use crate::gate::rules::{Rule, Target};
 use crate::http::headers::single_cookie;
 use crate::http::upgrade;
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::ops::outcome::Outcome;
+use crate::session::identity::UserNames;
 use crate::session::tunnels::Tunnels;
 use crate::session::{
     CookieSigner, Owner, SessionId, SessionKey, SessionMeta, Sessions, StoreError,
@@ -244,7 +243,11 @@ impl Gate {
         self.tunnels
             .owners_ended(|owner| policy.current(owner).is_none());
         // Requests already refuse such sessions (`Policy::current`); this ends them for good.
-        let ended = self.sessions.end_stale(&old, &policy).await?;
+        let accepts = |owner| policy.current(owner).is_some();
+        let ended = self
+            .sessions
+            .end_stale(accepts, &policy.revoked_since(&old))
+            .await?;
         self.metrics.sessions_ended(EndReason::Revoked, ended);
         Ok(ended)
     }

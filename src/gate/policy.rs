@@ -11,11 +11,11 @@ use sha2::Digest;
 use crate::auth::password::{PasswordHash, dummy_like};
 use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
-use crate::gate::identity::{UserId, UserNames};
 use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
 use crate::http::paths;
 use crate::ops::outcome::Outcome;
-use crate::session::Owner;
+use crate::session::Revoked;
+use crate::session::identity::{Account, Owner, UserId, UserNames};
 
 /// A `[[users]]` entry, validated: what a policy is built from.
 #[derive(Debug, Clone)]
@@ -54,13 +54,18 @@ pub struct User {
     pub credentials: u32,
 }
 
-impl User {
-    /// The owner a new session of this user gets.
-    pub fn owner(&self) -> Owner {
-        Owner {
-            user: self.id,
-            credentials: self.credentials,
-        }
+/// What the session stores know of a user.
+impl Account for User {
+    fn id(&self) -> UserId {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn credentials(&self) -> u32 {
+        self.credentials
     }
 }
 
@@ -158,6 +163,23 @@ impl Policy {
             .get(owner.user.index())?
             .as_ref()
             .filter(|u| u.credentials == owner.credentials)
+    }
+
+    /// The users of `old` whose sessions this policy ends: removed, or given new credentials.
+    pub fn revoked_since<'a>(&self, old: &'a Policy) -> Vec<Revoked<'a>> {
+        old.users()
+            .filter_map(|user| {
+                let keep = match self.user(&user.name) {
+                    None => None,
+                    Some(now) if now.credentials != user.credentials => Some(now.credentials),
+                    Some(_) => return None,
+                };
+                Some(Revoked {
+                    name: &user.name,
+                    keep,
+                })
+            })
+            .collect()
     }
 
     pub fn dummy_hash(&self) -> &PasswordHash {

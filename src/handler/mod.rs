@@ -394,16 +394,19 @@ async fn own_page(
     own: Own,
 ) -> Response<Body> {
     let method = req.method();
+    let client = |req: &Request<Incoming>| {
+        conn.client_addr(req.headers(), &app.config.server.trusted_proxies)
+    };
     let read = matches!(*method, Method::GET | Method::HEAD);
     let post = *method == Method::POST;
     match page {
-        Page::Login if read => login::show(app, &req),
-        Page::Login if post => login::submit(app, conn, req).await,
-        Page::LoginCode if read => second_factor::show(app, &req).await,
-        Page::LoginCode if post => second_factor::submit(app, conn, req).await,
+        Page::Login if read => login::show(&app.sign_in(), &req),
+        Page::Login if post => login::submit(&app.sign_in(), client(&req), req).await,
+        Page::LoginCode if read => second_factor::show(&app.sign_in(), &req).await,
+        Page::LoginCode if post => second_factor::submit(&app.sign_in(), client(&req), req).await,
         Page::Login | Page::LoginCode => response::method_not_allowed("GET, POST", method),
         // Never on GET: a link or an <img> on another site must not sign anyone out.
-        Page::Logout if post => login::logout(app, req).await,
+        Page::Logout if post => login::logout(&app.sign_in(), req).await,
         Page::SessionsEnd if post => sessions::end(app, req, mine(own)).await,
         Page::Logout | Page::SessionsEnd => response::method_not_allowed("POST", method),
         Page::Healthz if read => response::text(StatusCode::OK, "ok"),

@@ -58,7 +58,7 @@ pub async fn end(app: &App, req: Request<Incoming>, signed: Signed) -> Response<
         other => return not_signed_in(app, &req, other.err()),
     };
     let binding = Binding::Session(session.id.as_bytes());
-    let form = match read_checked_form(app, req, false, Some(binding)).await {
+    let form = match read_checked_form(&app.tokens, req, false, Some(binding)).await {
         Ok(form) => form,
         Err(res) => return res,
     };

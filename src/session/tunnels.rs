@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use super::identity::Owner;
 use super::keys::SessionKey;
-use super::memory::Owner;
 
 type Hasher = foldhash::fast::RandomState;
 

@@ -1,14 +1,17 @@
 //! Who a session belongs to: a user's name, interned as a small number that means that name
-//! for the life of the process.
+//! for the life of the process, and the [`Account`] view of a user that the stores work with.
 //!
 //! Sessions hold a [`UserId`] instead of the name (it keeps a session at 24 bytes). The table
 //! only ever grows: a reload that removes, adds or reorders `[[users]]` never gives an id to
 //! another name, so a live session can never come to name someone else. A name removed and
 //! added back keeps its id; whether its sessions still count is the policy's business (it
-//! compares the session's credentials fingerprint, see `policy`).
+//! compares the session's credentials fingerprint, see `gate::policy`).
+//!
+//! These types live here, below the gate, because sessions store them: the policy builds its
+//! users from them, and the stores never need the policy itself.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A user's name, interned by [`UserNames`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,6 +20,47 @@ pub struct UserId(u32);
 impl UserId {
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+/// Whom a session belongs to: the user (an interned name) and a fingerprint of that user's
+/// password hash when they logged in. A reload that changes the user's password changes the
+/// fingerprint, which ends every session made with the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub user: UserId,
+    pub credentials: u32,
+}
+
+/// What the stores need to know of a user: the id sessions hold, the name (a shared store
+/// indexes a user's sessions by it) and the fingerprint of the credentials sessions are made
+/// with. The policy's users are accounts.
+pub trait Account {
+    fn id(&self) -> UserId;
+    fn name(&self) -> &str;
+    fn credentials(&self) -> u32;
+
+    /// The owner a new session of this user gets.
+    fn owner(&self) -> Owner {
+        Owner {
+            user: self.id(),
+            credentials: self.credentials(),
+        }
+    }
+}
+
+/// The request path holds its users in `Arc`s.
+impl<A: Account + ?Sized> Account for Arc<A> {
+    fn id(&self) -> UserId {
+        (**self).id()
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn credentials(&self) -> u32 {
+        (**self).credentials()
     }
 }
 
