@@ -12,6 +12,7 @@
 mod common;
 
 mod access_rules;
+mod architecture;
 mod browser;
 mod cli;
 mod container;
