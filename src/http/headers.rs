@@ -34,7 +34,7 @@ pub fn is_reserved(name: &HeaderName) -> bool {
 /// Content-Length, or one that is not a plain number. hyper's HTTP/1 parser already refuses
 /// or normalizes all of these today (it drops a length that comes with chunked, keeps one of
 /// equal lengths, refuses the rest); this keeps the guarantee for every protocol and parser
-/// version at the cost of one lookup (tests/security_smuggling.rs shows the wire).
+/// version at the cost of one lookup (tests/it/security_smuggling.rs shows the wire).
 pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(length) = lengths.next() else {
