@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::ops::outcome::Outcome;
 
@@ -148,34 +148,8 @@ impl Metrics {
     /// `sessions` (a count only this process knows) is exported.
     pub fn new(memory_store: bool) -> Metrics {
         let mut registry = Registry::with_prefix("sessiongate");
-        let requests_family = Family::<Labels, Counter>::default();
-        let requests = Outcome::ALL.map(|d| {
-            std::array::from_fn(|class| {
-                requests_family
-                    .get_or_create(&vec![
-                        ("decision", d.as_str()),
-                        ("status_class", STATUS_CLASSES[class]),
-                    ])
-                    .clone()
-            })
-        });
-        registry.register(
-            "requests",
-            "Requests answered, by what the gate decided and the class of the status sent",
-            requests_family,
-        );
-        let request_duration = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's head to its response's head (the body is streamed after)",
-            request_duration.clone(),
-        );
-        let upstream_duration = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
-            "upstream_duration_seconds",
-            "Time the upstream took to send a response head, connecting included",
-            upstream_duration.clone(),
-        );
+        let requests = requests_by_outcome(&mut registry);
+        let (request_duration, upstream_duration) = durations(&mut registry);
         let upstream_errors = labelled(
             &mut registry,
             "upstream_errors",
@@ -197,6 +171,7 @@ impl Metrics {
             "reason",
             EndReason::ALL.map(EndReason::as_str),
         );
+        // A count only this process knows: exported only when the sessions are here.
         let sessions = Gauge::default();
         if memory_store {
             registry.register(
@@ -205,29 +180,29 @@ impl Metrics {
                 sessions.clone(),
             );
         }
-        let connections = Gauge::default();
-        registry.register(
+        let connections = registered(
+            &mut registry,
             "connections",
             "Client connections open, tunnels included",
-            connections.clone(),
+            Gauge::default(),
         );
-        let tunnels = Gauge::default();
-        registry.register(
+        let tunnels = registered(
+            &mut registry,
             "tunnels",
             "Upgraded connections (WebSockets and others) being relayed",
-            tunnels.clone(),
+            Gauge::default(),
         );
-        let store_errors = Counter::default();
-        registry.register(
+        let store_errors = registered(
+            &mut registry,
             "store_errors",
             "Session store commands that failed or passed redis.timeout",
-            store_errors.clone(),
+            Counter::default(),
         );
-        let redis_duration = Histogram::new(REDIS_BUCKETS);
-        registry.register(
+        let redis_duration = registered(
+            &mut registry,
             "redis_command_duration_seconds",
             "Time one Redis command or script took, failures included",
-            redis_duration.clone(),
+            Histogram::new(REDIS_BUCKETS),
         );
         Metrics {
             registry,
@@ -279,6 +254,56 @@ impl Metrics {
 }
 
 /// A counter family with one series per label value, created up front.
+/// `requests_total`, one counter per outcome and status class, made up front so that
+/// counting a request is an index, not a label lookup.
+fn requests_by_outcome(
+    registry: &mut Registry,
+) -> [[Counter; STATUS_CLASSES.len()]; Outcome::ALL.len()] {
+    let requests_family = Family::<Labels, Counter>::default();
+    let requests = Outcome::ALL.map(|d| {
+        std::array::from_fn(|class| {
+            requests_family
+                .get_or_create(&vec![
+                    ("decision", d.as_str()),
+                    ("status_class", STATUS_CLASSES[class]),
+                ])
+                .clone()
+        })
+    });
+    registry.register(
+        "requests",
+        "Requests answered, by what the gate decided and the class of the status sent",
+        requests_family,
+    );
+    requests
+}
+
+/// How long requests took, and how long the upstream took of that.
+fn durations(registry: &mut Registry) -> (Histogram, Histogram) {
+    let request_duration = registered(
+        registry,
+        "request_duration_seconds",
+        "Time from a request's head to its response's head (the body is streamed after)",
+        Histogram::new(LATENCY_BUCKETS),
+    );
+    let upstream_duration = registered(
+        registry,
+        "upstream_duration_seconds",
+        "Time the upstream took to send a response head, connecting included",
+        Histogram::new(LATENCY_BUCKETS),
+    );
+    (request_duration, upstream_duration)
+}
+
+/// `metric`, registered as `name` with `help`; the handle to record with.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn labelled<const N: usize>(
     registry: &mut Registry,
     name: &str,
