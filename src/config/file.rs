@@ -168,14 +168,15 @@ pub struct Rule {
     pub deny: Option<bool>,
 }
 
+/// Ends every message about a value that is not a duration.
+pub(super) const DURATION_HINT: &str = "; write e.g. \"30s\", \"30m\" or \"12h\"";
+
 /// A duration as humantime reads it (`"500ms"`, `"30m"`, `"1h 30m"`, `"7d"`). Not
 /// humantime-serde, which parses with the same function: its error drops humantime's reason and
 /// the example below, and the README quotes this message. Zero is refused by validation.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a duration ({e}); write e.g. \"30s\", \"30m\" or \"12h\""
-        ))
+        serde::de::Error::custom(format!("{text:?} is not a duration ({e}){DURATION_HINT}"))
     })
 }
