@@ -10,13 +10,12 @@ use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
-use super::sign_in::{
-    self, SignInCookie, Step, login_unavailable, page, store_unavailable, too_many_attempts,
-};
+use super::sign_in::{self, SignInCookie, Step, login_unavailable, refused, store_unavailable};
 use crate::app::App;
-use crate::http::error::RequestError;
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
 use crate::ops::metrics::{EndReason, LoginResult};
+use crate::proxy::Body;
 use crate::server::conn::ConnInfo;
 
 const MAX_USERNAME: usize = 1024;
@@ -68,25 +67,11 @@ async fn attempt(
     let client = meta.client.to_string();
     let username = form.username.trim();
     if username.is_empty() || form.password.is_empty() {
-        let res = page(
-            app,
-            &browser,
-            StatusCode::BAD_REQUEST,
-            &form.rd,
-            username,
-            Some("Enter a username and a password."),
-        );
+        let res = refused(app, &browser, &Refusal::NoCredentials, &form.rd, username);
         return (res, Invalid);
     }
     if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
-        let res = page(
-            app,
-            &browser,
-            StatusCode::BAD_REQUEST,
-            &form.rd,
-            "",
-            Some("The username or password is too long."),
-        );
+        let res = refused(app, &browser, &Refusal::CredentialsTooLong, &form.rd, "");
         return (res, Invalid);
     }
 
@@ -97,9 +82,8 @@ async fn attempt(
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "login refused: too many failed attempts");
-        let res = too_many_attempts(wait, |status, message| {
-            page(app, &browser, status, &form.rd, username, Some(message))
-        });
+        let refusal = Refusal::TooManyAttempts { wait };
+        let res = refused(app, &browser, &refusal, &form.rd, username);
         return (res, RateLimited);
     }
 
@@ -114,17 +98,7 @@ async fn attempt(
         .map(|ok| ok && user.is_some());
     match verified {
         Err(VerifyError::Busy) => {
-            tracing::warn!("login refused: too many logins in progress");
-            let mut res = page(
-                app,
-                &browser,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &form.rd,
-                username,
-                Some("Too many sign-ins are in progress. Try again in a moment."),
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let res = refused(app, &browser, &Refusal::LoginsBusy, &form.rd, username);
             (res, Busy)
         }
         Ok(false) => {
@@ -140,19 +114,19 @@ async fn attempt(
             } else {
                 tracing::warn!("login failed: unknown user");
             }
-            let res = page(
+            let res = refused(
                 app,
                 &browser,
-                StatusCode::UNAUTHORIZED,
+                &Refusal::WrongCredentials,
                 &form.rd,
                 username,
-                Some("Invalid username or password."),
             );
             (res, WrongCredentials)
         }
         Ok(true) => {
             let Some(user) = user else {
-                return (RequestError::Panic.response(), Invalid);
+                let refusal = Refusal::Internal("a verified password's user is gone");
+                return (refusal.response(), Invalid);
             };
             if user.totp.is_some() {
                 let rd = safe_return(&form.rd, policy.redirect_hosts());
@@ -176,7 +150,7 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
     let binding = id.as_ref().map(|id| Binding::Session(id.as_bytes()));
     let form = match read_checked_form(app, req, true, binding).await {
         Ok(form) => form,
-        Err(res) => return res,
+        Err(refusal) => return refusal.response(),
     };
     let ended = match session {
         Ok(Some(s)) if form.everywhere => app

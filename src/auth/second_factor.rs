@@ -13,16 +13,16 @@ use super::sign_in::{self, SignInCookie, Step, login_unavailable};
 use super::totp;
 use crate::app::App;
 use crate::gate::policy::User;
+use crate::http::error::Refusal;
 use crate::http::headers::single_cookie;
-use crate::http::response::{self, Body, no_store};
+use crate::http::response::{self, no_store};
 use crate::ops::metrics::LoginResult;
+use crate::proxy::Body;
 use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
 
-const TOO_LONG: &str = "That sign-in took too long; sign in again.";
-const WRONG_CODE: &str =
-    "That code is not right. Enter the current code from your authenticator app.";
-const TOO_MANY_WRONG: &str = "Too many wrong codes; sign in again.";
+const TOO_LONG: Refusal = Refusal::SignInExpired;
+const TOO_MANY_WRONG: Refusal = Refusal::TooManyWrongCodes;
 
 /// The pending cookie's name: the session cookie's with `-pending`.
 pub fn cookie_name(session_cookie: &str) -> String {
@@ -39,6 +39,11 @@ pub fn code_page(
 ) -> Response<Body> {
     let csrf = app.tokens.issue(Binding::Pending(id.as_bytes()));
     sign_in::code_page(app, status, error, &[("csrf", &csrf)])
+}
+
+/// The code form of the pending sign-in `id` again, for a post `refusal` turned down.
+fn code_refused(app: &App, id: &SessionId, refusal: &Refusal<'_>) -> Response<Body> {
+    refusal.in_form(|status, error| code_page(app, id, status, Some(error)))
 }
 
 /// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
@@ -96,15 +101,8 @@ pub(crate) fn pending_id(app: &App, headers: &HeaderMap) -> Option<SessionId> {
 }
 
 /// The sign-in page again (401), the pending cookie forgotten: the person starts over.
-fn start_over(app: &App, browser: &SignInCookie, rd: &str, message: &str) -> Response<Body> {
-    let mut res = sign_in::page(
-        app,
-        browser,
-        StatusCode::UNAUTHORIZED,
-        rd,
-        "",
-        Some(message),
-    );
+fn start_over(app: &App, browser: &SignInCookie, rd: &str, why: Refusal<'_>) -> Response<Body> {
+    let mut res = sign_in::refused(app, browser, &why, rd, "");
     res.headers_mut()
         .append(header::SET_COOKIE, pending_cookie(app, None));
     res
@@ -160,12 +158,7 @@ async fn attempt(
     };
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.is_empty() {
-        let res = code_page(
-            app,
-            &id,
-            StatusCode::BAD_REQUEST,
-            Some("Enter the code from your authenticator app."),
-        );
+        let res = code_refused(app, &id, &Refusal::NoCode);
         return (res, Invalid);
     }
 
@@ -180,9 +173,7 @@ async fn attempt(
     };
     if let Verdict::Limited(wait) = verdict {
         tracing::warn!(client, "code refused: too many failed attempts");
-        let res = sign_in::too_many_attempts(wait, |status, message| {
-            code_page(app, &id, status, Some(message))
-        });
+        let res = code_refused(app, &id, &Refusal::TooManyAttempts { wait });
         return (res, RateLimited);
     }
 
@@ -229,9 +220,7 @@ async fn attempt(
             tracing::warn!(user = user.name.as_str(), "login failed: wrong code");
         }
         let res = match app.pending.wrong_code(&id).await {
-            Ok(AfterWrong::Alive(_)) => {
-                code_page(app, &id, StatusCode::UNAUTHORIZED, Some(WRONG_CODE))
-            }
+            Ok(AfterWrong::Alive(_)) => code_refused(app, &id, &Refusal::WrongCode),
             Ok(AfterWrong::Ended) => start_over(app, &browser, &pending.rd, TOO_MANY_WRONG),
             Err(e) => {
                 return (

@@ -4,6 +4,7 @@
 //! it through.
 
 pub mod forward_auth;
+pub mod refusal;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -20,22 +21,21 @@ use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decision, Head, HostOf, Verdict};
-use forward_auth::EdgeProxy;
-use crate::http::error::RequestError;
+use crate::http::error::{Refusal, is_navigation};
 use crate::http::headers;
 use crate::http::host;
 use crate::http::limits::MAX_HEAD_BYTES;
 use crate::http::paths::{self, BadTarget};
-use crate::http::refusal;
-use crate::http::response::{self, Body};
+use crate::http::response;
 use crate::http::upgrade::{self, Upgrade};
 use crate::ops::logging::{self, RequestLine};
 use crate::ops::metrics::DecisionLabel;
 use crate::pages::sessions;
 use crate::proxy::tunnel;
-use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
+use crate::proxy::{Body, Forwarding, ProxyError, UpgradeAnswer, Upstream};
 use crate::server::conn::ConnInfo;
 use crate::session::SessionId;
+use forward_auth::EdgeProxy;
 
 /// Who a request was for and what was made of it, as the access log and the metrics name it.
 struct Logged {
@@ -73,7 +73,7 @@ pub async fn handle(
     let client = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
     let (mut res, logged) = match (refused, upgrade) {
         (None, Upgrade::Refused(why)) => (
-            RequestError::Upgrade(why).response(),
+            Refusal::Upgrade(why).response(),
             Logged::anonymous(DecisionLabel::Invalid),
         ),
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
@@ -82,13 +82,12 @@ pub async fn handle(
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                tracing::error!("request handler panicked; answered 500");
                 (
-                    RequestError::Panic.response(),
+                    Refusal::Internal("request handler panicked; answered 500").response(),
                     Logged::anonymous(DecisionLabel::Invalid),
                 )
             }),
-        (Some(RequestError::BadHost(problem)), _) if uri.path() == app.routes.auth_nginx => (
+        (Some(Refusal::BadHost(problem)), _) if uri.path() == app.routes.auth_nginx => (
             forward_auth::refused_host(problem),
             Logged::anonymous(DecisionLabel::Invalid),
         ),
@@ -137,12 +136,12 @@ pub async fn handle(
 /// a clean path, no host or not one host, or framing two parsers could read differently.
 /// `None` for every other request, whose path is now normalized. `trusted`: the peer is a
 /// trusted proxy (see [`forwarded_host`]).
-fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<RequestError> {
+fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<Refusal<'static>> {
     if head_bytes(req) > MAX_HEAD_BYTES {
-        return Some(RequestError::HeadTooLarge);
+        return Some(Refusal::HeadTooLarge);
     }
     if let Err(bad) = normalize_target(req) {
-        return Some(RequestError::BadTarget(bad));
+        return Some(Refusal::BadTarget(bad));
     }
     let uri = req.uri();
     if let Err(problem) = host::screen(
@@ -152,11 +151,11 @@ fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<Re
         uri.scheme_str(),
         forwarded_host(trusted, uri.path(), routes),
     ) {
-        return Some(RequestError::BadHost(problem));
+        return Some(Refusal::BadHost(problem));
     }
     headers::check_framing(req.headers())
         .err()
-        .map(RequestError::Framing)
+        .map(Refusal::Framing)
 }
 
 /// What the peer's `X-Forwarded-Host` is on a request for `path`: a client's is replaced; a
@@ -214,10 +213,7 @@ async fn route(
         return own_endpoint(app, conn, req).await;
     }
     let Some(upstream) = &app.upstream else {
-        let res = response::text(
-            StatusCode::NOT_FOUND,
-            "not found: this sessiongate has no upstream.url; it serves only its own endpoints",
-        );
+        let res = Refusal::NoUpstream.response();
         return (res, Logged::anonymous(DecisionLabel::Invalid));
     };
     // Only a relayed upgrade tunnels; an ignored one is an ordinary request (`Upgrade` is
@@ -229,11 +225,7 @@ async fn route(
     if upgrade.is_some()
         && !upgrade::origin_allowed(req.headers(), conn, &app.config.auth.websocket_origins)
     {
-        let mut res = response::text(
-            StatusCode::FORBIDDEN,
-            "cross-site upgrade refused: this page's Origin may not open connections here (see auth.websocket_origins)",
-        );
-        response::no_store(&mut res);
+        let res = Refusal::CrossSiteUpgrade.response();
         return (res, Logged::anonymous(DecisionLabel::Forbidden));
     }
     let verdict = app
@@ -322,47 +314,47 @@ async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Re
         match *method {
             Method::GET | Method::HEAD => login::show(app, &req),
             Method::POST => login::submit(app, conn, req).await,
-            _ => response::method_not_allowed("GET, POST", method),
+            _ => Refusal::not_allowed("GET, POST", method).response(),
         }
     } else if path == app.routes.login_code {
         match *method {
             Method::GET | Method::HEAD => second_factor::show(app, &req).await,
             Method::POST => second_factor::submit(app, conn, req).await,
-            _ => response::method_not_allowed("GET, POST", method),
+            _ => Refusal::not_allowed("GET, POST", method).response(),
         }
     } else if path == app.routes.logout {
         match *method {
             // Never on GET: a link or an <img> on another site must not log anyone out.
             Method::POST => login::logout(app, req).await,
-            _ => response::method_not_allowed("POST", method),
+            _ => Refusal::not_allowed("POST", method).response(),
         }
     } else if path == app.routes.healthz {
         match *method {
             Method::GET | Method::HEAD => response::text(StatusCode::OK, "ok"),
-            _ => response::method_not_allowed("GET", method),
+            _ => Refusal::not_allowed("GET", method).response(),
         }
     } else if path == app.routes.readyz {
         match *method {
             Method::GET | Method::HEAD => ready(app).await,
-            _ => response::method_not_allowed("GET", method),
+            _ => Refusal::not_allowed("GET", method).response(),
         }
     } else if path == app.routes.sessions {
         match *method {
             Method::GET | Method::HEAD => sessions::show(app, req).await,
-            _ => response::method_not_allowed("GET", method),
+            _ => Refusal::not_allowed("GET", method).response(),
         }
     } else if path == app.routes.logo {
         match *method {
             Method::GET | Method::HEAD => crate::pages::logo_response(&app.pages()),
-            _ => response::method_not_allowed("GET", method),
+            _ => Refusal::not_allowed("GET", method).response(),
         }
     } else if path == app.routes.sessions_end {
         match *method {
             Method::POST => sessions::end(app, req).await,
-            _ => response::method_not_allowed("POST", method),
+            _ => Refusal::not_allowed("POST", method).response(),
         }
     } else {
-        response::text(StatusCode::NOT_FOUND, "no such sessiongate endpoint")
+        Refusal::NoSuchEndpoint.response()
     }
 }
 
@@ -379,28 +371,14 @@ async fn ready(app: &App) -> Response<Body> {
         }
     };
     let (store, upstream_down) = tokio::join!(sessions.ready(), upstream_down);
-    let mut reasons = Vec::new();
-    if store.is_err() {
-        reasons.push(format!(
-            "the session store ({}) does not answer",
-            sessions.kind()
-        ));
-    }
-    if let Some(authority) = upstream_down {
-        reasons.push(format!(
-            "the upstream ({authority}) does not accept connections"
-        ));
-    }
-    if reasons.is_empty() {
+    if store.is_ok() && upstream_down.is_none() {
         return response::text(StatusCode::OK, "ready");
     }
-    let mut res = response::text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("not ready: {}", reasons.join("; ")),
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    res
+    Refusal::NotReady {
+        store: store.is_err().then(|| sessions.kind()),
+        upstream: upstream_down.map(|authority| authority.as_str()),
+    }
+    .response()
 }
 
 /// What the proxy adds to every request it forwards for `user` on `conn`.
@@ -434,7 +412,7 @@ async fn tunnel(
         Some(id) => match app.gate.sessions().peek(&id).await {
             Ok(Some((owner, started))) => Some((owner, tunnel::Binding { id, started })),
             Ok(None) => return (refusal::answer(app, &req, &Decision::LoginRequired), None),
-            Err(_) => return (RequestError::StoreUnavailable.response(), None),
+            Err(_) => return (Refusal::StoreUnavailable { cause: None }.response(), None),
         },
     };
     let client_side = hyper::upgrade::on(&mut req);
@@ -451,7 +429,7 @@ async fn tunnel(
     let res = match answer {
         Err(e) => {
             count_failure(app, &e);
-            return (RequestError::from(e).response(), None);
+            return (Refusal::from(&e).response(), None);
         }
         Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
         Ok(UpgradeAnswer::Switched {
@@ -461,7 +439,8 @@ async fn tunnel(
             // The connection becomes the tunnel and keeps its place under max_connections
             // (one upgrade per connection: after a 101 nothing more is read from it).
             let Some(permit) = conn.take_permit() else {
-                return (RequestError::Panic.response(), Some(took));
+                let refusal = Refusal::Internal("an upgraded connection had no permit to keep");
+                return (refusal.response(), Some(took));
             };
             let sessions = app.gate.sessions();
             let registered = app.gate.tunnels().register(
@@ -491,14 +470,14 @@ async fn proxy(
     mut req: Request<Incoming>,
     user: Option<&User>,
 ) -> (Response<Body>, Option<Duration>) {
-    let navigation = refusal::is_navigation(req.method(), req.headers());
+    let navigation = is_navigation(req.method(), req.headers());
     upstream.prepare(&mut req, forwarding(app, conn, user));
     let start = Instant::now();
     match upstream.send(req).await {
         Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
         Err(e) => {
             count_failure(app, &e);
-            (RequestError::from(e).answer(app, navigation), None)
+            (app.pages().refuse(&Refusal::from(&e), navigation), None)
         }
     }
 }

@@ -6,6 +6,5 @@ pub mod headers;
 pub mod host;
 pub mod limits;
 pub mod paths;
-pub mod refusal;
 pub mod response;
 pub mod upgrade;

@@ -12,10 +12,11 @@ use crate::app::App;
 use crate::auth::csrf::Binding;
 use crate::auth::form::read_checked_form;
 use crate::auth::sign_in::store_unavailable;
-use crate::gate::{Authenticated, Decision};
-use crate::http::refusal;
-use crate::http::response::{self, Body, no_store};
-use crate::pages::branded::{self, escape_html};
+use crate::gate::Authenticated;
+use crate::http::error::{Refusal, is_navigation};
+use crate::http::response::{self, no_store};
+use crate::pages::{self, escape_html};
+use crate::proxy::Body;
 use crate::session::{SessionInfo, SessionKey};
 
 /// The signed-in user, or the answer for a request without one (sign-in redirect or 401,
@@ -23,7 +24,13 @@ use crate::session::{SessionInfo, SessionKey};
 async fn signed_in(app: &App, req: &Request<Incoming>) -> Result<Authenticated, Response<Body>> {
     match app.gate.authenticate(req.headers()).await {
         Ok(Some(session)) => Ok(session),
-        Ok(None) => Err(refusal::answer(app, req, &Decision::LoginRequired)),
+        Ok(None) => {
+            let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let refusal =
+                Refusal::login_required(&app.routes.login, here, &app.routes.unauthorized_json);
+            let navigation = is_navigation(req.method(), req.headers());
+            Err(app.pages().refuse(&refusal, navigation))
+        }
         Err(e) => Err(store_unavailable(&e)),
     }
 }
@@ -49,15 +56,10 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
     let binding = Binding::Session(session.id.as_bytes());
     let form = match read_checked_form(app, req, false, Some(binding)).await {
         Ok(form) => form,
-        Err(res) => return res,
+        Err(refusal) => return refusal.response(),
     };
     let Some(handle) = SessionKey::from_hex(&form.session) else {
-        let mut res = response::text(
-            StatusCode::BAD_REQUEST,
-            "the form's session field does not name a session; reload the sessions page",
-        );
-        no_store(&mut res);
-        return res;
+        return Refusal::NoSuchSessionField.response();
     };
     let sessions = app.gate.sessions();
     let current = match sessions.list(&session.user, &session.id).await {
@@ -66,7 +68,13 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     match app.gate.end_listed(&session.user, &handle).await {
         Err(e) => store_unavailable(&e),
-        Ok(false) => not_found(app),
+        // The answer to a form's post: the page, whoever sent it.
+        Ok(false) => app.pages().refuse(
+            &Refusal::SessionNotFound {
+                sessions: &app.routes.sessions,
+            },
+            true,
+        ),
         Ok(true) => {
             tracing::info!(
                 user = session.user.name.as_str(),
@@ -88,14 +96,6 @@ pub async fn end(app: &App, req: Request<Incoming>) -> Response<Body> {
             res
         }
     }
-}
-
-fn not_found(app: &App) -> Response<Body> {
-    let body = format!(
-        "<main>\n<h1>Session not found</h1>\n<p>That session is not one of yours, or it has already ended.</p>\n<p><a href=\"{}\">Back to your sessions</a></p>\n</main>",
-        escape_html(&app.routes.sessions)
-    );
-    branded::branded(app, StatusCode::NOT_FOUND, "Session not found", &body)
 }
 
 /// "2026-12-01 11:42:47 UTC"
@@ -153,5 +153,5 @@ fn page(app: &App, session: &Authenticated, list: &[SessionInfo]) -> Response<Bo
         user = escape_html(&session.user.name),
         logout = escape_html(&app.routes.logout),
     );
-    branded::branded(app, StatusCode::OK, "Your sessions", &body)
+    pages::respond(StatusCode::OK, app.pages().shell("Your sessions", &body))
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -31,7 +31,9 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamTarget;
 use crate::gate::policy::User;
+use crate::http::error::Refusal;
 use crate::http::headers;
+use crate::http::response;
 use crate::ops::metrics::UpstreamFailure;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
@@ -70,14 +72,6 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            ProxyError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
-            _ => http::StatusCode::BAD_GATEWAY,
-        }
-    }
-
     /// A failed send from hyper's HTTP/1 client: the client's body breaking (bad chunked
     /// framing, cut short) is told apart from the upstream failing, which any client could
     /// otherwise pass off as the upstream's fault at will.
@@ -86,6 +80,24 @@ impl ProxyError {
             ProxyError::ClientBody(BodyError(Box::new(e)))
         } else {
             ProxyError::Upstream(e)
+        }
+    }
+}
+
+/// A failed upstream leg as the client is answered: the upstream's failure, unless it was the
+/// client's own body.
+impl<'a> From<&'a ProxyError> for Refusal<'a> {
+    fn from(e: &'a ProxyError) -> Refusal<'a> {
+        match e {
+            ProxyError::ClientBody(cause) => Refusal::MalformedBody { cause },
+            ProxyError::Timeout(_) => Refusal::Upstream {
+                timed_out: true,
+                cause: e,
+            },
+            _ => Refusal::Upstream {
+                timed_out: false,
+                cause: e,
+            },
         }
     }
 }
@@ -583,7 +595,7 @@ impl TlsRequestBody {
     }
 }
 
-impl Body for TlsRequestBody {
+impl HttpBody for TlsRequestBody {
     type Data = Bytes;
     type Error = ClientBodyBroke;
 
@@ -613,6 +625,10 @@ impl Body for TlsRequestBody {
     }
 }
 
+/// The body of every answer on the main listener: one sessiongate wrote, or the upstream's
+/// streamed through.
+pub type Body = response::Body<UpstreamBody>;
+
 /// An upstream response body. For plain upstreams it also drives the connection the body
 /// arrives on; read to the end, that connection goes back to the pool, and a body dropped
 /// half-read takes its connection with it.
@@ -629,7 +645,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl HttpBody for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 

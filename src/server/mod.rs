@@ -301,8 +301,8 @@ pub async fn serve_redirect(
 fn https_redirect<B>(
     req: &http::Request<B>,
     https_port: u16,
-) -> http::Response<crate::http::response::Body> {
-    use crate::http::error::RequestError;
+) -> http::Response<crate::proxy::Body> {
+    use crate::http::error::Refusal;
     use crate::http::host::HostProblem;
     use http::StatusCode;
     // The redirect goes to the canonical host: never to a host the https listener would refuse.
@@ -314,7 +314,7 @@ fn https_redirect<B>(
     };
     let host = match host {
         Ok(host) => host,
-        Err(problem) => return RequestError::BadHost(problem).response(),
+        Err(problem) => return Refusal::BadHost(problem).response(),
     };
     let port = if https_port == 443 {
         String::new()
@@ -324,7 +324,7 @@ fn https_redirect<B>(
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     match HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
         Ok(location) => crate::http::response::redirect(StatusCode::PERMANENT_REDIRECT, location),
-        Err(_) => crate::http::response::text(StatusCode::BAD_REQUEST, "invalid request target"),
+        Err(_) => Refusal::RedirectTarget.response(),
     }
 }
 
