@@ -9,7 +9,7 @@
 # The config in /etc/sessiongate must listen on all interfaces: listen = "0.0.0.0:8080".
 # See README.md, "Deploying".
 #
-# tests/container.rs parses this file and checks what the image relies on: two stages, the
+# tests/it/container.rs parses this file and checks what the image relies on: two stages, the
 # build with --locked, a numeric non-root USER, the HEALTHCHECK command, and the config path
 # and port the README gives. It also runs the binary the way this image does.
 

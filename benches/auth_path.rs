@@ -12,9 +12,9 @@ use common::{app, auth_work, browser_request};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{HeaderValue, Request};
-use sessiongate::gate::identity::UserNames;
 use sessiongate::session::browser::Browser;
-use sessiongate::session::{MemoryStore, Owner, SessionMeta};
+use sessiongate::session::identity::UserNames;
+use sessiongate::session::{Account, MemoryStore, Owner, SessionMeta};
 
 const META: SessionMeta = SessionMeta {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),

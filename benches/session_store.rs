@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use common::{app, auth_work, browser_request};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
-use sessiongate::gate::identity::UserNames;
 use sessiongate::session::browser::Browser;
-use sessiongate::session::{MemoryStore, Owner, SessionId, SessionMeta};
+use sessiongate::session::identity::UserNames;
+use sessiongate::session::{Account, MemoryStore, Owner, SessionId, SessionMeta};
 
 const META: SessionMeta = SessionMeta {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),

@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use sessiongate::session::browser::Browser;
-use sessiongate::session::{Owner, SessionId, SessionMeta};
+use sessiongate::session::{Account, Owner, SessionId, SessionMeta};
 use sessiongate::{App, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

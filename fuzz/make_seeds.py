@@ -131,7 +131,7 @@ def path():
 def config():
     with open(os.path.join(ROOT, "tests", "common", "mod.rs")) as f:
         assert "fn config_toml" in f.read()
-    # tests/common/mod.rs config_toml() with its test user's argon2id hash.
+    # tests/it/common/mod.rs config_toml() with its test user's argon2id hash.
     h = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
     base = f'''
 [server]

@@ -4,28 +4,32 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use cookie::Cookie;
 use http::HeaderValue;
 
+use crate::auth::SignIn;
+use crate::auth::cookies::PrefixCookies;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::password::Verifier;
 use crate::auth::pending::Pending;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
-use crate::auth::{second_factor, sign_in};
+use crate::config::Config;
 use crate::config::error::ConfigError;
-use crate::config::{Config, SameSite, StoreConfig};
-use crate::gate::Gate;
-use crate::gate::identity::UserNames;
+use crate::config::session::{SameSite, StoreConfig};
+use crate::gate::{Gate, Site};
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::pages::Pages;
 use crate::proxy::Upstream;
 use crate::proxy::readiness::UpstreamProbe;
 use crate::server::tls::CertStore;
+use crate::session::cookie::{CookieAttrs, SessionCookie};
+use crate::session::identity::UserNames;
 use crate::session::redis::RedisStore;
+use crate::session::redis_link::RedisConfig;
 use crate::session::redis_link::{LinkError, RedisLink};
 use crate::session::tunnels::Tunnels;
-use crate::session::{CookieSigner, MemoryStore, SessionId, SessionKeys, Sessions};
+use crate::session::{CookieSigner, MemoryStore, SessionKeys, Sessions};
+use secrecy::ExposeSecret;
 use tokio_rustls::TlsAcceptor;
 
 /// Logged at start, and by `sessiongate check`, when no secret is configured.
@@ -35,18 +39,18 @@ pub struct App {
     /// The config sessiongate started with. Users and rules live on in `gate`'s policy, which
     /// a reload replaces; everything else here needs a restart to change.
     pub config: Config,
-    pub gate: Gate,
+    /// Shared with the tunnels, whose sessions it checks.
+    pub gate: Arc<Gate>,
     pub signer: CookieSigner,
     pub verifier: Verifier,
     pub tokens: FormTokens,
     pub limiter: FailureLimits,
     /// Sign-ins waiting for their TOTP code, and the codes already used.
     pub pending: Pending,
-    /// Signs the pending sign-in cookie, named `pending_cookie`.
-    pub pending_signer: CookieSigner,
-    pub pending_cookie: String,
-    /// The sign-in cookie, which the sign-in form's token is bound to (see `sign_in`).
-    pub signin_cookie: String,
+    /// The session cookie's `Set-Cookie` lines.
+    pub session_cookie: SessionCookie,
+    /// The sign-in and pending sign-in cookies (see `auth::cookies`).
+    pub prefix_cookies: PrefixCookies,
     /// One permit per client connection being served (`server.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// `None` without `upstream.url`: only sessiongate's own endpoints are served.
@@ -105,6 +109,18 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// What the gate needs to know of these endpoints (see [`Site`]).
+    pub fn site(&self, config: &Config) -> Site {
+        Site {
+            prefix: config.auth.prefix.clone(),
+            forward_auth: [self.auth_nginx.clone(), self.auth_forward.clone()],
+            signed_in: [self.sessions.clone(), self.sessions_end.clone()],
+            websocket_origins: config.auth.websocket_origins.clone(),
+        }
+    }
+}
+
 /// What a reload did (see [`App::reload`]).
 #[derive(Debug)]
 pub struct Reloaded {
@@ -127,21 +143,112 @@ pub enum ReloadError {
     Load(String),
 }
 
+/// The stores a process keeps its state in: sessions, failure counts and pending sign-ins,
+/// all in memory or all in Redis.
+struct Stores {
+    sessions: Sessions,
+    limiter: FailureLimits,
+    pending: Pending,
+}
+
+impl Stores {
+    fn memory(config: &Config, keys: SessionKeys, metrics: &Metrics) -> Stores {
+        let s = &config.session;
+        let store = Arc::new(
+            MemoryStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
+                metrics.ended_counter(EndReason::Idle),
+                metrics.ended_counter(EndReason::Absolute),
+            ),
+        );
+        MemoryStore::spawn_sweeper(&store, s.sweep_interval);
+        let limiter = Limiter::new(config.auth.max_failures, config.auth.failure_window);
+        Stores {
+            sessions: Sessions::Memory { store, keys },
+            limiter: FailureLimits::Local(limiter),
+            pending: Pending::memory(config.auth.pending_lifetime),
+        }
+    }
+
+    /// `names` and `tunnels` are the gate's: the store reads names back with them and closes
+    /// the tunnels of sessions ended on other replicas.
+    fn redis(
+        config: &Config,
+        redis: &RedisConfig,
+        keys: SessionKeys,
+        metrics: &Metrics,
+        names: Arc<UserNames>,
+        tunnels: Arc<Tunnels>,
+    ) -> Result<Stores, LinkError> {
+        let s = &config.session;
+        let link = Arc::new(RedisLink::start(redis, metrics)?);
+        let store = RedisStore::new(
+            link.clone(),
+            keys.clone(),
+            names,
+            s.idle_timeout,
+            s.absolute_timeout,
+            s.touch_interval,
+            tunnels,
+        );
+        let pending = Pending::redis(link.clone(), keys.clone(), config.auth.pending_lifetime);
+        let limiter = SharedLimiter::new(
+            link,
+            keys,
+            config.auth.max_failures,
+            config.auth.failure_window,
+        );
+        Ok(Stores {
+            sessions: Sessions::Redis(store),
+            limiter: FailureLimits::Shared(limiter),
+            pending,
+        })
+    }
+}
+
+/// `session.secret`, or a random key for this process when none is configured.
+fn secret_of(config: &Config) -> Vec<u8> {
+    match &config.session.secret {
+        Some(s) => s.expose_secret().to_vec(),
+        None => {
+            tracing::warn!("{NO_SECRET}");
+            let mut key = vec![0u8; 64];
+            rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)
+                .expect("the OS random number generator failed");
+            key
+        }
+    }
+}
+
+/// What every cookie of ours is set with (`session.secure`, `session.same_site`).
+fn cookie_attrs(config: &Config) -> CookieAttrs {
+    CookieAttrs {
+        secure: config.session.secure,
+        same_site: match config.session.same_site {
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::Strict => cookie::SameSite::Strict,
+        },
+    }
+}
+
+/// The serving certificate and its acceptor, when the listener speaks HTTPS.
+fn tls_of(config: &Config) -> (Option<Arc<CertStore>>, Option<TlsAcceptor>) {
+    let certs = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| Arc::new(CertStore::new(t.files(), t.loaded.clone())));
+    let tls = certs
+        .as_ref()
+        .map(|c| TlsAcceptor::from(crate::server::tls::server_config(c.clone())));
+    (certs, tls)
+}
+
 impl App {
     /// Everything built from `config`. Fails only if the Redis client cannot be set up (a
     /// CA it cannot use, no thread); Redis being down is not an error, it is connected to
     /// when it answers.
     pub fn new(config: Config) -> Result<Arc<App>, LinkError> {
-        let secret = match &config.session.secret {
-            Some(s) => s.clone(),
-            None => {
-                tracing::warn!("{NO_SECRET}");
-                let mut key = vec![0u8; 64];
-                rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut key)
-                    .expect("the OS random number generator failed");
-                key
-            }
-        };
+        let secret = secret_of(&config);
         let metrics = Arc::new(Metrics::new(matches!(
             config.session.store,
             StoreConfig::Memory
@@ -149,83 +256,56 @@ impl App {
         let names = Arc::new(UserNames::default());
         let tunnels = Arc::new(Tunnels::default());
         let keys = SessionKeys::new(&secret);
-        let s = &config.session;
-        let lifetime = config.auth.pending_lifetime;
-        let (sessions, limiter, pending) = match &s.store {
-            StoreConfig::Memory => {
-                let store = Arc::new(
-                    MemoryStore::new(s.idle_timeout, s.absolute_timeout).counting_expiries(
-                        metrics.ended_counter(EndReason::Idle),
-                        metrics.ended_counter(EndReason::Absolute),
-                    ),
-                );
-                MemoryStore::spawn_sweeper(&store, s.sweep_interval);
-                let limiter = Limiter::new(config.auth.max_failures, config.auth.failure_window);
-                (
-                    Sessions::Memory {
-                        store,
-                        keys: keys.clone(),
-                    },
-                    FailureLimits::Local(limiter),
-                    Pending::memory(lifetime),
-                )
-            }
-            StoreConfig::Redis(redis) => {
-                let link = Arc::new(RedisLink::start(redis, &metrics)?);
-                let store = RedisStore::new(
-                    link.clone(),
-                    keys.clone(),
-                    names.clone(),
-                    s.idle_timeout,
-                    s.absolute_timeout,
-                    s.touch_interval,
-                    tunnels.clone(),
-                );
-                let pending = Pending::redis(link.clone(), keys.clone(), lifetime);
-                let limiter = SharedLimiter::new(
-                    link,
-                    keys,
-                    config.auth.max_failures,
-                    config.auth.failure_window,
-                );
-                (
-                    Sessions::Redis(store),
-                    FailureLimits::Shared(limiter),
-                    pending,
-                )
-            }
+        let stores = match &config.session.store {
+            StoreConfig::Memory => Stores::memory(&config, keys, &metrics),
+            StoreConfig::Redis(redis) => Stores::redis(
+                &config,
+                redis,
+                keys,
+                &metrics,
+                names.clone(),
+                tunnels.clone(),
+            )?,
         };
-        let signer = CookieSigner::new(&secret, &config.session.cookie_name);
-        let pending_cookie = second_factor::cookie_name(&config.session.cookie_name);
-        let pending_signer = CookieSigner::new(&secret, &pending_cookie);
-        let signin_cookie = sign_in::cookie_name(&config.session.cookie_name, "signin");
+        let s = &config.session;
+        let signer = CookieSigner::new(&secret, &s.cookie_name);
+        let attrs = cookie_attrs(&config);
+        let session_cookie = SessionCookie::new(
+            &s.cookie_name,
+            signer.clone(),
+            attrs,
+            s.cookie_domain.clone(),
+            s.cookie_max_age,
+        );
+        let prefix_cookies = PrefixCookies::new(
+            &secret,
+            &s.cookie_name,
+            &config.auth.prefix,
+            attrs,
+            config.auth.pending_lifetime,
+        );
+        let (certs, tls) = tls_of(&config);
         let routes = Routes::new(&config.auth.prefix);
-        let certs = config
-            .server
-            .tls
-            .as_ref()
-            .map(|t| Arc::new(CertStore::new(t.files(), t.loaded.clone())));
-        let tls = certs
-            .as_ref()
-            .map(|c| TlsAcceptor::from(crate::server::tls::server_config(c.clone())));
+        let gate = Gate::new(
+            config.policy(),
+            config.session.cookie_name.clone(),
+            names,
+            stores.sessions,
+            tunnels,
+            signer.clone(),
+            metrics.clone(),
+            routes.site(&config),
+        );
         Ok(Arc::new(App {
             certs,
             tls,
             tokens: FormTokens::new(&secret),
-            limiter,
-            pending,
-            pending_signer,
-            pending_cookie,
-            signin_cookie,
+            limiter: stores.limiter,
+            pending: stores.pending,
+            session_cookie,
+            prefix_cookies,
             connections: Arc::new(tokio::sync::Semaphore::new(config.server.max_connections)),
-            gate: Gate::new(
-                &config,
-                names,
-                sessions,
-                tunnels,
-                signer.clone(),
-                metrics.clone(),
-            ),
+            gate: Arc::new(gate),
             metrics,
             signer,
             verifier: Verifier::new(config.auth.login_workers, config.auth.login_queue),
@@ -241,6 +321,23 @@ impl App {
         }))
     }
 
+    /// What the sign-in endpoints work with, lent for one request.
+    pub fn sign_in(&self) -> SignIn<'_> {
+        SignIn {
+            gate: &self.gate,
+            limiter: &self.limiter,
+            verifier: &self.verifier,
+            tokens: &self.tokens,
+            pending: &self.pending,
+            session_cookie: &self.session_cookie,
+            cookies: &self.prefix_cookies,
+            pages: self.pages.load_full(),
+            login: &self.routes.login,
+            login_code: &self.routes.login_code,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Reads the config file again and puts its users, groups, rules, public paths and
     /// `[login_page]` in force; sessions of users it removes or whose password it changes end. The new file is
     /// validated whole first: a broken one is refused and the running policy stays. Keys that
@@ -253,7 +350,7 @@ impl App {
             .await
             .map_err(|e| ReloadError::Load(e.to_string()))??;
         self.pages.store(newer.pages.clone());
-        let ended_sessions = match self.gate.replace_policy(&newer).await {
+        let ended_sessions = match self.gate.replace_policy(newer.policy()).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(
@@ -275,32 +372,6 @@ impl App {
         self.pages.load()
     }
 
-    fn base_cookie(&self, value: String) -> Cookie<'static> {
-        let s = &self.config.session;
-        let c = Cookie::build((s.cookie_name.clone(), value))
-            .path("/")
-            .http_only(true)
-            .secure(s.secure)
-            .same_site(match s.same_site {
-                SameSite::Lax => cookie::SameSite::Lax,
-                SameSite::Strict => cookie::SameSite::Strict,
-            });
-        match &s.cookie_domain {
-            Some(domain) => c.domain(domain.clone()).build(),
-            None => c.build(),
-        }
-    }
-
-    /// `Set-Cookie` for a new session. No Domain unless `session.cookie_domain` is set: the
-    /// cookie stays on this exact host.
-    pub fn session_cookie(&self, id: &SessionId) -> HeaderValue {
-        let mut c = self.base_cookie(self.signer.sign(id));
-        if let Some(max_age) = self.config.session.cookie_max_age {
-            c.set_max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
-        }
-        HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
-    }
-
     /// Re-reads the TLS certificate, key and OCSP response (SIGHUP). A bad new set is refused,
     /// logged, and the certificate (and response) in use stays.
     pub fn reload_tls(&self) -> Result<(), String> {
@@ -312,8 +383,6 @@ impl App {
 
     /// `Set-Cookie` that makes the browser forget the session cookie.
     pub fn clearing_cookie(&self) -> HeaderValue {
-        let mut c = self.base_cookie(String::new());
-        c.make_removal();
-        HeaderValue::try_from(c.to_string()).expect("cookie names are header-safe")
+        self.session_cookie.clear()
     }
 }

@@ -10,7 +10,7 @@ pub mod app;
 pub mod auth;
 /// The subcommands besides serving: check, explain, demo, healthcheck.
 pub mod cli;
-/// The file's types, its validation, and the errors that stop a start.
+/// The file's types, its validation (a module per section), and reading the files it names.
 pub mod config;
 /// The one access decision, from the policy (users, groups, rules) and the session.
 pub mod gate;
@@ -24,7 +24,7 @@ pub mod ops;
 pub mod pages;
 /// The upstream leg and its pool, the WebSocket relay, readiness.
 pub mod proxy;
-/// Listeners, connections and their watchdog, TLS.
+/// Listeners, connections and their watchdog, TLS, the errors that stop a start.
 pub mod server;
 /// Sessions: cookies, keys, the memory and Redis stores, the replica cache, tunnels.
 pub mod session;

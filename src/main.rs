@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         // Its own one line, on stdout when healthy and on stderr otherwise.
         (Some(Command::Healthcheck { config }), _) => return healthcheck(&config),
         (Some(Command::Demo), _) => {
-            sessiongate::ops::logging::init(sessiongate::config::LogFormat::Text);
+            sessiongate::ops::logging::init(sessiongate::ops::logging::LogFormat::Text);
             sessiongate::cli::demo::run().map_err(|e| e.to_string())
         }
         // The config is read before logging starts: it says the log format. Its errors go to

@@ -6,13 +6,13 @@ set -euo pipefail
 # command that proves the package is installed -> Debian package that provides it.
 # To add a dependency, add one line here (e.g. [nginx]=nginx [redis-server]=redis-server).
 declare -A PACKAGES=(
-  [nginx]=nginx                     # tests/edge_proxies.rs: forward-auth behind a real nginx
-  [caddy]=caddy                     # tests/edge_proxies.rs: forward-auth behind a real Caddy
-  [chromium]=chromium               # tests/browser.rs: the real browser
-  [chromedriver]=chromium-driver    # tests/browser.rs: WebDriver for that browser
-  [redis-server]=redis-server       # tests/redis_*.rs: the Redis session store
-  [npm]=npm                         # tests/browser.rs: installs axe-core (brings nodejs)
-  [curl]=curl                       # tests/security_upgrades.rs: the h2c attack as curl makes it
+  [nginx]=nginx                     # tests/it/edge_proxies.rs: forward-auth behind a real nginx
+  [caddy]=caddy                     # tests/it/edge_proxies.rs: forward-auth behind a real Caddy
+  [chromium]=chromium               # tests/it/browser.rs: the real browser
+  [chromedriver]=chromium-driver    # tests/it/browser.rs: WebDriver for that browser
+  [redis-server]=redis-server       # tests/it/redis_*.rs: the Redis session store
+  [npm]=npm                         # tests/it/browser.rs: installs axe-core (brings nodejs)
+  [curl]=curl                       # tests/it/security_upgrades.rs: the h2c attack as curl makes it
 )
 
 missing=()
@@ -24,9 +24,9 @@ done
 
 # Python packages some tests parse with (a real Prometheus text-format parser, a real
 # Dockerfile parser, a YAML loader), and hypercorn, the h2c-capable app server
-# tests/security_upgrades.rs puts behind sessiongate (with h2, the HTTP/2 library its client
+# tests/it/security_upgrades.rs puts behind sessiongate (with h2, the HTTP/2 library its client
 # speaks), in a virtual environment of their own under target/, so the system's Python is
-# left alone. tests/common/python.rs finds it there.
+# left alone. tests/it/common/python.rs finds it there.
 pyenv="$(cd "$(dirname "$0")/.." && pwd)/target/test-python"
 python_packages=(prometheus-client==0.26.0 dockerfile-parse==2.0.1 pyyaml==6.0.4 hypercorn==0.18.0 h2==4.4.1)
 if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml, hypercorn, h2' 2>/dev/null; then
@@ -35,7 +35,7 @@ if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml, 
   "$pyenv/bin/python3" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
-# axe-core, the accessibility checker tests/browser.rs runs in the page, from npm into
+# axe-core, the accessibility checker tests/it/browser.rs runs in the page, from npm into
 # target/ (after the system packages: npm may be one of them).
 axe_version=4.14.1
 install_axe() {

@@ -22,8 +22,8 @@ BUCKETS = [
     ("upstream connection task (hyper client: write request, read response)", r"sessiongate::proxy::Upstream::connect::\{\{closure\}\}::\{\{closure\}\}"),
     ("proxy.rs: pool, send to the connection task, relay the body", r"sessiongate::proxy::"),
     ("request handler, other (handler.rs, paths.rs)", r"sessiongate::handler::|sessiongate::paths::"),
-    ("client connection task (hyper server: read, parse, write response)", r"sessiongate::server::serve::\{\{closure\}\}::\{\{closure\}\}"),
-    ("accept loop", r"sessiongate::server::serve"),
+    ("client connection task (hyper server: read, parse, write response)", r"sessiongate::server::connection::spawn_plain::\{\{closure\}\}|sessiongate::server::https::serve_tls::\{\{closure\}\}"),
+    ("accept loop", r"sessiongate::server::serve::"),
     ("runtime: epoll wait and wake-ups", r"tokio::runtime::io::driver|tokio::runtime::time|epoll_wait"),
     ("runtime: task scheduling", r"tokio::runtime::"),
 ]

@@ -3,13 +3,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use secrecy::ExposeSecret;
 use sessiongate::Config;
 
 fuzz_target!(|text: &str| {
     let Ok(c) = Config::from_toml(text) else {
         return;
     };
-    // Invariants of a validated config (see src/config.rs).
+    // Invariants of a validated config (see src/config/).
     assert!(c.server.workers >= 1);
     assert!(c.server.max_connections >= 1);
     assert!(!c.users.is_empty());
@@ -22,7 +23,11 @@ fuzz_target!(|text: &str| {
         );
     }
     let s = &c.session;
-    assert!(s.secret.as_ref().is_none_or(|k| k.len() >= 32));
+    assert!(
+        s.secret
+            .as_ref()
+            .is_none_or(|k| k.expose_secret().len() >= 32)
+    );
     assert!(!s.cookie_name.is_empty());
     assert!(
         s.cookie_name

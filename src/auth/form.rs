@@ -5,8 +5,7 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::csrf;
-use crate::app::App;
+use super::csrf::{self, FormTokens};
 use crate::http::error::Refusal;
 
 /// Largest form body read; a username and password fit many times over.
@@ -79,7 +78,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Refusal<'static>> {
 /// `bodiless_ok`, a same-origin browser post may come without a form at all (a logout button
 /// that is a bare POST).
 pub(crate) async fn read_checked_form(
-    app: &App,
+    tokens: &FormTokens,
     req: Request<Incoming>,
     bodiless_ok: bool,
     binding: Option<csrf::Binding<'_>>,
@@ -103,7 +102,7 @@ pub(crate) async fn read_checked_form(
         let Some(binding) = binding else {
             return Err(Refusal::NoFormCookie);
         };
-        if !app.tokens.verify(&form.csrf, binding) {
+        if !tokens.verify(&form.csrf, binding) {
             return Err(Refusal::NoFormToken);
         }
     }

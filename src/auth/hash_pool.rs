@@ -8,12 +8,12 @@
 //! proxy's workers at the same priority (p99 of proxied requests ~4x during the burst).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::ptr::NonNull;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use argon2::Block;
+use memmap2::MmapMut;
 
 /// How long the pool keeps one block buffer after the last login. A fresh 19 MiB buffer costs
 /// the first touch of every page (13-19 ms measured on the benchmark VM, close to the ~25 ms
@@ -220,9 +220,9 @@ impl BlockMemory {
     }
 }
 
-/// An anonymous private mapping of `len` blocks, unmapped on drop.
+/// An anonymous private mapping of `len` blocks, unmapped on drop (by `MmapMut`).
 struct Mapping {
-    ptr: NonNull<Block>,
+    map: MmapMut,
     len: usize,
 }
 
@@ -232,44 +232,15 @@ impl Mapping {
         if bytes == 0 {
             return None;
         }
-        // SAFETY: a fresh anonymous mapping aliases nothing; the result is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return None;
-        }
-        Some(Mapping {
-            ptr: NonNull::new(ptr.cast())?,
-            len,
-        })
+        let map = MmapMut::map_anon(bytes).ok()?;
+        Some(Mapping { map, len })
     }
 
     fn as_mut_slice(&mut self) -> &mut [Block] {
         // SAFETY: the mapping is page-aligned (more than a Block's 64-byte alignment), holds
         // `len` blocks, reads as zeros until written (all-zero bytes are a valid Block: it is
         // an array of u64) and is borrowed mutably through `self` only.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-// SAFETY: a Mapping owns its pages exclusively, like a Box; moving it to another thread (the
-// pool's spare) moves that ownership.
-unsafe impl Send for Mapping {}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mmap returned in `new`, no longer borrowed.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len * size_of::<Block>());
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().cast::<Block>(), self.len) }
     }
 }
 

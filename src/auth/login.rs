@@ -1,28 +1,31 @@
 //! The login form (`GET {prefix}/login`), the login itself (`POST {prefix}/login`) and logout
 //! (`POST {prefix}/logout`).
 
+use std::net::IpAddr;
+
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
+use super::cookies::SignInCookie;
 use super::csrf::Binding;
 use super::form::read_checked_form;
 use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
-use super::sign_in::{self, SignInCookie, Step, login_unavailable, refused, store_unavailable};
-use crate::app::App;
+use super::sign_in::{self, Posted, SignIn, Step, login_unavailable, store_unavailable};
+use crate::gate::policy::{Policy, User};
 use crate::http::error::Refusal;
 use crate::http::response::{self, no_store};
 use crate::ops::metrics::{EndReason, LoginResult};
 use crate::proxy::Body;
-use crate::server::conn::ConnInfo;
+use crate::session::StoreError;
 
 const MAX_USERNAME: usize = 1024;
 const MAX_PASSWORD: usize = 4096;
 
 /// `GET {prefix}/login?rd=PATH` (`&signed_out=1` after a logout)
-pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
+pub fn show(auth: &SignIn<'_>, req: &Request<Incoming>) -> Response<Body> {
     let mut rd = None;
     let mut signed_out = false;
     for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()) {
@@ -34,8 +37,8 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
     }
     let notice = signed_out.then_some("You are signed out.");
     sign_in::sign_in(
-        app,
-        &SignInCookie::of(app, req.headers()),
+        auth,
+        &SignInCookie::of(auth.cookies, req.headers()),
         StatusCode::OK,
         rd.as_deref().unwrap_or("/"),
         "",
@@ -44,121 +47,177 @@ pub fn show(app: &App, req: &Request<Incoming>) -> Response<Body> {
     )
 }
 
-/// `POST {prefix}/login`
-pub async fn submit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let (res, result) = attempt(app, conn, req).await;
-    app.metrics.login(result);
+/// `POST {prefix}/login` from `client`
+pub async fn submit(auth: &SignIn<'_>, client: IpAddr, req: Request<Incoming>) -> Response<Body> {
+    let (res, result) = attempt(auth, client, req).await;
+    auth.metrics.login(result);
     res
 }
 
 /// A sign-in attempt's answer, and how it ended for the metrics.
 async fn attempt(
-    app: &App,
-    conn: &ConnInfo,
+    auth: &SignIn<'_>,
+    client: IpAddr,
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
-    use LoginResult::*;
-    let browser = SignInCookie::of(app, req.headers());
-    let (previous, meta, form) =
-        match sign_in::read_post(app, conn, &browser, Step::Password, req).await {
-            Ok(posted) => (posted.previous, posted.meta, posted.form),
-            Err(refused) => return refused,
-        };
-    let client = meta.client.to_string();
-    let username = form.username.trim();
-    if username.is_empty() || form.password.is_empty() {
-        let res = refused(app, &browser, &Refusal::NoCredentials, &form.rd, username);
-        return (res, Invalid);
-    }
-    if username.len() > MAX_USERNAME || form.password.len() > MAX_PASSWORD {
-        let res = refused(app, &browser, &Refusal::CredentialsTooLong, &form.rd, "");
-        return (res, Invalid);
-    }
-
-    // Checked before hashing, the same way for known and unknown names.
-    let verdict = match app.limiter.check(username, &client).await {
-        Ok(v) => v,
-        Err(e) => return (login_unavailable(app, &browser, &form.rd, &e), Unavailable),
+    let browser = SignInCookie::of(auth.cookies, req.headers());
+    let posted = match sign_in::read_post(auth, client, &browser, Step::Password, req).await {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
     };
-    if let Verdict::Limited(wait) = verdict {
-        tracing::warn!(client, "login refused: too many failed attempts");
-        let refusal = Refusal::TooManyAttempts { wait };
-        let res = refused(app, &browser, &refusal, &form.rd, username);
-        return (res, RateLimited);
+    let at = Attempt {
+        auth,
+        browser,
+        client: posted.meta.client.to_string(),
+        posted,
+    };
+    let username = at.posted.form.username.trim();
+    if let Some((typed_back, refusal)) = unusable(username, &at.posted.form.password) {
+        let res = at.refused(&refusal, typed_back);
+        return (res, LoginResult::Invalid);
     }
-
+    if let Err(refused) = at.within_limits(username).await {
+        return refused;
+    }
     // One policy for the whole login: the user checked is the user the session is made for.
-    let policy = app.gate.policy();
+    let policy = auth.gate.policy();
     let user = policy.user(username);
     let hash = user.map_or(policy.dummy_hash(), |u| &u.password_hash);
-    let verified = app
-        .verifier
-        .verify(hash, &form.password)
-        .await
-        .map(|ok| ok && user.is_some());
-    match verified {
-        Err(VerifyError::Busy) => {
-            let res = refused(app, &browser, &Refusal::LoginsBusy, &form.rd, username);
-            (res, Busy)
+    match (
+        auth.verifier.verify(hash, &at.posted.form.password).await,
+        user,
+    ) {
+        (Err(VerifyError::Busy), _) => (at.busy(username), LoginResult::Busy),
+        (Ok(true), Some(user)) => at.accepted(&policy, user).await,
+        // A right password for no user is the dummy hash's: as wrong as any other.
+        (Ok(_), user) => at.wrong(username, user.is_some()).await,
+    }
+}
+
+/// Why a posted username and password cannot be checked at all, and the name to type back
+/// in with the refusal (not a name too long to be one).
+fn unusable<'a>(username: &'a str, password: &str) -> Option<(&'a str, Refusal<'static>)> {
+    if username.is_empty() || password.is_empty() {
+        Some((username, Refusal::NoCredentials))
+    } else if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+        Some(("", Refusal::CredentialsTooLong))
+    } else {
+        None
+    }
+}
+
+/// A sign-in post, read, on its way to an answer.
+struct Attempt<'a> {
+    auth: &'a SignIn<'a>,
+    browser: SignInCookie,
+    /// Where it comes from, as the failure limits and the log name it.
+    client: String,
+    posted: Posted,
+}
+
+impl Attempt<'_> {
+    /// The sign-in page again, saying why `refusal` turned the post down, `username` typed
+    /// back in.
+    fn refused(&self, refusal: &Refusal<'_>, username: &str) -> Response<Body> {
+        let rd = &self.posted.form.rd;
+        sign_in::refused(self.auth, &self.browser, refusal, rd, username)
+    }
+
+    fn unavailable(&self, e: &StoreError) -> (Response<Body>, LoginResult) {
+        let res = login_unavailable(self.auth, &self.browser, &self.posted.form.rd, e);
+        (res, LoginResult::Unavailable)
+    }
+
+    /// Checked before hashing, the same way for known and unknown names.
+    async fn within_limits(&self, username: &str) -> Result<(), (Response<Body>, LoginResult)> {
+        match self.auth.limiter.check(username, &self.client).await {
+            Ok(Verdict::Allowed) => Ok(()),
+            Ok(Verdict::Limited(wait)) => {
+                tracing::warn!(
+                    client = self.client.as_str(),
+                    "login refused: too many failed attempts"
+                );
+                let res = self.refused(&Refusal::TooManyAttempts { wait }, username);
+                Err((res, LoginResult::RateLimited))
+            }
+            Err(e) => Err(self.unavailable(&e)),
         }
-        Ok(false) => {
-            // Counted before answering: a failure the shared counters missed would be a free
-            // guess, so a store that cannot count it refuses the attempt as unavailable.
-            if let Err(e) = app.limiter.record_failure(username, &client).await {
-                return (login_unavailable(app, &browser, &form.rd, &e), Unavailable);
-            }
-            // The username is logged only when it is a real user: an unknown "username" is
-            // sometimes a password typed into the wrong field.
-            if user.is_some() {
-                tracing::warn!(user = username, "login failed: wrong password");
-            } else {
-                tracing::warn!("login failed: unknown user");
-            }
-            let res = refused(
-                app,
-                &browser,
-                &Refusal::WrongCredentials,
-                &form.rd,
-                username,
-            );
-            (res, WrongCredentials)
+    }
+
+    /// No hashing slot free: 503, to be tried again in a moment.
+    fn busy(&self, username: &str) -> Response<Body> {
+        self.refused(&Refusal::LoginsBusy, username)
+    }
+
+    /// A wrong password, or a name that is no user (`known` false).
+    async fn wrong(&self, username: &str, known: bool) -> (Response<Body>, LoginResult) {
+        // Counted before answering: a failure the shared counters missed would be a free
+        // guess, so a store that cannot count it refuses the attempt as unavailable.
+        if let Err(e) = self
+            .auth
+            .limiter
+            .record_failure(username, &self.client)
+            .await
+        {
+            return self.unavailable(&e);
         }
-        Ok(true) => {
-            let Some(user) = user else {
-                let refusal = Refusal::Internal("a verified password's user is gone");
-                return (refusal.response(), Invalid);
-            };
-            if user.totp.is_some() {
-                let rd = safe_return(&form.rd, policy.redirect_hosts());
-                return second_factor::begin(app, &browser, user, rd).await;
-            }
-            match sign_in::complete(app, &browser, &policy, user, previous, &meta, &form.rd).await {
-                Ok(res) => (res, Success),
-                Err(res) => (res, Unavailable),
-            }
+        // The username is logged only when it is a real user: an unknown "username" is
+        // sometimes a password typed into the wrong field.
+        if known {
+            tracing::warn!(user = username, "login failed: wrong password");
+        } else {
+            tracing::warn!("login failed: unknown user");
+        }
+        let res = self.refused(&Refusal::WrongCredentials, username);
+        (res, LoginResult::WrongCredentials)
+    }
+
+    /// The right password for `user`: the code step for a user with TOTP, else the session.
+    async fn accepted(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
+        let Posted {
+            previous,
+            meta,
+            form,
+        } = &self.posted;
+        if user.totp.is_some() {
+            let rd = safe_return(&form.rd, policy.redirect_hosts());
+            return second_factor::begin(self.auth, &self.browser, user, rd).await;
+        }
+        let made = sign_in::complete(
+            self.auth,
+            &self.browser,
+            policy,
+            user,
+            *previous,
+            meta,
+            &form.rd,
+        );
+        match made.await {
+            Ok(res) => (res, LoginResult::Success),
+            Err(res) => (res, LoginResult::Unavailable),
         }
     }
 }
 
 /// `POST {prefix}/logout`: ends the session server-side and clears the cookie; with
 /// `everywhere=1`, ends every session of the user, on every replica.
-pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
-    let session = app.gate.authenticate(req.headers()).await;
+pub async fn logout(auth: &SignIn<'_>, req: Request<Incoming>) -> Response<Body> {
+    let session = auth.gate.authenticate(req.headers()).await;
     // A same-origin browser post needs no token (nor a body); anything else must carry one
     // bound to the session cookie it brings.
-    let id = app.gate.session_id(req.headers());
+    let id = auth.gate.session_id(req.headers());
     let binding = id.as_ref().map(|id| Binding::Session(id.as_bytes()));
-    let form = match read_checked_form(app, req, true, binding).await {
+    let form = match read_checked_form(auth.tokens, req, true, binding).await {
         Ok(form) => form,
         Err(refusal) => return refusal.response(),
     };
     let ended = match session {
-        Ok(Some(s)) if form.everywhere => app
+        Ok(Some(s)) if form.everywhere => auth
             .gate
             .end_sessions_of(&s.user)
             .await
             .map(|n| Some((s, n))),
-        Ok(Some(s)) => app
+        Ok(Some(s)) => auth
             .gate
             .end_session(&s.id, EndReason::Logout)
             .await
@@ -179,7 +238,7 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
                     tracing::info!(user = s.user.name.as_str(), "logout");
                 }
             }
-            let location = HeaderValue::from_str(&format!("{}?signed_out=1", app.routes.login))
+            let location = HeaderValue::from_str(&format!("{}?signed_out=1", auth.login))
                 .expect("the prefix is header-safe");
             response::redirect(StatusCode::SEE_OTHER, location)
         }
@@ -187,7 +246,7 @@ pub async fn logout(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(e) => store_unavailable(&e),
     };
     res.headers_mut()
-        .insert(header::SET_COOKIE, app.clearing_cookie());
+        .insert(header::SET_COOKIE, auth.session_cookie.clear());
     no_store(&mut res);
     res
 }

@@ -1,5 +1,6 @@
 //! Everything about logging in: the form and its POST, password checks, return addresses.
 
+pub mod cookies;
 pub mod csrf;
 pub mod form;
 mod hash_pool;
@@ -12,3 +13,5 @@ pub mod second_factor;
 pub mod shared_limiter;
 pub mod sign_in;
 pub mod totp;
+
+pub use sign_in::SignIn;

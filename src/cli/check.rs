@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, RedisConfig, StoreConfig};
+use crate::config::Config;
+use crate::config::session::StoreConfig;
 use crate::gate::rules::DefaultAccess;
 use crate::proxy::readiness;
+use crate::session::redis_link::RedisConfig;
 
 /// The least a Redis PING is given; `redis.timeout` when that is longer. A first connection
 /// (TLS, AUTH, HELLO) may take longer than one command does.

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::password::hash_password;
 use crate::config::Config;
-use crate::config::error::StartError;
 use crate::pages::escape_html;
+use crate::server::error::StartError;
 
 pub const LISTEN: &str = "127.0.0.1:8080";
 pub const USER: &str = "demo";

@@ -1,5 +1,4 @@
-//! Errors that stop sessiongate from starting. Request-time failures are answered with a
-//! status code in `handler`/`proxy` and never surface as these.
+//! Why a config file was refused. Every error names the key it is about.
 
 use thiserror::Error;
 
@@ -10,24 +9,18 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    /// TOML syntax errors and unknown keys; toml's message names the key and the line.
+    /// TOML syntax errors, and what serde refuses outside any key (a missing `[server]`);
+    /// toml's message shows the line.
     #[error("config: {0}")]
     Parse(String),
     #[error("config: {key}: {reason}")]
     Invalid { key: String, reason: String },
 }
 
-#[derive(Debug, Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot start the runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("cannot set up the session store: {0}")]
-    Store(#[from] crate::session::redis_link::LinkError),
+/// The value of `key` cannot be used, for `reason`.
+pub(super) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }

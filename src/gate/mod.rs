@@ -1,45 +1,103 @@
-//! The gate: for every request, one [`Decision`] (who is asking and what they may do), made
-//! from the session cookie, the session store and the policy of the moment. The consumers (the
-//! proxy path in `handler`, `explain`, and later forward-auth) only turn a decision into an
-//! answer; none of them works out again whether a user is allowed.
+//! The gate: for every request that can reach the app or sessiongate's own pages, the one
+//! [`Decision`] (who is asking and what they may do), made from the path, the session cookie,
+//! the session store, the policy of the moment and what the connection says: own endpoints,
+//! public paths, rules, the session, an upgrade's `Origin`, forward-auth's callers and the
+//! sessions page are all decided here. The consumers (the handler, forward-auth, the sessions
+//! page, tunnels, `explain`) only turn a decision into an answer; none of them works out again
+//! whether a request may pass.
 
-pub mod identity;
 pub mod policy;
 pub mod rules;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 
-use crate::config::Config;
-use crate::gate::identity::UserNames;
-use crate::gate::policy::{Policy, Ruling, User};
-use crate::gate::rules::Target;
+use crate::gate::policy::{Policy, PolicyConfig, User};
+use crate::gate::rules::{Rule, Target};
 use crate::http::headers::single_cookie;
+use crate::http::upgrade;
 use crate::ops::metrics::{EndReason, Metrics};
+use crate::ops::outcome::Outcome;
+use crate::session::identity::UserNames;
 use crate::session::tunnels::Tunnels;
-use crate::session::{CookieSigner, SessionId, SessionKey, SessionMeta, Sessions, StoreError};
+use crate::session::{
+    CookieSigner, Owner, SessionId, SessionKey, SessionMeta, Sessions, StoreError,
+};
 
 /// What to do with a request.
 pub enum Decision {
-    /// A logged-in user the rules let in.
+    /// A signed-in user the rules let in.
     Allow { user: Arc<User> },
     /// A public path: no login needed. A session, if the request has one, still names its user.
     Public { user: Option<Arc<User>> },
-    /// Nobody is logged in and the path needs a login.
+    /// Nobody is signed in and the path needs a login.
     LoginRequired,
     /// The rules refuse this request (to this user, or to anyone).
     Forbidden { user: Option<Arc<User>> },
     /// The session store could not answer: refused, never treated as anonymous.
     Unavailable,
+    /// An upgrade from a page on another site (its `Origin`), which could open a connection
+    /// with the user's cookie: refused before any session is looked up.
+    CrossSiteUpgrade,
+    /// sessiongate's own endpoint: answered by sessiongate, never forwarded.
+    Own(Own),
+}
+
+/// Who may use one of sessiongate's own endpoints.
+pub enum Own {
+    /// Everyone: sign-in, sign-out, health, the logo, an unknown own path (404).
+    Open,
+    /// Forward-auth, asked by a peer in `server.trusted_proxies`: it may ask about requests.
+    EdgeAsks,
+    /// Forward-auth, asked by anyone else: refused (its answer would tell a client who a
+    /// cookie belongs to, and the edge proxy is the only one whose headers it reads).
+    UntrustedEdge,
+    /// The sessions page and its form, for the signed-in user only: the request's session, or
+    /// none, or the store could not answer.
+    Mine(Result<Option<Authenticated>, StoreError>),
+}
+
+impl Decision {
+    /// The outcome the metrics count and the access log names.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Decision::Allow { .. } => Outcome::Allow,
+            Decision::Public { .. } => Outcome::Public,
+            Decision::LoginRequired => Outcome::LoginRequired,
+            Decision::Forbidden { .. } | Decision::CrossSiteUpgrade => Outcome::Forbidden,
+            Decision::Unavailable => Outcome::Unavailable,
+            Decision::Own(_) => Outcome::OwnEndpoint,
+        }
+    }
+
+    /// The user the decision names to the access log.
+    pub fn into_user(self) -> Option<Arc<User>> {
+        match self {
+            Decision::Allow { user } => Some(user),
+            Decision::Public { user } | Decision::Forbidden { user } => user,
+            _ => None,
+        }
+    }
 }
 
 /// A decision and the session it was made for, which the access log names.
-pub struct Verdict {
+pub struct Decided {
     pub decision: Decision,
     pub session: Option<SessionId>,
+}
+
+impl Decided {
+    /// A decision made without looking at a session.
+    fn sessionless(decision: Decision) -> Decided {
+        Decided {
+            decision,
+            session: None,
+        }
+    }
 }
 
 /// A live session found on a request, and its user as the current policy knows them.
@@ -56,6 +114,23 @@ pub struct Head<'a> {
     /// The normalized path, without the query.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    pub via: Via,
+}
+
+/// How the request the gate judges reached sessiongate.
+#[derive(Clone, Copy)]
+pub enum Via {
+    /// Sent on a connection to sessiongate, by a peer in `server.trusted_proxies` or not, over
+    /// `proto` (`http` or `https`); `upgrade`: it asks for an upgrade `upgrade::decide` relays.
+    Connection {
+        trusted: bool,
+        proto: &'static str,
+        upgrade: bool,
+    },
+    /// Described by an edge proxy asking forward-auth: judged as the request that proxy
+    /// would pass on. sessiongate's own paths are open to it: the edge proxy sends them on to
+    /// sessiongate, which judges them when they come.
+    Edge,
 }
 
 /// Where a request's host comes from.
@@ -77,6 +152,28 @@ impl<'a> HostOf<'a> {
     }
 }
 
+/// What the gate knows of sessiongate itself besides the policy: where its own endpoints are,
+/// and which other sites' pages may open upgrades.
+pub struct Site {
+    /// `auth.prefix`: every path under it is sessiongate's own.
+    pub prefix: String,
+    /// The forward-auth endpoints, which answer only `server.trusted_proxies`.
+    pub forward_auth: [String; 2],
+    /// The sessions page and its form, for the signed-in user only.
+    pub signed_in: [String; 2],
+    /// `auth.websocket_origins`.
+    pub websocket_origins: Vec<String>,
+}
+
+impl Site {
+    /// Whether `path` (normalized) is sessiongate's own: the prefix, or a path under it. The
+    /// one place this is decided: such a path is answered by sessiongate and never forwarded.
+    pub fn is_own(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
 pub struct Gate {
     policy: ArcSwap<Policy>,
     /// Every user name this process has known; shared by all policies (see `identity`) and by
@@ -89,17 +186,20 @@ pub struct Gate {
     cookie_name: String,
     /// Counts the sessions the gate ends (the store counts those that expire).
     metrics: Arc<Metrics>,
+    site: Site,
 }
 
 impl Gate {
     /// `names` must be the table `sessions` reads names back with.
     pub fn new(
-        config: &Config,
+        config: PolicyConfig<'_>,
+        cookie_name: String,
         names: Arc<UserNames>,
         sessions: Sessions,
         tunnels: Arc<Tunnels>,
         signer: CookieSigner,
         metrics: Arc<Metrics>,
+        site: Site,
     ) -> Gate {
         let policy = Policy::build(config, &names);
         Gate {
@@ -108,8 +208,9 @@ impl Gate {
             sessions,
             tunnels,
             signer,
-            cookie_name: config.session.cookie_name.clone(),
+            cookie_name,
             metrics,
+            site,
         }
     }
 
@@ -126,17 +227,27 @@ impl Gate {
         &self.tunnels
     }
 
+    /// Whether `path` is sessiongate's own (see [`Site::is_own`]).
+    pub fn is_own(&self, path: &str) -> bool {
+        self.site.is_own(path)
+    }
+
     /// Puts `config`'s users and rules in force for every request from now on, and ends the
     /// sessions of users it removes or whose password it changes; how many sessions ended.
-    /// `config` must be validated (it is, being a `Config`). The new policy is in force even
-    /// if the store cannot answer; such sessions are refused on their next request anyway.
-    pub async fn replace_policy(&self, config: &Config) -> Result<usize, StoreError> {
+    /// `config` must be validated (it is, being made from a `Config`). The new policy is in
+    /// force even if the store cannot answer; such sessions are refused on their next request
+    /// anyway.
+    pub async fn replace_policy(&self, config: PolicyConfig<'_>) -> Result<usize, StoreError> {
         let policy = Arc::new(Policy::build(config, &self.names));
         let old = self.policy.swap(policy.clone());
         self.tunnels
             .owners_ended(|owner| policy.current(owner).is_none());
         // Requests already refuse such sessions (`Policy::current`); this ends them for good.
-        let ended = self.sessions.end_stale(&old, &policy).await?;
+        let accepts = |owner| policy.current(owner).is_some();
+        let ended = self
+            .sessions
+            .end_stale(accepts, &policy.revoked_since(&old))
+            .await?;
         self.metrics.sessions_ended(EndReason::Revoked, ended);
         Ok(ended)
     }
@@ -186,24 +297,39 @@ impl Gate {
     }
 
     /// The decision for one request under the policy of the moment.
-    pub async fn decide(&self, head: &Head<'_>) -> Verdict {
+    pub async fn decide(&self, head: &Head<'_>) -> Decided {
         // One policy for the whole decision, even if a reload swaps it meanwhile.
-        self.decide_under(&self.policy.load(), head).await
+        self.decide_under(&self.policy.load(), head).await.0
     }
 
     /// [`decide`](Self::decide) under `policy`, for a caller that needs the same policy for
-    /// more than the decision (forward-auth's return address).
-    pub async fn decide_under(&self, policy: &Policy, head: &Head<'_>) -> Verdict {
+    /// more than the decision (forward-auth's return address); with the rule that decided
+    /// (`None`: no rule did, or `auth.default` did), for `explain`.
+    pub async fn decide_under<'p>(
+        &self,
+        policy: &'p Policy,
+        head: &Head<'_>,
+    ) -> (Decided, Option<&'p Rule>) {
+        if self.site.is_own(head.path) {
+            let own = self.own(policy, head).await;
+            return (Decided::sessionless(Decision::Own(own)), None);
+        }
+        if let Via::Connection {
+            trusted,
+            proto,
+            upgrade: true,
+        } = head.via
+            && !upgrade::origin_allowed(head.headers, trusted, proto, &self.site.websocket_origins)
+        {
+            return (Decided::sessionless(Decision::CrossSiteUpgrade), None);
+        }
         let session = match self.authenticate_under(policy, head.headers).await {
             Ok(session) => session,
             Err(e) => {
                 // Each such request is in the access log with its 503, and the store logs why
                 // (a shared store once a second): an error line per request would bury both.
                 tracing::debug!("request refused: {e}");
-                return Verdict {
-                    decision: Decision::Unavailable,
-                    session: None,
-                };
+                return (Decided::sessionless(Decision::Unavailable), None);
             }
         };
         // Looked up under the same policy that is judging, never skipped for a rule.
@@ -218,11 +344,54 @@ impl Gate {
             path: head.path,
         };
         let user = session.as_ref().map(|s| &s.user);
-        let ruling = policy.judge(user.map(|u| &**u), &target).ruling;
-        Verdict {
-            decision: decision(ruling, user),
+        let judgement = policy.judge(user.map(|u| &**u), &target);
+        let decided = Decided {
+            decision: decision(judgement.outcome, user),
             session: session.map(|s| s.id),
+        };
+        (decided, judgement.rule)
+    }
+
+    /// Who may use the own endpoint `head` asks for.
+    async fn own(&self, policy: &Policy, head: &Head<'_>) -> Own {
+        let Via::Connection { trusted, .. } = head.via else {
+            return Own::Open;
+        };
+        if self.site.forward_auth.iter().any(|p| p == head.path) {
+            return if trusted {
+                Own::EdgeAsks
+            } else {
+                Own::UntrustedEdge
+            };
         }
+        if self.site.signed_in.iter().any(|p| p == head.path) {
+            return Own::Mine(self.authenticate_under(policy, head.headers).await);
+        }
+        Own::Open
+    }
+
+    /// The gate's session check for a tunnel about to open on session `id`, which will outlive
+    /// the request the gate judged: the session's owner and start, if it is still live for
+    /// its user under the policy of the moment.
+    pub async fn tunnel_session(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<(Owner, SystemTime)>, StoreError> {
+        let found = self.sessions.peek(id).await?;
+        let policy = self.policy.load();
+        Ok(found.filter(|(owner, _)| policy.current(*owner).is_some()))
+    }
+
+    /// The gate's session check for an open tunnel: whether session `id` is still live for
+    /// its user under the policy of the moment. `used`: bytes moved since the last check, so
+    /// the use is written back, as a request's is; otherwise the session is only read.
+    pub async fn tunnel_live(&self, id: &SessionId, used: bool) -> Result<bool, StoreError> {
+        let owner = if used {
+            self.sessions.touch(id).await?
+        } else {
+            self.sessions.peek(id).await?.map(|(owner, _)| owner)
+        };
+        Ok(owner.is_some_and(|owner| self.policy.load().current(owner).is_some()))
     }
 
     /// Starts a session for `user` (just logged in) from where `meta` says.
@@ -265,17 +434,24 @@ impl Gate {
     }
 }
 
-/// A ruling for a request from `user` (`None`: nobody logged in) as a decision.
-pub fn decision(ruling: Ruling, user: Option<&Arc<User>>) -> Decision {
-    match (ruling, user) {
-        (Ruling::Public, user) => Decision::Public {
+/// What the rules said of a request from `user` (`None`: nobody signed in) as a decision.
+fn decision(outcome: Outcome, user: Option<&Arc<User>>) -> Decision {
+    match (outcome, user) {
+        (Outcome::Public, user) => Decision::Public {
             user: user.cloned(),
         },
-        (Ruling::Allow, Some(user)) => Decision::Allow { user: user.clone() },
-        // The policy only allows someone who is logged in; be strict if that ever changes.
-        (Ruling::Allow, None) | (Ruling::LoginRequired, _) => Decision::LoginRequired,
-        (Ruling::Forbidden, user) => Decision::Forbidden {
-            user: user.cloned(),
-        },
+        (Outcome::Allow, Some(user)) => Decision::Allow { user: user.clone() },
+        // The policy only allows someone who is signed in; be strict if that ever changes.
+        (Outcome::Allow, None) | (Outcome::LoginRequired, _) => Decision::LoginRequired,
+        (Outcome::Unavailable, _) => Decision::Unavailable,
+        // The rules say nothing else; anything else they said would be refused.
+        (Outcome::Forbidden | Outcome::OwnEndpoint | Outcome::Invalid, user) => {
+            Decision::Forbidden {
+                user: user.cloned(),
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,11 +11,31 @@ use sha2::Digest;
 use crate::auth::password::{PasswordHash, dummy_like};
 use crate::auth::redirect::HostPattern;
 use crate::auth::totp::TotpSecret;
-use crate::config::Config;
-use crate::gate::identity::{UserId, UserNames};
 use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
 use crate::http::paths;
-use crate::session::Owner;
+use crate::ops::outcome::Outcome;
+use crate::session::Revoked;
+use crate::session::identity::{Account, Owner, UserId, UserNames};
+
+/// A `[[users]]` entry, validated: what a policy is built from.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    pub password_hash: PasswordHash,
+    pub groups: Vec<String>,
+    /// With a secret, signing in takes a code from an authenticator app after the password.
+    pub totp: Option<TotpSecret>,
+}
+
+/// The parts of a validated config a policy is made of, loaded and checked together.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyConfig<'c> {
+    pub users: &'c [UserConfig],
+    /// `auth.public_paths` (as public rules) followed by `[[rules]]`, and `auth.default`.
+    pub rules: &'c RuleSet,
+    /// `auth.redirect_hosts`.
+    pub redirect_hosts: &'c [HostPattern],
+}
 
 /// A configured user as the request path needs them.
 pub struct User {
@@ -34,33 +54,26 @@ pub struct User {
     pub credentials: u32,
 }
 
-impl User {
-    /// The owner a new session of this user gets.
-    pub fn owner(&self) -> Owner {
-        Owner {
-            user: self.id,
-            credentials: self.credentials,
-        }
+/// What the session stores know of a user.
+impl Account for User {
+    fn id(&self) -> UserId {
+        self.id
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn credentials(&self) -> u32 {
+        self.credentials
     }
 }
 
-/// What the rules say about a request, from the loosest to the strictest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Ruling {
-    /// No login needed.
-    Public,
-    /// The user may enter.
-    Allow,
-    /// Nobody is logged in and the request needs someone.
-    LoginRequired,
-    /// Refused whoever asks (or refused to this user).
-    Forbidden,
-}
-
-/// A ruling and the rule that made it (`None`: no rule matched, `auth.default` decided).
+/// What the rules say about a request (`Public`, `Allow`, `LoginRequired` or `Forbidden`), and
+/// the rule that said it (`None`: no rule matched, `auth.default` decided).
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement<'p> {
-    pub ruling: Ruling,
+    pub outcome: Outcome,
     pub rule: Option<&'p Rule>,
 }
 
@@ -82,10 +95,10 @@ pub struct Policy {
 impl Policy {
     /// Builds the policy of a validated config. Names are interned in `names`, which outlives
     /// every policy, so a user keeps their id across reloads.
-    pub fn build(config: &Config, names: &UserNames) -> Policy {
+    pub fn build(config: PolicyConfig<'_>, names: &UserNames) -> Policy {
         let mut by_name = HashMap::new();
         let mut by_id: Vec<Option<Arc<User>>> = Vec::new();
-        for u in &config.users {
+        for u in config.users {
             let id = names.intern(&u.name);
             let user = Arc::new(User {
                 id,
@@ -128,7 +141,7 @@ impl Policy {
             rules: config.rules.clone(),
             allowed,
             dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
-            redirect_hosts: config.auth.redirect_hosts.clone(),
+            redirect_hosts: config.redirect_hosts.to_vec(),
             host_rules: config.rules.rules.iter().any(|r| r.host.is_some()),
         }
     }
@@ -150,6 +163,23 @@ impl Policy {
             .get(owner.user.index())?
             .as_ref()
             .filter(|u| u.credentials == owner.credentials)
+    }
+
+    /// The users of `old` whose sessions this policy ends: removed, or given new credentials.
+    pub fn revoked_since<'a>(&self, old: &'a Policy) -> Vec<Revoked<'a>> {
+        old.users()
+            .filter_map(|user| {
+                let keep = match self.user(&user.name) {
+                    None => None,
+                    Some(now) if now.credentials != user.credentials => Some(now.credentials),
+                    Some(_) => return None,
+                };
+                Some(Revoked {
+                    name: &user.name,
+                    keep,
+                })
+            })
+            .collect()
     }
 
     pub fn dummy_hash(&self) -> &PasswordHash {
@@ -183,7 +213,7 @@ impl Policy {
                     ..*target
                 };
                 let second = self.judge_reading(user, &other, true);
-                if second.ruling > first.ruling {
+                if second.outcome > first.outcome {
                     second
                 } else {
                     first
@@ -199,30 +229,33 @@ impl Policy {
         unambiguous: bool,
     ) -> Judgement<'_> {
         let Some((index, rule)) = self.rules.first_match(target, unambiguous) else {
-            let ruling = match (self.rules.default, user) {
-                (DefaultAccess::Deny, _) => Ruling::Forbidden,
-                (DefaultAccess::Login, Some(_)) => Ruling::Allow,
-                (DefaultAccess::Login, None) => Ruling::LoginRequired,
+            let outcome = match (self.rules.default, user) {
+                (DefaultAccess::Deny, _) => Outcome::Forbidden,
+                (DefaultAccess::Login, Some(_)) => Outcome::Allow,
+                (DefaultAccess::Login, None) => Outcome::LoginRequired,
             };
-            return Judgement { ruling, rule: None };
+            return Judgement {
+                outcome,
+                rule: None,
+            };
         };
-        let ruling = match (&rule.access, user) {
-            (Access::Public, _) => Ruling::Public,
-            (Access::Deny, _) => Ruling::Forbidden,
-            (Access::Allow(_), None) => Ruling::LoginRequired,
+        let outcome = match (&rule.access, user) {
+            (Access::Public, _) => Outcome::Public,
+            (Access::Deny, _) => Outcome::Forbidden,
+            (Access::Allow(_), None) => Outcome::LoginRequired,
             (Access::Allow(_), Some(u)) => {
                 if self.allowed[index]
                     .binary_search_by_key(&u.id.index(), |id| id.index())
                     .is_ok()
                 {
-                    Ruling::Allow
+                    Outcome::Allow
                 } else {
-                    Ruling::Forbidden
+                    Outcome::Forbidden
                 }
             }
         };
         Judgement {
-            ruling,
+            outcome,
             rule: Some(rule),
         }
     }

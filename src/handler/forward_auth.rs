@@ -4,8 +4,10 @@
 //!
 //! Each endpoint reads the original request only from its own proxy's headers: an endpoint
 //! that guesses the proxy from whichever headers are present believes a header the client sent
-//! itself (a forward-auth bypass seen in other login proxies). The gate judges the original
-//! request exactly as it would judge a proxied one; this module only formats the decision.
+//! itself (a forward-auth bypass seen in other login proxies). The gate decides who may ask
+//! (`Own::EdgeAsks`: a peer in `server.trusted_proxies`) and judges the original request
+//! exactly as it would judge a proxied one; this module only reads the original request and
+//! formats the decisions.
 
 use std::sync::Arc;
 
@@ -13,14 +15,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header
 
 use crate::app::App;
 use crate::gate::policy::{Policy, User};
-use crate::gate::{Decision, Head, HostOf, Verdict};
+use crate::gate::{Decided, Decision, Head, HostOf, Own, Via};
+use crate::http::conn::ConnInfo;
 use crate::http::error::{Refusal, is_navigation, login_location as sign_in_at};
 use crate::http::headers;
 use crate::http::host::{self, HostProblem};
 use crate::http::paths::{self, BadTarget};
 use crate::http::response::no_store;
 use crate::proxy::Body;
-use crate::server::conn::ConnInfo;
 
 use super::refusal;
 
@@ -62,14 +64,16 @@ impl Original {
     }
 }
 
-/// The answer to one forward-auth request, and the decision behind it (for the access log).
+/// The answer to one forward-auth request whose caller the gate judged `asks`, and the
+/// decision on the original request, when one was made (for the access log).
 pub async fn answer<B>(
     app: &App,
     conn: &ConnInfo,
     req: &Request<B>,
     edge: EdgeProxy,
-) -> (Response<Body>, Option<Verdict>) {
-    if !conn.trusted {
+    asks: &Own,
+) -> (Response<Body>, Option<Decided>) {
+    if !matches!(asks, Own::EdgeAsks) {
         let res = Refusal::UntrustedPeer { peer: conn.peer }.response();
         return (res, None);
     }
@@ -77,30 +81,22 @@ pub async fn answer<B>(
         Ok(original) => original,
         Err(e) => return (e.response(edge), None),
     };
-    // sessiongate's own pages (the sign-in form above all) are open to everyone, or a proxy
-    // that asks about every path would send the sign-in page to the sign-in page.
-    if let Some(rest) = original.path.strip_prefix(app.config.auth.prefix.as_str())
-        && (rest.is_empty() || rest.starts_with('/'))
-    {
-        return (for_edge(allowed(app, None), edge), None);
-    }
     // The decision and the return address come from one policy.
     let policy = app.gate.policy();
-    let verdict = app
-        .gate
-        .decide_under(
-            &policy,
-            &Head {
-                method: &original.method,
-                host: HostOf::Known(original.host.as_deref()),
-                path: &original.path,
-                headers: req.headers(),
-            },
-        )
-        .await;
-    let res = match &verdict.decision {
+    let head = Head {
+        method: &original.method,
+        host: HostOf::Known(original.host.as_deref()),
+        path: &original.path,
+        headers: req.headers(),
+        via: Via::Edge,
+    };
+    let (decided, _) = app.gate.decide_under(&policy, &head).await;
+    let res = match &decided.decision {
         Decision::Allow { user } => allowed(app, Some(user)),
         Decision::Public { user } => allowed(app, user.as_ref()),
+        // sessiongate's own pages (the sign-in form above all) are open to everyone, or a
+        // proxy that asks about every path would send the sign-in page to the sign-in page.
+        Decision::Own(_) => allowed(app, None),
         Decision::LoginRequired => login_required(app, &policy, req.headers(), &original, edge),
         refused => refusal::answer_for(
             app,
@@ -110,7 +106,7 @@ pub async fn answer<B>(
             refused,
         ),
     };
-    (for_edge(res, edge), Some(verdict))
+    (for_edge(res, edge), Some(decided))
 }
 
 /// The decision's answer as the edge proxy needs it. nginx reads only the status and headers

@@ -1,27 +1,38 @@
-//! The request path as a straight chain: requests that must not reach the gate are refused,
-//! sessiongate's own endpoints answered, then the gate decides and its decision is answered in
-//! one place: forwarded to the upstream, or refused. Nothing is forwarded unless the gate let
-//! it through.
+//! The request path as named phases, each a plain function:
+//! - **screen**: requests that must never reach the gate are refused (the head's size, the
+//!   target, the host, the framing, the upgrade asked for);
+//! - **route**: which of sessiongate's own endpoints the request is for, or the app;
+//! - **decide**: the gate's one decision (own endpoints included);
+//! - **answer**: that decision answered in one place: an own endpoint served, the request
+//!   forwarded or tunnelled to the upstream, or refused;
+//! - **log**: the access line and the metrics, from the decision's outcome.
+//!
+//! Nothing is forwarded unless the gate let it through. Screen, route and decide read only the
+//! request's head, so they take any body (their unit tests use `Request<()>`); the answer
+//! reads the body, and takes the connection's.
 
 pub mod forward_auth;
 pub mod refusal;
+pub mod sessions;
+mod upstream;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body_util::Either;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 
 use crate::app::{App, Routes};
 use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
-use crate::gate::{Decision, Head, HostOf, Verdict};
-use crate::http::error::{Refusal, is_navigation};
+use crate::gate::{Decided, Decision, Gate, Head, HostOf, Own, Via};
+use crate::http::conn::ConnInfo;
+use crate::http::error::Refusal;
 use crate::http::headers;
 use crate::http::host;
 use crate::http::limits::MAX_HEAD_BYTES;
@@ -29,11 +40,8 @@ use crate::http::paths::{self, BadTarget};
 use crate::http::response;
 use crate::http::upgrade::{self, Upgrade};
 use crate::ops::logging::{self, RequestLine};
-use crate::ops::metrics::DecisionLabel;
-use crate::pages::sessions;
-use crate::proxy::tunnel;
-use crate::proxy::{Body, Forwarding, ProxyError, UpgradeAnswer, Upstream};
-use crate::server::conn::ConnInfo;
+use crate::ops::outcome::Outcome;
+use crate::proxy::{Body, Upstream};
 use crate::session::SessionId;
 use forward_auth::EdgeProxy;
 
@@ -41,21 +49,39 @@ use forward_auth::EdgeProxy;
 struct Logged {
     user: Option<Arc<User>>,
     session: Option<SessionId>,
-    decision: DecisionLabel,
+    outcome: Outcome,
     /// How long the upstream took to answer, for forwarded requests it answered.
     upstream: Option<Duration>,
 }
 
 impl Logged {
     /// A request answered without a user or a session.
-    fn anonymous(decision: DecisionLabel) -> Logged {
+    fn anonymous(outcome: Outcome) -> Logged {
         Logged {
             user: None,
             session: None,
-            decision,
+            outcome,
             upstream: None,
         }
     }
+
+    /// A request answered as the gate decided: its outcome, and whom it named.
+    fn of(decided: Decided) -> Logged {
+        Logged {
+            outcome: decided.decision.outcome(),
+            user: decided.decision.into_user(),
+            session: decided.session,
+            upstream: None,
+        }
+    }
+}
+
+/// What the access line says of a request, noted before the request is handed on.
+struct Noted {
+    start: Instant,
+    method: Method,
+    uri: Uri,
+    client: IpAddr,
 }
 
 pub async fn handle(
@@ -66,77 +92,104 @@ pub async fn handle(
     let _busy = conn.activity.begin();
     let start = Instant::now();
     let method = req.method().clone();
-    let refused = refusal(&mut req, conn.trusted, &app.routes);
-    let upgrade = upgrade::decide(&req, &app.config.upstream.upgrades);
-    let close_unless_switched = upgrade.asked() && req.version() <= Version::HTTP_11;
-    let uri = req.uri().clone();
-    let client = conn.client_addr(req.headers(), &app.config.server.trusted_proxies);
-    let (mut res, logged) = match (refused, upgrade) {
-        (None, Upgrade::Refused(why)) => (
-            Refusal::Upgrade(why).response(),
-            Logged::anonymous(DecisionLabel::Invalid),
+    let screened = screen(
+        &mut req,
+        conn.trusted,
+        &app.routes,
+        &app.config.upstream.upgrades,
+    );
+    let close_unless_switched = screened.upgrade.asked() && req.version() <= Version::HTTP_11;
+    let noted = Noted {
+        start,
+        method,
+        uri: req.uri().clone(),
+        client: conn.client_addr(req.headers(), &app.config.server.trusted_proxies),
+    };
+    let (mut res, logged) = match screened.refused {
+        Some(e) => (
+            screen_answer(e, noted.uri.path(), &app.routes),
+            Logged::anonymous(Outcome::Invalid),
         ),
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
         // leaves the connection's other requests and the process running.
-        (None, upgrade) => AssertUnwindSafe(route(&app, &conn, req, upgrade))
+        None => AssertUnwindSafe(serve(&app, &conn, req, screened.upgrade))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
                 (
                     Refusal::Internal("request handler panicked; answered 500").response(),
-                    Logged::anonymous(DecisionLabel::Invalid),
+                    Logged::anonymous(Outcome::Invalid),
                 )
             }),
-        (Some(Refusal::BadHost(problem)), _) if uri.path() == app.routes.auth_nginx => (
-            forward_auth::refused_host(problem),
-            Logged::anonymous(DecisionLabel::Invalid),
-        ),
-        (Some(e), _) => (e.response(), Logged::anonymous(DecisionLabel::Invalid)),
     };
-    // After any answer but 101 to a request that carried Upgrade, hyper would read the bytes
-    // behind it as the next request: a client that sent its new protocol's first bytes early,
-    // or a request hidden there, would be served as if it had been sent on its own.
-    if close_unless_switched && res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    if conn.proto == "https"
-        && let Some(hsts) = &app.config.server.hsts
-    {
-        res.headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-    }
-    let elapsed = start.elapsed();
-    let status = res.status().as_u16();
-    let metrics = &app.metrics;
-    metrics.request(logged.decision, status);
-    metrics.request_duration.observe(elapsed);
-    if let Some(upstream) = logged.upstream {
-        metrics.upstream_duration.observe(upstream);
-    }
-    // The path only: query strings can carry tokens. Never a cookie or a header value; the
-    // session appears as a short hash of its id, enough to follow one session through a log.
-    let tag = logged.session.map(|id| id.log_tag());
-    logging::request(&RequestLine {
-        method: &method,
-        path: uri.path(),
-        status,
-        decision: logged.decision.as_str(),
-        user: logged.user.as_ref().map(|u| u.name.as_str()),
-        session: tag.as_ref().map(|t| t.as_str()),
-        client,
-        micros: elapsed.as_micros() as u64,
-        upstream_micros: logged.upstream.map(|d| d.as_micros() as u64),
-        bytes: hyper::body::Body::size_hint(res.body()).exact(),
-    });
+    finish(&app, &conn, &mut res, close_unless_switched);
+    log(&app, &noted, &res, &logged);
     Ok(res)
 }
 
-/// Why a request must never reach the gate: a head over the size limit, a target that is not
-/// a clean path, no host or not one host, or framing two parsers could read differently.
-/// `None` for every other request, whose path is now normalized. `trusted`: the peer is a
-/// trusted proxy (see [`forwarded_host`]).
-fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<Refusal<'static>> {
+/// Route, decide, answer: a request the screen let through.
+async fn serve(
+    app: &Arc<App>,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    upgrade: Upgrade<'_>,
+) -> (Response<Body>, Logged) {
+    // Only a relayed upgrade tunnels; an ignored one is an ordinary request (`Upgrade` is
+    // hop-by-hop, so the app never sees it) and refusals never got here.
+    let relay = match upgrade {
+        Upgrade::Relay(protocol) => Some(protocol),
+        _ => None,
+    };
+    let Some(route) = route(app, req.uri().path()) else {
+        let res = Refusal::NoUpstream.response();
+        return (res, Logged::anonymous(Outcome::Invalid));
+    };
+    let via = Via::Connection {
+        trusted: conn.trusted,
+        proto: conn.proto,
+        upgrade: relay.is_some(),
+    };
+    let decided = decide(&app.gate, &req, via).await;
+    answer(app, conn, req, route, decided, relay).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Screen
+
+/// What the screen made of a request.
+struct Screened<'a> {
+    /// The upgrade it asks for, judged even when the request is refused: unless switched, a
+    /// request that carried `Upgrade` closes its connection.
+    upgrade: Upgrade<'a>,
+    /// Why it must never reach the gate; `None` for every other request, whose path is now
+    /// normalized.
+    refused: Option<Refusal<'static>>,
+}
+
+/// Screens a request before anything else reads it: a head over the size limit, a target that
+/// is not a clean path, no host or not one host, framing two parsers could read differently,
+/// or an upgrade that may not be relayed (`upgrades`: `upstream.upgrades`). `trusted`: the
+/// peer is a trusted proxy (see [`forwarded_host`]).
+fn screen<'a, B>(
+    req: &mut Request<B>,
+    trusted: bool,
+    routes: &Routes,
+    upgrades: &'a [HeaderValue],
+) -> Screened<'a> {
+    let refused = screen_head(req, trusted, routes);
+    let upgrade = upgrade::decide(req, upgrades);
+    let refused = refused.or_else(|| match &upgrade {
+        Upgrade::Refused(why) => Some(Refusal::Upgrade(why.clone())),
+        _ => None,
+    });
+    Screened { upgrade, refused }
+}
+
+fn screen_head<B>(
+    req: &mut Request<B>,
+    trusted: bool,
+    routes: &Routes,
+) -> Option<Refusal<'static>> {
     if head_bytes(req) > MAX_HEAD_BYTES {
         return Some(Refusal::HeadTooLarge);
     }
@@ -156,6 +209,17 @@ fn refusal<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<Re
     headers::check_framing(req.headers())
         .err()
         .map(Refusal::Framing)
+}
+
+/// The answer to a request the screen refused. nginx's forward-auth endpoint answers a bad
+/// host with 403, which nginx understands (see `forward_auth::refused_host`).
+fn screen_answer(refusal: Refusal<'_>, path: &str, routes: &Routes) -> Response<Body> {
+    match refusal {
+        Refusal::BadHost(problem) if path == routes.auth_nginx => {
+            forward_auth::refused_host(problem)
+        }
+        refusal => refusal.response(),
+    }
 }
 
 /// What the peer's `X-Forwarded-Host` is on a request for `path`: a client's is replaced; a
@@ -200,165 +264,164 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
     Ok(())
 }
 
-async fn route(
+// ---------------------------------------------------------------------------------------------
+// Route
+
+/// Where a request goes.
+enum Route<'a> {
+    /// A forward-auth endpoint: an edge proxy asking about another request.
+    ForwardAuth(EdgeProxy),
+    /// One of sessiongate's own pages (or an unknown own path).
+    Page(Page),
+    /// The app, behind the upstream.
+    App(&'a Upstream),
+}
+
+/// sessiongate's own pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Page {
+    Login,
+    LoginCode,
+    Logout,
+    Healthz,
+    Readyz,
+    Sessions,
+    SessionsEnd,
+    Logo,
+    /// Under the prefix, but none of the above: 404.
+    Unknown,
+}
+
+/// The route for the normalized `path`; `None`: not an own path, and there is no upstream.
+/// Own endpoints match exactly (a query is ignored); whether a path is sessiongate's own at all
+/// is the gate's test, so the two never disagree.
+fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
+    if !app.gate.is_own(path) {
+        return app.upstream.as_ref().map(Route::App);
+    }
+    let r = &app.routes;
+    if path == r.auth_nginx {
+        return Some(Route::ForwardAuth(EdgeProxy::Nginx));
+    }
+    if path == r.auth_forward {
+        return Some(Route::ForwardAuth(EdgeProxy::Forward));
+    }
+    let pages = [
+        (&r.login, Page::Login),
+        (&r.login_code, Page::LoginCode),
+        (&r.logout, Page::Logout),
+        (&r.healthz, Page::Healthz),
+        (&r.readyz, Page::Readyz),
+        (&r.sessions, Page::Sessions),
+        (&r.sessions_end, Page::SessionsEnd),
+        (&r.logo, Page::Logo),
+    ];
+    let page = pages.iter().find(|(p, _)| *p == path);
+    Some(Route::Page(page.map_or(Page::Unknown, |(_, page)| *page)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decide
+
+/// The gate's decision for `req`, which came `via` a connection.
+async fn decide<B>(gate: &Gate, req: &Request<B>, via: Via) -> Decided {
+    gate.decide(&Head {
+        method: req.method(),
+        host: HostOf::Request(req.headers(), req.uri().authority()),
+        path: req.uri().path(),
+        headers: req.headers(),
+        via,
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answer
+
+async fn answer(
     app: &Arc<App>,
     conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
-    upgrade: Upgrade<'_>,
+    route: Route<'_>,
+    decided: Decided,
+    relay: Option<&HeaderValue>,
 ) -> (Response<Body>, Logged) {
-    let path = req.uri().path();
-    if let Some(rest) = path.strip_prefix(app.config.auth.prefix.as_str())
-        && (rest.is_empty() || rest.starts_with('/'))
-    {
-        return own_endpoint(app, conn, req).await;
-    }
-    let Some(upstream) = &app.upstream else {
-        let res = Refusal::NoUpstream.response();
-        return (res, Logged::anonymous(DecisionLabel::Invalid));
-    };
-    // Only a relayed upgrade tunnels; an ignored one is an ordinary request (`Upgrade` is
-    // hop-by-hop, so the app never sees it) and refusals never got here.
-    let upgrade = match upgrade {
-        Upgrade::Relay(protocol) => Some(protocol),
-        _ => None,
-    };
-    if upgrade.is_some()
-        && !upgrade::origin_allowed(req.headers(), conn, &app.config.auth.websocket_origins)
-    {
-        let res = Refusal::CrossSiteUpgrade.response();
-        return (res, Logged::anonymous(DecisionLabel::Forbidden));
-    }
-    let verdict = app
-        .gate
-        .decide(&Head {
-            method: req.method(),
-            host: HostOf::Request(req.headers(), req.uri().authority()),
-            path,
-            headers: req.headers(),
-        })
-        .await;
-    let user = match &verdict.decision {
-        Decision::Allow { user } => Some(Some(&**user)),
-        Decision::Public { user } => Some(user.as_deref()),
-        _ => None,
-    };
-    let (mut res, upstream_time) = match (user, upgrade) {
-        (Some(user), None) => proxy(app, upstream, conn, req, user).await,
-        (Some(user), Some(protocol)) => {
-            tunnel(app, upstream, conn, req, user, verdict.session, protocol).await
+    match route {
+        Route::App(target) => {
+            let (res, took) = upstream::answer(app, target, conn, req, &decided, relay).await;
+            let mut logged = Logged::of(decided);
+            logged.upstream = took;
+            (res, logged)
         }
-        (None, _) => (refusal::answer(app, &req, &verdict.decision), None),
-    };
-    // Only a signed-in answer: what a public path serves is the app's to cache (even to a
-    // browser with a session), and a 101 starts a tunnel, not a response anyone stores.
-    if let Decision::Allow { .. } = verdict.decision
-        && let Some(value) = &app.config.upstream.default_cache_control
-        && !res.status().is_informational()
-    {
-        headers::default_cache_control(res.headers_mut(), value);
+        Route::ForwardAuth(edge) => {
+            // Labelled by what the gate decided for the edge proxy's request, so the metrics
+            // say the same whichever way sessiongate is deployed.
+            let (res, judged) = forward_auth::answer(app, conn, &req, edge, &own(decided)).await;
+            let logged = judged.map_or(Logged::anonymous(Outcome::OwnEndpoint), Logged::of);
+            (res, logged)
+        }
+        Route::Page(page) => (
+            own_page(app, conn, req, page, own(decided)).await,
+            Logged::anonymous(Outcome::OwnEndpoint),
+        ),
     }
-    let mut logged = logged(verdict);
-    logged.upstream = upstream_time;
-    (res, logged)
 }
 
-/// sessiongate's own endpoints, matched exactly (a query is ignored).
-async fn own_endpoint(
+/// Who may use an own endpoint, as the gate decided. The route and the gate read one test for
+/// own paths, so the gate decided `Own`; were they ever to part, the answer is one that grants
+/// nothing: no trusted edge proxy asking, nobody signed in.
+fn own(decided: Decided) -> Own {
+    match decided.decision {
+        Decision::Own(own) => own,
+        _ => Own::Mine(Ok(None)),
+    }
+}
+
+/// The session the gate found for a page for the signed-in user only. Any other decision
+/// (which the gate never makes for such a page) counts as nobody signed in.
+fn mine(own: Own) -> sessions::Signed {
+    match own {
+        Own::Mine(signed) => signed,
+        _ => Ok(None),
+    }
+}
+
+/// sessiongate's own pages: sign-in, sign-out, health, the sessions page, the logo.
+async fn own_page(
     app: &App,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> (Response<Body>, Logged) {
-    let path = req.uri().path();
-    let edge = if path == app.routes.auth_nginx {
-        Some(EdgeProxy::Nginx)
-    } else if path == app.routes.auth_forward {
-        Some(EdgeProxy::Forward)
-    } else {
-        None
-    };
-    if let Some(edge) = edge {
-        // A forward-auth check is labelled by what the gate decided for the edge proxy's
-        // request, so the metrics say the same whichever way sessiongate is deployed.
-        let (res, verdict) = forward_auth::answer(app, conn, &req, edge).await;
-        let logged = verdict.map_or(Logged::anonymous(DecisionLabel::OwnEndpoint), logged);
-        return (res, logged);
-    }
-    (
-        page_endpoint(app, conn, req).await,
-        Logged::anonymous(DecisionLabel::OwnEndpoint),
-    )
-}
-
-/// Who a decision names, and its label, for the access log and the metrics.
-fn logged(verdict: Verdict) -> Logged {
-    let (user, decision) = match verdict.decision {
-        Decision::Allow { user } => (Some(user), DecisionLabel::Allow),
-        Decision::Public { user } => (user, DecisionLabel::Public),
-        Decision::Forbidden { user } => (user, DecisionLabel::Forbidden),
-        Decision::LoginRequired => (None, DecisionLabel::LoginRequired),
-        Decision::Unavailable => (None, DecisionLabel::Unavailable),
-    };
-    Logged {
-        user,
-        session: verdict.session,
-        decision,
-        upstream: None,
-    }
-}
-
-/// The sign-in, sign-out and health endpoints.
-async fn page_endpoint(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
+    page: Page,
+    own: Own,
+) -> Response<Body> {
     let method = req.method();
-    if path == app.routes.login {
-        match *method {
-            Method::GET | Method::HEAD => login::show(app, &req),
-            Method::POST => login::submit(app, conn, req).await,
-            _ => Refusal::not_allowed("GET, POST", method).response(),
+    let client = |req: &Request<Incoming>| {
+        conn.client_addr(req.headers(), &app.config.server.trusted_proxies)
+    };
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    let post = *method == Method::POST;
+    match page {
+        Page::Login if read => login::show(&app.sign_in(), &req),
+        Page::Login if post => login::submit(&app.sign_in(), client(&req), req).await,
+        Page::LoginCode if read => second_factor::show(&app.sign_in(), &req).await,
+        Page::LoginCode if post => second_factor::submit(&app.sign_in(), client(&req), req).await,
+        Page::Login | Page::LoginCode => Refusal::not_allowed("GET, POST", method).response(),
+        // Never on GET: a link or an <img> on another site must not sign anyone out.
+        Page::Logout if post => login::logout(&app.sign_in(), req).await,
+        Page::SessionsEnd if post => sessions::end(app, req, mine(own)).await,
+        Page::Logout | Page::SessionsEnd => Refusal::not_allowed("POST", method).response(),
+        Page::Healthz if read => response::text(StatusCode::OK, "ok"),
+        Page::Readyz if read => ready(app).await,
+        Page::Sessions if read => sessions::show(app, req, mine(own)).await,
+        Page::Logo if read => crate::pages::logo_response(&app.pages()),
+        Page::Healthz | Page::Readyz | Page::Sessions | Page::Logo => {
+            Refusal::not_allowed("GET", method).response()
         }
-    } else if path == app.routes.login_code {
-        match *method {
-            Method::GET | Method::HEAD => second_factor::show(app, &req).await,
-            Method::POST => second_factor::submit(app, conn, req).await,
-            _ => Refusal::not_allowed("GET, POST", method).response(),
-        }
-    } else if path == app.routes.logout {
-        match *method {
-            // Never on GET: a link or an <img> on another site must not log anyone out.
-            Method::POST => login::logout(app, req).await,
-            _ => Refusal::not_allowed("POST", method).response(),
-        }
-    } else if path == app.routes.healthz {
-        match *method {
-            Method::GET | Method::HEAD => response::text(StatusCode::OK, "ok"),
-            _ => Refusal::not_allowed("GET", method).response(),
-        }
-    } else if path == app.routes.readyz {
-        match *method {
-            Method::GET | Method::HEAD => ready(app).await,
-            _ => Refusal::not_allowed("GET", method).response(),
-        }
-    } else if path == app.routes.sessions {
-        match *method {
-            Method::GET | Method::HEAD => sessions::show(app, req).await,
-            _ => Refusal::not_allowed("GET", method).response(),
-        }
-    } else if path == app.routes.logo {
-        match *method {
-            Method::GET | Method::HEAD => crate::pages::logo_response(&app.pages()),
-            _ => Refusal::not_allowed("GET", method).response(),
-        }
-    } else if path == app.routes.sessions_end {
-        match *method {
-            Method::POST => sessions::end(app, req).await,
-            _ => Refusal::not_allowed("POST", method).response(),
-        }
-    } else {
-        Refusal::NoSuchEndpoint.response()
+        Page::Unknown => Refusal::NoSuchEndpoint.response(),
     }
 }
 
-/// `{prefix}/readyz`: whether this replica can serve logged-in requests now, for load
+/// `{prefix}/readyz`: whether this replica can serve signed-in requests now, for load
 /// balancers and readiness probes: the session store answers and the upstream, if there is
 /// one, accepted a connection in its last probe (see `readiness`). Both are asked at once.
 async fn ready(app: &App) -> Response<Body> {
@@ -381,110 +444,52 @@ async fn ready(app: &App) -> Response<Body> {
     .response()
 }
 
-/// What the proxy adds to every request it forwards for `user` on `conn`.
-fn forwarding<'a>(app: &'a App, conn: &'a ConnInfo, user: Option<&'a User>) -> Forwarding<'a> {
-    Forwarding {
-        identity_header: &app.config.upstream.identity_header,
-        groups_header: &app.config.upstream.groups_header,
-        user,
-        peer: &conn.peer_header,
-        trusted_peer: conn.trusted,
-        proto: conn.proto,
-        own_cookie: &app.config.session.cookie_name,
+/// What every answer gets on its way out.
+fn finish(app: &App, conn: &ConnInfo, res: &mut Response<Body>, close_unless_switched: bool) {
+    // After any answer but 101 to a request that carried Upgrade, hyper would read the bytes
+    // behind it as the next request: a client that sent its new protocol's first bytes early,
+    // or a request hidden there, would be served as if it had been sent on its own.
+    if close_unless_switched && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if conn.proto == "https"
+        && let Some(hsts) = &app.config.server.hsts
+    {
+        res.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
 }
 
-/// An upgrade `upgrade::decide` relays and the gate let through: forwarded like any request
-/// (with `Connection: upgrade` and the listed `protocol` set again after the hop-by-hop
-/// scrub); on the upstream's 101 the tunnel starts, bound to the session; any other answer is
-/// passed back as it is (and the connection closed after it, see `handle`).
-async fn tunnel(
-    app: &Arc<App>,
-    upstream: &Upstream,
-    conn: &Arc<ConnInfo>,
-    mut req: Request<Incoming>,
-    user: Option<&User>,
-    session: Option<SessionId>,
-    protocol: &HeaderValue,
-) -> (Response<Body>, Option<Duration>) {
-    let binding = match session {
-        None => None,
-        Some(id) => match app.gate.sessions().peek(&id).await {
-            Ok(Some((owner, started))) => Some((owner, tunnel::Binding { id, started })),
-            Ok(None) => return (refusal::answer(app, &req, &Decision::LoginRequired), None),
-            Err(_) => return (Refusal::StoreUnavailable { cause: None }.response(), None),
-        },
-    };
-    let client_side = hyper::upgrade::on(&mut req);
-    upstream.prepare(&mut req, forwarding(app, conn, user));
-    let h = req.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        http::HeaderValue::from_static("upgrade"),
-    );
-    h.insert(header::UPGRADE, protocol.clone());
-    let start = Instant::now();
-    let answer = upstream.send_upgrade(req).await;
-    let took = start.elapsed();
-    let res = match answer {
-        Err(e) => {
-            count_failure(app, &e);
-            return (Refusal::from(&e).response(), None);
-        }
-        Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
-        Ok(UpgradeAnswer::Switched {
-            head,
-            upstream: upstream_side,
-        }) => {
-            // The connection becomes the tunnel and keeps its place under max_connections
-            // (one upgrade per connection: after a 101 nothing more is read from it).
-            let Some(permit) = conn.take_permit() else {
-                let refusal = Refusal::Internal("an upgraded connection had no permit to keep");
-                return (refusal.response(), Some(took));
-            };
-            let sessions = app.gate.sessions();
-            let registered = app.gate.tunnels().register(
-                binding
-                    .as_ref()
-                    .map(|(owner, b)| (sessions.key_of(&b.id), *owner)),
-            );
-            tunnel::spawn(
-                app.clone(),
-                conn.clone(),
-                client_side,
-                upstream_side,
-                registered,
-                binding.map(|(_, b)| b),
-                permit,
-            );
-            Response::from_parts(head, Either::Left(http_body_util::Full::default()))
-        }
-    };
-    (res, Some(took))
+// ---------------------------------------------------------------------------------------------
+// Log
+
+/// The metrics and the access line for one answered request.
+fn log(app: &App, noted: &Noted, res: &Response<Body>, logged: &Logged) {
+    let elapsed = noted.start.elapsed();
+    let status = res.status().as_u16();
+    let metrics = &app.metrics;
+    metrics.request(logged.outcome, status);
+    metrics.request_duration.observe(elapsed);
+    if let Some(upstream) = logged.upstream {
+        metrics.upstream_duration.observe(upstream);
+    }
+    // The path only: query strings can carry tokens. Never a cookie or a header value; the
+    // session appears as a short hash of its id, enough to follow one session through a log.
+    let tag = logged.session.map(|id| id.log_tag());
+    logging::request(&RequestLine {
+        method: &noted.method,
+        path: noted.uri.path(),
+        status,
+        decision: logged.outcome,
+        user: logged.user.as_ref().map(|u| u.name.as_str()),
+        session: tag.as_ref().map(|t| t.as_str()),
+        client: noted.client,
+        micros: elapsed.as_micros() as u64,
+        upstream_micros: logged.upstream.map(|d| d.as_micros() as u64),
+        bytes: hyper::body::Body::size_hint(res.body()).exact(),
+    });
 }
 
-async fn proxy(
-    app: &App,
-    upstream: &Upstream,
-    conn: &ConnInfo,
-    mut req: Request<Incoming>,
-    user: Option<&User>,
-) -> (Response<Body>, Option<Duration>) {
-    let navigation = is_navigation(req.method(), req.headers());
-    upstream.prepare(&mut req, forwarding(app, conn, user));
-    let start = Instant::now();
-    match upstream.send(req).await {
-        Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
-        Err(e) => {
-            count_failure(app, &e);
-            (app.pages().refuse(&Refusal::from(&e), navigation), None)
-        }
-    }
-}
-
-/// Counts a failed upstream leg in the metrics, unless the client's own body broke it.
-fn count_failure(app: &App, e: &ProxyError) {
-    if let Some(kind) = e.failure() {
-        app.metrics.upstream_error(kind);
-    }
-}
+#[cfg(test)]
+mod tests;

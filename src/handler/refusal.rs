@@ -10,8 +10,8 @@ use crate::gate::Decision;
 use crate::http::error::{Refusal, SignedIn, is_navigation};
 use crate::proxy::Body;
 
-/// The answer to a refused request: `decision` is `LoginRequired`, `Forbidden` or
-/// `Unavailable`.
+/// The answer to a refused request: `decision` is `LoginRequired`, `Forbidden`,
+/// `Unavailable` or `CrossSiteUpgrade`.
 pub fn answer<B>(app: &App, req: &Request<B>, decision: &Decision) -> Response<Body> {
     let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     answer_for(app, req.method(), req.headers(), here, decision)
@@ -58,7 +58,8 @@ fn refusal<'a>(
             }),
         },
         Decision::Unavailable => Refusal::StoreUnavailable { cause: None },
-        Decision::Allow { .. } | Decision::Public { .. } => {
+        Decision::CrossSiteUpgrade => Refusal::CrossSiteUpgrade,
+        Decision::Allow { .. } | Decision::Public { .. } | Decision::Own(_) => {
             Refusal::Internal("a request the gate let through reached the refusal path; refused")
         }
     }

@@ -34,7 +34,7 @@ pub fn is_reserved(name: &HeaderName) -> bool {
 /// Content-Length, or one that is not a plain number. hyper's HTTP/1 parser already refuses
 /// or normalizes all of these today (it drops a length that comes with chunked, keeps one of
 /// equal lengths, refuses the rest); this keeps the guarantee for every protocol and parser
-/// version at the cost of one lookup (tests/security_smuggling.rs shows the wire).
+/// version at the cost of one lookup (tests/it/security_smuggling.rs shows the wire).
 pub fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(length) = lengths.next() else {
@@ -71,7 +71,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: &HeaderValue) {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard ones proxies commonly see,
-/// `Upgrade`: an upgrade request gets it back from the tunnel path, `handler::tunnel`, and
+/// `Upgrade`: an upgrade request gets it back from the tunnel path (`handler::upstream`), and
 /// `HTTP2-Settings`, which belongs to an h2c upgrade of this one hop, RFC 7540 §3.2.1, and
 /// must not reach the app even when the client left it out of `Connection`).
 fn is_hop_by_hop(name: &str) -> bool {

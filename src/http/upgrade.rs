@@ -9,8 +9,6 @@
 
 use http::{HeaderMap, HeaderValue, Request, Version, header};
 
-use crate::server::conn::ConnInfo;
-
 /// What a request's `Upgrade` header makes of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upgrade<'a> {
@@ -122,8 +120,9 @@ pub fn is_token(bytes: &[u8]) -> bool {
 /// (the scheme the browser used and the host the rules judge, `host::judged_authority`) nor
 /// listed in `auth.websocket_origins` is refused; hosts compare in canonical form, ports by
 /// value (a scheme's default when none is written). Without `Origin` (not a browser) it is
-/// judged by its session alone.
-pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -> bool {
+/// judged by its session alone. `trusted`: the peer is a trusted proxy; `proto`: the scheme the
+/// peer used.
+pub fn origin_allowed(headers: &HeaderMap, trusted: bool, proto: &str, listed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -141,12 +140,11 @@ pub fn origin_allowed(headers: &HeaderMap, conn: &ConnInfo, listed: &[String]) -
         return true;
     }
     // Behind a trusted TLS-terminating proxy the browser's scheme is the proxy's.
-    let scheme = conn
-        .trusted
+    let scheme = trusted
         .then(|| headers.get(crate::http::headers::X_FORWARDED_PROTO))
         .flatten()
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(conn.proto);
+        .unwrap_or(proto);
     // An upgrade is HTTP/1.1, whose Host the screen requires: no target authority needed.
     crate::http::host::judged_authority(headers, None)
         .and_then(|a| crate::http::host::parse(a).ok())

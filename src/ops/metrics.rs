@@ -12,45 +12,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
-/// What the gate (or the step before it) made of a request, as `requests_total` labels it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecisionLabel {
-    Allow,
-    Public,
-    LoginRequired,
-    Forbidden,
-    Unavailable,
-    /// sessiongate's own endpoints (sign-in, health, forward-auth, ...).
-    OwnEndpoint,
-    /// Refused before the gate: a malformed request, or no upstream to send it to.
-    Invalid,
-}
-
-impl DecisionLabel {
-    const ALL: [DecisionLabel; 7] = [
-        DecisionLabel::Allow,
-        DecisionLabel::Public,
-        DecisionLabel::LoginRequired,
-        DecisionLabel::Forbidden,
-        DecisionLabel::Unavailable,
-        DecisionLabel::OwnEndpoint,
-        DecisionLabel::Invalid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DecisionLabel::Allow => "allow",
-            DecisionLabel::Public => "public",
-            DecisionLabel::LoginRequired => "login_required",
-            DecisionLabel::Forbidden => "forbidden",
-            DecisionLabel::Unavailable => "unavailable",
-            DecisionLabel::OwnEndpoint => "own_endpoint",
-            DecisionLabel::Invalid => "invalid",
-        }
-    }
-}
+use crate::ops::outcome::Outcome;
 
 /// How a request to the upstream failed, as `upstream_errors_total` labels it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +129,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// `[decision][status class]`.
+    /// `[outcome][status class]`.
     requests: [[Counter; 5]; 7],
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
@@ -184,34 +148,8 @@ impl Metrics {
     /// `sessions` (a count only this process knows) is exported.
     pub fn new(memory_store: bool) -> Metrics {
         let mut registry = Registry::with_prefix("sessiongate");
-        let requests_family = Family::<Labels, Counter>::default();
-        let requests = DecisionLabel::ALL.map(|d| {
-            std::array::from_fn(|class| {
-                requests_family
-                    .get_or_create(&vec![
-                        ("decision", d.as_str()),
-                        ("status_class", STATUS_CLASSES[class]),
-                    ])
-                    .clone()
-            })
-        });
-        registry.register(
-            "requests",
-            "Requests answered, by what the gate decided and the class of the status sent",
-            requests_family,
-        );
-        let request_duration = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
-            "request_duration_seconds",
-            "Time from a request's head to its response's head (the body is streamed after)",
-            request_duration.clone(),
-        );
-        let upstream_duration = Histogram::new(LATENCY_BUCKETS);
-        registry.register(
-            "upstream_duration_seconds",
-            "Time the upstream took to send a response head, connecting included",
-            upstream_duration.clone(),
-        );
+        let requests = requests_by_outcome(&mut registry);
+        let (request_duration, upstream_duration) = durations(&mut registry);
         let upstream_errors = labelled(
             &mut registry,
             "upstream_errors",
@@ -233,6 +171,7 @@ impl Metrics {
             "reason",
             EndReason::ALL.map(EndReason::as_str),
         );
+        // A count only this process knows: exported only when the sessions are here.
         let sessions = Gauge::default();
         if memory_store {
             registry.register(
@@ -241,29 +180,29 @@ impl Metrics {
                 sessions.clone(),
             );
         }
-        let connections = Gauge::default();
-        registry.register(
+        let connections = registered(
+            &mut registry,
             "connections",
             "Client connections open, tunnels included",
-            connections.clone(),
+            Gauge::default(),
         );
-        let tunnels = Gauge::default();
-        registry.register(
+        let tunnels = registered(
+            &mut registry,
             "tunnels",
             "Upgraded connections (WebSockets and others) being relayed",
-            tunnels.clone(),
+            Gauge::default(),
         );
-        let store_errors = Counter::default();
-        registry.register(
+        let store_errors = registered(
+            &mut registry,
             "store_errors",
             "Session store commands that failed or passed redis.timeout",
-            store_errors.clone(),
+            Counter::default(),
         );
-        let redis_duration = Histogram::new(REDIS_BUCKETS);
-        registry.register(
+        let redis_duration = registered(
+            &mut registry,
             "redis_command_duration_seconds",
             "Time one Redis command or script took, failures included",
-            redis_duration.clone(),
+            Histogram::new(REDIS_BUCKETS),
         );
         Metrics {
             registry,
@@ -281,7 +220,7 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, decision: DecisionLabel, status: u16) {
+    pub fn request(&self, decision: Outcome, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[decision as usize][class].inc();
     }
@@ -315,6 +254,56 @@ impl Metrics {
 }
 
 /// A counter family with one series per label value, created up front.
+/// `requests_total`, one counter per outcome and status class, made up front so that
+/// counting a request is an index, not a label lookup.
+fn requests_by_outcome(
+    registry: &mut Registry,
+) -> [[Counter; STATUS_CLASSES.len()]; Outcome::ALL.len()] {
+    let requests_family = Family::<Labels, Counter>::default();
+    let requests = Outcome::ALL.map(|d| {
+        std::array::from_fn(|class| {
+            requests_family
+                .get_or_create(&vec![
+                    ("decision", d.as_str()),
+                    ("status_class", STATUS_CLASSES[class]),
+                ])
+                .clone()
+        })
+    });
+    registry.register(
+        "requests",
+        "Requests answered, by what the gate decided and the class of the status sent",
+        requests_family,
+    );
+    requests
+}
+
+/// How long requests took, and how long the upstream took of that.
+fn durations(registry: &mut Registry) -> (Histogram, Histogram) {
+    let request_duration = registered(
+        registry,
+        "request_duration_seconds",
+        "Time from a request's head to its response's head (the body is streamed after)",
+        Histogram::new(LATENCY_BUCKETS),
+    );
+    let upstream_duration = registered(
+        registry,
+        "upstream_duration_seconds",
+        "Time the upstream took to send a response head, connecting included",
+        Histogram::new(LATENCY_BUCKETS),
+    );
+    (request_duration, upstream_duration)
+}
+
+/// `metric`, registered as `name` with `help`; the handle to record with.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 fn labelled<const N: usize>(
     registry: &mut Registry,
     name: &str,
@@ -431,7 +420,7 @@ mod tests {
     #[test]
     fn every_labelled_series_exists_before_its_first_event() {
         let metrics = Metrics::new(true);
-        metrics.request(DecisionLabel::Forbidden, 403);
+        metrics.request(Outcome::Forbidden, 403);
         let text = metrics.encode();
         assert!(
             text.contains(

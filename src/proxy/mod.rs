@@ -9,6 +9,7 @@
 //! the biggest cost in a proxy like this).
 
 pub mod readiness;
+pub mod target;
 pub mod tunnel;
 
 use std::cell::RefCell;
@@ -29,12 +30,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamTarget;
 use crate::gate::policy::User;
 use crate::http::error::Refusal;
 use crate::http::headers;
 use crate::http::response;
 use crate::ops::metrics::UpstreamFailure;
+use crate::proxy::target::UpstreamTarget;
 
 /// Idle connections kept per upstream and worker; more than the busiest expected concurrency
 /// is waste.
@@ -679,6 +680,24 @@ impl HttpBody for UpstreamBody {
 mod tests {
     use super::*;
 
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use futures_util::StreamExt;
+    use http::{Method, StatusCode};
+    use http_body_util::combinators::UnsyncBoxBody;
+    use http_body_util::{BodyExt, Either, Empty, Full, StreamBody};
+    use hyper::service::service_fn;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+
+    /// How long a test waits for something that takes milliseconds, before it fails.
+    const GENEROUS: Duration = Duration::from_secs(30);
+
     #[test]
     fn a_body_error_names_the_innermost_cause() {
         let cause = std::io::Error::new(
@@ -693,5 +712,491 @@ mod tests {
         assert!(!client_body_broke(&std::io::Error::other(
             "connection reset"
         )));
+    }
+
+    /// How the upstream answers a request.
+    enum Answer {
+        /// At once, with the number of the connection it came on as the body.
+        Now,
+        /// Once the test releases held requests.
+        Held,
+        /// Not at all: the connection is closed after the request was read.
+        Close,
+        /// A body's first chunk, and then nothing more, ever.
+        Endless,
+    }
+
+    /// What the upstream has seen.
+    #[derive(Default, Clone, Debug)]
+    struct Seen {
+        /// Connections accepted, numbered from 0 in that order.
+        accepted: usize,
+        /// Connections ended and closed the whole way: the other side has the close.
+        closed: usize,
+        /// Each request's connection and path, in arrival order.
+        requests: Vec<(usize, String)>,
+        /// Requests held right now.
+        held: usize,
+    }
+
+    /// What the upstream's connections share.
+    #[derive(Clone)]
+    struct Shared {
+        seen: Arc<watch::Sender<Seen>>,
+        /// How the next requests are answered; `Answer::Now` once it runs out.
+        plan: Arc<Mutex<VecDeque<Answer>>>,
+        release: watch::Receiver<bool>,
+        close_idle: watch::Receiver<()>,
+    }
+
+    /// An upstream on 127.0.0.1 that answers as the test plans, closes its idle connections
+    /// when told to, and reports what it saw.
+    struct Backend {
+        addr: SocketAddr,
+        shared: Shared,
+        release: watch::Sender<bool>,
+        close_idle: watch::Sender<()>,
+    }
+
+    impl Backend {
+        async fn start() -> Backend {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (release, released) = watch::channel(false);
+            let (close_idle, closing) = watch::channel(());
+            let shared = Shared {
+                seen: Arc::new(watch::channel(Seen::default()).0),
+                plan: Arc::default(),
+                release: released,
+                close_idle: closing,
+            };
+            let accepting = shared.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let mut id = 0;
+                    accepting.seen.send_modify(|s| {
+                        id = s.accepted;
+                        s.accepted += 1;
+                    });
+                    tokio::spawn(accepting.clone().serve(stream, id));
+                }
+            });
+            Backend {
+                addr,
+                shared,
+                release,
+                close_idle,
+            }
+        }
+
+        fn plan(&self, answers: impl IntoIterator<Item = Answer>) {
+            self.shared.plan.lock().unwrap().extend(answers);
+        }
+
+        fn release_held(&self) {
+            self.release.send_replace(true);
+        }
+
+        /// Closes every connection now idle, as an upstream's keep-alive timeout does.
+        fn close_idle(&self) {
+            self.close_idle.send_replace(());
+        }
+
+        fn seen(&self) -> Seen {
+            self.shared.seen.borrow().clone()
+        }
+
+        /// Waits until what the upstream saw passes `until`.
+        async fn wait(&self, until: impl Fn(&Seen) -> bool) -> Seen {
+            let mut seen = self.shared.seen.subscribe();
+            let waited = tokio::time::timeout(GENEROUS, seen.wait_for(|s| until(s))).await;
+            let seen = waited.expect("the upstream never saw it").unwrap();
+            seen.clone()
+        }
+    }
+
+    impl Shared {
+        async fn serve(self, stream: TcpStream, id: usize) {
+            // A second handle on the socket: hyper's is gone when the connection ends, and
+            // this one tells when the pool's side has the close (below).
+            let std_stream = stream.into_std().unwrap();
+            let watcher = std_stream.try_clone().unwrap();
+            let stream = TcpStream::from_std(std_stream).unwrap();
+            let answering = self.clone();
+            let service = service_fn(move |req| answering.clone().answer(id, req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let mut close_idle = self.close_idle.clone();
+            close_idle.borrow_and_update();
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    Ok(()) = close_idle.changed() => conn.as_mut().graceful_shutdown(),
+                }
+            }
+            // Counted closed only once the pool's kernel acknowledged the close: from then on
+            // the pool's next read of this connection sees it closed, and no test races the
+            // close on its way.
+            let _ = watcher.shutdown(std::net::Shutdown::Both);
+            let deadline = Instant::now() + GENEROUS;
+            while !close_acknowledged(&watcher) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the close was never acknowledged"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            self.seen.send_modify(|s| s.closed += 1);
+        }
+
+        async fn answer(
+            self,
+            id: usize,
+            req: Request<Incoming>,
+        ) -> Result<Response<UnsyncBoxBody<Bytes, Infallible>>, std::io::Error> {
+            let path = req.uri().path().to_owned();
+            let answer = self.plan.lock().unwrap().pop_front().unwrap_or(Answer::Now);
+            self.seen
+                .send_modify(|s| s.requests.push((id, path.clone())));
+            let body = match answer {
+                Answer::Now => Full::new(Bytes::from(id.to_string())).boxed_unsync(),
+                Answer::Held => {
+                    self.seen.send_modify(|s| s.held += 1);
+                    let _ = self.release.clone().wait_for(|released| *released).await;
+                    self.seen.send_modify(|s| s.held -= 1);
+                    Full::new(Bytes::from(id.to_string())).boxed_unsync()
+                }
+                // hyper closes a connection whose service fails, without an answer.
+                Answer::Close => return Err(std::io::Error::other("no answer")),
+                Answer::Endless => {
+                    let first = Frame::data(Bytes::from_static(b"first"));
+                    let frames = futures_util::stream::once(std::future::ready(Ok(first)))
+                        .chain(futures_util::stream::pending());
+                    StreamBody::new(frames).boxed_unsync()
+                }
+            };
+            let mut res = Response::new(body);
+            if path == "/204" {
+                *res.status_mut() = StatusCode::NO_CONTENT;
+                *res.body_mut() = Empty::new().boxed_unsync();
+            }
+            Ok(res)
+        }
+    }
+
+    /// Whether the other end acknowledged this socket's close: the TCP state is past FIN_WAIT1
+    /// (FIN_WAIT2, TIME_WAIT or CLOSE in the kernel's numbering), so the other end's kernel
+    /// holds the close.
+    fn close_acknowledged(socket: &std::net::TcpStream) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: tcp_info is plain integers, for which all-zero bytes are a valid value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes to `info`, which is that large.
+        let got = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        got == 0 && matches!(info.tcpi_state, 5..=7)
+    }
+
+    /// A client's connection to the proxy, in memory: a hyper server whose service sends each
+    /// request upstream, as the handler does. Dropping it drops the connection and with it
+    /// whatever the request still holds of the upstream.
+    struct Front {
+        sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        failed: Arc<Mutex<Option<ProxyError>>>,
+        tasks: [JoinHandle<()>; 2],
+    }
+
+    impl Front {
+        async fn open(upstream: &Arc<Upstream>) -> Front {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let failed = Arc::new(Mutex::new(None));
+            let (upstream, failing) = (upstream.clone(), failed.clone());
+            let service = service_fn(move |req| {
+                let (upstream, failing) = (upstream.clone(), failing.clone());
+                async move {
+                    Ok::<_, Infallible>(match upstream.send(req).await {
+                        Ok(res) => res.map(Either::Left),
+                        Err(e) => {
+                            *failing.lock().unwrap() = Some(e);
+                            Response::new(Either::Right(Empty::<Bytes>::new()))
+                        }
+                    })
+                }
+            });
+            let serving = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server), service);
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+                .await
+                .unwrap();
+            let tasks = [
+                tokio::spawn(async move { drop(serving.await) }),
+                tokio::spawn(async move { drop(conn.await) }),
+            ];
+            Front {
+                sender,
+                failed,
+                tasks,
+            }
+        }
+
+        /// The upstream's answer, or the pool's error.
+        async fn send(
+            &mut self,
+            req: Request<Full<Bytes>>,
+        ) -> Result<Response<Incoming>, ProxyError> {
+            let res = self.sender.send_request(req).await.unwrap();
+            match self.failed.lock().unwrap().take() {
+                Some(e) => Err(e),
+                None => Ok(res),
+            }
+        }
+    }
+
+    impl Drop for Front {
+        fn drop(&mut self) {
+            for task in &self.tasks {
+                task.abort();
+            }
+        }
+    }
+
+    fn request(method: Method, path: &str) -> Request<Full<Bytes>> {
+        let body = match method {
+            Method::POST => Full::new(Bytes::from_static(b"order=1")),
+            _ => Full::default(),
+        };
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "app.test")
+            .body(body)
+            .unwrap()
+    }
+
+    /// A request through its own client connection: the upstream's status and body.
+    async fn fetch(
+        upstream: &Arc<Upstream>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, String), ProxyError> {
+        let res = Front::open(upstream).await.send(req).await?;
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+    }
+
+    /// A GET answered 200: the body, the number of the connection it came on.
+    async fn get(upstream: &Arc<Upstream>, path: &str) -> String {
+        let (status, body) = fetch(upstream, request(Method::GET, path)).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}");
+        body
+    }
+
+    fn upstream_to(addr: SocketAddr, timeout: Duration) -> Arc<Upstream> {
+        Arc::new(Upstream::new(&UpstreamTarget {
+            authority: addr.to_string().parse().unwrap(),
+            tls: None,
+            timeout,
+            tunnel_idle_timeout: GENEROUS,
+        }))
+    }
+
+    /// Idle connections in this thread's pool (a test's runtime is its one thread).
+    fn idle(upstream: &Upstream) -> usize {
+        match &upstream.transport {
+            Transport::Plain(pool) => pool.local().borrow().len(),
+            Transport::Tls(_) => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_kept_and_reused_and_bodiless_answers_free_it_at_once() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        assert_eq!(get(&upstream, "/a").await, "0");
+        assert_eq!(idle(&upstream), 1);
+        // Neither answer has a body to read to its end: the connection goes back at once.
+        let (status, _) = fetch(&upstream, request(Method::HEAD, "/b")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = fetch(&upstream, request(Method::GET, "/204"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(get(&upstream, "/c").await, "0");
+        assert_eq!(backend.seen().accepted, 1);
+        assert_eq!(idle(&upstream), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_replaced_and_the_request_succeeds() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        assert_eq!(get(&upstream, "/first").await, "0");
+        backend.close_idle();
+        backend.wait(|s| s.closed == 1).await;
+
+        assert_eq!(get(&upstream, "/second").await, "1");
+        let seen = backend.seen();
+        assert_eq!(seen.accepted, 2);
+        // The request reached the upstream once, on the new connection.
+        assert_eq!(seen.requests, [(0, "/first".into()), (1, "/second".into())]);
+    }
+
+    #[tokio::test]
+    async fn every_closed_idle_connection_is_passed_over() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        hold_at_once(&backend, &upstream, 3).await;
+        assert_eq!(idle(&upstream), 3);
+        backend.close_idle();
+        backend.wait(|s| s.closed == 3).await;
+
+        assert_eq!(get(&upstream, "/after").await, "3");
+        assert_eq!(backend.seen().accepted, 4);
+        assert_eq!(idle(&upstream), 1);
+    }
+
+    /// `n` requests at the upstream at the same time, all held until every one has arrived
+    /// (so each needed a connection of its own), then answered.
+    async fn hold_at_once(backend: &Backend, upstream: &Arc<Upstream>, n: usize) {
+        backend.plan((0..n).map(|_| Answer::Held));
+        let paths: Vec<String> = (0..n).map(|i| format!("/held/{i}")).collect();
+        let all = futures_util::future::join_all(paths.iter().map(|path| get(upstream, path)));
+        let release = async {
+            backend.wait(|s| s.held == n).await;
+            backend.release_held();
+        };
+        let (bodies, ()) = tokio::join!(all, release);
+        let connections: std::collections::BTreeSet<String> = bodies.into_iter().collect();
+        assert_eq!(connections.len(), n, "one connection each");
+    }
+
+    #[tokio::test]
+    async fn requests_at_the_same_time_each_get_a_connection_and_the_latest_idle_one_is_reused() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        // No queue: none of the four waits for another's connection.
+        hold_at_once(&backend, &upstream, 4).await;
+        assert_eq!(idle(&upstream), 4);
+
+        // One at a time, they all take the connection most recently put back, and the other
+        // three stay idle for the upstream to close when it likes.
+        let first = get(&upstream, "/1").await;
+        for path in ["/2", "/3"] {
+            assert_eq!(get(&upstream, path).await, first);
+        }
+        assert_eq!(backend.seen().accepted, 4);
+        assert_eq!(idle(&upstream), 4);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_connections_are_kept() {
+        // Three descriptors a connection: the pool's socket and the upstream's two handles.
+        let needed = 3 * (MAX_IDLE as u64 + 1) + 256;
+        let limit = rlimit::increase_nofile_limit(needed).unwrap();
+        assert!(
+            limit >= needed,
+            "needs {needed} file descriptors, the limit is {limit}"
+        );
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        hold_at_once(&backend, &upstream, MAX_IDLE + 1).await;
+        // The one over the limit is closed when its answer ends.
+        backend.wait(|s| s.closed == 1).await;
+        assert_eq!(idle(&upstream), MAX_IDLE);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_upstream_received_is_never_sent_again() {
+        for method in [Method::GET, Method::POST] {
+            let backend = Backend::start().await;
+            let upstream = upstream_to(backend.addr, GENEROUS);
+            assert_eq!(get(&upstream, "/warm").await, "0");
+            // The pooled connection takes the request, and the upstream closes it unanswered.
+            // The upstream may have acted on it: it is not sent again (on a new connection it
+            // would be answered), and the client gets 502.
+            backend.plan([Answer::Close]);
+            let err = fetch(&upstream, request(method.clone(), "/order"))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ProxyError::Upstream(_)), "{method}: {err}");
+            assert_eq!(Refusal::from(&err).status(), StatusCode::BAD_GATEWAY);
+            assert_eq!(err.failure(), Some(UpstreamFailure::Reset));
+            backend.wait(|s| s.closed == 1).await;
+            let seen = backend.seen();
+            assert_eq!(seen.requests, [(0, "/warm".into()), (0, "/order".into())]);
+            assert_eq!(seen.accepted, 1, "{method}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_that_fails_is_not_retried() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        backend.plan([Answer::Close]);
+        let err = fetch(&upstream, request(Method::GET, "/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Upstream(_)), "{err}");
+        backend.wait(|s| s.closed == 1).await;
+        assert_eq!(backend.seen().accepted, 1);
+        assert_eq!(backend.seen().requests.len(), 1);
+        // The pool is not left broken: the next request gets a connection of its own.
+        assert_eq!(get(&upstream, "/").await, "1");
+    }
+
+    #[tokio::test]
+    async fn an_upstream_refusing_connections_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let upstream = upstream_to(addr, GENEROUS);
+        let err = fetch(&upstream, request(Method::GET, "/"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Connect(_)), "{err}");
+        assert_eq!(Refusal::from(&err).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(idle(&upstream), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_later_than_the_timeout_is_a_504_and_its_connection_is_not_kept() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, Duration::from_millis(200));
+        backend.plan([Answer::Held]);
+        let err = fetch(&upstream, request(Method::GET, "/slow"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Timeout(_)), "{err}");
+        assert_eq!(Refusal::from(&err).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(idle(&upstream), 0);
+        backend.release_held();
+        backend.wait(|s| s.closed == 1).await;
+        assert_eq!(get(&upstream, "/next").await, "1");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_takes_its_connection_with_it() {
+        let backend = Backend::start().await;
+        let upstream = upstream_to(backend.addr, GENEROUS);
+        backend.plan([Answer::Endless]);
+        let mut front = Front::open(&upstream).await;
+        let mut res = front.send(request(Method::GET, "/endless")).await.unwrap();
+        let first = res.body_mut().frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "first");
+        drop((res, front));
+
+        // Half a body leaves the connection in the middle of an answer: never reused.
+        backend.wait(|s| s.closed == 1).await;
+        assert_eq!(idle(&upstream), 0);
+        assert_eq!(get(&upstream, "/next").await, "1");
     }
 }

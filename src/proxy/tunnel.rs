@@ -26,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::app::App;
-use crate::server::conn::ConnInfo;
+use crate::gate::Gate;
+use crate::http::conn::ConnInfo;
 use crate::session::SessionId;
 use crate::session::tunnels::Registered;
 
@@ -47,6 +47,31 @@ pub struct Binding {
     pub started: SystemTime,
 }
 
+/// How long a tunnel may live, from the config.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// `upstream.tunnel_idle_timeout`: no byte either way for this long closes it.
+    pub idle: Duration,
+    /// `session.touch_interval`: how often its session is checked (and its use written back).
+    pub check_every: Duration,
+    /// `session.absolute_timeout`: its session's end, and so the tunnel's.
+    pub absolute: Duration,
+}
+
+/// A tunnel about to start: both sides' upgrades, and what it holds while it runs.
+pub struct Tunnel {
+    /// The client connection, to tell bytes it sent before the 101 ([`EarlyBytes`]).
+    pub conn: Arc<ConnInfo>,
+    pub client: OnUpgrade,
+    pub upstream: OnUpgrade,
+    /// Its entry in the registry, which signals when its session ends.
+    pub registered: Registered,
+    /// `None`: a tunnel on a public path without a session.
+    pub binding: Option<Binding>,
+    /// One of `server.max_connections`.
+    pub permit: OwnedSemaphorePermit,
+}
+
 /// The client sent bytes after its upgrade request before the 101 was written back: hyper
 /// had read them past the request head, and the upgraded connection holds them ahead of
 /// anything read from the socket later. No client of a relayed protocol may do this (RFC 6455
@@ -60,18 +85,17 @@ pub struct Binding {
 struct EarlyBytes;
 
 /// Relays between the client's and the upstream's side once both upgrades complete, until one
-/// of the ends in the module comment. Holds `permit` (one of `server.max_connections`) and the
-/// registry entry for as long as it runs. `conn` is the client connection, to tell bytes it
-/// sent before the 101 ([`EarlyBytes`]).
-pub fn spawn(
-    app: Arc<App>,
-    conn: Arc<ConnInfo>,
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    registered: Registered,
-    binding: Option<Binding>,
-    permit: OwnedSemaphorePermit,
-) {
+/// of the ends in the module comment, holding the tunnel's permit and registry entry for as
+/// long as it runs. Its session is checked by `gate`, as a request's is.
+pub fn spawn(tunnel: Tunnel, gate: Arc<Gate>, limits: Limits) {
+    let Tunnel {
+        conn,
+        client,
+        upstream,
+        registered,
+        binding,
+        permit,
+    } = tunnel;
     tokio::spawn(async move {
         let _permit = permit;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -92,7 +116,7 @@ pub fn spawn(
         let mut upstream = TokioIo::new(upstream);
         let relay =
             tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER);
-        let watch = watch(&app, binding.as_ref(), epoch, &last_byte);
+        let watch = watch(&gate, limits, binding.as_ref(), epoch, &last_byte);
         let why = tokio::select! {
             done = relay => match done {
                 Ok(_) => "closed by one side",
@@ -110,28 +134,21 @@ pub fn spawn(
 }
 
 /// Resolves with the reason when the tunnel must close: the session's absolute timeout, no
-/// bytes for `tunnel_idle_timeout`, or the session gone when checked (once per
-/// `touch_interval`, writing the use back if bytes moved meanwhile).
+/// bytes for `limits.idle`, or the session gone when the gate checks it (once per
+/// `limits.check_every`, writing the use back if bytes moved meanwhile).
 async fn watch(
-    app: &App,
+    gate: &Gate,
+    limits: Limits,
     binding: Option<&Binding>,
     epoch: Instant,
     last_byte: &AtomicU64,
 ) -> &'static str {
-    let idle_limit = app
-        .config
-        .upstream
-        .target
-        .as_ref()
-        .map_or(Duration::from_secs(3600), |t| t.tunnel_idle_timeout);
-    let session = &app.config.session;
-    let check_every = session.touch_interval;
     let tick = TICK
-        .min(idle_limit / 4)
-        .min(check_every)
+        .min(limits.idle / 4)
+        .min(limits.check_every)
         .max(Duration::from_millis(20));
     let absolute_end = binding.map(|b| {
-        let left = (b.started + session.absolute_timeout)
+        let left = (b.started + limits.absolute)
             .duration_since(SystemTime::now())
             .unwrap_or_default();
         tokio::time::Instant::now() + left
@@ -152,28 +169,20 @@ async fn watch(
             _ = ticks.tick() => {}
         }
         let last = Duration::from_millis(last_byte.load(Ordering::Relaxed));
-        if epoch.elapsed().saturating_sub(last) >= idle_limit {
+        if epoch.elapsed().saturating_sub(last) >= limits.idle {
             return "no bytes for upstream.tunnel_idle_timeout";
         }
         let Some(b) = binding else { continue };
-        if checked.elapsed() < check_every {
+        if checked.elapsed() < limits.check_every {
             continue;
         }
         let now_bytes = last_byte.load(Ordering::Relaxed);
-        let sessions = app.gate.sessions();
-        let found = if now_bytes != bytes_at_check {
-            sessions.touch(&b.id).await
-        } else {
-            sessions
-                .peek(&b.id)
-                .await
-                .map(|s| s.map(|(owner, _)| owner))
-        };
+        let live = gate.tunnel_live(&b.id, now_bytes != bytes_at_check).await;
         checked = Instant::now();
         bytes_at_check = now_bytes;
-        match found {
-            Ok(Some(owner)) if app.gate.policy().current(owner).is_some() => {}
-            Ok(_) => return "its session ended",
+        match live {
+            Ok(true) => {}
+            Ok(false) => return "its session ended",
             // The store could not answer: an open tunnel is not cut for a blip; it is checked
             // again next time, and a session ended meanwhile still closes it by its signal.
             Err(_) => {}

@@ -7,62 +7,47 @@
 //! or an idle keep-alive connection goes after one to two periods, while a long download
 //! (bytes written) or a slow upload (its request is being handled) is left alone.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::server::conn::ConnInfo;
+use crate::http::conn::{Activity, ConnInfo};
 
-/// What one connection did lately.
-#[derive(Debug, Default)]
-pub struct Activity {
-    writes: AtomicU64,
-    in_flight: AtomicU32,
-    /// Set on every read from the socket; a tunnel clears it to tell the bytes hyper had
-    /// already buffered from those read afterwards (see `tunnel`).
-    socket_read: AtomicBool,
-}
-
-/// A request being handled; the connection counts as busy until it is dropped.
-pub struct Busy<'a>(&'a Activity);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Activity {
-    pub fn begin(&self) -> Busy<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Busy(self)
-    }
-
-    /// Forgets earlier socket reads, so [`Activity::socket_was_read`] tells of reads from now.
-    pub fn clear_socket_read(&self) {
-        self.socket_read.store(false, Ordering::Relaxed);
-    }
-
-    /// The socket was read since [`Activity::clear_socket_read`].
-    pub fn socket_was_read(&self) -> bool {
-        self.socket_read.load(Ordering::Relaxed)
-    }
-
-    /// Completes once a whole `period` passed with no write and no request being handled.
-    pub async fn stalled(&self, period: Duration) {
-        let mut seen = self.writes.load(Ordering::Relaxed);
-        loop {
-            tokio::time::sleep(period).await;
-            let now = self.writes.load(Ordering::Relaxed);
-            if now == seen && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            seen = now;
+/// Serves one connection until it ends, or until the watchdog finds it slow or idle for
+/// `deadline` (then it is dropped, which closes it). `conn` is kept twice in this future, so
+/// it is best a small one: a pinned reference to the connection.
+pub async fn until_stalled<E: std::fmt::Display>(
+    conn: impl Future<Output = Result<(), E>>,
+    info: &ConnInfo,
+    deadline: Duration,
+    peer: SocketAddr,
+) {
+    tokio::select! {
+        biased;
+        ended = conn => if let Err(e) = ended {
+            tracing::debug!("connection from {peer} ended: {e}");
+        },
+        () = stalled(&info.activity, deadline) => {
+            tracing::debug!("closed a slow or idle connection from {peer}");
         }
+    }
+}
+
+/// Completes once a whole `period` passed with no write and no request being handled.
+async fn stalled(activity: &Activity, period: Duration) {
+    let mut seen = activity.writes();
+    loop {
+        tokio::time::sleep(period).await;
+        let now = activity.writes();
+        if now == seen && activity.is_idle() {
+            return;
+        }
+        seen = now;
     }
 }
 
@@ -77,10 +62,6 @@ impl<S> Watched<S> {
     pub fn new(inner: S, conn: Arc<ConnInfo>) -> Watched<S> {
         Watched { inner, conn }
     }
-
-    fn wrote(&self) {
-        self.conn.activity.writes.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -90,10 +71,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         // One plain store per read: the read is a system call, this is not measurable.
-        self.conn
-            .activity
-            .socket_read
-            .store(true, Ordering::Relaxed);
+        self.conn.activity.read();
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -106,7 +84,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote();
+            self.conn.activity.wrote();
         }
         polled
     }
@@ -118,7 +96,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wrote();
+            self.conn.activity.wrote();
         }
         polled
     }

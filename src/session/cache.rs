@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
+use super::identity::Owner;
 use super::keys::SessionKey;
-use super::memory::{Owner, SessionId};
+use super::memory::SessionId;
 
 /// How long an entry is believed without asking Redis. Half the one-second bound on how long a
 /// session ended on another replica may still be accepted here, if every message were lost.
@@ -166,7 +167,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::identity::UserNames;
+    use crate::session::identity::UserNames;
 
     fn entry(key: SessionKey, user: &str, fetched_ms: u64) -> Entry {
         let names = UserNames::default();

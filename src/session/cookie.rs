@@ -1,12 +1,17 @@
-//! The session cookie value: `base64url(id) "." base64url(HMAC-SHA256(name, id))`.
+//! The session cookie value: `base64url(id) "." base64url(HMAC-SHA256(name, id))`, and the
+//! `Set-Cookie` lines of our cookies.
 //!
 //! The signature is a cheap pre-filter: forged or random values are rejected before they reach
 //! the store, so the store's fast hasher only ever sees ids we issued. Access is granted by the
 //! server-side lookup, never by the signature alone.
 
+use std::time::Duration;
+
+use ::cookie::Cookie;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
+use http::HeaderValue;
 use sha2::Sha256;
 
 use super::memory::{ID_LEN, SessionId};
@@ -72,6 +77,91 @@ impl CookieSigner {
         mac.update(&id);
         mac.verify_slice(&tag[..TAG_LEN]).ok()?;
         Some(SessionId::from_bytes(id))
+    }
+}
+
+/// What every cookie of ours is set with besides its name, value and path: always HttpOnly,
+/// `Secure` and `SameSite` as `session.secure` and `session.same_site` say.
+#[derive(Clone, Copy, Debug)]
+pub struct CookieAttrs {
+    pub secure: bool,
+    pub same_site: ::cookie::SameSite,
+}
+
+impl CookieAttrs {
+    /// `name=value` on `path` with these attributes, kept until the browser session ends.
+    pub fn cookie(self, name: &str, value: &str, path: &str) -> Cookie<'static> {
+        Cookie::build((name.to_string(), value.to_string()))
+            .path(path.to_string())
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .build()
+    }
+}
+
+/// Makes the browser keep `c` for `max_age` (whole seconds).
+pub fn keep_for(c: &mut Cookie<'_>, max_age: Duration) {
+    c.set_max_age(::cookie::time::Duration::seconds(
+        i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+    ));
+}
+
+/// A cookie as a `Set-Cookie` value.
+pub fn header(c: &Cookie<'_>) -> HeaderValue {
+    HeaderValue::try_from(c.to_string()).expect("cookie names and values are header-safe")
+}
+
+/// The session cookie's `Set-Cookie` lines: on every path, and on this exact host unless
+/// `session.cookie_domain` names a domain.
+pub struct SessionCookie {
+    name: String,
+    signer: CookieSigner,
+    attrs: CookieAttrs,
+    domain: Option<String>,
+    /// `session.cookie_max_age`; `None`: the cookie lasts as long as the browser session.
+    max_age: Option<Duration>,
+}
+
+impl SessionCookie {
+    pub fn new(
+        name: &str,
+        signer: CookieSigner,
+        attrs: CookieAttrs,
+        domain: Option<String>,
+        max_age: Option<Duration>,
+    ) -> SessionCookie {
+        SessionCookie {
+            name: name.to_string(),
+            signer,
+            attrs,
+            domain,
+            max_age,
+        }
+    }
+
+    /// `Set-Cookie` for a new session.
+    pub fn set(&self, id: &SessionId) -> HeaderValue {
+        let mut c = self.cookie(&self.signer.sign(id));
+        if let Some(max_age) = self.max_age {
+            keep_for(&mut c, max_age);
+        }
+        header(&c)
+    }
+
+    /// `Set-Cookie` that makes the browser forget the session cookie.
+    pub fn clear(&self) -> HeaderValue {
+        let mut c = self.cookie("");
+        c.make_removal();
+        header(&c)
+    }
+
+    fn cookie(&self, value: &str) -> Cookie<'static> {
+        let mut c = self.attrs.cookie(&self.name, value, "/");
+        if let Some(domain) = &self.domain {
+            c.set_domain(domain.clone());
+        }
+        c
     }
 }
 

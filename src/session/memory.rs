@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::Counter;
 use rand::TryRng;
 
 use super::browser::Browser;
-use crate::gate::identity::UserId;
+use super::identity::{Owner, UserId};
 
 pub const ID_LEN: usize = 32;
 
@@ -93,15 +93,6 @@ impl std::fmt::Debug for SessionId {
 pub enum StoreError {
     #[error("the session store is unavailable")]
     Unavailable,
-}
-
-/// Whom a session belongs to: the user (an interned name, see `identity`) and a fingerprint of
-/// that user's password hash when they logged in. A reload that changes the user's password
-/// changes the fingerprint, which ends every session made with the old one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub user: UserId,
-    pub credentials: u32,
 }
 
 /// What the sessions page shows about where a session was started.
@@ -455,7 +446,7 @@ const SWEEP_REST: u32 = 4;
 mod tests {
     use super::*;
 
-    use crate::gate::identity::UserNames;
+    use crate::session::identity::UserNames;
 
     fn names() -> &'static UserNames {
         static NAMES: std::sync::OnceLock<UserNames> = std::sync::OnceLock::new();

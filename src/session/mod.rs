@@ -1,9 +1,10 @@
-//! Sessions: random ids, the signed cookie that carries them, and the server-side stores (in
-//! memory, or in Redis with a short-lived replica cache in front).
+//! Sessions: random ids, who owns them (`identity`), the signed cookie that carries them, and
+//! the server-side stores (in memory, or in Redis with a short-lived replica cache in front).
 
 pub mod browser;
 pub mod cache;
 pub mod cookie;
+pub mod identity;
 pub mod keys;
 pub mod memory;
 pub mod redis;
@@ -12,6 +13,7 @@ pub mod sessions;
 pub mod tunnels;
 
 pub use cookie::CookieSigner;
+pub use identity::{Account, Owner};
 pub use keys::{SessionKey, SessionKeys};
-pub use memory::{MemoryStore, Owner, Session, SessionId, SessionMeta, StoreError};
-pub use sessions::{SessionInfo, Sessions};
+pub use memory::{MemoryStore, Session, SessionId, SessionMeta, StoreError};
+pub use sessions::{Revoked, SessionInfo, Sessions};

@@ -29,12 +29,11 @@ use futures_util::StreamExt;
 use redis::Script;
 
 use super::cache::{Cache, Entry};
+use super::identity::{Owner, UserNames};
 use super::keys::{SessionKey, SessionKeys};
-use super::memory::{Owner, SessionId, SessionMeta, StoreError};
+use super::memory::{SessionId, SessionMeta, StoreError};
+use super::redis_link::RedisLink;
 use super::tunnels::Tunnels;
-use crate::gate::identity::UserNames;
-use crate::gate::policy::User;
-use crate::session::redis_link::RedisLink;
 
 /// Creates a session unless the key exists; adds it to the user's index, which lives as long
 /// as the user's longest-lived session (members past their absolute end are dropped).
@@ -244,7 +243,13 @@ impl RedisStore {
             .min(now_ms.saturating_add(self.idle_ms))
     }
 
-    pub async fn create(&self, user: &User, meta: &SessionMeta) -> Result<SessionId, StoreError> {
+    /// A new session of the user `name`, made with `credentials`.
+    pub async fn create(
+        &self,
+        name: &str,
+        credentials: u32,
+        meta: &SessionMeta,
+    ) -> Result<SessionId, StoreError> {
         fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
         loop {
             let id = SessionId::generate();
@@ -252,20 +257,16 @@ impl RedisStore {
             let now = unix_ms();
             let mut call = CREATE.prepare_invoke();
             call.key(self.session_key(&key))
-                .key(self.index_key(&user.name))
-                .arg(&user.name)
-                .arg(user.credentials)
+                .key(self.index_key(name))
+                .arg(name)
+                .arg(credentials)
                 .arg(now)
                 .arg(meta.client.to_string())
                 .arg(meta.browser.to_string())
                 .arg(self.expire_at(now, now))
                 .arg(key.to_hex())
                 .arg(now.saturating_add(self.absolute_ms))
-                .arg(
-                    self.keys
-                        .seal(&key, &user.name, user.credentials, now)
-                        .to_hex(),
-                );
+                .arg(self.keys.seal(&key, name, credentials, now).to_hex());
             let created: i64 = self
                 .link
                 .run("creating a session", move |mut conn| async move {
@@ -348,18 +349,7 @@ impl RedisStore {
             return Ok(None);
         }
         if write_back && now.saturating_sub(seen_ms) >= self.touch_ms {
-            let mut call = TOUCH.prepare_invoke();
-            call.key(session)
-                .key(self.index_key(&user))
-                .arg(now)
-                .arg(self.expire_at(created_ms, now));
-            let alive: i64 = self
-                .link
-                .run("touching a session", move |mut conn| async move {
-                    call.invoke_async(&mut conn).await
-                })
-                .await?;
-            if alive == 0 {
+            if !self.touch_at(session, &user, created_ms, now).await? {
                 return Ok(None);
             }
             seen_ms = now;
@@ -385,6 +375,29 @@ impl RedisStore {
             generation,
         );
         Ok(Some((owner, created_ms)))
+    }
+
+    /// Writes "last seen" (`now`) back to the session stored at `session`, of `user`, started
+    /// at `created_ms`; false if it has ended meanwhile.
+    async fn touch_at(
+        &self,
+        session: String,
+        user: &str,
+        created_ms: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut call = TOUCH.prepare_invoke();
+        call.key(session)
+            .key(self.index_key(user))
+            .arg(now)
+            .arg(self.expire_at(created_ms, now));
+        let alive: i64 = self
+            .link
+            .run("touching a session", move |mut conn| async move {
+                call.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(alive != 0)
     }
 
     /// Ends a session; true if it existed. Refused here at once, on other replicas as soon as
@@ -447,12 +460,12 @@ impl RedisStore {
         Ok(usize::try_from(ended).unwrap_or(0))
     }
 
-    /// The newest live sessions of `user` (at most `MAX_LISTED`), oldest first.
-    pub async fn of_user(&self, user: &str) -> Result<Vec<Listed>, StoreError> {
+    /// The newest live sessions of `user` (at most `newest`), oldest first.
+    pub async fn of_user(&self, user: &str, newest: usize) -> Result<Vec<Listed>, StoreError> {
         let mut call = LIST.prepare_invoke();
         call.key(self.index_key(user))
             .arg(&self.session_prefix)
-            .arg(super::sessions::MAX_LISTED);
+            .arg(newest);
         let flat: Vec<String> = self
             .link
             .run("listing a user's sessions", move |mut conn| async move {

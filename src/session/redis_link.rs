@@ -12,11 +12,42 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{Client, ProtocolVersion, RedisResult};
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::RedisConfig;
 use crate::ops::metrics::{Histogram, Metrics};
 use crate::session::StoreError;
 use prometheus_client::metrics::counter::Counter;
+
+/// `[redis]`, validated.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Address, database, user name and protocol, ready for the client; no password.
+    pub connection: redis::ConnectionInfo,
+    /// From `redis.url` or `redis.password_file`, given to the client only when it is made.
+    pub password: Option<SecretString>,
+    /// Set for `rediss://`: the CA (PEM) to verify the server with, or `None` for the system
+    /// roots.
+    pub tls: Option<Option<Vec<u8>>>,
+    /// Every key sessiongate writes starts with it.
+    pub key_prefix: String,
+    /// One command's deadline.
+    pub timeout: Duration,
+    /// The server as logs may name it: no password.
+    pub display: String,
+}
+
+// Hand-written so a log line names the server once, without the CA's bytes.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("server", &self.display)
+            .field("password", &self.password)
+            .field("tls", &self.tls.is_some())
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
 
 pub struct RedisLink {
     handle: tokio::runtime::Handle,
@@ -49,11 +80,14 @@ pub enum LinkError {
 
 /// A client for the server in `config`, speaking `protocol`, trusting its CA when one is set.
 pub fn client(config: &RedisConfig, protocol: ProtocolVersion) -> RedisResult<Client> {
-    let redis = config
+    let mut redis = config
         .connection
         .redis_settings()
         .clone()
         .set_protocol(protocol);
+    if let Some(password) = &config.password {
+        redis = redis.set_password(password.expose_secret());
+    }
     let info = config.connection.clone().set_redis_settings(redis);
     match &config.tls {
         Some(Some(ca)) => Client::build_with_tls(

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::identity::{Account, Owner};
 use super::keys::{SessionKey, SessionKeys};
-use super::memory::{MemoryStore, Owner, SessionId, SessionMeta, StoreError};
+use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError};
 use super::redis::RedisStore;
-use crate::gate::policy::{Policy, User};
 
 /// Sessions the sessions page lists at most: the newest. A user with thousands of sessions
 /// (a script logging in on every run) must not make one page view a long walk for the store.
@@ -21,6 +21,13 @@ pub enum Sessions {
         keys: SessionKeys,
     },
     Redis(RedisStore),
+}
+
+/// A user whose sessions a reload ends: removed from the config (`keep: None`), or given new
+/// credentials (`keep: Some(new)`: only sessions made with those live on).
+pub struct Revoked<'a> {
+    pub name: &'a str,
+    pub keep: Option<u32>,
 }
 
 /// One session as its user's sessions page lists it.
@@ -47,10 +54,14 @@ impl Sessions {
         }
     }
 
-    pub async fn create(&self, user: &User, meta: &SessionMeta) -> Result<SessionId, StoreError> {
+    pub async fn create(
+        &self,
+        user: &impl Account,
+        meta: &SessionMeta,
+    ) -> Result<SessionId, StoreError> {
         match self {
             Sessions::Memory { store, .. } => store.create(user.owner(), meta),
-            Sessions::Redis(redis) => redis.create(user, meta).await,
+            Sessions::Redis(redis) => redis.create(user.name(), user.credentials(), meta).await,
         }
     }
 
@@ -97,30 +108,28 @@ impl Sessions {
     }
 
     /// Ends every session of `user` (sign out everywhere); how many.
-    pub async fn end_user(&self, user: &User) -> Result<usize, StoreError> {
+    pub async fn end_user(&self, user: &impl Account) -> Result<usize, StoreError> {
         match self {
-            Sessions::Memory { store, .. } => Ok(store.end_where(|o| o.user == user.id)),
-            Sessions::Redis(redis) => redis.end_user(&user.name, None).await,
+            Sessions::Memory { store, .. } => Ok(store.end_where(|o| o.user == user.id())),
+            Sessions::Redis(redis) => redis.end_user(user.name(), None).await,
         }
     }
 
-    /// After a reload from `old` to `new`: ends the sessions of users `new` removed or whose
-    /// password it changed; how many.
-    pub async fn end_stale(&self, old: &Policy, new: &Policy) -> Result<usize, StoreError> {
+    /// After a reload: ends the sessions the new policy no longer accepts (their user was
+    /// removed or changed password); how many. The memory store asks `accepts` of every
+    /// session; a shared store, which cannot walk every session, ends those of the users
+    /// `revoked` names.
+    pub async fn end_stale(
+        &self,
+        accepts: impl Fn(Owner) -> bool,
+        revoked: &[Revoked<'_>],
+    ) -> Result<usize, StoreError> {
         match self {
-            Sessions::Memory { store, .. } => {
-                Ok(store.end_where(|owner| new.current(owner).is_none()))
-            }
+            Sessions::Memory { store, .. } => Ok(store.end_where(|owner| !accepts(owner))),
             Sessions::Redis(redis) => {
                 let mut ended = 0;
-                for user in old.users() {
-                    match new.user(&user.name) {
-                        None => ended += redis.end_user(&user.name, None).await?,
-                        Some(now) if now.credentials != user.credentials => {
-                            ended += redis.end_user(&user.name, Some(now.credentials)).await?
-                        }
-                        Some(_) => {}
-                    }
+                for user in revoked {
+                    ended += redis.end_user(user.name, user.keep).await?;
                 }
                 Ok(ended)
             }
@@ -131,15 +140,15 @@ impl Sessions {
     /// password, oldest first; `current` is the session asking.
     pub async fn list(
         &self,
-        user: &User,
+        user: &impl Account,
         current: &SessionId,
     ) -> Result<Vec<SessionInfo>, StoreError> {
         match self {
             Sessions::Memory { store, keys } => {
                 let mine: Vec<_> = store
-                    .of_user(user.id)
+                    .of_user(user.id())
                     .into_iter()
-                    .filter(|(_, owner, _)| owner.credentials == user.credentials)
+                    .filter(|(_, owner, _)| owner.credentials == user.credentials())
                     .collect();
                 let skip = mine.len().saturating_sub(MAX_LISTED);
                 Ok(mine
@@ -158,10 +167,10 @@ impl Sessions {
             Sessions::Redis(redis) => {
                 let here = redis.key_of(current);
                 Ok(redis
-                    .of_user(&user.name)
+                    .of_user(user.name(), MAX_LISTED)
                     .await?
                     .into_iter()
-                    .filter(|l| l.credentials == user.credentials)
+                    .filter(|l| l.credentials == user.credentials())
                     .map(|l| SessionInfo {
                         current: l.key == here,
                         handle: l.key,
@@ -177,11 +186,15 @@ impl Sessions {
 
     /// Ends the session of `user` that `handle` names (from their sessions page); false if
     /// no session of theirs has that handle.
-    pub async fn end_listed(&self, user: &User, handle: &SessionKey) -> Result<bool, StoreError> {
+    pub async fn end_listed(
+        &self,
+        user: &impl Account,
+        handle: &SessionKey,
+    ) -> Result<bool, StoreError> {
         match self {
             Sessions::Memory { store, keys } => {
                 let found = store
-                    .of_user(user.id)
+                    .of_user(user.id())
                     .into_iter()
                     .find(|(id, _, _)| keys.of(id) == *handle);
                 match found {
@@ -189,7 +202,7 @@ impl Sessions {
                     None => Ok(false),
                 }
             }
-            Sessions::Redis(redis) => redis.end_listed(&user.name, handle).await,
+            Sessions::Redis(redis) => redis.end_listed(user.name(), handle).await,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The open tunnels (upgraded connections, WebSockets) and the session each belongs to, so
 //! that a session's end closes them: logout, sign out everywhere, a reload that removes the
-//! user, a session ended on another replica. Only close signals live here; the relay itself
-//! is `crate::proxy::tunnel`.
+//! user, a session ended on another replica. Only close signals live here; the relay that
+//! listens for them is the proxy's.
 //!
 //! Endings are rare next to requests, so closing walks every open tunnel instead of keeping
 //! per-session lists in step.
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use super::identity::Owner;
 use super::keys::SessionKey;
-use super::memory::Owner;
 
 type Hasher = foldhash::fast::RandomState;
 
