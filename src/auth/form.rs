@@ -1,12 +1,12 @@
 //! The forms sessiongate's own POST endpoints read (sign-in, code, logout, sessions page):
 //! urlencoded, size-limited, and checked against cross-site posts (CSRF) in one place.
 
-use http::{Request, Response, StatusCode, header};
+use http::{Request, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::csrf::{self, FormTokens};
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
 
 /// Largest form body read; a username and password fit many times over.
 const MAX_FORM_BYTES: usize = 8 * 1024;
@@ -26,7 +26,7 @@ pub(crate) struct Form {
 }
 
 /// Reads an urlencoded form (login or logout), or answers why it can't.
-async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
+async fn read_form(req: Request<Incoming>) -> Result<Form, Refusal<'static>> {
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -37,10 +37,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
                 .eq_ignore_ascii_case("application/x-www-form-urlencoded")
         });
     if !is_form {
-        return Err(response::text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the form must be sent as application/x-www-form-urlencoded",
-        ));
+        return Err(Refusal::NotAForm);
     }
     let body = match Limited::new(req.into_body(), MAX_FORM_BYTES)
         .collect()
@@ -48,16 +45,12 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
     {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(response::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the login form is larger than {MAX_FORM_BYTES} bytes"),
-            ));
+            return Err(Refusal::FormTooLarge {
+                limit: MAX_FORM_BYTES,
+            });
         }
         Err(_) => {
-            return Err(response::text(
-                StatusCode::BAD_REQUEST,
-                "the login form could not be read",
-            ));
+            return Err(Refusal::FormUnreadable);
         }
     };
     let mut form = Form {
@@ -79,12 +72,6 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Response<Body>> {
     Ok(form)
 }
 
-fn forbidden(message: &str) -> Response<Body> {
-    let mut res = response::text(StatusCode::FORBIDDEN, message);
-    no_store(&mut res);
-    res
-}
-
 /// The CSRF rule for our POST endpoints: a browser that says "another site" is refused; a
 /// client that says nothing must carry a valid form token bound to `binding`, what its own
 /// cookie names (`None`: it brought no such cookie, so no token can be valid). With
@@ -95,39 +82,28 @@ pub(crate) async fn read_checked_form(
     req: Request<Incoming>,
     bodiless_ok: bool,
     binding: Option<csrf::Binding<'_>>,
-) -> Result<Form, Response<Body>> {
+) -> Result<Form, Refusal<'static>> {
     let origin = csrf::origin_of(&req);
     if origin == csrf::Origin::CrossSite {
-        return Err(forbidden(
-            "cross-site request refused: this form only accepts posts from its own site",
-        ));
+        return Err(Refusal::CrossSitePost);
     }
-    const NO_TOKEN: &str = "missing, expired or another browser's form token: load the form again in this browser and resubmit";
-    const NO_COOKIE: &str = "form token refused: the post came without the cookie that the form's page set; load the form in this browser and post it with that cookie (a script must keep cookies between the GET and the POST)";
     let form = match read_form(req).await {
         Ok(form) => form,
         // No browser signal and no form at all: what is missing is the token.
-        Err(res)
-            if origin == csrf::Origin::Unknown
-                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
-        {
-            return Err(forbidden(NO_TOKEN));
+        Err(Refusal::NotAForm) if origin == csrf::Origin::Unknown => {
+            return Err(Refusal::NoFormToken);
         }
-        Err(res)
-            if bodiless_ok
-                && origin == csrf::Origin::SameOrigin
-                && res.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE =>
-        {
+        Err(Refusal::NotAForm) if bodiless_ok && origin == csrf::Origin::SameOrigin => {
             Form::default()
         }
-        Err(res) => return Err(res),
+        Err(refusal) => return Err(refusal),
     };
     if origin == csrf::Origin::Unknown {
         let Some(binding) = binding else {
-            return Err(forbidden(NO_COOKIE));
+            return Err(Refusal::NoFormCookie);
         };
         if !tokens.verify(&form.csrf, binding) {
-            return Err(forbidden(NO_TOKEN));
+            return Err(Refusal::NoFormToken);
         }
     }
     Ok(form)

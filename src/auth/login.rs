@@ -13,12 +13,12 @@ use super::limiter::Verdict;
 use super::password::VerifyError;
 use super::redirect::safe_return;
 use super::second_factor;
-use super::sign_in::{
-    self, Posted, SignIn, Step, login_unavailable, store_unavailable, too_many_attempts,
-};
+use super::sign_in::{self, Posted, SignIn, Step, login_unavailable, store_unavailable};
 use crate::gate::policy::{Policy, User};
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
 use crate::ops::metrics::{EndReason, LoginResult};
+use crate::proxy::Body;
 use crate::session::StoreError;
 
 const MAX_USERNAME: usize = 1024;
@@ -72,8 +72,8 @@ async fn attempt(
         posted,
     };
     let username = at.posted.form.username.trim();
-    if let Some((typed_back, message)) = unusable(username, &at.posted.form.password) {
-        let res = at.page(StatusCode::BAD_REQUEST, typed_back, message);
+    if let Some((typed_back, refusal)) = unusable(username, &at.posted.form.password) {
+        let res = at.refused(&refusal, typed_back);
         return (res, LoginResult::Invalid);
     }
     if let Err(refused) = at.within_limits(username).await {
@@ -95,12 +95,12 @@ async fn attempt(
 }
 
 /// Why a posted username and password cannot be checked at all, and the name to type back
-/// in with the message (not a name too long to be one).
-fn unusable<'a>(username: &'a str, password: &str) -> Option<(&'a str, &'static str)> {
+/// in with the refusal (not a name too long to be one).
+fn unusable<'a>(username: &'a str, password: &str) -> Option<(&'a str, Refusal<'static>)> {
     if username.is_empty() || password.is_empty() {
-        Some((username, "Enter a username and a password."))
+        Some((username, Refusal::NoCredentials))
     } else if username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
-        Some(("", "The username or password is too long."))
+        Some(("", Refusal::CredentialsTooLong))
     } else {
         None
     }
@@ -116,17 +116,11 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The sign-in page again with `message`, `username` typed back in.
-    fn page(&self, status: StatusCode, username: &str, message: &str) -> Response<Body> {
+    /// The sign-in page again, saying why `refusal` turned the post down, `username` typed
+    /// back in.
+    fn refused(&self, refusal: &Refusal<'_>, username: &str) -> Response<Body> {
         let rd = &self.posted.form.rd;
-        sign_in::page(
-            self.auth,
-            &self.browser,
-            status,
-            rd,
-            username,
-            Some(message),
-        )
+        sign_in::refused(self.auth, &self.browser, refusal, rd, username)
     }
 
     fn unavailable(&self, e: &StoreError) -> (Response<Body>, LoginResult) {
@@ -143,8 +137,7 @@ impl Attempt<'_> {
                     client = self.client.as_str(),
                     "login refused: too many failed attempts"
                 );
-                let res =
-                    too_many_attempts(wait, |status, message| self.page(status, username, message));
+                let res = self.refused(&Refusal::TooManyAttempts { wait }, username);
                 Err((res, LoginResult::RateLimited))
             }
             Err(e) => Err(self.unavailable(&e)),
@@ -153,15 +146,7 @@ impl Attempt<'_> {
 
     /// No hashing slot free: 503, to be tried again in a moment.
     fn busy(&self, username: &str) -> Response<Body> {
-        tracing::warn!("login refused: too many logins in progress");
-        let mut res = self.page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            username,
-            "Too many sign-ins are in progress. Try again in a moment.",
-        );
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        res
+        self.refused(&Refusal::LoginsBusy, username)
     }
 
     /// A wrong password, or a name that is no user (`known` false).
@@ -183,11 +168,7 @@ impl Attempt<'_> {
         } else {
             tracing::warn!("login failed: unknown user");
         }
-        let res = self.page(
-            StatusCode::UNAUTHORIZED,
-            username,
-            "Invalid username or password.",
-        );
+        let res = self.refused(&Refusal::WrongCredentials, username);
         (res, LoginResult::WrongCredentials)
     }
 
@@ -228,7 +209,7 @@ pub async fn logout(auth: &SignIn<'_>, req: Request<Incoming>) -> Response<Body>
     let binding = id.as_ref().map(|id| Binding::Session(id.as_bytes()));
     let form = match read_checked_form(auth.tokens, req, true, binding).await {
         Ok(form) => form,
-        Err(res) => return res,
+        Err(refusal) => return refusal.response(),
     };
     let ended = match session {
         Ok(Some(s)) if form.everywhere => auth

@@ -15,14 +15,14 @@ use super::pending::{AfterWrong, PendingLogin};
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable};
 use super::totp::{self, TotpSecret};
 use crate::gate::policy::{Policy, User};
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
 use crate::ops::metrics::LoginResult;
+use crate::proxy::Body;
 use crate::session::{SessionId, StoreError};
 
-const TOO_LONG: &str = "That sign-in took too long; sign in again.";
-const WRONG_CODE: &str =
-    "That code is not right. Enter the current code from your authenticator app.";
-const TOO_MANY_WRONG: &str = "Too many wrong codes; sign in again.";
+const TOO_LONG: Refusal = Refusal::SignInExpired;
+const TOO_MANY_WRONG: Refusal = Refusal::TooManyWrongCodes;
 
 /// The code form of the pending sign-in `id`, with an optional message; its token is bound
 /// to that pending sign-in.
@@ -76,16 +76,9 @@ fn start_over(
     auth: &SignIn<'_>,
     browser: &SignInCookie,
     rd: &str,
-    message: &str,
+    why: Refusal<'_>,
 ) -> Response<Body> {
-    let mut res = sign_in::page(
-        auth,
-        browser,
-        StatusCode::UNAUTHORIZED,
-        rd,
-        "",
-        Some(message),
-    );
+    let mut res = sign_in::refused(auth, browser, &why, rd, "");
     res.headers_mut()
         .append(header::SET_COOKIE, auth.cookies.pending(None));
     res
@@ -146,10 +139,7 @@ async fn attempt(
         .filter(|c| !c.is_whitespace())
         .collect();
     if code.is_empty() {
-        let res = at.code_page(
-            StatusCode::BAD_REQUEST,
-            "Enter the code from your authenticator app.",
-        );
+        let res = at.code_refused(&Refusal::NoCode);
         return (res, LoginResult::Invalid);
     }
     if let Err(refused) = at.within_limits().await {
@@ -240,12 +230,13 @@ struct CodeAttempt<'a> {
 }
 
 impl CodeAttempt<'_> {
-    fn code_page(&self, status: StatusCode, message: &str) -> Response<Body> {
-        code_page(self.auth, &self.id, status, Some(message))
+    /// The code form again, for a post `refusal` turned down.
+    fn code_refused(&self, refusal: &Refusal<'_>) -> Response<Body> {
+        refusal.in_form(|status, error| code_page(self.auth, &self.id, status, Some(error)))
     }
 
-    fn start_over(&self, message: &str) -> Response<Body> {
-        start_over(self.auth, &self.browser, &self.pending.rd, message)
+    fn start_over(&self, why: Refusal<'_>) -> Response<Body> {
+        start_over(self.auth, &self.browser, &self.pending.rd, why)
     }
 
     fn unavailable(&self, e: &StoreError) -> (Response<Body>, LoginResult) {
@@ -267,9 +258,7 @@ impl CodeAttempt<'_> {
                     client = self.client.as_str(),
                     "code refused: too many failed attempts"
                 );
-                let res = sign_in::too_many_attempts(wait, |status, message| {
-                    self.code_page(status, message)
-                });
+                let res = self.code_refused(&Refusal::TooManyAttempts { wait });
                 Err((res, LoginResult::RateLimited))
             }
             Err(e) => Err(self.unavailable(&e)),
@@ -289,7 +278,7 @@ impl CodeAttempt<'_> {
             tracing::warn!(user = user.name.as_str(), "login failed: wrong code");
         }
         let res = match auth.pending.wrong_code(&self.id).await {
-            Ok(AfterWrong::Alive(_)) => self.code_page(StatusCode::UNAUTHORIZED, WRONG_CODE),
+            Ok(AfterWrong::Alive(_)) => self.code_refused(&Refusal::WrongCode),
             Ok(AfterWrong::Ended) => self.start_over(TOO_MANY_WRONG),
             Err(e) => return self.unavailable(&e),
         };

@@ -18,10 +18,11 @@ use super::redirect::safe_return;
 use super::shared_limiter::FailureLimits;
 use crate::gate::Gate;
 use crate::gate::policy::{Policy, User};
-use crate::http::error::RequestError;
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
 use crate::ops::metrics::{EndReason, LoginResult, Metrics};
 use crate::pages::{self, Pages};
+use crate::proxy::Body;
 use crate::session::browser::Browser;
 use crate::session::cookie::SessionCookie;
 use crate::session::{SessionId, SessionMeta, StoreError};
@@ -46,19 +47,20 @@ pub struct SignIn<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// The sign-in page, `rd` and a form token bound to `browser` carried in hidden fields,
-/// `username` typed back in, with an optional error (or `notice`, e.g. after signing out).
-pub(crate) fn page(
+/// The sign-in page again for a post `refusal` turned down: its status, error and headers
+/// (see [`sign_in`] for `rd` and `username`).
+pub(crate) fn refused(
     auth: &SignIn<'_>,
     browser: &SignInCookie,
-    status: StatusCode,
+    refusal: &Refusal<'_>,
     rd: &str,
     username: &str,
-    error: Option<&str>,
 ) -> Response<Body> {
-    sign_in(auth, browser, status, rd, username, error, None)
+    refusal.in_form(|status, error| sign_in(auth, browser, status, rd, username, Some(error), None))
 }
 
+/// The sign-in page, `rd` and a form token bound to `browser` carried in hidden fields,
+/// `username` typed back in, with an optional error (or `notice`, e.g. after signing out).
 pub(crate) fn sign_in(
     auth: &SignIn<'_>,
     browser: &SignInCookie,
@@ -82,22 +84,6 @@ pub(crate) fn sign_in(
     if let Some(set_cookie) = set_cookie {
         res.headers_mut().append(header::SET_COOKIE, set_cookie);
     }
-    res
-}
-
-/// A step refused by the failure limits: 429, with the wait rounded up to whole seconds (at
-/// least 1) in `Retry-After` and in the message `page` shows.
-pub(crate) fn too_many_attempts(
-    wait: std::time::Duration,
-    page: impl FnOnce(StatusCode, &str) -> Response<Body>,
-) -> Response<Body> {
-    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-    let mut res = page(
-        StatusCode::TOO_MANY_REQUESTS,
-        &format!("Too many failed attempts. Try again in {secs} seconds."),
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     res
 }
 
@@ -162,9 +148,11 @@ pub(crate) async fn read_post(
             meta,
             form,
         }),
-        // A refused origin or token is 403; anything else is a form that cannot be read.
-        Err(res) if res.status() == StatusCode::FORBIDDEN => Err((res, LoginResult::Csrf)),
-        Err(res) => Err((res, LoginResult::Invalid)),
+        // A refused origin or token is CSRF; anything else is a form that cannot be read.
+        Err(refusal @ (Refusal::CrossSitePost | Refusal::NoFormToken | Refusal::NoFormCookie)) => {
+            Err((refusal.response(), LoginResult::Csrf))
+        }
+        Err(refusal) => Err((refusal.response(), LoginResult::Invalid)),
     }
 }
 
@@ -215,24 +203,16 @@ pub(crate) fn login_unavailable(
     rd: &str,
     e: &StoreError,
 ) -> Response<Body> {
-    tracing::error!("login refused: {e}");
-    let mut res = page(
+    refused(
         auth,
         browser,
-        StatusCode::SERVICE_UNAVAILABLE,
+        &Refusal::SignInUnavailable { cause: e },
         rd,
         "",
-        Some(
-            "Signing in is not possible right now: sessions cannot be checked. Try again in a moment.",
-        ),
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
+    )
 }
 
 /// 503 for a request that needed the session store when it could not answer.
 pub(crate) fn store_unavailable(e: &StoreError) -> Response<Body> {
-    tracing::error!("request refused: {e}");
-    RequestError::StoreUnavailable.response()
+    Refusal::StoreUnavailable { cause: Some(e) }.response()
 }

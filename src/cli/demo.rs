@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::password::hash_password;
 use crate::config::Config;
-use crate::pages::branded::escape_html;
+use crate::pages::escape_html;
 use crate::server::error::StartError;
 
 pub const LISTEN: &str = "127.0.0.1:8080";

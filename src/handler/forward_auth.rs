@@ -11,18 +11,20 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 
 use crate::app::App;
 use crate::gate::policy::{Policy, User};
 use crate::gate::{Decided, Decision, Head, HostOf, Own, Via};
 use crate::http::conn::ConnInfo;
-use crate::http::error::RequestError;
+use crate::http::error::{Refusal, is_navigation, login_location as sign_in_at};
 use crate::http::headers;
 use crate::http::host::{self, HostProblem};
-use crate::http::paths;
-use crate::http::refusal;
-use crate::http::response::{self, Body, no_store};
+use crate::http::paths::{self, BadTarget};
+use crate::http::response::no_store;
+use crate::proxy::Body;
+
+use super::refusal;
 
 /// Which edge proxy an endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,14 +74,7 @@ pub async fn answer<B>(
     asks: &Own,
 ) -> (Response<Body>, Option<Decided>) {
     if !matches!(asks, Own::EdgeAsks) {
-        tracing::warn!(
-            peer = %conn.peer,
-            "forward-auth request refused: the peer is not in server.trusted_proxies (add the edge proxy's address there)"
-        );
-        let res = response::text(
-            StatusCode::FORBIDDEN,
-            "forward-auth answers only the proxies in server.trusted_proxies",
-        );
+        let res = Refusal::UntrustedPeer { peer: conn.peer }.response();
         return (res, None);
     }
     let original = match read_original(req.headers(), edge) {
@@ -156,20 +151,13 @@ fn login_required(
     original: &Original,
     edge: EdgeProxy,
 ) -> Response<Body> {
-    let location = login_location(app, policy, headers, original, edge);
-    let mut res = if edge == EdgeProxy::Forward && refusal::is_navigation(&original.method, headers)
-    {
-        response::redirect(StatusCode::FOUND, location)
-    } else {
-        let mut res = response::json(
-            StatusCode::UNAUTHORIZED,
-            app.routes.unauthorized_json.clone(),
-        );
-        res.headers_mut().insert(header::LOCATION, location);
-        res
+    let refusal = Refusal::LoginRequired {
+        location: login_location(app, policy, headers, original, edge),
+        json: app.routes.unauthorized_json.clone(),
+        tell_location: true,
     };
-    no_store(&mut res);
-    res
+    let navigation = edge == EdgeProxy::Forward && is_navigation(&original.method, headers);
+    app.pages().refuse(&refusal, navigation)
 }
 
 /// Where to sign in: normally the sign-in page on the original request's own host, with the
@@ -200,12 +188,12 @@ fn login_location(
         _ => None,
     };
     let Some((login_host, authority)) = central else {
-        return refusal::login_location(app, &here);
+        return sign_in_at(&app.routes.login, &here);
     };
     let rd = format!("https://{authority}{here}");
     let mut location = format!("https://{login_host}{}?rd=", app.routes.login);
     location.extend(form_urlencoded::byte_serialize(rd.as_bytes()));
-    HeaderValue::from_str(&location).unwrap_or_else(|_| refusal::login_location(app, "/"))
+    HeaderValue::from_str(&location).unwrap_or_else(|_| sign_in_at(&app.routes.login, "/"))
 }
 
 /// Why the original request cannot be judged.
@@ -217,7 +205,7 @@ enum Unreadable {
         problem: &'static str,
     },
     /// The client's target is not a clean path.
-    Target(&'static str),
+    Target(BadTarget),
     /// The client's host is not a host.
     Host(HostProblem),
 }
@@ -227,25 +215,17 @@ impl Unreadable {
     /// forward endpoint (passed on to the client), 403 from nginx's (nginx turns anything but
     /// 401 and 403 into a 500, and a client's bad target must not be a 500).
     fn response(&self, edge: EdgeProxy) -> Response<Body> {
-        match self {
-            Unreadable::Header { name, problem } => {
-                tracing::warn!("forward-auth request refused: {name} {problem}");
-                response::text(StatusCode::BAD_REQUEST, &format!("{name} {problem}"))
-            }
-            Unreadable::Target(message) => match edge {
-                EdgeProxy::Nginx => {
-                    response::text(StatusCode::FORBIDDEN, &format!("refused: {message}"))
-                }
-                EdgeProxy::Forward => response::text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid request: {message}"),
-                ),
+        let refusal = match (self, edge) {
+            (Unreadable::Header { name, problem }, _) => Refusal::EdgeHeader {
+                name: name.clone(),
+                problem,
             },
-            Unreadable::Host(problem) => match edge {
-                EdgeProxy::Nginx => refused_host(*problem),
-                EdgeProxy::Forward => RequestError::BadHost(*problem).response(),
-            },
-        }
+            (Unreadable::Target(bad), EdgeProxy::Nginx) => Refusal::NginxBadTarget(*bad),
+            (Unreadable::Target(bad), EdgeProxy::Forward) => Refusal::BadTarget(*bad),
+            (Unreadable::Host(problem), EdgeProxy::Nginx) => Refusal::NginxBadHost(*problem),
+            (Unreadable::Host(problem), EdgeProxy::Forward) => Refusal::BadHost(*problem),
+        };
+        refusal.response()
     }
 }
 
@@ -253,7 +233,7 @@ impl Unreadable {
 /// client's `Host` (and any `X-Forwarded-Host`) to `auth_request`, and turns anything but 401
 /// and 403 into a 500, so a client's bad host is a 403 here, the 400 everywhere else.
 pub fn refused_host(problem: HostProblem) -> Response<Body> {
-    response::text(StatusCode::FORBIDDEN, &format!("refused: {problem}"))
+    Refusal::NginxBadHost(problem).response()
 }
 
 /// The original request from the proxy's headers.
@@ -274,7 +254,7 @@ fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Unreadable>
             problem: "is not a request target",
         })?;
     let path = paths::normalize(target.path(), target.query())
-        .map_err(|bad| Unreadable::Target(bad.message()))?
+        .map_err(Unreadable::Target)?
         .into_owned();
     let authority = match edge {
         EdgeProxy::Nginx => h.get(header::HOST).and_then(|v| v.to_str().ok()),

@@ -12,6 +12,7 @@
 //! reads the body, and takes the connection's.
 
 pub mod forward_auth;
+pub mod refusal;
 pub mod sessions;
 mod upstream;
 
@@ -31,16 +32,16 @@ use crate::auth::{login, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision, Gate, Head, HostOf, Own, Via};
 use crate::http::conn::ConnInfo;
-use crate::http::error::RequestError;
+use crate::http::error::Refusal;
 use crate::http::headers;
 use crate::http::host;
 use crate::http::limits::MAX_HEAD_BYTES;
 use crate::http::paths::{self, BadTarget};
-use crate::http::response::{self, Body};
+use crate::http::response;
 use crate::http::upgrade::{self, Upgrade};
 use crate::ops::logging::{self, RequestLine};
 use crate::ops::outcome::Outcome;
-use crate::proxy::Upstream;
+use crate::proxy::{Body, Upstream};
 use crate::session::SessionId;
 use forward_auth::EdgeProxy;
 
@@ -115,9 +116,8 @@ pub async fn handle(
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                tracing::error!("request handler panicked; answered 500");
                 (
-                    RequestError::Panic.response(),
+                    Refusal::Internal("request handler panicked; answered 500").response(),
                     Logged::anonymous(Outcome::Invalid),
                 )
             }),
@@ -141,10 +141,7 @@ async fn serve(
         _ => None,
     };
     let Some(route) = route(app, req.uri().path()) else {
-        let res = response::text(
-            StatusCode::NOT_FOUND,
-            "not found: this sessiongate has no upstream.url; it serves only its own endpoints",
-        );
+        let res = Refusal::NoUpstream.response();
         return (res, Logged::anonymous(Outcome::Invalid));
     };
     let via = Via::Connection {
@@ -166,7 +163,7 @@ struct Screened<'a> {
     upgrade: Upgrade<'a>,
     /// Why it must never reach the gate; `None` for every other request, whose path is now
     /// normalized.
-    refused: Option<RequestError>,
+    refused: Option<Refusal<'static>>,
 }
 
 /// Screens a request before anything else reads it: a head over the size limit, a target that
@@ -182,18 +179,22 @@ fn screen<'a, B>(
     let refused = screen_head(req, trusted, routes);
     let upgrade = upgrade::decide(req, upgrades);
     let refused = refused.or_else(|| match &upgrade {
-        Upgrade::Refused(why) => Some(RequestError::Upgrade(why.clone())),
+        Upgrade::Refused(why) => Some(Refusal::Upgrade(why.clone())),
         _ => None,
     });
     Screened { upgrade, refused }
 }
 
-fn screen_head<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Option<RequestError> {
+fn screen_head<B>(
+    req: &mut Request<B>,
+    trusted: bool,
+    routes: &Routes,
+) -> Option<Refusal<'static>> {
     if head_bytes(req) > MAX_HEAD_BYTES {
-        return Some(RequestError::HeadTooLarge);
+        return Some(Refusal::HeadTooLarge);
     }
     if let Err(bad) = normalize_target(req) {
-        return Some(RequestError::BadTarget(bad));
+        return Some(Refusal::BadTarget(bad));
     }
     let uri = req.uri();
     if let Err(problem) = host::screen(
@@ -203,21 +204,21 @@ fn screen_head<B>(req: &mut Request<B>, trusted: bool, routes: &Routes) -> Optio
         uri.scheme_str(),
         forwarded_host(trusted, uri.path(), routes),
     ) {
-        return Some(RequestError::BadHost(problem));
+        return Some(Refusal::BadHost(problem));
     }
     headers::check_framing(req.headers())
         .err()
-        .map(RequestError::Framing)
+        .map(Refusal::Framing)
 }
 
 /// The answer to a request the screen refused. nginx's forward-auth endpoint answers a bad
 /// host with 403, which nginx understands (see `forward_auth::refused_host`).
-fn screen_answer(e: RequestError, path: &str, routes: &Routes) -> Response<Body> {
-    match e {
-        RequestError::BadHost(problem) if path == routes.auth_nginx => {
+fn screen_answer(refusal: Refusal<'_>, path: &str, routes: &Routes) -> Response<Body> {
+    match refusal {
+        Refusal::BadHost(problem) if path == routes.auth_nginx => {
             forward_auth::refused_host(problem)
         }
-        e => e.response(),
+        refusal => refusal.response(),
     }
 }
 
@@ -404,19 +405,19 @@ async fn own_page(
         Page::Login if post => login::submit(&app.sign_in(), client(&req), req).await,
         Page::LoginCode if read => second_factor::show(&app.sign_in(), &req).await,
         Page::LoginCode if post => second_factor::submit(&app.sign_in(), client(&req), req).await,
-        Page::Login | Page::LoginCode => response::method_not_allowed("GET, POST", method),
+        Page::Login | Page::LoginCode => Refusal::not_allowed("GET, POST", method).response(),
         // Never on GET: a link or an <img> on another site must not sign anyone out.
         Page::Logout if post => login::logout(&app.sign_in(), req).await,
         Page::SessionsEnd if post => sessions::end(app, req, mine(own)).await,
-        Page::Logout | Page::SessionsEnd => response::method_not_allowed("POST", method),
+        Page::Logout | Page::SessionsEnd => Refusal::not_allowed("POST", method).response(),
         Page::Healthz if read => response::text(StatusCode::OK, "ok"),
         Page::Readyz if read => ready(app).await,
         Page::Sessions if read => sessions::show(app, req, mine(own)).await,
         Page::Logo if read => crate::pages::logo_response(&app.pages()),
         Page::Healthz | Page::Readyz | Page::Sessions | Page::Logo => {
-            response::method_not_allowed("GET", method)
+            Refusal::not_allowed("GET", method).response()
         }
-        Page::Unknown => response::text(StatusCode::NOT_FOUND, "no such sessiongate endpoint"),
+        Page::Unknown => Refusal::NoSuchEndpoint.response(),
     }
 }
 
@@ -433,28 +434,14 @@ async fn ready(app: &App) -> Response<Body> {
         }
     };
     let (store, upstream_down) = tokio::join!(sessions.ready(), upstream_down);
-    let mut reasons = Vec::new();
-    if store.is_err() {
-        reasons.push(format!(
-            "the session store ({}) does not answer",
-            sessions.kind()
-        ));
-    }
-    if let Some(authority) = upstream_down {
-        reasons.push(format!(
-            "the upstream ({authority}) does not accept connections"
-        ));
-    }
-    if reasons.is_empty() {
+    if store.is_ok() && upstream_down.is_none() {
         return response::text(StatusCode::OK, "ready");
     }
-    let mut res = response::text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &format!("not ready: {}", reasons.join("; ")),
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    res
+    Refusal::NotReady {
+        store: store.is_err().then(|| sessions.kind()),
+        upstream: upstream_down.map(|authority| authority.as_str()),
+    }
+    .response()
 }
 
 /// What every answer gets on its way out.

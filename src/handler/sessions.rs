@@ -10,10 +10,13 @@ use crate::auth::csrf::Binding;
 use crate::auth::form::read_checked_form;
 use crate::auth::sign_in::store_unavailable;
 use crate::gate::{Authenticated, Decision};
-use crate::http::refusal;
-use crate::http::response::{self, Body, no_store};
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
 use crate::pages::sessions::{self, Links};
+use crate::proxy::Body;
 use crate::session::{SessionKey, StoreError};
+
+use super::refusal;
 
 /// What the gate said of the request's session: its signed-in user, none, or the store could
 /// not answer.
@@ -60,15 +63,10 @@ pub async fn end(app: &App, req: Request<Incoming>, signed: Signed) -> Response<
     let binding = Binding::Session(session.id.as_bytes());
     let form = match read_checked_form(&app.tokens, req, false, Some(binding)).await {
         Ok(form) => form,
-        Err(res) => return res,
+        Err(refusal) => return refusal.response(),
     };
     let Some(handle) = SessionKey::from_hex(&form.session) else {
-        let mut res = response::text(
-            StatusCode::BAD_REQUEST,
-            "the form's session field does not name a session; reload the sessions page",
-        );
-        no_store(&mut res);
-        return res;
+        return Refusal::NoSuchSessionField.response();
     };
     let current = match app.gate.sessions().list(&session.user, &session.id).await {
         Ok(list) => list.iter().any(|s| s.current && s.handle == handle),
@@ -76,7 +74,13 @@ pub async fn end(app: &App, req: Request<Incoming>, signed: Signed) -> Response<
     };
     match app.gate.end_listed(&session.user, &handle).await {
         Err(e) => store_unavailable(&e),
-        Ok(false) => sessions::not_found(&app.pages(), &links(app)),
+        // The answer to a form's post: the page, whoever sent it.
+        Ok(false) => app.pages().refuse(
+            &Refusal::SessionNotFound {
+                sessions: &app.routes.sessions,
+            },
+            true,
+        ),
         Ok(true) => ended(app, &session, current),
     }
 }

@@ -34,7 +34,7 @@ fn request(target: &str, headers: &[(&str, &str)]) -> Request<()> {
 
 /// What the screen refuses `req` for (`None`: let through), from an untrusted peer unless
 /// `trusted`.
-fn screened(mut req: Request<()>, trusted: bool) -> (Option<RequestError>, bool) {
+fn screened(mut req: Request<()>, trusted: bool) -> (Option<Refusal<'static>>, bool) {
     let routes = Routes::new("/.sessiongate");
     let upgrades = [HeaderValue::from_static("websocket")];
     let screened = screen(&mut req, trusted, &routes, &upgrades);
@@ -42,7 +42,7 @@ fn screened(mut req: Request<()>, trusted: bool) -> (Option<RequestError>, bool)
 }
 
 /// What a refusal must be.
-type Expect = fn(&RequestError) -> bool;
+type Expect = fn(&Refusal<'_>) -> bool;
 
 #[test]
 fn the_screen_refuses_what_must_never_reach_the_gate() {
@@ -50,14 +50,14 @@ fn the_screen_refuses_what_must_never_reach_the_gate() {
     let huge = "x".repeat(MAX_HEAD_BYTES);
     let cases: Vec<(Request<()>, Expect)> = vec![
         (request("/", &[host, ("x-big", &huge)]), |e| {
-            matches!(e, RequestError::HeadTooLarge)
+            matches!(e, Refusal::HeadTooLarge)
         }),
         (request("/a%zz", &[host]), |e| {
-            matches!(e, RequestError::BadTarget(BadTarget::BadEscape))
+            matches!(e, Refusal::BadTarget(BadTarget::BadEscape))
         }),
-        (request("/", &[]), |e| matches!(e, RequestError::BadHost(_))),
+        (request("/", &[]), |e| matches!(e, Refusal::BadHost(_))),
         (request("/", &[host, ("host", "other.example.com")]), |e| {
-            matches!(e, RequestError::BadHost(_))
+            matches!(e, Refusal::BadHost(_))
         }),
         (
             request(
@@ -68,7 +68,7 @@ fn the_screen_refuses_what_must_never_reach_the_gate() {
                     (CONTENT_LENGTH.as_str(), "3"),
                 ],
             ),
-            |e| matches!(e, RequestError::Framing(_)),
+            |e| matches!(e, Refusal::Framing(_)),
         ),
         (
             request(
@@ -79,7 +79,7 @@ fn the_screen_refuses_what_must_never_reach_the_gate() {
                     (UPGRADE.as_str(), "h2c"),
                 ],
             ),
-            |e| matches!(e, RequestError::Upgrade(Refused::H2c)),
+            |e| matches!(e, Refusal::Upgrade(Refused::H2c)),
         ),
         (
             request(
@@ -90,7 +90,7 @@ fn the_screen_refuses_what_must_never_reach_the_gate() {
                     (UPGRADE.as_str(), "tls"),
                 ],
             ),
-            |e| matches!(e, RequestError::Upgrade(Refused::NotListed(_))),
+            |e| matches!(e, Refusal::Upgrade(Refused::NotListed(_))),
         ),
     ];
     for (req, is) in cases {
@@ -111,7 +111,7 @@ fn a_trusted_proxy_must_forward_the_host_it_asks_for() {
     assert!(
         matches!(
             refused,
-            Some(RequestError::BadHost(HostProblem::ForwardedMismatch))
+            Some(Refusal::BadHost(HostProblem::ForwardedMismatch))
         ),
         "{refused:?}"
     );

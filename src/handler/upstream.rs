@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
@@ -12,13 +12,13 @@ use crate::app::App;
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision};
 use crate::http::conn::ConnInfo;
-use crate::http::error::RequestError;
+use crate::http::error::{Refusal, is_navigation};
 use crate::http::headers;
-use crate::http::refusal;
-use crate::http::response::{self, Body};
 use crate::proxy::tunnel::{self, Tunnel};
-use crate::proxy::{Forwarding, ProxyError, UpgradeAnswer, Upstream};
+use crate::proxy::{Body, Forwarding, ProxyError, UpgradeAnswer, Upstream};
 use crate::session::SessionId;
+
+use super::refusal;
 
 /// A request for the app, answered as the gate decided: forwarded, tunnelled, or refused; and
 /// how long the upstream took to answer, if it did.
@@ -40,7 +40,7 @@ pub(super) async fn answer(
         (Some(user), Some(protocol)) => {
             tunnel(app, upstream, conn, req, user, decided.session, protocol).await
         }
-        (None, _) => (refused(app, &req, &decided.decision), None),
+        (None, _) => (refusal::answer(app, &req, &decided.decision), None),
     };
     // Only a signed-in answer: what a public path serves is the app's to cache (even to a
     // browser with a session), and a 101 starts a tunnel, not a response anyone stores.
@@ -51,19 +51,6 @@ pub(super) async fn answer(
         headers::default_cache_control(res.headers_mut(), value);
     }
     (res, upstream_time)
-}
-
-/// The answer to a request for the app the gate refused.
-fn refused<B>(app: &App, req: &Request<B>, decision: &Decision) -> Response<Body> {
-    if let Decision::CrossSiteUpgrade = decision {
-        let mut res = response::text(
-            StatusCode::FORBIDDEN,
-            "cross-site upgrade refused: this page's Origin may not open connections here (see auth.websocket_origins)",
-        );
-        response::no_store(&mut res);
-        return res;
-    }
-    refusal::answer(app, req, decision)
 }
 
 /// What the proxy adds to every request it forwards for `user` on `conn`.
@@ -112,7 +99,7 @@ async fn tunnel(
         Some(id) => match app.gate.tunnel_session(&id).await {
             Ok(Some((owner, started))) => Some((owner, tunnel::Binding { id, started })),
             Ok(None) => return (refusal::answer(app, &req, &Decision::LoginRequired), None),
-            Err(_) => return (RequestError::StoreUnavailable.response(), None),
+            Err(_) => return (Refusal::StoreUnavailable { cause: None }.response(), None),
         },
     };
     let client = hyper::upgrade::on(&mut req);
@@ -129,14 +116,15 @@ async fn tunnel(
     let res = match answer {
         Err(e) => {
             count_failure(app, &e);
-            return (RequestError::from(e).response(), None);
+            return (Refusal::from(&e).response(), None);
         }
         Ok(UpgradeAnswer::Refused(res)) => res.map(Either::Right),
         Ok(UpgradeAnswer::Switched { head, upstream }) => {
             // The connection becomes the tunnel and keeps its place under max_connections
             // (one upgrade per connection: after a 101 nothing more is read from it).
             let Some(permit) = conn.take_permit() else {
-                return (RequestError::Panic.response(), Some(took));
+                let refusal = Refusal::Internal("an upgraded connection had no permit to keep");
+                return (refusal.response(), Some(took));
             };
             let sessions = app.gate.sessions();
             let registered = app.gate.tunnels().register(
@@ -166,14 +154,14 @@ async fn proxy(
     mut req: Request<Incoming>,
     user: Option<&User>,
 ) -> (Response<Body>, Option<Duration>) {
-    let navigation = refusal::is_navigation(req.method(), req.headers());
+    let navigation = is_navigation(req.method(), req.headers());
     upstream.prepare(&mut req, forwarding(app, conn, user));
     let start = Instant::now();
     match upstream.send(req).await {
         Ok(res) => (res.map(Either::Right), Some(start.elapsed())),
         Err(e) => {
             count_failure(app, &e);
-            (RequestError::from(e).answer(app, navigation), None)
+            (app.pages().refuse(&Refusal::from(&e), navigation), None)
         }
     }
 }

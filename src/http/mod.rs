@@ -7,6 +7,5 @@ pub mod headers;
 pub mod host;
 pub mod limits;
 pub mod paths;
-pub mod refusal;
 pub mod response;
 pub mod upgrade;

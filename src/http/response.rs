@@ -4,18 +4,18 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
-use crate::proxy::UpstreamBody;
-
-/// Either a body sessiongate wrote itself or an upstream body streamed through.
-pub type Body = Either<Full<Bytes>, UpstreamBody>;
+/// A response body: an answer sessiongate wrote itself (`Left`), or a body `S` streamed
+/// through (`Right`). The streamed type is the upstream's, which the proxy names
+/// (`proxy::Body`): http sits below the proxy and never needs to know it.
+pub type Body<S> = Either<Full<Bytes>, S>;
 
 /// An answer sessiongate wrote, of `content_type` and nothing else: `nosniff` keeps a browser
 /// from reading a text or JSON answer that echoes part of a request as HTML or script.
-pub fn full(
+pub fn full<S>(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Body> {
+) -> Response<Body<S>> {
     let mut res = Response::new(Either::Left(Full::new(body.into())));
     *res.status_mut() = status;
     let h = res.headers_mut();
@@ -27,28 +27,18 @@ pub fn full(
     res
 }
 
-/// A short plain-text answer that says what was wrong.
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
+/// A short plain-text answer. Refusals are answered by `http::error`; this is for the answers
+/// that are not one (`ok`, `ready`).
+pub fn text<S>(status: StatusCode, message: &str) -> Response<Body<S>> {
     full(status, "text/plain; charset=utf-8", format!("{message}\n"))
 }
 
-/// A short JSON error: `{"error": "..."}` plus optional fields already encoded.
-pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+/// A short JSON answer, already encoded.
+pub fn json<S>(status: StatusCode, body: Bytes) -> Response<Body<S>> {
     full(status, "application/json", body)
 }
 
-/// 405 with the methods an endpoint takes.
-pub fn method_not_allowed(allow: &'static str, method: &http::Method) -> Response<Body> {
-    let mut res = text(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &format!("{method} is not allowed here; use {allow}"),
-    );
-    res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    res
-}
-
-pub fn redirect(status: StatusCode, location: HeaderValue) -> Response<Body> {
+pub fn redirect<S>(status: StatusCode, location: HeaderValue) -> Response<Body<S>> {
     let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
     *res.status_mut() = status;
     res.headers_mut().insert(header::LOCATION, location);
@@ -56,7 +46,7 @@ pub fn redirect(status: StatusCode, location: HeaderValue) -> Response<Body> {
 }
 
 /// Marks a response that must never be cached (login, logout, anything carrying a session).
-pub fn no_store(res: &mut Response<Body>) {
+pub fn no_store<B>(res: &mut Response<B>) {
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }

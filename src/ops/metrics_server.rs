@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -13,7 +15,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::http::response::{self, Body};
+use crate::http::error::Refusal;
+use crate::http::response;
+
+/// This listener's answers are all sessiongate's own: nothing streams through.
+type Body = response::Body<Empty<Bytes>>;
 
 /// The content type of the OpenMetrics text format, which Prometheus asks for and accepts.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -60,13 +66,10 @@ pub async fn serve_metrics(
 
 fn answer(app: &App, req: &Request<Incoming>) -> Response<Body> {
     if req.uri().path() != "/metrics" {
-        return response::text(
-            StatusCode::NOT_FOUND,
-            "not found: this listener serves only /metrics",
-        );
+        return Refusal::NotMetrics.response();
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return response::method_not_allowed("GET", req.method());
+        return Refusal::not_allowed("GET", req.method()).response();
     }
     refresh_gauges(app);
     // As encoded: the exposition ends with "# EOF", after which nothing may follow.

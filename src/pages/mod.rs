@@ -3,7 +3,6 @@
 //! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
 //! fuel and a recursion limit, and can reach no file: there is no loader.
 
-pub mod branded;
 pub mod sessions;
 
 use base64::Engine;
@@ -13,8 +12,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
+use crate::http::error::{self, Refusal};
 use crate::http::response::{self, Body, no_store};
-use crate::pages::branded::escape_html;
 
 /// Instructions (and about 64 bytes each of output) one render may use: the built-in pages
 /// take a few hundred; a template that loops or recurses without end stops here.
@@ -362,6 +361,53 @@ impl Pages {
         self.built_in_page(self.built_in_or_plain("error.html", context(ctx), title))
     }
 
+    /// The answer to `refusal`, its page (if it has one for this client, see
+    /// [`Refusal::shown`]) drawn here. `navigation`: a browser loading a page.
+    pub fn refuse<S>(&self, refusal: &Refusal<'_>, navigation: bool) -> Response<Body<S>> {
+        refusal.answer(navigation, |status, page| {
+            respond(status, self.refusal_page(page))
+        })
+    }
+
+    fn refusal_page(&self, page: &error::Page<'_>) -> Page {
+        match page {
+            error::Page::Message { title, lines } => self.message(title, lines, ""),
+            error::Page::SignedIn { title, who } => {
+                let body = format!(
+                    r#"<p>Signed in as <strong>{name}</strong>; you do not have access to this page.</p>
+<form method="post" action="{logout}">
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit">Sign out</button>
+</form>"#,
+                    name = escape_html(who.user),
+                    logout = escape_html(who.logout),
+                    csrf = who.csrf,
+                );
+                self.message(title, &[], &body)
+            }
+            error::Page::Back {
+                title,
+                lines,
+                back,
+                label,
+            } => {
+                let mut body = format!("<main>\n<h1>{}</h1>\n", escape_html(title));
+                for line in *lines {
+                    body.push_str(&format!("<p>{}</p>\n", escape_html(line)));
+                }
+                body.push_str(&format!(
+                    "<p><a href=\"{}\">{}</a></p>\n</main>",
+                    escape_html(back),
+                    escape_html(label)
+                ));
+                self.shell(title, &body)
+            }
+            // Only the step whose form it is can draw the form (its fields and token): a
+            // refusal that names one is answered there, and this is the same words without it.
+            error::Page::Form { error } => self.message(&self.branding.title, &[error], ""),
+        }
+    }
+
     /// The page shell around `body` (HTML already escaped), as the sessions page uses it.
     pub fn shell(&self, title: &str, body: &str) -> Page {
         let mut ctx = self.common(title);
@@ -399,7 +445,7 @@ fn template_error(path: &str, e: &minijinja::Error) -> TemplateError {
 /// Every HTML page sessiongate shows goes out here, with the pages' security headers: never
 /// cached, never framed (the CSP's `frame-ancestors`, and `X-Frame-Options` for browsers
 /// without it), no script, and (from [`response::full`]) never sniffed as another type.
-pub fn respond(status: StatusCode, page: Page) -> Response<Body> {
+pub fn respond<S>(status: StatusCode, page: Page) -> Response<Body<S>> {
     let mut res = response::full(status, "text/html; charset=utf-8", page.html);
     no_store(&mut res);
     let h = res.headers_mut();
@@ -412,10 +458,26 @@ pub fn respond(status: StatusCode, page: Page) -> Response<Body> {
     res
 }
 
+/// Minimal HTML escaping for text and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `GET {prefix}/logo`: the configured logo, cached for a year (its URL changes with it).
-pub fn logo_response(pages: &Pages) -> Response<Body> {
+pub fn logo_response<S>(pages: &Pages) -> Response<Body<S>> {
     let Some(logo) = pages.logo() else {
-        return response::text(StatusCode::NOT_FOUND, "no logo is configured");
+        return Refusal::NoLogo.response();
     };
     let mut res = response::full(StatusCode::OK, logo.content_type, logo.bytes.clone());
     let h = res.headers_mut();
@@ -581,6 +643,72 @@ mod tests {
             }),
             "/.sessiongate",
         )
+    }
+
+    fn refused(refusal: &Refusal<'_>) -> (StatusCode, http::HeaderMap, String) {
+        let res: Response<Body<()>> = Pages::built_in().refuse(refusal, true);
+        let (parts, body) = res.into_parts();
+        let http_body_util::Either::Left(body) = body else {
+            unreachable!("a page is written here")
+        };
+        let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
+            .expect("a full body is ready")
+            .expect("infallible")
+            .to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    /// A refusal's page, as a browser loading a page gets it: the refusal's status and
+    /// headers, the pages' security headers, and its words.
+    #[test]
+    fn refusal_pages_are_drawn_with_their_words_and_the_pages_headers() {
+        let who = crate::http::error::SignedIn {
+            user: "a<b",
+            logout: "/auth/logout",
+            csrf: "t0k3n".to_string(),
+        };
+        let (status, h, html) = refused(&Refusal::Forbidden {
+            signed_in: Some(who),
+        });
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(html.contains("<h1>Access denied</h1>"), "{html}");
+        assert!(
+            html.contains("<p>Signed in as <strong>a&lt;b</strong>; you do not have access to this page.</p>\n<form method=\"post\" action=\"/auth/logout\">\n<input type=\"hidden\" name=\"csrf\" value=\"t0k3n\">"),
+            "{html}"
+        );
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin");
+        assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert!(h.contains_key(header::CONTENT_SECURITY_POLICY));
+
+        let (status, h, html) = refused(&Refusal::StoreUnavailable { cause: None });
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h[header::RETRY_AFTER], "1");
+        assert!(html.contains("<h1>Service unavailable</h1>"), "{html}");
+        assert!(html.contains("<p>This page is not available right now: sessions cannot be checked. Try again in a moment.</p>"), "{html}");
+
+        let (status, _, html) = refused(&Refusal::SessionNotFound {
+            sessions: "/auth/sessions",
+        });
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            html.contains("<main>\n<h1>Session not found</h1>\n<p>That session is not one of yours, or it has already ended.</p>\n<p><a href=\"/auth/sessions\">Back to your sessions</a></p>\n</main>"),
+            "{html}"
+        );
+
+        let e = std::io::Error::other("refused");
+        let (status, h, html) = refused(&Refusal::Upstream {
+            timed_out: true,
+            cause: &e,
+        });
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(!h.contains_key(header::RETRY_AFTER));
+        assert!(html.contains("<h1>Gateway timeout</h1>"), "{html}");
     }
 
     #[test]

@@ -8,8 +8,7 @@ use std::time::SystemTime;
 use http::{Response, StatusCode};
 
 use crate::http::response::Body;
-use crate::pages::branded::escape_html;
-use crate::pages::{self, Pages};
+use crate::pages::{self, Pages, escape_html};
 use crate::session::SessionInfo;
 
 /// Where the page's links and forms point.
@@ -20,13 +19,13 @@ pub struct Links<'a> {
 }
 
 /// The page listing `user`'s sessions; `csrf` is its forms' token.
-pub fn page(
+pub fn page<S>(
     pages: &Pages,
     links: &Links<'_>,
     user: &str,
     csrf: &str,
     list: &[SessionInfo],
-) -> Response<Body> {
+) -> Response<Body<S>> {
     let rows: String = list.iter().map(|s| row(links, csrf, s)).collect();
     let body = format!(
         r#"<main class="wide">
@@ -79,18 +78,6 @@ fn row(links: &Links<'_>, csrf: &str, s: &SessionInfo) -> String {
         seen = when(s.last_seen),
         address = escape_html(&address),
         browser = escape_html(&s.browser),
-    )
-}
-
-/// The answer to ending a session that is not one of the user's (or no longer is).
-pub fn not_found(pages: &Pages, links: &Links<'_>) -> Response<Body> {
-    let body = format!(
-        "<main>\n<h1>Session not found</h1>\n<p>That session is not one of yours, or it has already ended.</p>\n<p><a href=\"{}\">Back to your sessions</a></p>\n</main>",
-        escape_html(links.sessions)
-    );
-    pages::respond(
-        StatusCode::NOT_FOUND,
-        pages.shell("Session not found", &body),
     )
 }
 

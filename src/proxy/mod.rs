@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -31,7 +31,9 @@ use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::gate::policy::User;
+use crate::http::error::Refusal;
 use crate::http::headers;
+use crate::http::response;
 use crate::ops::metrics::UpstreamFailure;
 use crate::proxy::target::UpstreamTarget;
 
@@ -71,14 +73,6 @@ impl ProxyError {
         }
     }
 
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            ProxyError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
-            _ => http::StatusCode::BAD_GATEWAY,
-        }
-    }
-
     /// A failed send from hyper's HTTP/1 client: the client's body breaking (bad chunked
     /// framing, cut short) is told apart from the upstream failing, which any client could
     /// otherwise pass off as the upstream's fault at will.
@@ -87,6 +81,24 @@ impl ProxyError {
             ProxyError::ClientBody(BodyError(Box::new(e)))
         } else {
             ProxyError::Upstream(e)
+        }
+    }
+}
+
+/// A failed upstream leg as the client is answered: the upstream's failure, unless it was the
+/// client's own body.
+impl<'a> From<&'a ProxyError> for Refusal<'a> {
+    fn from(e: &'a ProxyError) -> Refusal<'a> {
+        match e {
+            ProxyError::ClientBody(cause) => Refusal::MalformedBody { cause },
+            ProxyError::Timeout(_) => Refusal::Upstream {
+                timed_out: true,
+                cause: e,
+            },
+            _ => Refusal::Upstream {
+                timed_out: false,
+                cause: e,
+            },
         }
     }
 }
@@ -584,7 +596,7 @@ impl TlsRequestBody {
     }
 }
 
-impl Body for TlsRequestBody {
+impl HttpBody for TlsRequestBody {
     type Data = Bytes;
     type Error = ClientBodyBroke;
 
@@ -614,6 +626,10 @@ impl Body for TlsRequestBody {
     }
 }
 
+/// The body of every answer on the main listener: one sessiongate wrote, or the upstream's
+/// streamed through.
+pub type Body = response::Body<UpstreamBody>;
+
 /// An upstream response body. For plain upstreams it also drives the connection the body
 /// arrives on; read to the end, that connection goes back to the pool, and a body dropped
 /// half-read takes its connection with it.
@@ -630,7 +646,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl HttpBody for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -1112,7 +1128,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(matches!(err, ProxyError::Upstream(_)), "{method}: {err}");
-            assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+            assert_eq!(Refusal::from(&err).status(), StatusCode::BAD_GATEWAY);
             assert_eq!(err.failure(), Some(UpstreamFailure::Reset));
             backend.wait(|s| s.closed == 1).await;
             let seen = backend.seen();
@@ -1147,7 +1163,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ProxyError::Connect(_)), "{err}");
-        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(Refusal::from(&err).status(), StatusCode::BAD_GATEWAY);
         assert_eq!(idle(&upstream), 0);
     }
 
@@ -1160,7 +1176,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ProxyError::Timeout(_)), "{err}");
-        assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(Refusal::from(&err).status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(idle(&upstream), 0);
         backend.release_held();
         backend.wait(|s| s.closed == 1).await;

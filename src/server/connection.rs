@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::handler;
 use crate::http::conn::{Activity, ConnInfo};
 use crate::http::limits::MAX_HEAD_BYTES;
-use crate::http::response::Body;
+use crate::proxy::Body;
 use crate::server::watchdog::{Watched, until_stalled};
 
 /// How an accepted connection is served: one builder per protocol, and what asks HTTP/1

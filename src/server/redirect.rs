@@ -10,9 +10,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::http::error::RequestError;
+use crate::http::error::Refusal;
 use crate::http::host::{self, HostProblem};
-use crate::http::response::{self, Body};
+use crate::http::response;
+use crate::proxy::Body;
 
 /// Answers every request on a plain-http listener with 308 to the same path on https, so
 /// the login flow never runs over plain HTTP. `https_port` is the TLS listener's port.
@@ -56,7 +57,7 @@ fn https_redirect<B>(req: &http::Request<B>, https_port: u16) -> http::Response<
     };
     let host = match host {
         Ok(host) => host,
-        Err(problem) => return RequestError::BadHost(problem).response(),
+        Err(problem) => return Refusal::BadHost(problem).response(),
     };
     let port = if https_port == 443 {
         String::new()
@@ -66,6 +67,6 @@ fn https_redirect<B>(req: &http::Request<B>, https_port: u16) -> http::Response<
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     match HeaderValue::from_str(&format!("https://{host}{port}{path}")) {
         Ok(location) => response::redirect(StatusCode::PERMANENT_REDIRECT, location),
-        Err(_) => response::text(StatusCode::BAD_REQUEST, "invalid request target"),
+        Err(_) => Refusal::RedirectTarget.response(),
     }
 }
