@@ -117,6 +117,7 @@ impl Routes {
             forward_auth: [self.auth_nginx.clone(), self.auth_forward.clone()],
             signed_in: [self.sessions.clone(), self.sessions_end.clone()],
             websocket_origins: config.auth.websocket_origins.clone(),
+            cookie_name: config.session.cookie_name.clone(),
         }
     }
 }
@@ -288,7 +289,6 @@ impl App {
         let routes = Routes::new(&config.auth.prefix);
         let gate = Gate::new(
             config.policy(),
-            config.session.cookie_name.clone(),
             names,
             stores.sessions,
             tunnels,

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, header};
 use libfuzzer_sys::fuzz_target;
 use sessiongate::http::headers::{cookie_pairs, strip_cookie};
 use sessiongate::session::browser::Browser;
+use sessiongate::session::identity::Account;
 use sessiongate::session::cookie::VALUE_LEN;
 use sessiongate::session::{CookieSigner, SessionId, SessionMeta};
 use sessiongate::{App, Config};

@@ -117,7 +117,6 @@ fn stand_in_gate(config: &Config) -> (Gate, CookieSigner) {
     };
     let gate = Gate::new(
         config.policy(),
-        s.cookie_name.clone(),
         Arc::new(UserNames::default()),
         sessions,
         Arc::new(Tunnels::default()),

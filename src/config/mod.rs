@@ -221,10 +221,19 @@ password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvS
         let unknown = refused("[session]\ncolor = \"blue\"");
         assert!(unknown.starts_with("config: session.color: "), "{unknown}");
         assert!(unknown.contains("unknown field `color`"), "{unknown}");
-        assert!(unknown.contains("line "), "toml's message shows the line: {unknown}");
+        assert!(
+            unknown.contains("line "),
+            "toml's message shows the line: {unknown}"
+        );
         let wrong_type = refused("[[users]]\nname = 7\npassword_hash = \"x\"");
-        assert!(wrong_type.starts_with("config: users[1].name: "), "{wrong_type}");
-        assert!(wrong_type.contains("invalid type: integer `7`"), "{wrong_type}");
+        assert!(
+            wrong_type.starts_with("config: users[1].name: "),
+            "{wrong_type}"
+        );
+        assert!(
+            wrong_type.contains("invalid type: integer `7`"),
+            "{wrong_type}"
+        );
         assert!(refused("[server\n").contains("line"));
     }
 

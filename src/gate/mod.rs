@@ -163,6 +163,8 @@ pub struct Site {
     pub signed_in: [String; 2],
     /// `auth.websocket_origins`.
     pub websocket_origins: Vec<String>,
+    /// `session.cookie_name`: the cookie a session is read from.
+    pub cookie_name: String,
 }
 
 impl Site {
@@ -183,7 +185,6 @@ pub struct Gate {
     /// Open upgraded connections, closed when their session ends.
     tunnels: Arc<Tunnels>,
     signer: CookieSigner,
-    cookie_name: String,
     /// Counts the sessions the gate ends (the store counts those that expire).
     metrics: Arc<Metrics>,
     site: Site,
@@ -193,7 +194,6 @@ impl Gate {
     /// `names` must be the table `sessions` reads names back with.
     pub fn new(
         config: PolicyConfig<'_>,
-        cookie_name: String,
         names: Arc<UserNames>,
         sessions: Sessions,
         tunnels: Arc<Tunnels>,
@@ -208,7 +208,6 @@ impl Gate {
             sessions,
             tunnels,
             signer,
-            cookie_name,
             metrics,
             site,
         }
@@ -292,7 +291,7 @@ impl Gate {
     /// line, text or not) carries a value we signed. Two session cookies: we never set that,
     /// so trust neither. Live or not: the store is not asked.
     pub fn session_id(&self, headers: &HeaderMap) -> Option<SessionId> {
-        let value = single_cookie(headers, &self.cookie_name)?;
+        let value = single_cookie(headers, &self.site.cookie_name)?;
         self.signer.verify(std::str::from_utf8(value).ok()?)
     }
 

@@ -66,6 +66,7 @@ fn gate(idle: Duration) -> Gate {
             format!("{prefix}/sessions/end"),
         ],
         websocket_origins: config.auth.websocket_origins.clone(),
+        cookie_name: config.session.cookie_name.clone(),
     };
     let sessions = Sessions::Memory {
         store: Arc::new(MemoryStore::new(idle, Duration::from_secs(3600))),
@@ -73,7 +74,6 @@ fn gate(idle: Duration) -> Gate {
     };
     Gate::new(
         config.policy(),
-        config.session.cookie_name.clone(),
         Arc::new(UserNames::default()),
         sessions,
         Arc::new(Tunnels::default()),

@@ -21,7 +21,6 @@ type Module = Vec<String>;
 type Graph = BTreeMap<Module, BTreeSet<Module>>;
 
 #[test]
-#[ignore = "enabled once the knot is untied"]
 fn src_has_no_import_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let cycles = cycles(&graph(&read_tree(&src)));
