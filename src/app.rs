@@ -10,18 +10,18 @@ use crate::auth::SignIn;
 use crate::auth::cookies::PrefixCookies;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
-use crate::auth::password::Verifier;
 use crate::auth::pending::Pending;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::config::Config;
 use crate::config::error::ConfigError;
 use crate::config::session::{SameSite, StoreConfig};
+use crate::credentials::password::Verifier;
 use crate::gate::{Gate, Site};
+use crate::http::tls::CertStore;
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::pages::Pages;
 use crate::proxy::Upstream;
 use crate::proxy::readiness::UpstreamProbe;
-use crate::server::tls::CertStore;
 use crate::session::cookie::{CookieAttrs, SessionCookie};
 use crate::session::identity::UserNames;
 use crate::session::redis::RedisStore;
@@ -240,7 +240,7 @@ fn tls_of(config: &Config) -> (Option<Arc<CertStore>>, Option<TlsAcceptor>) {
         .map(|t| Arc::new(CertStore::new(t.files(), t.loaded.clone())));
     let tls = certs
         .as_ref()
-        .map(|c| TlsAcceptor::from(crate::server::tls::server_config(c.clone())));
+        .map(|c| TlsAcceptor::from(crate::http::tls::server_config(c.clone())));
     (certs, tls)
 }
 

@@ -1,35 +1,44 @@
 //! sessiongate: a reverse proxy that puts a session login in front of any HTTP backend.
 //!
 //! The binary (`main.rs`) only parses the command line; everything else lives here so tests
-//! can start the proxy in-process on a loopback port with [`serve`]. docs/ARCHITECTURE.md
-//! has the map; in one line each, from the top down (a module imports only those below it):
+//! can start the proxy in-process on a loopback port with [`serve`]. docs/ARCHITECTURE.md has
+//! the whole map. The layers, from the top down; a module imports only from layers below its
+//! own (`tests/it/architecture.rs` fails on any import cycle):
+//!
+//! - `cli`: the subcommands besides serving (check, explain, demo, healthcheck).
+//! - `server`: listeners (the proxy's, the http redirect's, the metrics'), connections and
+//!   their watchdog, signals, `run`.
+//! - `handler`: one request's phases (screen, route, decide, answer, log) and the endpoints
+//!   that need the whole `App` (forward-auth, the sessions page).
+//! - `app`: wires everything at start and on reload; nothing below it imports it.
+//! - `config`: the file's types, its validation (a module per section), the files it names.
+//! - `auth`: the sign-in steps, logout, CSRF tokens, failure limits, the sign-in cookies.
+//! - `pages`: the templates and every page a person sees.
+//! - `proxy`: the upstream leg and its pool, the tunnel relay, readiness.
+//! - `gate`: the one access decision, from the policy (users, groups, rules) and the session.
+//! - `credentials`: password hashes and their threads, TOTP secrets and codes.
+//! - `session`: ids, owners, the cookie, the memory and Redis stores, the replica cache,
+//!   tunnels.
+//! - `http`: responses, headers, paths, host and upgrade checks, return addresses, limits,
+//!   TLS material, connection facts, and `http::error`, the one map from a refusal to its
+//!   answer.
+//! - `ops`: logging, metrics and the one name of a request's outcome.
 
-/// Wires everything at start and on reload; nothing below it imports it.
 pub mod app;
-/// The sign-in steps and factors, CSRF tokens, failure limits, return addresses.
 pub mod auth;
-/// The subcommands besides serving: check, explain, demo, healthcheck.
 pub mod cli;
-/// The file's types, its validation (a module per section), and reading the files it names.
 pub mod config;
-/// The one access decision, from the policy (users, groups, rules) and the session.
+pub mod credentials;
 pub mod gate;
-/// One request's path through named phases: screen, route, decide, answer, log.
 pub mod handler;
-/// Responses, headers, paths, host and upgrade checks, limits, the refusal map.
 pub mod http;
-/// Logging and metrics.
 pub mod ops;
-/// The templates and every page a person sees.
 pub mod pages;
-/// The upstream leg and its pool, the WebSocket relay, readiness.
 pub mod proxy;
-/// Listeners, connections and their watchdog, TLS, the errors that stop a start.
 pub mod server;
-/// Sessions: cookies, keys, the memory and Redis stores, the replica cache, tunnels.
 pub mod session;
 
 pub use app::App;
 pub use config::Config;
-pub use ops::metrics_server::serve_metrics;
+pub use server::metrics::serve_metrics;
 pub use server::{run, serve, serve_redirect};

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     let result = match (cli.command, cli.config) {
         (Some(Command::HashPassword), _) => hash_password(),
         (Some(Command::TotpSetup { user, issuer }), _) => {
-            sessiongate::auth::totp::setup_text(&user, &issuer).map(|text| print!("{text}"))
+            sessiongate::credentials::totp::setup_text(&user, &issuer).map(|text| print!("{text}"))
         }
         (Some(Command::Check { config }), _) => {
             let report = sessiongate::cli::check::check_file(&config);
@@ -142,7 +142,7 @@ fn hash_password() -> Result<(), String> {
             "no password on stdin (try: echo -n 'secret' | sessiongate hash-password)".into(),
         );
     }
-    let hash = sessiongate::auth::password::hash_password(password.as_bytes())?;
+    let hash = sessiongate::credentials::password::hash_password(password.as_bytes())?;
     println!("{hash}");
     Ok(())
 }

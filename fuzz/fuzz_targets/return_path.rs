@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessiongate::auth::redirect::{HostPattern, safe_return, safe_return_path};
+use sessiongate::http::redirect::{HostPattern, safe_return, safe_return_path};
 
 /// What a browser does to a Location value before resolving it: drops tabs and newlines
 /// anywhere and reads `\` as `/` (WHATWG URL parsing for http(s) URLs).

@@ -1,17 +1,14 @@
-//! Everything about logging in: the form and its POST, password checks, return addresses.
+//! Signing in: the sign-in and code steps, logout, their forms and CSRF tokens, the failure
+//! limits and the cookies a sign-in sets. What a user proves is checked in `credentials`.
 
 pub mod cookies;
 pub mod csrf;
 pub mod form;
-mod hash_pool;
 pub mod limiter;
 pub mod login;
-pub mod password;
 pub mod pending;
-pub mod redirect;
 pub mod second_factor;
 pub mod shared_limiter;
 pub mod sign_in;
-pub mod totp;
 
 pub use sign_in::SignIn;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use super::totp;
+use crate::credentials::totp;
 use crate::session::redis_link::RedisLink;
 use crate::session::{SessionId, SessionKeys, StoreError};
 

@@ -13,7 +13,7 @@ use super::csrf::Binding;
 use super::limiter::Verdict;
 use super::pending::{AfterWrong, PendingLogin};
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable};
-use super::totp::{self, TotpSecret};
+use crate::credentials::totp::{self, TotpSecret};
 use crate::gate::policy::{Policy, User};
 use crate::http::error::Refusal;
 use crate::http::response::{self, no_store};

@@ -12,8 +12,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::auth::password::hash_password;
 use crate::config::Config;
+use crate::credentials::password::hash_password;
 use crate::pages::escape_html;
 use crate::server::error::StartError;
 

@@ -150,7 +150,7 @@ where
 /// 127.0.0.1, and may be self-signed, so it is not verified. The handshake signatures still
 /// are, with the same ring provider as the rest of sessiongate.
 fn client_config() -> Arc<rustls::ClientConfig> {
-    let provider = crate::server::tls::provider();
+    let provider = crate::http::tls::provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")

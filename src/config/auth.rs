@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use crate::auth::redirect::HostPattern;
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::config::value::{duration, positive};
+use crate::http::redirect::HostPattern;
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
-use crate::config::files::{CertFiles, load_certified_key, load_ocsp};
 use crate::config::value::{duration, positive};
+use crate::http::tls::{CertFiles, load_certified_key, load_ocsp};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

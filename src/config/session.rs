@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretSlice};
 
-use crate::auth::redirect::HostPattern;
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::config::files::read_secret;
 use crate::config::value::duration;
+use crate::http::redirect::HostPattern;
 use crate::session::redis_link::RedisConfig;
 
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@ use http::HeaderName;
 
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
-use crate::config::files::client_config;
 use crate::config::value::duration;
 use crate::http::headers;
+use crate::http::tls::client_config;
 use crate::proxy::target::{UpstreamTarget, UpstreamTls};
 
 #[derive(Debug, Clone)]

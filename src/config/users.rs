@@ -2,11 +2,11 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::auth::password::PasswordHash;
-use crate::auth::totp::TotpSecret;
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::config::files::read_secret;
+use crate::credentials::password::PasswordHash;
+use crate::credentials::totp::TotpSecret;
 use crate::gate::policy::UserConfig;
 use crate::gate::rules;
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use http::HeaderValue;
 use sha2::Digest;
 
-use crate::auth::password::{PasswordHash, dummy_like};
-use crate::auth::redirect::HostPattern;
-use crate::auth::totp::TotpSecret;
+use crate::credentials::password::{PasswordHash, dummy_like};
+use crate::credentials::totp::TotpSecret;
 use crate::gate::rules::{Access, DefaultAccess, Principal, Rule, RuleSet, Target};
 use crate::http::paths;
+use crate::http::redirect::HostPattern;
 use crate::ops::outcome::Outcome;
 use crate::session::Revoked;
 use crate::session::identity::{Account, Owner, UserId, UserNames};

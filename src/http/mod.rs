@@ -7,5 +7,7 @@ pub mod headers;
 pub mod host;
 pub mod limits;
 pub mod paths;
+pub mod redirect;
 pub mod response;
+pub mod tls;
 pub mod upgrade;

@@ -1,6 +1,5 @@
-//! What operators watch: the access and event logs, the Prometheus metrics and their listener.
+//! What operators watch: the access and event logs, the Prometheus metrics (their listener is in `server`).
 
 pub mod logging;
 pub mod metrics;
-pub mod metrics_server;
 pub mod outcome;

@@ -6,11 +6,11 @@ mod connection;
 pub mod error;
 mod https;
 mod listen;
+pub mod metrics;
 mod redirect;
 mod run;
 mod serve;
 mod signals;
-pub mod tls;
 mod watchdog;
 
 pub(crate) use listen::{descriptors_needed, listen};

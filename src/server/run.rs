@@ -59,7 +59,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let app = app.clone();
         let stopped = stopped(stop_rx.clone());
         signals.spawn(async move {
-            let serve_metrics = |l| crate::ops::metrics_server::serve_metrics(l, app, stopped);
+            let serve_metrics = |l| crate::server::metrics::serve_metrics(l, app, stopped);
             if let Err(e) = on(metrics, serve_metrics).await {
                 tracing::error!("metrics listener failed: {e}");
             }

@@ -31,6 +31,34 @@ fn src_has_no_import_cycle() {
     );
 }
 
+/// The folders are layers (docs/ARCHITECTURE.md): a folder's modules import only from folders
+/// below it, so no two folders import each other, even through different files.
+#[test]
+fn src_folders_import_only_downwards() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut layers = Graph::new();
+    for (from, to) in graph(&read_tree(&src)) {
+        // lib.rs only declares the layers and re-exports the public surface; a unit-test file
+        // (`#[cfg(test)] mod tests;`) may build its values with anything.
+        if from.last().is_some_and(|m| m == "tests") {
+            continue;
+        }
+        let Some(layer) = from.first() else { continue };
+        let uses = layers.entry(vec![layer.clone()]).or_default();
+        for other in to.iter().filter_map(|m| m.first()) {
+            if other != layer {
+                uses.insert(vec![other.clone()]);
+            }
+        }
+    }
+    let cycles = cycles(&layers);
+    assert!(
+        cycles.is_empty(),
+        "folders of src/ that import each other (a layer may only use layers below it):\n{}",
+        cycles.join("\n")
+    );
+}
+
 /// Every `.rs` file under `src` but `main.rs`, as (path relative to `src`, text).
 fn read_tree(src: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();

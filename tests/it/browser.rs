@@ -957,7 +957,7 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
     );
     let proxy = start_proxy_with(&toml).await;
     let axe = axe_source();
-    let totp = sessiongate::auth::totp::TotpSecret::from_base32(SECRET).unwrap();
+    let totp = sessiongate::credentials::totp::TotpSecret::from_base32(SECRET).unwrap();
     const CODE_PATH: &str = "/.sessiongate/login/code";
     in_chromium(|client| async move {
         client.goto(&proxy.url("/app")).await.unwrap();
@@ -981,7 +981,7 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
         color_scheme(&client, "light").await;
 
         // A code far from the current ones: wrong whatever the clock says.
-        let now = sessiongate::auth::totp::unix_now();
+        let now = sessiongate::credentials::totp::unix_now();
         let near: Vec<String> = (0..5).map(|i| totp.code_at(now + i * 30 - 60)).collect();
         let wrong = (0..1_000_000)
             .map(|n| format!("{n:06}"))
@@ -1001,7 +1001,7 @@ async fn password_then_totp_code_in_headless_chromium_and_the_code_page_passes_a
         assert_eq!(upstream.requests(), 0);
 
         // Computed just before typing it; one step of skew covers a step boundary meanwhile.
-        let code = totp.code_at(sessiongate::auth::totp::unix_now());
+        let code = totp.code_at(sessiongate::credentials::totp::unix_now());
         submit_form(&client, &[("code", &code)]).await;
         wait_for_path(&client, "/app").await;
         let echo = page_json(&client).await;

@@ -491,7 +491,7 @@ fn hash_password_prints_a_verifiable_argon2id_hash() {
     let hash = String::from_utf8(out.stdout).unwrap();
     let hash = hash.trim();
     assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
-    let parsed = sessiongate::auth::password::PasswordHash::parse(hash).unwrap();
+    let parsed = sessiongate::credentials::password::PasswordHash::parse(hash).unwrap();
     assert!(parsed.verify(b"s3cret pass"));
     assert!(!parsed.verify(b"s3cret pass\n"));
 

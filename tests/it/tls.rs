@@ -766,7 +766,7 @@ async fn stapled_ocsp(
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let provider = sessiongate::server::tls::provider();
+    let provider = sessiongate::http::tls::provider();
     let verifier = Arc::new(RecordsOcsp {
         webpki: rustls::client::WebPkiServerVerifier::builder_with_provider(
             Arc::new(roots),

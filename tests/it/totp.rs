@@ -35,7 +35,7 @@ fn code_now() -> String {
 /// slowly the test runs (within a step of skew).
 fn wrong_code() -> String {
     let totp = app_for_alice();
-    let now = sessiongate::auth::totp::unix_now();
+    let now = sessiongate::credentials::totp::unix_now();
     let near: Vec<String> = (0..5)
         .map(|i| totp.generate(now + i * 30 - 60).to_string())
         .collect();
@@ -489,7 +489,7 @@ async fn with_redis_the_code_can_be_given_on_another_replica_and_is_used_once_fo
     let pending_b = password_step(&b, "/").await;
     // A code not used yet: the next step's, which the verifier accepts a step early.
     let fresh = app_for_alice()
-        .generate(sessiongate::auth::totp::unix_now() + 30)
+        .generate(sessiongate::credentials::totp::unix_now() + 30)
         .to_string();
     signed_in(&post_code(&a, &pending_a, &fresh).await, &a, "/");
     let res = post_code(&b, &pending_b, &fresh).await;
@@ -568,8 +568,8 @@ fn totp_setup_prints_a_secret_its_uri_a_qr_code_and_the_config_line() {
 
     // What an app makes of the URI verifies with the printed secret as the config holds it.
     let app = Totp::from_url(&uri).unwrap();
-    let config_secret = sessiongate::auth::totp::TotpSecret::from_base32(&secret).unwrap();
-    let now = sessiongate::auth::totp::unix_now();
+    let config_secret = sessiongate::credentials::totp::TotpSecret::from_base32(&secret).unwrap();
+    let now = sessiongate::credentials::totp::unix_now();
     assert!(
         config_secret
             .check(&app.generate(now).to_string(), now)

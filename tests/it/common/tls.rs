@@ -99,7 +99,7 @@ pub async fn start_tls_upstream(ca: &Ca, alpn: &[&[u8]]) -> SocketAddr {
         .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let mut config =
-        rustls::ServerConfig::builder_with_provider(sessiongate::server::tls::provider())
+        rustls::ServerConfig::builder_with_provider(sessiongate::http::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
@@ -131,7 +131,7 @@ pub fn connector(ca_pem: &str, alpn: &[&[u8]]) -> TlsConnector {
         roots.add(c.unwrap()).unwrap();
     }
     let mut config =
-        rustls::ClientConfig::builder_with_provider(sessiongate::server::tls::provider())
+        rustls::ClientConfig::builder_with_provider(sessiongate::http::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)

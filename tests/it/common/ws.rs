@@ -181,7 +181,7 @@ pub async fn start_ws_upstream_tls(ca: &Ca) -> WsUpstream {
         .unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let mut config =
-        rustls::ServerConfig::builder_with_provider(sessiongate::server::tls::provider())
+        rustls::ServerConfig::builder_with_provider(sessiongate::http::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()

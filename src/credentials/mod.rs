@@ -1,0 +1,7 @@
+//! What a user proves and how it is checked: password hashes (argon2id, bcrypt) checked on
+//! their own threads, and TOTP secrets and codes. The policy holds these; the sign-in steps
+//! in `auth` use them.
+
+mod hash_pool;
+pub mod password;
+pub mod totp;
