@@ -296,9 +296,9 @@ impl Gate {
     }
 
     /// The decision for one request under the policy of the moment.
-    pub async fn decide(&self, head: &Head<'_>) -> Decided {
+    pub async fn decide(&self, head: Head<'_>) -> Decided {
         // One policy for the whole decision, even if a reload swaps it meanwhile.
-        self.decide_under(&self.policy.load(), head).await.0
+        self.decide_under(&self.policy.load(), &head).await.0
     }
 
     /// [`decide`](Self::decide) under `policy`, for a caller that needs the same policy for

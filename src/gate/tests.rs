@@ -123,7 +123,7 @@ async fn ask_on(
         headers,
         via,
     };
-    gate.decide(&head).await
+    gate.decide(head).await
 }
 
 /// A decision's outcome and the name of the user it names.

@@ -150,7 +150,18 @@ async fn serve(
         upgrade: relay.is_some(),
     };
     let decided = decide(&app.gate, &req, via).await;
-    answer(app, conn, req, route, decided, relay).await
+    // The app's requests go straight to their answer: one future fewer on the proxy path.
+    match route {
+        Route::App(target) => {
+            let (res, took) = upstream::answer(app, target, conn, req, &decided, relay).await;
+            let mut logged = Logged::of(decided);
+            logged.upstream = took;
+            (res, logged)
+        }
+        // Boxed: the sign-in and page futures are large, and unboxed they would make every
+        // request's future (kept per connection, and moved as it starts) that large too.
+        Route::Own(endpoint) => Box::pin(answer_own(app, conn, req, endpoint, decided)).await,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -269,12 +280,18 @@ fn normalize_target<B>(req: &mut Request<B>) -> Result<(), BadTarget> {
 
 /// Where a request goes.
 enum Route<'a> {
+    /// The app, behind the upstream.
+    App(&'a Upstream),
+    /// One of sessiongate's own endpoints.
+    Own(Endpoint),
+}
+
+/// sessiongate's own endpoints.
+enum Endpoint {
     /// A forward-auth endpoint: an edge proxy asking about another request.
     ForwardAuth(EdgeProxy),
     /// One of sessiongate's own pages (or an unknown own path).
     Page(Page),
-    /// The app, behind the upstream.
-    App(&'a Upstream),
 }
 
 /// sessiongate's own pages.
@@ -301,10 +318,10 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
     }
     let r = &app.routes;
     if path == r.auth_nginx {
-        return Some(Route::ForwardAuth(EdgeProxy::Nginx));
+        return Some(Route::Own(Endpoint::ForwardAuth(EdgeProxy::Nginx)));
     }
     if path == r.auth_forward {
-        return Some(Route::ForwardAuth(EdgeProxy::Forward));
+        return Some(Route::Own(Endpoint::ForwardAuth(EdgeProxy::Forward)));
     }
     let pages = [
         (&r.login, Page::Login),
@@ -317,50 +334,51 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
         (&r.logo, Page::Logo),
     ];
     let page = pages.iter().find(|(p, _)| *p == path);
-    Some(Route::Page(page.map_or(Page::Unknown, |(_, page)| *page)))
+    let page = page.map_or(Page::Unknown, |(_, page)| *page);
+    Some(Route::Own(Endpoint::Page(page)))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Decide
 
-/// The gate's decision for `req`, which came `via` a connection.
-async fn decide<B>(gate: &Gate, req: &Request<B>, via: Via) -> Decided {
-    gate.decide(&Head {
+/// The gate's decision for `req`, which came `via` a connection. Not an `async fn` of its own:
+/// each level of futures between the connection and the upstream leg is one more state moved
+/// and dispatched on every poll of a proxied request.
+fn decide<'r, B>(
+    gate: &'r Gate,
+    req: &'r Request<B>,
+    via: Via,
+) -> impl Future<Output = Decided> + 'r {
+    gate.decide(Head {
         method: req.method(),
         host: HostOf::Request(req.headers(), req.uri().authority()),
         path: req.uri().path(),
         headers: req.headers(),
         via,
     })
-    .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Answer
 
-async fn answer(
+/// The answer for one of sessiongate's own endpoints (the app's requests are answered by
+/// `upstream::answer`).
+async fn answer_own(
     app: &Arc<App>,
     conn: &Arc<ConnInfo>,
     req: Request<Incoming>,
-    route: Route<'_>,
+    endpoint: Endpoint,
     decided: Decided,
-    relay: Option<&HeaderValue>,
 ) -> (Response<Body>, Logged) {
-    match route {
-        Route::App(target) => {
-            let (res, took) = upstream::answer(app, target, conn, req, &decided, relay).await;
-            let mut logged = Logged::of(decided);
-            logged.upstream = took;
-            (res, logged)
-        }
-        Route::ForwardAuth(edge) => {
+    match endpoint {
+        Endpoint::ForwardAuth(edge) => {
             // Labelled by what the gate decided for the edge proxy's request, so the metrics
             // say the same whichever way sessiongate is deployed.
             let (res, judged) = forward_auth::answer(app, conn, &req, edge, &own(decided)).await;
             let logged = judged.map_or(Logged::anonymous(Outcome::OwnEndpoint), Logged::of);
             (res, logged)
         }
-        Route::Page(page) => (
+        Endpoint::Page(page) => (
             own_page(app, conn, req, page, own(decided)).await,
             Logged::anonymous(Outcome::OwnEndpoint),
         ),

@@ -153,7 +153,7 @@ fn screened_upgrade(req: Request<()>) -> (bool, bool) {
 
 fn page(route: Option<Route<'_>>) -> Option<Page> {
     match route {
-        Some(Route::Page(page)) => Some(page),
+        Some(Route::Own(Endpoint::Page(page))) => Some(page),
         _ => None,
     }
 }
@@ -182,7 +182,7 @@ async fn own_endpoints_are_routed_by_their_exact_path() {
         ("/.sessiongate/auth/forward", EdgeProxy::Forward),
     ] {
         assert!(
-            matches!(route(&app, path), Some(Route::ForwardAuth(e)) if e == edge),
+            matches!(route(&app, path), Some(Route::Own(Endpoint::ForwardAuth(e))) if e == edge),
             "{path}"
         );
     }
