@@ -1,6 +1,5 @@
 //! The `sessiongate` command: parse the command line, start logging, and hand over to the library.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -66,7 +65,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (cli.command, cli.config) {
-        (Some(Command::HashPassword), _) => hash_password(),
+        (Some(Command::HashPassword), _) => {
+            sessiongate::cli::hash_password::run(std::io::stdin()).map(|hash| println!("{hash}"))
+        }
         (Some(Command::TotpSetup { user, issuer }), _) => {
             sessiongate::credentials::totp::setup_text(&user, &issuer).map(|text| print!("{text}"))
         }
@@ -128,21 +129,4 @@ fn healthcheck(config: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn hash_password() -> Result<(), String> {
-    let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-    // One password: the first line, without its line ending.
-    let password = input.lines().next().unwrap_or("");
-    if password.is_empty() {
-        return Err(
-            "no password on stdin (try: echo -n 'secret' | sessiongate hash-password)".into(),
-        );
-    }
-    let hash = sessiongate::credentials::password::hash_password(password.as_bytes())?;
-    println!("{hash}");
-    Ok(())
 }

@@ -4,4 +4,5 @@
 pub mod check;
 pub mod demo;
 pub mod explain;
+pub mod hash_password;
 pub mod healthcheck;
