@@ -53,16 +53,20 @@ pub fn nginx(server: &str) -> Edge {
     })
 }
 
-/// Caddy serving `caddyfile` (its site address given by the placeholder `{port}`), with its
-/// admin endpoint and automatic HTTPS off and its storage in a scratch directory.
+/// Caddy serving `caddyfile` (its site address given by the placeholder `{port}`) on
+/// 127.0.0.1 only, with its admin endpoint and automatic HTTPS off and its storage in a
+/// scratch directory.
 pub fn caddy(caddyfile: &str) -> Edge {
     let caddy = program(
         "caddy",
         "the forward-auth tests run Caddy in front of sessiongate",
     );
     start("caddy", |dir, port| {
+        // default_bind: without it Caddy listens on every address ([::]), so a port found
+        // free on 127.0.0.1 could be taken on another (seen once in CI: "address already in
+        // use" on all five tries).
         let text = format!(
-            "{{\n admin off\n auto_https off\n}}\n{}",
+            "{{\n admin off\n auto_https off\n default_bind 127.0.0.1\n}}\n{}",
             caddyfile.replace("{port}", &port.to_string())
         );
         std::fs::write(dir.join("Caddyfile"), text).unwrap();
@@ -84,6 +88,8 @@ pub fn caddy(caddyfile: &str) -> Edge {
 /// retry on another.
 fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Edge {
     let mut last_log = String::new();
+    // A port that failed stays held here, so the next try is given another.
+    let mut held = Vec::new();
     for _ in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,6 +129,7 @@ fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Edge {
             std::thread::sleep(Duration::from_millis(50));
         }
         last_log = edge.log();
+        held.push(std::net::TcpListener::bind(edge.addr).ok());
     }
     panic!("{name} did not start:\n{last_log}");
 }
