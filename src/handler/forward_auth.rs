@@ -229,13 +229,6 @@ impl Unreadable {
     }
 }
 
-/// The nginx endpoint's answer to a request whose host the screen refused: nginx passes the
-/// client's `Host` (and any `X-Forwarded-Host`) to `auth_request`, and turns anything but 401
-/// and 403 into a 500, so a client's bad host is a 403 here, the 400 everywhere else.
-pub fn refused_host(problem: HostProblem) -> Response<Body> {
-    Refusal::NginxBadHost(problem).response()
-}
-
 /// The original request from the proxy's headers.
 fn read_original(h: &HeaderMap, edge: EdgeProxy) -> Result<Original, Unreadable> {
     let (method_header, uri_header) = match edge {

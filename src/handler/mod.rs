@@ -106,10 +106,7 @@ pub async fn handle(
         client: conn.client_addr(req.headers(), &app.config.server.trusted_proxies),
     };
     let (mut res, logged) = match screened.refused {
-        Some(e) => (
-            screen_answer(e, noted.uri.path(), &app.routes),
-            Logged::anonymous(Outcome::Invalid),
-        ),
+        Some(e) => (e.response(), Logged::anonymous(Outcome::Invalid)),
         // A panic anywhere below ends this request with a 500, never a forwarded request, and
         // leaves the connection's other requests and the process running.
         None => AssertUnwindSafe(serve(&app, &conn, req, screened.upgrade))
@@ -215,22 +212,17 @@ fn screen_head<B>(
         uri.scheme_str(),
         forwarded_host(trusted, uri.path(), routes),
     ) {
-        return Some(Refusal::BadHost(problem));
+        // nginx passes the client's `Host` to `auth_request` and turns anything but 401 and
+        // 403 into a 500: at its endpoint a client's bad host is refused with 403.
+        return Some(if uri.path() == routes.auth_nginx {
+            Refusal::NginxBadHost(problem)
+        } else {
+            Refusal::BadHost(problem)
+        });
     }
     headers::check_framing(req.headers())
         .err()
         .map(Refusal::Framing)
-}
-
-/// The answer to a request the screen refused. nginx's forward-auth endpoint answers a bad
-/// host with 403, which nginx understands (see `forward_auth::refused_host`).
-fn screen_answer(refusal: Refusal<'_>, path: &str, routes: &Routes) -> Response<Body> {
-    match refusal {
-        Refusal::BadHost(problem) if path == routes.auth_nginx => {
-            forward_auth::refused_host(problem)
-        }
-        refusal => refusal.response(),
-    }
 }
 
 /// What the peer's `X-Forwarded-Host` is on a request for `path`: a client's is replaced; a

@@ -122,6 +122,29 @@ fn a_trusted_proxy_must_forward_the_host_it_asks_for() {
     assert!(refused.is_none(), "{refused:?}");
 }
 
+/// nginx turns a 400 from `auth_request` into a 500: its endpoint's bad host is the 403 kind.
+#[test]
+fn a_bad_host_at_the_nginx_endpoint_is_refused_the_way_nginx_understands() {
+    let doubled = [
+        (HOST.as_str(), "a.example.com"),
+        (HOST.as_str(), "b.example.com"),
+    ];
+    let refused = |path| screened(request(path, &doubled), false).0;
+    assert!(
+        matches!(
+            refused("/.sessiongate/auth/nginx"),
+            Some(Refusal::NginxBadHost(_))
+        ),
+        "{:?}",
+        refused("/.sessiongate/auth/nginx")
+    );
+    assert!(matches!(refused("/app"), Some(Refusal::BadHost(_))));
+    assert!(matches!(
+        refused("/.sessiongate/auth/forward"),
+        Some(Refusal::BadHost(_))
+    ));
+}
+
 #[test]
 fn the_screen_normalizes_what_it_lets_through_and_notes_any_upgrade() {
     let mut req = request("/a/./b/../c?q=1", &[(HOST.as_str(), "app.example.com")]);
