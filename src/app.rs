@@ -1,6 +1,7 @@
 //! `App`: everything a request needs, built once from the config and shared through `Arc`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use crate::auth::cookies::PrefixCookies;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::pending::Pending;
+use crate::auth::provider_attempts::Attempts;
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::config::Config;
 use crate::config::error::ConfigError;
@@ -18,6 +20,7 @@ use crate::config::session::{SameSite, StoreConfig};
 use crate::credentials::password::Verifier;
 use crate::gate::{Gate, Site};
 use crate::http::tls::CertStore;
+use crate::oidc::Providers;
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::pages::Pages;
 use crate::proxy::Upstream;
@@ -64,6 +67,11 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The pages people see, branded by `[login_page]`; a reload replaces them whole.
     pages: ArcSwap<Pages>,
+    /// `[[providers]]` (a reload replaces them) and the sign-ins under way at them.
+    pub providers: Providers,
+    pub attempts: Attempts,
+    /// `auth.auto_redirect` (a reload changes it).
+    auto_redirect: AtomicBool,
 }
 
 /// sessiongate's own endpoints, formatted once.
@@ -83,6 +91,8 @@ pub struct Routes {
     pub auth_nginx: String,
     /// Forward-auth for Caddy `forward_auth` and Traefik ForwardAuth.
     pub auth_forward: String,
+    /// Where each provider's endpoints are: `{oidc}/{id}/start` and `{oidc}/{id}/callback`.
+    pub oidc: String,
     /// Body of the 401 answered to non-browser requests without a session.
     pub unauthorized_json: Bytes,
 }
@@ -102,6 +112,7 @@ impl Routes {
             logo: format!("{prefix}/logo"),
             auth_nginx: format!("{prefix}/auth/nginx"),
             auth_forward: format!("{prefix}/auth/forward"),
+            oidc: format!("{prefix}/oidc"),
             unauthorized_json: Bytes::from(format!(
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
@@ -150,6 +161,7 @@ struct Stores {
     sessions: Sessions,
     limiter: FailureLimits,
     pending: Pending,
+    attempts: Attempts,
 }
 
 impl Stores {
@@ -167,6 +179,7 @@ impl Stores {
             sessions: Sessions::Memory { store, keys },
             limiter: FailureLimits::Local(limiter),
             pending: Pending::memory(config.auth.pending_lifetime),
+            attempts: Attempts::memory(),
         }
     }
 
@@ -192,6 +205,7 @@ impl Stores {
             tunnels,
         );
         let pending = Pending::redis(link.clone(), keys.clone(), config.auth.pending_lifetime);
+        let attempts = Attempts::redis(link.clone());
         let limiter = SharedLimiter::new(
             link,
             keys,
@@ -202,6 +216,7 @@ impl Stores {
             sessions: Sessions::Redis(store),
             limiter: FailureLimits::Shared(limiter),
             pending,
+            attempts,
         })
     }
 }
@@ -317,6 +332,10 @@ impl App {
                 .map(|t| UpstreamProbe::new(t.authority.clone(), t.timeout)),
             routes,
             pages: ArcSwap::new(config.pages.clone()),
+            providers: Providers::new(&config.providers)
+                .expect("the config checked every provider's CA file"),
+            attempts: stores.attempts,
+            auto_redirect: AtomicBool::new(config.auto_redirect),
             config,
         }))
     }
@@ -335,6 +354,11 @@ impl App {
             login: &self.routes.login,
             login_code: &self.routes.login_code,
             metrics: &self.metrics,
+            providers: &self.providers,
+            attempts: &self.attempts,
+            oidc: &self.routes.oidc,
+            public_url: self.config.public_url.as_deref(),
+            auto_redirect: self.auto_redirect.load(Ordering::Relaxed),
         }
     }
 
@@ -350,6 +374,10 @@ impl App {
             .await
             .map_err(|e| ReloadError::Load(e.to_string()))??;
         self.pages.store(newer.pages.clone());
+        if let Err(e) = self.providers.replace(&newer.providers) {
+            tracing::warn!("SIGHUP: providers: {e}; the providers in force stay");
+        }
+        self.auto_redirect.store(newer.auto_redirect, Ordering::Relaxed);
         let ended_sessions = match self.gate.replace_policy(newer.policy()).await {
             Ok(n) => n,
             Err(e) => {

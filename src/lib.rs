@@ -32,6 +32,7 @@ pub mod credentials;
 pub mod gate;
 pub mod handler;
 pub mod http;
+pub mod oidc;
 pub mod ops;
 pub mod pages;
 pub mod proxy;

@@ -125,6 +125,11 @@ impl SignInCookie {
             .map(|v| Binding::SignIn(v.as_bytes()))
     }
 
+    /// The cookie the request brought, if it brought exactly one well-formed.
+    pub(crate) fn binding_value(&self) -> Option<&str> {
+        self.brought.as_deref()
+    }
+
     /// The value to bind a new form to, and the `Set-Cookie` the response needs when the
     /// request brought none.
     pub(crate) fn value(&self, cookies: &PrefixCookies) -> (Cow<'_, str>, Option<HeaderValue>) {

@@ -36,6 +36,16 @@ pub fn show(auth: &SignIn<'_>, req: &Request<Incoming>) -> Response<Body> {
         }
     }
     let notice = signed_out.then_some("You are signed out.");
+    // The only way in is one provider: straight there (not after signing out, which would
+    // sign the person in again at once if the provider still has them).
+    if !signed_out
+        && let Some(start) = super::provider::only_way_in(auth, rd.as_deref().unwrap_or("/"))
+        && let Ok(location) = http::HeaderValue::from_str(&start)
+    {
+        let mut res = crate::http::response::redirect(StatusCode::SEE_OTHER, location);
+        crate::http::response::no_store(&mut res);
+        return res;
+    }
     sign_in::sign_in(
         auth,
         &SignInCookie::of(auth.cookies, req.headers()),

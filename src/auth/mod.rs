@@ -7,6 +7,8 @@ pub mod form;
 pub mod limiter;
 pub mod login;
 pub mod pending;
+pub mod provider;
+pub mod provider_attempts;
 pub mod second_factor;
 pub mod shared_limiter;
 pub mod sign_in;

@@ -13,6 +13,8 @@ use super::cookies::{PrefixCookies, SignInCookie};
 use super::csrf::{Binding, FormTokens};
 use super::form::{Form, read_checked_form};
 use super::pending::Pending;
+use super::provider_attempts::Attempts;
+use crate::oidc::Providers;
 use super::shared_limiter::FailureLimits;
 use crate::credentials::password::Verifier;
 use crate::gate::Gate;
@@ -45,6 +47,15 @@ pub struct SignIn<'a> {
     pub login: &'a str,
     pub login_code: &'a str,
     pub metrics: &'a Metrics,
+    /// The OpenID Connect providers, and their sign-in attempts under way.
+    pub providers: &'a Providers,
+    pub attempts: &'a Attempts,
+    /// `{prefix}/oidc`: each provider's endpoints are under `/{id}`.
+    pub oidc: &'a str,
+    /// `server.public_url`, if set: the origin providers send browsers back to.
+    pub public_url: Option<&'a str>,
+    /// `auth.auto_redirect` in force.
+    pub auto_redirect: bool,
 }
 
 /// The sign-in page again for a post `refusal` turned down: its status, error and headers
@@ -72,13 +83,19 @@ pub(crate) fn sign_in(
 ) -> Response<Body> {
     let (binding, set_cookie) = browser.value(auth.cookies);
     let csrf = auth.tokens.issue(Binding::SignIn(binding.as_bytes()));
-    let rd = safe_return(rd, auth.gate.policy().redirect_hosts()).to_string();
+    let policy = auth.gate.policy();
+    let rd = safe_return(rd, policy.redirect_hosts()).to_string();
+    let buttons = super::provider::buttons(auth, &rd);
+    let password = policy.users().next().is_some() || buttons.is_empty();
+    let providers: Vec<(&str, String)> = buttons.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
     let html = auth.pages.sign_in(&pages::SignIn {
         action: auth.login,
         hidden_fields: &[("rd", &rd), ("csrf", &csrf)],
         username,
         error,
         notice,
+        password,
+        providers: &providers,
     });
     let mut res = pages::respond(status, html);
     if let Some(set_cookie) = set_cookie {

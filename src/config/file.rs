@@ -21,6 +21,8 @@ pub struct File {
     pub users: Vec<User>,
     #[serde(default)]
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub providers: Vec<Provider>,
     pub redis: Option<Redis>,
     #[serde(default)]
     pub metrics: Metrics,
@@ -80,6 +82,7 @@ pub struct Server {
     pub hsts: Option<Duration>,
     pub max_connections: Option<usize>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub public_url: Option<String>,
     pub tls: Option<ServerTls>,
 }
 
@@ -145,6 +148,7 @@ pub struct Auth {
     pub redirect_hosts: Option<Vec<String>>,
     pub websocket_origins: Option<Vec<String>>,
     pub require_totp: Option<bool>,
+    pub auto_redirect: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +159,25 @@ pub struct User {
     pub groups: Option<Vec<String>>,
     pub totp_secret: Option<SecretString>,
     pub totp_secret_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub username_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub allowed_domains: Option<Vec<String>>,
+    pub allowed_users: Option<Vec<String>>,
+    pub allowed_groups: Option<Vec<String>>,
+    pub logout_at_provider: Option<bool>,
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

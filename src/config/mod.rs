@@ -9,6 +9,7 @@ mod file;
 pub mod files;
 pub mod login_page;
 mod ops;
+mod providers;
 mod restart;
 mod rules;
 pub mod server;
@@ -30,6 +31,7 @@ use crate::config::session::SessionConfig;
 use crate::config::upstream::UpstreamConfig;
 use crate::gate::policy::{PolicyConfig, UserConfig};
 use crate::gate::rules::RuleSet;
+use crate::oidc::config::ProviderConfig;
 use crate::ops::logging::LogFormat;
 use crate::pages::Pages;
 
@@ -46,6 +48,16 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// `auth.public_paths` (as public rules) followed by `[[rules]]`, and `auth.default`.
     pub rules: RuleSet,
+    /// `[[providers]]`: the OpenID Connect providers people may sign in with.
+    pub providers: Vec<ProviderConfig>,
+    /// Each provider's id and fingerprint, for the policy.
+    pub provider_fingerprints: Vec<(String, u32)>,
+    /// `auth.auto_redirect`: a browser that needs to sign in goes straight to the provider
+    /// when it is the only way in (one provider, no `[[users]]`).
+    pub auto_redirect: bool,
+    /// `server.public_url`, without a trailing '/': where browsers reach sessiongate when an
+    /// outer proxy changes the scheme or host (the providers' callbacks are built on it).
+    pub public_url: Option<String>,
     /// `[metrics] listen`: where `GET /metrics` is served, on a listener of its own; off when
     /// `None`.
     pub metrics: Option<SocketAddr>,
@@ -108,6 +120,7 @@ impl Config {
             users: &self.users,
             rules: &self.rules,
             redirect_hosts: &self.auth.redirect_hosts,
+            providers: &self.provider_fingerprints,
         }
     }
 
@@ -130,7 +143,10 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     let session = session::validate_session(&file.session, store)?;
     let auth = auth::validate_auth(&file.auth, cores)?;
     let users = users::validate_users(file.users, auth.require_totp)?;
-    let rules = rules::validate_rules(&file.auth, file.rules, &users)?;
+    let providers = providers::validate_providers(file.providers)?;
+    providers::check_user_names(&users, &providers)?;
+    let public_url = providers::validate_public_url(file.server.public_url.as_deref())?;
+    let rules = rules::validate_rules(&file.auth, file.rules, &users, &providers)?;
     let metrics = ops::validate_metrics(&file.metrics, server.listen)?;
     let log = ops::validate_log(&file.log)?;
     let login_page = login_page::validate_login_page(&file.login_page)?;
@@ -142,6 +158,13 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
         auth,
         users,
         rules,
+        provider_fingerprints: providers
+            .iter()
+            .map(|p| (p.id.clone(), p.fingerprint()))
+            .collect(),
+        providers,
+        auto_redirect: file.auth.auto_redirect.unwrap_or(true),
+        public_url,
         metrics,
         log,
         login_page,

@@ -9,6 +9,8 @@ const RELOADED_KEYS: &[&str] = &[
     "auth.default",
     "auth.redirect_hosts",
     "login_page",
+    "providers",
+    "auth.auto_redirect",
 ];
 
 /// The dotted names of the keys whose values differ between `old` and `new`, other than those

@@ -5,16 +5,18 @@
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::gate::policy::UserConfig;
+use crate::oidc::config::ProviderConfig;
 use crate::gate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
 
 pub(super) fn validate_rules(
     auth: &file::Auth,
     written: Vec<file::Rule>,
     users: &[UserConfig],
+    providers: &[ProviderConfig],
 ) -> Result<RuleSet, ConfigError> {
     let mut list = public_paths(auth.public_paths.as_deref())?;
     for (i, r) in written.into_iter().enumerate() {
-        let rule = validate_rule(i, r, users)?;
+        let rule = validate_rule(i, r, users, providers)?;
         // Only [[rules]] are checked for shadowing: an overlap among public_paths is harmless,
         // but a [[rules]] entry that can never match is a mistake the operator must hear about.
         if let Some(earlier) = list.iter().find(|e| rule.is_shadowed_by(e)) {
@@ -74,7 +76,12 @@ fn public_paths(listed: Option<&[String]>) -> Result<Vec<Rule>, ConfigError> {
     Ok(list)
 }
 
-fn validate_rule(i: usize, r: file::Rule, users: &[UserConfig]) -> Result<Rule, ConfigError> {
+fn validate_rule(
+    i: usize,
+    r: file::Rule,
+    users: &[UserConfig],
+    providers: &[ProviderConfig],
+) -> Result<Rule, ConfigError> {
     let at = |field: &str| format!("rules[{i}].{field}");
     rules::check_path(&r.path)
         .map_err(|reason| invalid(at("path"), format!("{:?} {reason}", r.path)))?;
@@ -88,7 +95,7 @@ fn validate_rule(i: usize, r: file::Rule, users: &[UserConfig]) -> Result<Rule, 
             ));
         }
     }
-    let access = access(i, &r, users)?;
+    let access = access(i, &r, users, providers)?;
     Ok(Rule {
         origin: Origin::Rule(i),
         path: r.path,
@@ -144,7 +151,12 @@ fn host(i: usize, written: Option<&str>) -> Result<Option<String>, ConfigError> 
 }
 
 /// What `rules[i]` does: exactly one of `public = true`, `allow = [...]` or `deny = true`.
-fn access(i: usize, r: &file::Rule, users: &[UserConfig]) -> Result<Access, ConfigError> {
+fn access(
+    i: usize,
+    r: &file::Rule,
+    users: &[UserConfig],
+    providers: &[ProviderConfig],
+) -> Result<Access, ConfigError> {
     let named = |reason: &str| {
         invalid(
             format!("rules[{i}]"),
@@ -154,7 +166,7 @@ fn access(i: usize, r: &file::Rule, users: &[UserConfig]) -> Result<Access, Conf
     match (r.public.is_some(), &r.allow, r.deny.is_some()) {
         (true, None, false) => Ok(Access::Public),
         (false, None, true) => Ok(Access::Deny),
-        (false, Some(list), false) => Ok(Access::Allow(principals(i, list, users)?)),
+        (false, Some(list), false) => Ok(Access::Allow(principals(i, list, users, providers)?)),
         (false, None, false) => Err(named(
             "needs one of public = true, allow = [...] or deny = true",
         )),
@@ -167,14 +179,18 @@ fn access(i: usize, r: &file::Rule, users: &[UserConfig]) -> Result<Access, Conf
     }
 }
 
-/// The entries of `rules[i].allow`: user names from `[[users]]`, or `group:NAME` for a group at
-/// least one user is in. A name that matches nobody is a mistake (a typo locks the wrong people
-/// out or, worse, was meant to let someone in), so it is refused rather than ignored.
+/// The entries of `rules[i].allow`: user names from `[[users]]`, a provider's user as
+/// `{provider id}:{name}`, or `group:NAME` for a group at least one user is in (any group, when
+/// a provider hands out groups). A name that matches nobody is a mistake (a typo locks the
+/// wrong people out or, worse, was meant to let someone in), so it is refused rather than
+/// ignored.
 fn principals(
     i: usize,
     list: &[String],
     users: &[UserConfig],
+    providers: &[ProviderConfig],
 ) -> Result<Vec<Principal>, ConfigError> {
+    let provider_groups = providers.iter().any(|p| p.groups_claim.is_some());
     if list.is_empty() {
         return Err(invalid(
             format!("rules[{i}].allow"),
@@ -189,21 +205,28 @@ fn principals(
                 if !rules::is_group_name(group) {
                     return Err(invalid(key, format!("{group:?} is not a group name (letters, digits and -_. only)")));
                 }
-                if !users.iter().any(|u| u.groups.iter().any(|g| g == group)) {
+                if !provider_groups && !users.iter().any(|u| u.groups.iter().any(|g| g == group)) {
                     return Err(invalid(
                         key,
-                        format!("unknown group {group:?}: no [[users]] entry lists it in groups"),
+                        format!("unknown group {group:?}: no [[users]] entry lists it in groups (and no provider has a groups_claim)"),
                     ));
                 }
                 Ok(Principal::Group(group.to_string()))
-            } else if users.iter().any(|u| u.name == *entry) {
+            } else if users.iter().any(|u| u.name == *entry) || names_provider_user(entry, providers) {
                 Ok(Principal::User(entry.clone()))
             } else {
                 Err(invalid(
                     key,
-                    format!("unknown user {entry:?}: not a [[users]] name (write \"group:NAME\" for a group)"),
+                    format!("unknown user {entry:?}: not a [[users]] name (write \"group:NAME\" for a group, \"PROVIDER:NAME\" for a provider's user)"),
                 ))
             }
         })
         .collect()
+}
+
+/// Whether `entry` is `{id}:{name}` for a configured provider `id` and a non-empty name.
+fn names_provider_user(entry: &str, providers: &[ProviderConfig]) -> bool {
+    entry
+        .split_once(':')
+        .is_some_and(|(id, name)| !name.is_empty() && providers.iter().any(|p| p.id == id))
 }

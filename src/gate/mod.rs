@@ -22,7 +22,7 @@ use crate::http::headers::single_cookie;
 use crate::http::upgrade;
 use crate::ops::metrics::{EndReason, Metrics};
 use crate::ops::outcome::Outcome;
-use crate::session::identity::UserNames;
+use crate::session::identity::{Profile, UserNames};
 use crate::session::tunnels::Tunnels;
 use crate::session::{
     CookieSigner, Owner, SessionId, SessionKey, SessionMeta, Sessions, StoreError,
@@ -275,10 +275,7 @@ impl Gate {
             return Ok(None);
         };
         match policy.current(owner) {
-            Some(user) => Ok(Some(Authenticated {
-                id,
-                user: user.clone(),
-            })),
+            Some(user) => Ok(Some(Authenticated { id, user })),
             None => {
                 self.sessions.stale(&id).await?;
                 self.metrics.sessions_ended(EndReason::Revoked, 1);
@@ -391,6 +388,21 @@ impl Gate {
             self.sessions.peek(id).await?.map(|(owner, _)| owner)
         };
         Ok(owner.is_some_and(|owner| self.policy.load().current(owner).is_some()))
+    }
+
+    /// The provider user filed under `key`, with `profile` as their latest (see
+    /// `UserNames::intern_profile`), under the policy of the moment; `None` if their provider
+    /// is no longer configured with `fingerprint` (a reload during the sign-in).
+    pub fn provider_user(&self, key: &str, profile: Profile, fingerprint: u32) -> Option<Arc<User>> {
+        let policy = self.policy.load();
+        if policy.provider_fingerprint(&profile.provider) != Some(fingerprint) {
+            return None;
+        }
+        let id = self.names.intern_profile(key, profile);
+        policy.current(Owner {
+            user: id,
+            credentials: fingerprint,
+        })
     }
 
     /// Starts a session for `user` (just logged in) from where `meta` says.

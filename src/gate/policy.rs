@@ -3,7 +3,7 @@
 //! set. It answers two questions: who a session's owner is now, and what a request may do.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 use sha2::Digest;
@@ -15,7 +15,7 @@ use crate::http::paths;
 use crate::http::redirect::HostPattern;
 use crate::ops::outcome::Outcome;
 use crate::session::Revoked;
-use crate::session::identity::{Account, Owner, UserId, UserNames};
+use crate::session::identity::{Account, Owner, Profile, UserId, UserNames};
 
 /// A `[[users]]` entry, validated: what a policy is built from.
 #[derive(Debug, Clone)]
@@ -35,12 +35,22 @@ pub struct PolicyConfig<'c> {
     pub rules: &'c RuleSet,
     /// `auth.redirect_hosts`.
     pub redirect_hosts: &'c [HostPattern],
+    /// The configured providers' ids and fingerprints: their users' sessions count while their
+    /// provider is configured as when they signed in.
+    pub providers: &'c [(String, u32)],
 }
 
 /// A configured user as the request path needs them.
 pub struct User {
     pub id: UserId,
+    /// What rules, logs and the app call the user: the `[[users]]` name, or a provider's
+    /// user's `{provider id}:{username claim}`.
     pub name: String,
+    /// What the stores file their sessions under: the name, or a provider user's key (see
+    /// `session::identity::provider_key`).
+    pub key: String,
+    /// A provider's user: their provider and latest profile. `None`: a configured user.
+    pub profile: Option<Arc<Profile>>,
     /// The name, ready for the identity header.
     pub identity: HeaderValue,
     pub groups: Vec<String>,
@@ -61,11 +71,46 @@ impl Account for User {
     }
 
     fn name(&self) -> &str {
-        &self.name
+        &self.key
     }
 
     fn credentials(&self) -> u32 {
         self.credentials
+    }
+
+    fn profile(&self) -> Option<&Profile> {
+        self.profile.as_deref()
+    }
+}
+
+impl User {
+    /// The provider user `profile` describes, filed under `key` as `id`, whose sessions count
+    /// while their provider's fingerprint is `credentials`. `dummy` stands in for a password
+    /// hash they do not have (nothing checks it: no password sign-in finds them).
+    pub fn of_provider(
+        id: UserId,
+        key: &str,
+        profile: Arc<Profile>,
+        credentials: u32,
+        dummy: &PasswordHash,
+    ) -> Option<User> {
+        Some(User {
+            id,
+            name: profile.name.clone(),
+            key: key.to_string(),
+            identity: HeaderValue::from_str(&profile.name).ok()?,
+            groups: profile.groups.clone(),
+            groups_value: HeaderValue::from_str(&profile.groups.join(",")).ok()?,
+            password_hash: dummy.clone(),
+            totp: None,
+            credentials,
+            profile: Some(profile),
+        })
+    }
+
+    /// Whether this is a provider's user (their groups come from the provider).
+    pub fn is_provider_user(&self) -> bool {
+        self.profile.is_some()
     }
 }
 
@@ -90,12 +135,18 @@ pub struct Policy {
     redirect_hosts: Vec<HostPattern>,
     /// Some rule names a host: only then is a request's host looked up.
     host_rules: bool,
+    /// The configured providers' fingerprints, by id.
+    providers: HashMap<String, u32>,
+    /// Where provider users' profiles are (shared by every policy).
+    names: Arc<UserNames>,
+    /// Provider users as this policy has built them, with the profile each was built from.
+    provider_users: Mutex<HashMap<UserId, (Arc<Profile>, Arc<User>)>>,
 }
 
 impl Policy {
     /// Builds the policy of a validated config. Names are interned in `names`, which outlives
     /// every policy, so a user keeps their id across reloads.
-    pub fn build(config: PolicyConfig<'_>, names: &UserNames) -> Policy {
+    pub fn build(config: PolicyConfig<'_>, names: &Arc<UserNames>) -> Policy {
         let mut by_name = HashMap::new();
         let mut by_id: Vec<Option<Arc<User>>> = Vec::new();
         for u in config.users {
@@ -103,6 +154,8 @@ impl Policy {
             let user = Arc::new(User {
                 id,
                 name: u.name.clone(),
+                key: u.name.clone(),
+                profile: None,
                 identity: HeaderValue::from_str(&u.name)
                     .expect("validated user names are header-safe"),
                 groups: u.groups.clone(),
@@ -143,6 +196,9 @@ impl Policy {
             dummy: dummy_like(config.users.first().map(|u| &u.password_hash)),
             redirect_hosts: config.redirect_hosts.to_vec(),
             host_rules: config.rules.rules.iter().any(|r| r.host.is_some()),
+            providers: config.providers.iter().cloned().collect(),
+            names: names.clone(),
+            provider_users: Mutex::default(),
         }
     }
 
@@ -158,11 +214,42 @@ impl Policy {
 
     /// The user a session's owner is today: `None` when the user was removed or their password
     /// changed since the session began.
-    pub fn current(&self, owner: Owner) -> Option<&Arc<User>> {
-        self.by_id
-            .get(owner.user.index())?
-            .as_ref()
-            .filter(|u| u.credentials == owner.credentials)
+    /// A provider's user: only while their provider is configured as when they signed in.
+    pub fn current(&self, owner: Owner) -> Option<Arc<User>> {
+        if let Some(Some(user)) = self.by_id.get(owner.user.index()) {
+            return (user.credentials == owner.credentials).then(|| user.clone());
+        }
+        self.provider_user(owner)
+    }
+
+    /// [`current`](Self::current) for someone who is not in the config: a provider's user,
+    /// built from their latest profile (once per profile).
+    fn provider_user(&self, owner: Owner) -> Option<Arc<User>> {
+        let profile = self.names.profile(owner.user)?;
+        if self.providers.get(&profile.provider) != Some(&owner.credentials) {
+            return None;
+        }
+        let mut built = self.provider_users.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((from, user)) = built.get(&owner.user)
+            && Arc::ptr_eq(from, &profile)
+        {
+            return Some(user.clone());
+        }
+        let key = self.names.key_of(owner.user)?;
+        let user = Arc::new(User::of_provider(
+            owner.user,
+            &key,
+            profile.clone(),
+            owner.credentials,
+            &self.dummy,
+        )?);
+        built.insert(owner.user, (profile, user.clone()));
+        Some(user)
+    }
+
+    /// The fingerprint provider `id` has in this policy, if it is configured.
+    pub fn provider_fingerprint(&self, id: &str) -> Option<u32> {
+        self.providers.get(id).copied()
     }
 
     /// The users of `old` whose sessions this policy ends: removed, or given new credentials.
@@ -243,11 +330,16 @@ impl Policy {
             (Access::Public, _) => Outcome::Public,
             (Access::Deny, _) => Outcome::Forbidden,
             (Access::Allow(_), None) => Outcome::LoginRequired,
-            (Access::Allow(_), Some(u)) => {
-                if self.allowed[index]
-                    .binary_search_by_key(&u.id.index(), |id| id.index())
-                    .is_ok()
-                {
+            (Access::Allow(who), Some(u)) => {
+                // A provider's user is not in the table made from the config: asked directly.
+                let allowed = if u.is_provider_user() {
+                    who.iter().any(|p| admits(p, u))
+                } else {
+                    self.allowed[index]
+                        .binary_search_by_key(&u.id.index(), |id| id.index())
+                        .is_ok()
+                };
+                if allowed {
                     Outcome::Allow
                 } else {
                     Outcome::Forbidden

@@ -28,7 +28,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use hyper::body::Incoming;
 
 use crate::app::{App, Routes};
-use crate::auth::{login, second_factor};
+use crate::auth::{login, provider, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision, Gate, Head, HostOf, Own, Via};
 use crate::http::conn::ConnInfo;
@@ -297,6 +297,9 @@ enum Page {
     Sessions,
     SessionsEnd,
     Logo,
+    /// `{prefix}/oidc/{id}/start` and `/callback`: signing in with a provider.
+    ProviderStart,
+    ProviderCallback,
     /// Under the prefix, but none of the above: 404.
     Unknown,
 }
@@ -326,8 +329,25 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
         (&r.logo, Page::Logo),
     ];
     let page = pages.iter().find(|(p, _)| *p == path);
-    let page = page.map_or(Page::Unknown, |(_, page)| *page);
+    let page = page.map_or_else(|| provider_page(&r.oidc, path), |(_, page)| *page);
     Some(Route::Own(Endpoint::Page(page)))
+}
+
+/// A provider's endpoint under `oidc` (`{oidc}/{id}/start`, `{oidc}/{id}/callback`), if `path`
+/// is one; which provider is read again by the endpoint (see [`provider_id`]).
+fn provider_page(oidc: &str, path: &str) -> Page {
+    match provider_id(oidc, path) {
+        Some((_, "start")) => Page::ProviderStart,
+        Some((_, "callback")) => Page::ProviderCallback,
+        _ => Page::Unknown,
+    }
+}
+
+/// The provider id and the step in a provider endpoint's `path`.
+fn provider_id<'p>(oidc: &str, path: &'p str) -> Option<(&'p str, &'p str)> {
+    let rest = path.strip_prefix(oidc)?.strip_prefix('/')?;
+    let (id, step) = rest.split_once('/')?;
+    (!id.is_empty() && !step.contains('/')).then_some((id, step))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,9 +444,23 @@ async fn own_page(
         Page::Readyz if read => ready(app).await,
         Page::Sessions if read => sessions::show(app, req, mine(own)).await,
         Page::Logo if read => crate::pages::logo_response(&app.pages()),
-        Page::Healthz | Page::Readyz | Page::Sessions | Page::Logo => {
-            Refusal::not_allowed("GET", method).response()
+        Page::ProviderStart | Page::ProviderCallback if read => {
+            let path = req.uri().path().to_string();
+            let Some((id, _)) = provider_id(&app.routes.oidc, &path) else {
+                return Refusal::NoSuchEndpoint.response();
+            };
+            if page == Page::ProviderStart {
+                provider::start(&app.sign_in(), id, conn.proto, &req).await
+            } else {
+                provider::callback(&app.sign_in(), id, client(&req), req).await
+            }
         }
+        Page::Healthz
+        | Page::Readyz
+        | Page::Sessions
+        | Page::Logo
+        | Page::ProviderStart
+        | Page::ProviderCallback => Refusal::not_allowed("GET", method).response(),
         Page::Unknown => Refusal::NoSuchEndpoint.response(),
     }
 }

@@ -146,6 +146,31 @@ pub enum Refusal<'a> {
     /// Every password check slot is taken (`auth.max_concurrent_logins`).
     #[error("Too many sign-ins are in progress. Try again in a moment.")]
     LoginsBusy,
+    /// A provider sign-in's callback names no attempt this browser started: unknown, used,
+    /// expired or another browser's `state`. The sign-in page again, saying so.
+    #[error("That sign-in link has expired, was already used or belongs to another browser; sign in again.")]
+    SignInRestart,
+    /// No `[[providers]]` entry has this id.
+    #[error("no such sign-in provider")]
+    NoSuchProvider,
+    /// The provider is not discovered (down at start, say); `name` is its button's.
+    #[error("{name} sign-in is unavailable right now. Try again in a moment.")]
+    ProviderUnavailable { name: &'a str, login: &'a str },
+    /// The provider sent the browser back with an error (`error=access_denied`, ...).
+    #[error("{name} did not sign you in: {said}")]
+    ProviderSaid {
+        name: &'a str,
+        said: &'a str,
+        denied: bool,
+        login: &'a str,
+    },
+    /// The provider's answer or its user was refused here: `reason` says why (never a token).
+    #[error("Signing in with {name} failed: {reason}")]
+    ProviderRefused {
+        name: &'a str,
+        reason: &'a str,
+        login: &'a str,
+    },
     /// The session store (or the shared failure counters) could not answer a sign-in step.
     #[error(
         "Signing in is not possible right now: sessions cannot be checked. Try again in a moment."
@@ -222,6 +247,14 @@ pub enum Page<'a> {
     },
     /// The form the request posted, again, saying `error`: drawn by the step whose form it is.
     Form { error: String },
+    /// `title` and `text` (made at run time: a provider's name and what it said), then a link
+    /// to `back` labelled `label`.
+    Told {
+        title: &'static str,
+        text: String,
+        back: &'a str,
+        label: &'static str,
+    },
 }
 
 /// The body a client that gets no page reads.
@@ -273,6 +306,11 @@ impl Refusal<'_> {
             }
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             LoginsBusy | SignInUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            SignInRestart => StatusCode::BAD_REQUEST,
+            NoSuchProvider => StatusCode::NOT_FOUND,
+            ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProviderSaid { denied: true, .. } | ProviderRefused { .. } => StatusCode::FORBIDDEN,
+            ProviderSaid { denied: false, .. } => StatusCode::BAD_GATEWAY,
             MalformedBody { .. } => StatusCode::BAD_REQUEST,
             Upstream {
                 timed_out: true, ..
@@ -294,6 +332,8 @@ impl Refusal<'_> {
             Upstream { .. } | LoginsBusy | UntrustedPeer { .. } | EdgeHeader { .. } => {
                 Some(Level::WARN)
             }
+            // The sign-in step logs these with the provider and the reason.
+            ProviderSaid { .. } | ProviderRefused { .. } => None,
             // Any client can do this at will: not a warning, and not the upstream's fault.
             MalformedBody { .. } => Some(Level::DEBUG),
             _ => None,
@@ -335,7 +375,19 @@ impl Refusal<'_> {
                 back: sessions,
                 label: "Back to your sessions",
             }),
-            NoCredentials
+            ProviderUnavailable { login, .. }
+            | ProviderSaid { login, .. }
+            | ProviderRefused { login, .. } => Shown::Page(Page::Told {
+                title: match self {
+                    ProviderUnavailable { .. } => "Sign-in unavailable",
+                    _ => "Sign-in failed",
+                },
+                text: self.to_string(),
+                back: login,
+                label: "Back to sign-in",
+            }),
+            SignInRestart
+            | NoCredentials
             | CredentialsTooLong
             | WrongCredentials
             | NoCode
@@ -414,6 +466,7 @@ impl Refusal<'_> {
             StoreUnavailable { .. } | LoginsBusy | SignInUnavailable { .. } | NotReady { .. } => {
                 (header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
+            ProviderUnavailable { .. } => (header::RETRY_AFTER, HeaderValue::from_static("5")),
             TooManyAttempts { wait } => {
                 (header::RETRY_AFTER, HeaderValue::from(whole_seconds(*wait)))
             }
@@ -546,6 +599,15 @@ mod tests {
         Some(Page::Message { title, lines })
     }
 
+    fn told(title: &'static str, text: &str) -> Option<Page<'static>> {
+        Some(Page::Told {
+            title,
+            text: text.to_string(),
+            back: "/auth/login",
+            label: "Back to sign-in",
+        })
+    }
+
     fn form(error: &str) -> Option<Page<'static>> {
         Some(Page::Form {
             error: error.to_string(),
@@ -616,6 +678,12 @@ mod tests {
             (TooManyAttempts { wait: Duration::from_millis(2_001) }, 429, None, text("Too many failed attempts. Try again in 3 seconds."), form("Too many failed attempts. Try again in 3 seconds.")),
             (LoginsBusy, 503, Some(Level::WARN), text("Too many sign-ins are in progress. Try again in a moment."), form("Too many sign-ins are in progress. Try again in a moment.")),
             (SignInUnavailable { cause: &e }, 503, Some(Level::ERROR), text("Signing in is not possible right now: sessions cannot be checked. Try again in a moment."), form("Signing in is not possible right now: sessions cannot be checked. Try again in a moment.")),
+            (SignInRestart, 400, None, text("That sign-in link has expired, was already used or belongs to another browser; sign in again."), form("That sign-in link has expired, was already used or belongs to another browser; sign in again.")),
+            (NoSuchProvider, 404, None, text("no such sign-in provider"), None),
+            (ProviderUnavailable { name: "Corp", login: "/auth/login" }, 503, None, text("Corp sign-in is unavailable right now. Try again in a moment."), told("Sign-in unavailable", "Corp sign-in is unavailable right now. Try again in a moment.")),
+            (ProviderSaid { name: "Corp", said: "access_denied", denied: true, login: "/auth/login" }, 403, None, text("Corp did not sign you in: access_denied"), told("Sign-in failed", "Corp did not sign you in: access_denied")),
+            (ProviderSaid { name: "Corp", said: "server_error", denied: false, login: "/auth/login" }, 502, None, text("Corp did not sign you in: server_error"), told("Sign-in failed", "Corp did not sign you in: server_error")),
+            (ProviderRefused { name: "Corp", reason: "the ID token was refused", login: "/auth/login" }, 403, None, text("Signing in with Corp failed: the ID token was refused"), told("Sign-in failed", "Signing in with Corp failed: the ID token was refused")),
             (MalformedBody { cause: &e }, 400, Some(Level::DEBUG), text("connection reset by peer"), None),
             (Upstream { timed_out: false, cause: &e }, 502, Some(Level::WARN), text("the upstream could not be reached"), message("Bad gateway", "The app behind this page could not be reached. Try again in a moment.")),
             (Upstream { timed_out: true, cause: &e }, 504, Some(Level::WARN), text("the upstream did not answer in time"), message("Gateway timeout", "The app behind this page did not answer in time. Try again in a moment.")),
@@ -638,7 +706,9 @@ mod tests {
             assert_eq!(refusal.shown(true), shown, "{refusal:?}");
             // A script gets a page only where everyone does: a form's post.
             let for_script = match page {
-                Some(page @ (Page::Form { .. } | Page::Back { .. })) => Shown::Page(page.clone()),
+                Some(page @ (Page::Form { .. } | Page::Back { .. } | Page::Told { .. })) => {
+                    Shown::Page(page.clone())
+                }
                 _ => Shown::Plain,
             };
             assert_eq!(refusal.shown(false), for_script, "{refusal:?}");
@@ -649,7 +719,7 @@ mod tests {
         );
     }
 
-    const VARIANTS: usize = 44;
+    const VARIANTS: usize = 50;
 
     /// Each variant's place: a new one does not compile until it has one, and the table above
     /// fails until it has a row.
@@ -704,6 +774,12 @@ mod tests {
             } => 41,
             NotReady { .. } => 42,
             Internal(_) => 43,
+            SignInRestart => 44,
+            NoSuchProvider => 45,
+            ProviderUnavailable { .. } => 46,
+            ProviderSaid { denied: true, .. } => 47,
+            ProviderSaid { denied: false, .. } => 48,
+            ProviderRefused { .. } => 49,
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Metrics {
     pub tunnels: Gauge,
     pub store_errors: Counter,
     pub redis_duration: Histogram,
+    /// Sign-ins through providers, by provider id and result.
+    provider_logins: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Metrics {
@@ -192,6 +194,12 @@ impl Metrics {
             "Upgraded connections (WebSockets and others) being relayed",
             Gauge::default(),
         );
+        let provider_logins = Family::<Vec<(String, String)>, Counter>::default();
+        registry.register(
+            "provider_logins",
+            "Sign-ins through OpenID Connect providers, by provider and how they ended",
+            provider_logins.clone(),
+        );
         let store_errors = registered(
             &mut registry,
             "store_errors",
@@ -217,6 +225,7 @@ impl Metrics {
             tunnels,
             store_errors,
             redis_duration,
+            provider_logins,
         }
     }
 
@@ -231,6 +240,17 @@ impl Metrics {
 
     pub fn login(&self, result: LoginResult) {
         self.logins[result as usize].inc();
+    }
+
+    /// A sign-in through `provider` ended with `result` (`success`, `denied`, `refused`,
+    /// `not_allowed`, `restarted`, `unavailable`).
+    pub fn provider_login(&self, provider: &str, result: &'static str) {
+        self.provider_logins
+            .get_or_create(&vec![
+                ("provider".to_string(), provider.to_string()),
+                ("result".to_string(), result.to_string()),
+            ])
+            .inc();
     }
 
     pub fn sessions_ended(&self, reason: EndReason, n: usize) {

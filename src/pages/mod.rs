@@ -107,6 +107,10 @@ pub struct SignIn<'a> {
     pub username: &'a str,
     pub error: Option<&'a str>,
     pub notice: Option<&'a str>,
+    /// Whether the password form is shown (there are `[[users]]`, or no provider).
+    pub password: bool,
+    /// One button per provider: its name and where it starts the sign-in.
+    pub providers: &'a [(&'a str, String)],
 }
 
 /// A page rendered as HTML, with the Content-Security-Policy that lets its styles apply.
@@ -267,6 +271,8 @@ impl Pages {
             let page = SignIn {
                 action: "/login",
                 hidden_fields: &[(MARKER, MARKER)],
+                password: true,
+                providers: &[],
                 username: if error.is_some() { "someone" } else { "" },
                 error,
                 notice: None,
@@ -309,6 +315,13 @@ impl Pages {
             ("username", Value::from(page.username)),
             ("error", Value::from(page.error)),
             ("notice", Value::from(page.notice)),
+            ("password", Value::from(page.password)),
+            (
+                "providers",
+                Value::from_iter(page.providers.iter().map(|(name, href)| {
+                    Value::from_iter([("name", Value::from(*name)), ("href", Value::from(href.as_str()))])
+                })),
+            ),
         ]);
         context(ctx)
     }
@@ -401,6 +414,19 @@ impl Pages {
                     escape_html(label)
                 ));
                 self.shell(title, &body)
+            }
+            error::Page::Told {
+                title,
+                text,
+                back,
+                label,
+            } => {
+                let body = format!(
+                    "<p><a href=\"{}\">{}</a></p>",
+                    escape_html(back),
+                    escape_html(label)
+                );
+                self.message(title, &[text], &body)
             }
             // Only the step whose form it is can draw the form (its fields and token): a
             // refusal that names one is answered there, and this is the same words without it.
@@ -724,6 +750,8 @@ mod tests {
                 username: "<alice>",
                 error: Some("Invalid username or password."),
                 notice: None,
+                password: true,
+                providers: &[],
             })
             .html;
         assert!(html.contains("<html lang=\"en\">"), "{html}");
@@ -766,6 +794,8 @@ mod tests {
                 username: "<script>",
                 error: None,
                 notice: None,
+                password: true,
+                providers: &[],
             })
             .html;
         assert!(html.contains("<p>&lt;script&gt;</p>"), "{html}");
@@ -872,6 +902,8 @@ mod tests {
                 username: "",
                 error: Some("Invalid username or password."),
                 notice: None,
+                password: true,
+                providers: &[],
             }),
             pages.code("/.sessiongate/login/code", &[("csrf", "t")], None),
             pages.message("Bad gateway", &["The app could not be reached."], ""),
@@ -908,6 +940,8 @@ mod tests {
                 username: "",
                 error,
                 notice: None,
+                password: true,
+                providers: &[],
             })
         };
         let quiet = sign_in(None);
@@ -928,6 +962,8 @@ mod tests {
             username: "",
             error: None,
             notice: None,
+            password: true,
+            providers: &[],
         });
         assert_eq!(
             style_sources(&page),
@@ -941,6 +977,8 @@ mod tests {
             username: "",
             error: None,
             notice: None,
+            password: true,
+            providers: &[],
         });
         assert_eq!(style_sources(&page), ["'none'"]);
     }

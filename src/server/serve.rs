@@ -23,6 +23,8 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // Providers are discovered in the background of the first listener to start.
+    app.providers.start();
     let graceful = GracefulShutdown::new();
     // hyper-util's GracefulShutdown does not take an HTTP/1 connection with upgrades, so
     // those are watched by hand: each holds a receiver, `true` asks it to finish, and the

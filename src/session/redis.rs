@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use redis::Script;
 
 use super::cache::{Cache, Entry};
-use super::identity::{Owner, UserNames};
+use super::identity::{Owner, Profile, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{SessionId, SessionMeta, StoreError};
 use super::redis_link::RedisLink;
@@ -55,6 +55,21 @@ return 1
 ",
     )
 });
+
+/// What separates a provider user's key from their profile (JSON) in a session's `user`
+/// field; a configured user's field is their name alone, as before providers.
+const PROFILE_SEPARATOR: char = '\u{1e}';
+
+/// A session's `user` field: the name, and a provider user's profile after it.
+fn user_field(name: &str, profile: Option<&Profile>) -> String {
+    match profile {
+        None => name.to_string(),
+        Some(p) => format!(
+            "{name}{PROFILE_SEPARATOR}{}",
+            serde_json::to_string(p).expect("a profile is plain data")
+        ),
+    }
+}
 
 /// Writes "last seen" back and renews the TTL (and the index's, which lives as long as the
 /// user's longest-lived session), unless the session has ended meanwhile (a bare HSET would
@@ -243,13 +258,16 @@ impl RedisStore {
             .min(now_ms.saturating_add(self.idle_ms))
     }
 
-    /// A new session of the user `name`, made with `credentials`.
+    /// A new session of the user `name`, made with `credentials`; a provider user's `profile`
+    /// is kept with it (and sealed with it), so that every replica knows who they are.
     pub async fn create(
         &self,
         name: &str,
         credentials: u32,
+        profile: Option<&Profile>,
         meta: &SessionMeta,
     ) -> Result<SessionId, StoreError> {
+        let user = user_field(name, profile);
         fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
         loop {
             let id = SessionId::generate();
@@ -258,7 +276,7 @@ impl RedisStore {
             let mut call = CREATE.prepare_invoke();
             call.key(self.session_key(&key))
                 .key(self.index_key(name))
-                .arg(name)
+                .arg(&user)
                 .arg(credentials)
                 .arg(now)
                 .arg(meta.client.to_string())
@@ -266,7 +284,7 @@ impl RedisStore {
                 .arg(self.expire_at(now, now))
                 .arg(key.to_hex())
                 .arg(now.saturating_add(self.absolute_ms))
-                .arg(self.keys.seal(&key, name, credentials, now).to_hex());
+                .arg(self.keys.seal(&key, &user, credentials, now).to_hex());
             let created: i64 = self
                 .link
                 .run("creating a session", move |mut conn| async move {
@@ -348,15 +366,23 @@ impl RedisStore {
         if self.expired(created_ms, seen_ms, now) {
             return Ok(None);
         }
+        let (user, uid) = match user.split_once(PROFILE_SEPARATOR) {
+            None => match self.names.get(&user) {
+                Some(uid) => (user, uid),
+                None => return Ok(None),
+            },
+            Some((name, profile)) => match serde_json::from_str::<Profile>(profile) {
+                Ok(p) => (name.to_string(), self.names.intern_profile(name, p)),
+                Err(_) => return Ok(None),
+            },
+        };
         if write_back && now.saturating_sub(seen_ms) >= self.touch_ms {
             if !self.touch_at(session, &user, created_ms, now).await? {
                 return Ok(None);
             }
             seen_ms = now;
         }
-        let Some(uid) = self.names.get(&user) else {
-            return Ok(None);
-        };
+
         let owner = Owner {
             user: uid,
             credentials,

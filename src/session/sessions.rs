@@ -61,7 +61,11 @@ impl Sessions {
     ) -> Result<SessionId, StoreError> {
         match self {
             Sessions::Memory { store, .. } => store.create(user.owner(), meta),
-            Sessions::Redis(redis) => redis.create(user.name(), user.credentials(), meta).await,
+            Sessions::Redis(redis) => {
+                redis
+                    .create(user.name(), user.credentials(), user.profile(), meta)
+                    .await
+            }
         }
     }
 

@@ -1,0 +1,150 @@
+//! Provider sign-in attempts under way: what the callback needs (the PKCE verifier, the
+//! nonce, where to go afterwards) and which browser started it, filed under a one-way hash of
+//! the attempt's `state` until the callback takes it, once. In memory, or in Redis with the
+//! Redis store (the callback may reach another replica).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::oidc::provider::AttemptSecrets;
+use crate::session::StoreError;
+use crate::session::redis_link::RedisLink;
+
+/// How long a sign-in at a provider may take (typing a password and a code there included).
+pub const ATTEMPT_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Attempts kept in memory at most: anyone may start one, so their number is bounded; past it,
+/// new ones are refused (503) until old ones run out.
+const MAX_ATTEMPTS: usize = 100_000;
+
+/// One attempt, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub secrets: AttemptSecrets,
+    /// Where to go once signed in (already checked against the redirect rules).
+    pub rd: String,
+    /// SHA-256 of the sign-in cookie of the browser that started it, hex.
+    pub browser: String,
+}
+
+pub enum Attempts {
+    Memory(Mutex<HashMap<[u8; 32], (Attempt, Instant)>>),
+    Redis { link: Arc<RedisLink>, prefix: String },
+}
+
+/// The key an attempt is filed under: a hash of its `state`, so a store dump holds no state
+/// that would complete someone's sign-in.
+fn key_of(state: &str) -> [u8; 32] {
+    sha2::Sha256::digest(state.as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an attempt records of the browser: SHA-256 of its sign-in cookie, hex.
+pub fn browser_tag(cookie: &str) -> String {
+    hex(&sha2::Sha256::digest(cookie.as_bytes()))
+}
+
+impl Attempts {
+    pub fn memory() -> Attempts {
+        Attempts::Memory(Mutex::default())
+    }
+
+    pub fn redis(link: Arc<RedisLink>) -> Attempts {
+        Attempts::Redis {
+            prefix: format!("{}oidc:", link.prefix),
+            link,
+        }
+    }
+
+    /// Files `attempt` under `state`; false when too many are under way (memory only).
+    pub async fn put(&self, state: &str, attempt: Attempt) -> Result<bool, StoreError> {
+        match self {
+            Attempts::Memory(map) => {
+                let now = Instant::now();
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                if map.len() >= MAX_ATTEMPTS {
+                    map.retain(|_, (_, until)| *until > now);
+                    if map.len() >= MAX_ATTEMPTS {
+                        return Ok(false);
+                    }
+                }
+                map.insert(key_of(state), (attempt, now + ATTEMPT_LIFETIME));
+                Ok(true)
+            }
+            Attempts::Redis { link, prefix } => {
+                let key = format!("{prefix}{}", hex(&key_of(state)));
+                let value = serde_json::to_string(&attempt).expect("an attempt is plain data");
+                let ms = ATTEMPT_LIFETIME.as_millis() as u64;
+                link.run("starting a provider sign-in", move |mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .arg("PX")
+                        .arg(ms)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes the attempt filed under `state`, if it is still on: exactly one caller gets it.
+    pub async fn take(&self, state: &str) -> Result<Option<Attempt>, StoreError> {
+        match self {
+            Attempts::Memory(map) => {
+                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(map
+                    .remove(&key_of(state))
+                    .filter(|(_, until)| *until > Instant::now())
+                    .map(|(a, _)| a))
+            }
+            Attempts::Redis { link, prefix } => {
+                let key = format!("{prefix}{}", hex(&key_of(state)));
+                let value: Option<String> = link
+                    .run("finishing a provider sign-in", move |mut conn| async move {
+                        redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await
+                    })
+                    .await?;
+                Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(provider: &str) -> Attempt {
+        Attempt {
+            provider: provider.into(),
+            secrets: AttemptSecrets {
+                nonce: "n".into(),
+                pkce_verifier: "v".into(),
+                redirect_uri: "http://x/cb".into(),
+            },
+            rd: "/".into(),
+            browser: browser_tag("cookie"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_attempt_is_taken_once() {
+        let attempts = Attempts::memory();
+        assert!(attempts.put("state-1", attempt("a")).await.unwrap());
+        assert!(attempts.put("state-2", attempt("b")).await.unwrap());
+        assert_eq!(attempts.take("state-1").await.unwrap(), Some(attempt("a")));
+        assert_eq!(attempts.take("state-1").await.unwrap(), None);
+        assert_eq!(attempts.take("state-3").await.unwrap(), None);
+        assert_eq!(attempts.take("state-2").await.unwrap(), Some(attempt("b")));
+    }
+}
