@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs the test suite runs that a fresh Debian machine lacks. Safe to run
 # again: a package is installed only when the command that proves it is there is missing.
+# With --node-only, only the npm packages (see below).
 set -euo pipefail
 
 # command that proves the package is installed -> Debian package that provides it.
@@ -11,7 +12,7 @@ declare -A PACKAGES=(
   [chromium]=chromium               # tests/it/browser.rs: the real browser
   [chromedriver]=chromium-driver    # tests/it/browser.rs: WebDriver for that browser
   [redis-server]=redis-server       # tests/it/redis_*.rs: the Redis session store
-  [npm]=npm                         # tests/it/browser.rs: installs axe-core (brings nodejs)
+  [npm]=npm                         # installs axe-core and oidc-provider (brings nodejs, which runs them)
   [curl]=curl                       # tests/it/security_upgrades.rs: the h2c attack as curl makes it
 )
 
@@ -21,6 +22,34 @@ for cmd in "${!PACKAGES[@]}"; do
     missing+=("${PACKAGES[$cmd]}")
   fi
 done
+
+# From npm into target/test-node, once the system packages are in (npm may be one of them):
+# axe-core, the accessibility checker tests/it/browser.rs runs in the page, and oidc-provider,
+# the OpenID Connect provider tests/oidc/provider.mjs runs for the sign-in tests
+# (tests/it/common/oidc.rs) and scripts/try-oidc.sh. A package is (re)installed only when
+# the installed version differs from the pinned one.
+node_modules_dir="$(cd "$(dirname "$0")/.." && pwd)/target/test-node"
+node_packages=(axe-core@4.14.1 oidc-provider@9.13.3)
+install_node_packages() {
+  local spec name version wanted=()
+  for spec in "${node_packages[@]}"; do
+    name="${spec%@*}"
+    version="${spec##*@}"
+    if ! grep -qs "\"version\": \"$version\"" "$node_modules_dir/node_modules/$name/package.json"; then
+      wanted+=("$spec")
+    fi
+  done
+  if [ ${#wanted[@]} -gt 0 ]; then
+    echo "--- installing for the tests from npm: ${wanted[*]}"
+    npm install --prefix "$node_modules_dir" --save-exact --no-audit --no-fund --silent "${wanted[@]}"
+  fi
+}
+
+# scripts/try-oidc.sh needs only these: `tests/install-deps.sh --node-only`.
+if [ "${1:-}" = "--node-only" ]; then
+  install_node_packages
+  exit 0
+fi
 
 # Python packages some tests parse with (a real Prometheus text-format parser, a real
 # Dockerfile parser, a YAML loader), and hypercorn, the h2c-capable app server
@@ -35,19 +64,8 @@ if ! "$pyenv/bin/python3" -c 'import prometheus_client, dockerfile_parse, yaml, 
   "$pyenv/bin/python3" -m pip install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
-# axe-core, the accessibility checker tests/it/browser.rs runs in the page, from npm into
-# target/ (after the system packages: npm may be one of them).
-axe_version=4.14.1
-install_axe() {
-  local node="$(cd "$(dirname "$0")/.." && pwd)/target/test-node"
-  if [ "$(cat "$node/node_modules/axe-core/package.json" 2>/dev/null | grep -o "\"version\": \"$axe_version\"")" = "" ]; then
-    echo "--- installing axe-core@$axe_version for the browser test"
-    npm install --prefix "$node" --no-audit --no-fund --silent "axe-core@$axe_version"
-  fi
-}
-
 if [ ${#missing[@]} -eq 0 ]; then
-  install_axe
+  install_node_packages
   exit 0
 fi
 
@@ -81,4 +99,4 @@ for cmd in "${!PACKAGES[@]}"; do
   }
 done
 
-install_axe
+install_node_packages

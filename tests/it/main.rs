@@ -25,6 +25,7 @@ mod forward_auth;
 mod login_flow;
 mod login_page;
 mod metrics;
+mod oidc_provider;
 mod proxying;
 mod readiness;
 mod redis_harness;

@@ -5,6 +5,7 @@
 pub mod dockerfile;
 pub mod edge;
 pub mod hypercorn;
+pub mod oidc;
 pub mod python;
 pub mod redis;
 pub mod tls;
