@@ -13,6 +13,8 @@
 //! - `app`: wires everything at start and on reload; nothing below it imports it.
 //! - `config`: the file's types, its validation (a module per section), the files it names.
 //! - `auth`: the sign-in steps, logout, CSRF tokens, failure limits, the sign-in cookies.
+//! - `oidc`: OpenID Connect providers: discovery and keys, the authorization request, the
+//!   checks of the ID token, and who it names.
 //! - `pages`: the templates and every page a person sees.
 //! - `proxy`: the upstream leg and its pool, the tunnel relay, readiness.
 //! - `gate`: the one access decision, from the policy (users, groups, rules) and the session.

@@ -142,8 +142,8 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     let store = store::validate_store(&file.session, file.redis.as_ref())?;
     let session = session::validate_session(&file.session, store)?;
     let auth = auth::validate_auth(&file.auth, cores)?;
-    let users = users::validate_users(file.users, auth.require_totp)?;
     let providers = providers::validate_providers(file.providers)?;
+    let users = users::validate_users(file.users, auth.require_totp, !providers.is_empty())?;
     providers::check_user_names(&users, &providers)?;
     let public_url = providers::validate_public_url(file.server.public_url.as_deref())?;
     let rules = rules::validate_rules(&file.auth, file.rules, &users, &providers)?;

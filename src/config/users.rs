@@ -14,11 +14,12 @@ use crate::gate::rules;
 pub(super) fn validate_users(
     written: Vec<file::User>,
     require_totp: bool,
+    providers: bool,
 ) -> Result<Vec<UserConfig>, ConfigError> {
-    if written.is_empty() {
+    if written.is_empty() && !providers {
         return Err(invalid(
             "users",
-            "no [[users]] configured: nobody could log in (add one with `sessiongate hash-password`)",
+            "no [[users]] or [[providers]] configured: nobody could log in (add a user with `sessiongate hash-password`, or a provider)",
         ));
     }
     let mut users: Vec<UserConfig> = Vec::with_capacity(written.len());

@@ -70,8 +70,9 @@ struct Discovered {
     /// The signing algorithms the provider advertises for ID tokens, less `none` and the HMAC
     /// ones (a token "signed" with a key everyone can read is no proof).
     algs: Vec<CoreJwsSigningAlgorithm>,
-    /// When the key set was last fetched.
-    jwks_at: Instant,
+    /// When the key set was last fetched again for an unknown key (`None`: not since
+    /// discovery).
+    refetched: Option<Instant>,
 }
 
 /// The secrets of one sign-in attempt, kept server-side until its callback (one use).
@@ -174,7 +175,7 @@ impl Provider {
         self.discovered.store(Some(Arc::new(Discovered {
             metadata,
             algs,
-            jwks_at: Instant::now(),
+            refetched: None,
         })));
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(())
@@ -310,7 +311,9 @@ impl Provider {
             }
             other => other,
         };
-        verified.map_err(|e| Failure::Refused(format!("the ID token was refused: {e}")))?;
+        verified.map_err(|e| {
+            Failure::Refused(format!("the ID token was refused: {}", error_chain(&e)))
+        })?;
         let claims = payload(&token)
             .ok_or_else(|| Failure::Refused("the ID token's claims are not a JSON object".into()))?;
         check_authorized_party(&claims, &self.config.client_id)?;
@@ -395,7 +398,8 @@ impl Provider {
             .discovered
             .load_full()
             .ok_or_else(|| Failure::Unavailable("the provider is not discovered yet".into()))?;
-        if !Arc::ptr_eq(&current, seen) || current.jwks_at.elapsed() < JWKS_REFETCH_GAP {
+        let recently = current.refetched.is_some_and(|at| at.elapsed() < JWKS_REFETCH_GAP);
+        if !Arc::ptr_eq(&current, seen) || recently {
             return Ok(current);
         }
         let jwks: CoreJsonWebKeySet =
@@ -409,7 +413,7 @@ impl Provider {
         let next = Arc::new(Discovered {
             metadata,
             algs: current.algs.clone(),
-            jwks_at: Instant::now(),
+            refetched: Some(Instant::now()),
         });
         self.discovered.store(Some(next.clone()));
         tracing::info!(provider = self.id(), "fetched the provider's key set again (unknown key id)");

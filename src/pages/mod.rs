@@ -319,7 +319,7 @@ impl Pages {
             (
                 "providers",
                 Value::from_iter(page.providers.iter().map(|(name, href)| {
-                    Value::from_iter([("name", Value::from(*name)), ("href", Value::from(href.as_str()))])
+                    context(vec![("name", Value::from(*name)), ("href", attribute(href))])
                 })),
             ),
         ]);
@@ -735,6 +735,32 @@ mod tests {
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert!(!h.contains_key(header::RETRY_AFTER));
         assert!(html.contains("<h1>Gateway timeout</h1>"), "{html}");
+    }
+
+    #[test]
+    fn the_sign_in_page_has_a_button_per_provider() {
+        let pages = Pages::built_in();
+        let providers = [("Corp & Co".to_string(), "/p/corp/start?rd=%2F&x=1".to_string())];
+        let providers: Vec<(&str, String)> =
+            providers.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
+        let render = |password| {
+            pages
+                .sign_in(&SignIn {
+                    action: "/.sessiongate/login",
+                    hidden_fields: &[("rd", "/"), ("csrf", "tok")],
+                    username: "",
+                    error: None,
+                    notice: None,
+                    password,
+                    providers: &providers,
+                })
+                .html
+        };
+        let both = render(true);
+        assert!(both.contains(r#"<a class="provider" href="/p/corp/start?rd=%2F&amp;x=1">Sign in with Corp &amp; Co</a>"#), "{both}");
+        assert!(both.contains("name=\"password\""), "{both}");
+        let only = render(false);
+        assert!(only.contains("Sign in with Corp") && !only.contains("name=\"password\""), "{only}");
     }
 
     #[test]

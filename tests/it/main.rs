@@ -49,6 +49,7 @@ mod security_smuggling;
 mod security_upgrades;
 mod sessions_page;
 mod tls;
+mod oidc_sign_in;
 mod totp;
 mod websockets;
 mod ws_harness;
