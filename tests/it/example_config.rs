@@ -28,6 +28,7 @@ const EXAMPLE_VALUES: &[&str] = &[
     "login_workers",
     "totp_secret",
     "totp_secret_file",
+    "public_url",
     // [[rules]] has no defaults: the example shows rules as illustrations.
     "path",
     "methods",
@@ -173,7 +174,7 @@ fn readme_sections() -> Vec<(&'static str, String)> {
 }
 
 fn table_header(path: &str) -> String {
-    if path == "users" || path == "rules" {
+    if matches!(path, "users" | "rules" | "providers") {
         format!("[[{path}]]")
     } else {
         format!("[{path}]")
