@@ -377,7 +377,8 @@ impl App {
         if let Err(e) = self.providers.replace(&newer.providers) {
             tracing::warn!("SIGHUP: providers: {e}; the providers in force stay");
         }
-        self.auto_redirect.store(newer.auto_redirect, Ordering::Relaxed);
+        self.auto_redirect
+            .store(newer.auto_redirect, Ordering::Relaxed);
         let ended_sessions = match self.gate.replace_policy(newer.policy()).await {
             Ok(n) => n,
             Err(e) => {

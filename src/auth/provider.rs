@@ -99,7 +99,8 @@ pub async fn start(
         Err(e) => return login_unavailable(auth, &browser, "/", &e),
     }
     let Ok(location) = HeaderValue::from_str(&url) else {
-        return Refusal::Internal("the provider's authorization URL is not a header value").response();
+        return Refusal::Internal("the provider's authorization URL is not a header value")
+            .response();
     };
     let mut res = response::redirect(StatusCode::SEE_OTHER, location);
     if let Some(set_cookie) = set_cookie {
@@ -182,7 +183,10 @@ pub async fn callback(
                 .is_some_and(|cookie| constant_time_eq(&browser_tag(cookie), &a.browser))
     });
     let Some(attempt) = ours else {
-        tracing::info!(provider = id, "provider sign-in restarted: the callback's state names no attempt of this browser (unknown, used, expired or another browser's)");
+        tracing::info!(
+            provider = id,
+            "provider sign-in restarted: the callback's state names no attempt of this browser (unknown, used, expired or another browser's)"
+        );
         auth.metrics.provider_login(id, "restarted");
         return sign_in::refused(auth, &browser, &Refusal::SignInRestart, "/", "");
     };
@@ -190,7 +194,11 @@ pub async fn callback(
         return provider_said(auth, &provider, error, query.error_description.as_deref());
     }
     let Some(code) = &query.code else {
-        return refused(auth, &provider, &Failure::Refused("the response holds no code".into()));
+        return refused(
+            auth,
+            &provider,
+            &Failure::Refused("the response holds no code".into()),
+        );
     };
     if let Err(f) = provider.check_callback_issuer(query.iss.as_deref()) {
         return refused(auth, &provider, &f);
@@ -203,7 +211,16 @@ pub async fn callback(
         client,
         browser: Browser::of(req.headers()),
     };
-    signed_in(auth, &browser, &provider, identity, &meta, &attempt.rd, req.headers()).await
+    signed_in(
+        auth,
+        &browser,
+        &provider,
+        identity,
+        &meta,
+        &attempt.rd,
+        req.headers(),
+    )
+    .await
 }
 
 /// The provider sent the browser back with an error: shown as text, never a 500.
@@ -213,17 +230,17 @@ fn provider_said(
     error: &str,
     description: Option<&str>,
 ) -> Response<Body> {
-    let printable = |s: &str| -> String {
-        s.chars()
-            .filter(|c| !c.is_control())
-            .take(300)
-            .collect()
-    };
+    let printable =
+        |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(300).collect() };
     let said = match description {
         Some(d) => format!("{} ({})", printable(error), printable(d)),
         None => printable(error),
     };
-    tracing::info!(provider = provider.id(), error = said.as_str(), "the provider answered a sign-in with an error");
+    tracing::info!(
+        provider = provider.id(),
+        error = said.as_str(),
+        "the provider answered a sign-in with an error"
+    );
     auth.metrics.provider_login(provider.id(), "denied");
     auth.pages.refuse(
         &Refusal::ProviderSaid {
@@ -245,7 +262,11 @@ fn refused(auth: &SignIn<'_>, provider: &Provider, failure: &Failure) -> Respons
         Failure::Refused(_) => "refused",
         Failure::NotAllowed(_) => "not_allowed",
     };
-    tracing::warn!(provider = provider.id(), reason = reason.as_str(), "provider sign-in refused");
+    tracing::warn!(
+        provider = provider.id(),
+        reason = reason.as_str(),
+        "provider sign-in refused"
+    );
     auth.metrics.provider_login(provider.id(), result);
     if let Failure::Unavailable(_) = failure {
         return unavailable(auth, provider);
@@ -278,7 +299,11 @@ async fn signed_in(
     let previous = auth.gate.session_id(headers);
     match sign_in::complete(auth, browser, &policy, &user, previous, meta, rd).await {
         Ok(res) => {
-            tracing::info!(provider = provider.id(), user = user.name.as_str(), "provider sign-in");
+            tracing::info!(
+                provider = provider.id(),
+                user = user.name.as_str(),
+                "provider sign-in"
+            );
             auth.metrics.provider_login(provider.id(), "success");
             res
         }
@@ -305,7 +330,8 @@ fn provider_user(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     };
-    auth.gate.provider_user(&key, profile, provider.fingerprint())
+    auth.gate
+        .provider_user(&key, profile, provider.fingerprint())
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

@@ -33,7 +33,10 @@ pub struct Attempt {
 
 pub enum Attempts {
     Memory(Mutex<HashMap<[u8; 32], (Attempt, Instant)>>),
-    Redis { link: Arc<RedisLink>, prefix: String },
+    Redis {
+        link: Arc<RedisLink>,
+        prefix: String,
+    },
 }
 
 /// The key an attempt is filed under: a hash of its `state`, so a store dump holds no state

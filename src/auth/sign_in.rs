@@ -14,7 +14,6 @@ use super::csrf::{Binding, FormTokens};
 use super::form::{Form, read_checked_form};
 use super::pending::Pending;
 use super::provider_attempts::Attempts;
-use crate::oidc::Providers;
 use super::shared_limiter::FailureLimits;
 use crate::credentials::password::Verifier;
 use crate::gate::Gate;
@@ -22,6 +21,7 @@ use crate::gate::policy::{Policy, User};
 use crate::http::error::Refusal;
 use crate::http::redirect::safe_return;
 use crate::http::response::{self, no_store};
+use crate::oidc::Providers;
 use crate::ops::metrics::{EndReason, LoginResult, Metrics};
 use crate::pages::{self, Pages};
 use crate::proxy::Body;
@@ -87,7 +87,10 @@ pub(crate) fn sign_in(
     let rd = safe_return(rd, policy.redirect_hosts()).to_string();
     let buttons = super::provider::buttons(auth, &rd);
     let password = policy.users().next().is_some() || buttons.is_empty();
-    let providers: Vec<(&str, String)> = buttons.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
+    let providers: Vec<(&str, String)> = buttons
+        .iter()
+        .map(|(n, h)| (n.as_str(), h.clone()))
+        .collect();
     let html = auth.pages.sign_in(&pages::SignIn {
         action: auth.login,
         hidden_fields: &[("rd", &rd), ("csrf", &csrf)],

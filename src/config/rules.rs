@@ -5,8 +5,8 @@
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::gate::policy::UserConfig;
-use crate::oidc::config::ProviderConfig;
 use crate::gate::rules::{self, Access, DefaultAccess, Origin, Principal, Rule, RuleSet};
+use crate::oidc::config::ProviderConfig;
 
 pub(super) fn validate_rules(
     auth: &file::Auth,

@@ -393,7 +393,12 @@ impl Gate {
     /// The provider user filed under `key`, with `profile` as their latest (see
     /// `UserNames::intern_profile`), under the policy of the moment; `None` if their provider
     /// is no longer configured with `fingerprint` (a reload during the sign-in).
-    pub fn provider_user(&self, key: &str, profile: Profile, fingerprint: u32) -> Option<Arc<User>> {
+    pub fn provider_user(
+        &self,
+        key: &str,
+        profile: Profile,
+        fingerprint: u32,
+    ) -> Option<Arc<User>> {
         let policy = self.policy.load();
         if policy.provider_fingerprint(&profile.provider) != Some(fingerprint) {
             return None;

@@ -70,6 +70,8 @@ impl Account for User {
         self.id
     }
 
+    // The stores file sessions under the key, which for a configured user is the name.
+    #[allow(clippy::misnamed_getters)]
     fn name(&self) -> &str {
         &self.key
     }
@@ -122,6 +124,9 @@ pub struct Judgement<'p> {
     pub rule: Option<&'p Rule>,
 }
 
+/// A provider user as built, and the profile it was built from.
+type BuiltFrom = (Arc<Profile>, Arc<User>);
+
 pub struct Policy {
     by_name: HashMap<String, Arc<User>>,
     /// Indexed by `UserId`: `None` for names this process knew but the config no longer has.
@@ -140,7 +145,7 @@ pub struct Policy {
     /// Where provider users' profiles are (shared by every policy).
     names: Arc<UserNames>,
     /// Provider users as this policy has built them, with the profile each was built from.
-    provider_users: Mutex<HashMap<UserId, (Arc<Profile>, Arc<User>)>>,
+    provider_users: Mutex<HashMap<UserId, BuiltFrom>>,
 }
 
 impl Policy {
@@ -229,7 +234,10 @@ impl Policy {
         if self.providers.get(&profile.provider) != Some(&owner.credentials) {
             return None;
         }
-        let mut built = self.provider_users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = self
+            .provider_users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some((from, user)) = built.get(&owner.user)
             && Arc::ptr_eq(from, &profile)
         {

@@ -148,7 +148,9 @@ pub enum Refusal<'a> {
     LoginsBusy,
     /// A provider sign-in's callback names no attempt this browser started: unknown, used,
     /// expired or another browser's `state`. The sign-in page again, saying so.
-    #[error("That sign-in link has expired, was already used or belongs to another browser; sign in again.")]
+    #[error(
+        "That sign-in link has expired, was already used or belongs to another browser; sign in again."
+    )]
     SignInRestart,
     /// No `[[providers]]` entry has this id.
     #[error("no such sign-in provider")]

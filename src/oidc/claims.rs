@@ -26,7 +26,9 @@ pub enum NotAllowed {
     Subject,
     #[error("the provider sent no {0:?} claim to name you by")]
     NoUsername(String),
-    #[error("the provider's {0:?} claim is not a name that can be passed on (visible ASCII, at most 256 characters)")]
+    #[error(
+        "the provider's {0:?} claim is not a name that can be passed on (visible ASCII, at most 256 characters)"
+    )]
     BadUsername(String),
     #[error("the email address is not one address of the form local@domain")]
     BadEmail,
@@ -43,7 +45,10 @@ pub enum NotAllowed {
 }
 
 /// The user `claims` (a verified ID token's payload) names, if `config` lets them in.
-pub fn identify(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<Identity, NotAllowed> {
+pub fn identify(
+    config: &ProviderConfig,
+    claims: &Map<String, Value>,
+) -> Result<Identity, NotAllowed> {
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
@@ -51,7 +56,7 @@ pub fn identify(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<
         .ok_or(NotAllowed::Subject)?;
     let username = username(config, claims)?;
     check_email(config, claims)?;
-    if !config.allowed_users.is_empty() && !config.allowed_users.iter().any(|u| *u == username) {
+    if !config.allowed_users.is_empty() && !config.allowed_users.contains(&username) {
         return Err(NotAllowed::User);
     }
     let groups = groups(config, claims);
@@ -108,7 +113,8 @@ fn check_email(config: &ProviderConfig, claims: &Map<String, Value>) -> Result<(
 
 /// `email_verified` is a boolean; some providers send the string "true".
 fn verified(value: Option<&Value>) -> bool {
-    matches!(value, Some(Value::Bool(true))) || matches!(value, Some(Value::String(s)) if s == "true")
+    matches!(value, Some(Value::Bool(true)))
+        || matches!(value, Some(Value::String(s)) if s == "true")
 }
 
 /// The domain of an address that is exactly one `local@domain`, lower-cased and without a
@@ -129,7 +135,10 @@ pub fn email_domain(email: &str) -> Option<String> {
     if !local_ok {
         return None;
     }
-    let domain = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
+    let domain = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -202,8 +211,14 @@ mod tests {
 
     #[test]
     fn only_one_plain_address_has_a_domain() {
-        assert_eq!(email_domain("Ann@Example.COM.").as_deref(), Some("example.com"));
-        assert_eq!(email_domain("a.b+c@x.example.com").as_deref(), Some("x.example.com"));
+        assert_eq!(
+            email_domain("Ann@Example.COM.").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(
+            email_domain("a.b+c@x.example.com").as_deref(),
+            Some("x.example.com")
+        );
         for bad in [
             "a@evil.com@example.com",
             "\"a@evil.com\"@example.com",
@@ -227,7 +242,9 @@ mod tests {
     #[test]
     fn a_verified_address_in_an_allowed_domain_signs_in() {
         let p = provider(|p| p.allowed_domains = vec![DomainRule::parse("example.com").unwrap()]);
-        let ann = claims(json!({"sub": "1", "email": "ann@example.com", "email_verified": true, "groups": ["staff", "/full/path", "staff"]}));
+        let ann = claims(
+            json!({"sub": "1", "email": "ann@example.com", "email_verified": true, "groups": ["staff", "/full/path", "staff"]}),
+        );
         assert_eq!(
             identify(&p, &ann),
             Ok(Identity {
@@ -242,13 +259,31 @@ mod tests {
     fn the_domain_and_verification_rules_refuse() {
         let p = provider(|p| p.allowed_domains = vec![DomainRule::parse(".example.com").unwrap()]);
         let cases = [
-            (json!({"sub": "1", "email": "a@evil.com@x.example.com", "email_verified": true}), NotAllowed::BadEmail),
-            (json!({"sub": "1", "email": "a@x.example.com.evil.com", "email_verified": true}), NotAllowed::Domain),
-            (json!({"sub": "1", "email": "a@example.com", "email_verified": true}), NotAllowed::Domain),
-            (json!({"sub": "1", "email": "a@x.example.com", "email_verified": false}), NotAllowed::EmailUnverified),
-            (json!({"sub": "1", "email": "a@x.example.com"}), NotAllowed::EmailUnverified),
+            (
+                json!({"sub": "1", "email": "a@evil.com@x.example.com", "email_verified": true}),
+                NotAllowed::BadEmail,
+            ),
+            (
+                json!({"sub": "1", "email": "a@x.example.com.evil.com", "email_verified": true}),
+                NotAllowed::Domain,
+            ),
+            (
+                json!({"sub": "1", "email": "a@example.com", "email_verified": true}),
+                NotAllowed::Domain,
+            ),
+            (
+                json!({"sub": "1", "email": "a@x.example.com", "email_verified": false}),
+                NotAllowed::EmailUnverified,
+            ),
+            (
+                json!({"sub": "1", "email": "a@x.example.com"}),
+                NotAllowed::EmailUnverified,
+            ),
             (json!({"sub": "1"}), NotAllowed::NoUsername("email".into())),
-            (json!({"email": "a@x.example.com", "email_verified": true}), NotAllowed::Subject),
+            (
+                json!({"email": "a@x.example.com", "email_verified": true}),
+                NotAllowed::Subject,
+            ),
         ];
         for (c, want) in cases {
             assert_eq!(identify(&p, &claims(c.clone())), Err(want), "{c}");
@@ -264,21 +299,32 @@ mod tests {
             p.allowed_users = vec!["ann".into()];
         });
         // The email is neither the name nor checked: an unverified one does not matter.
-        let ann = claims(json!({"sub": "1", "preferred_username": "ann", "email": "x", "email_verified": false}));
+        let ann = claims(
+            json!({"sub": "1", "preferred_username": "ann", "email": "x", "email_verified": false}),
+        );
         assert_eq!(identify(&p, &ann).unwrap().username, "ann");
         let bob = claims(json!({"sub": "2", "preferred_username": "bob"}));
         assert_eq!(identify(&p, &bob), Err(NotAllowed::User));
         let odd = claims(json!({"sub": "3", "preferred_username": "Jos\u{e9}"}));
-        assert_eq!(identify(&p, &odd), Err(NotAllowed::BadUsername("preferred_username".into())));
+        assert_eq!(
+            identify(&p, &odd),
+            Err(NotAllowed::BadUsername("preferred_username".into()))
+        );
         let none = claims(json!({"sub": "4"}));
-        assert_eq!(identify(&p, &none), Err(NotAllowed::NoUsername("preferred_username".into())));
+        assert_eq!(
+            identify(&p, &none),
+            Err(NotAllowed::NoUsername("preferred_username".into()))
+        );
 
         let g = provider(|p| {
             p.username_claim = "sub".into();
             p.allowed_groups = vec!["staff".into()];
         });
         let staff = claims(json!({"sub": "5", "groups": "staff"}));
-        assert_eq!(identify(&g, &staff).unwrap().groups, vec!["staff".to_string()]);
+        assert_eq!(
+            identify(&g, &staff).unwrap().groups,
+            vec!["staff".to_string()]
+        );
         let other = claims(json!({"sub": "6", "groups": ["ops"]}));
         assert_eq!(identify(&g, &other), Err(NotAllowed::Group));
     }

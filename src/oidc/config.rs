@@ -47,7 +47,10 @@ impl DomainRule {
             Some(rest) => (true, rest),
             None => (false, entry),
         };
-        let domain = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
+        let domain = domain
+            .strip_suffix('.')
+            .unwrap_or(domain)
+            .to_ascii_lowercase();
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
@@ -114,13 +117,23 @@ mod tests {
         let exact = DomainRule::parse("Example.COM.").unwrap();
         assert_eq!(exact, DomainRule::Exactly("example.com".into()));
         assert!(exact.admits("example.com"));
-        for no in ["a.example.com", "evilexample.com", "example.com.evil.com", "com"] {
+        for no in [
+            "a.example.com",
+            "evilexample.com",
+            "example.com.evil.com",
+            "com",
+        ] {
             assert!(!exact.admits(no), "{no}");
         }
         let below = DomainRule::parse(".example.com").unwrap();
         assert!(below.admits("a.example.com"));
         assert!(below.admits("x.y.example.com"));
-        for no in ["example.com", "evilexample.com", "a.example.com.evil.com", ".example.com"] {
+        for no in [
+            "example.com",
+            "evilexample.com",
+            "a.example.com.evil.com",
+            ".example.com",
+        ] {
             assert!(!below.admits(no), "{no}");
         }
         for bad in ["", ".", "a..b", "exa mple.com", "a@b.com", "..example.com"] {

@@ -81,7 +81,9 @@ impl Providers {
         let list = configs
             .iter()
             .map(|c| {
-                let same = old.iter().find(|p| p.id() == c.id && unchanged(&p.config, c));
+                let same = old
+                    .iter()
+                    .find(|p| p.id() == c.id && unchanged(&p.config, c));
                 build(c, same)
             })
             .collect::<Result<Vec<_>, _>>()?;

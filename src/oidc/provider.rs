@@ -11,9 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
-    CoreClientAuthMethod, CoreGrantType, CoreIdTokenVerifier, CoreJsonWebKey,
-    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm,
-    CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreClientAuthMethod, CoreGrantType, CoreIdTokenVerifier, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
 };
 use openidconnect::{
     AdditionalProviderMetadata, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId,
@@ -141,7 +141,10 @@ impl Provider {
 
     /// Why discovery last failed, if it has not succeeded since.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Asks the discovery task to try again now (it keeps its minimum gap).
@@ -275,7 +278,8 @@ impl Provider {
         match iss {
             Some(iss) if iss == issuer => Ok(()),
             Some(_) => Err(Failure::Refused(
-                "the response names another issuer (iss): it was not meant for this provider".into(),
+                "the response names another issuer (iss): it was not meant for this provider"
+                    .into(),
             )),
             None if discovered
                 .metadata
@@ -314,8 +318,9 @@ impl Provider {
         verified.map_err(|e| {
             Failure::Refused(format!("the ID token was refused: {}", error_chain(&e)))
         })?;
-        let claims = payload(&token)
-            .ok_or_else(|| Failure::Refused("the ID token's claims are not a JSON object".into()))?;
+        let claims = payload(&token).ok_or_else(|| {
+            Failure::Refused("the ID token's claims are not a JSON object".into())
+        })?;
         check_authorized_party(&claims, &self.config.client_id)?;
         Ok(identify(&self.config, &claims)?)
     }
@@ -343,16 +348,18 @@ impl Provider {
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .map_err(|e| Failure::Refused(format!("the provider has no token endpoint: {e}")))?
             .set_pkce_verifier(PkceCodeVerifier::new(secrets.pkce_verifier.clone()));
-        let response = request.request_async(&self.http).await.map_err(|e| match e {
-            RequestTokenError::ServerResponse(answer) => Failure::Refused(format!(
-                "the provider refused the code: {}",
-                answer.error()
-            )),
-            RequestTokenError::Request(e) => {
-                Failure::Unavailable(format!("the token request failed: {}", error_chain(&e)))
-            }
-            other => Failure::Refused(format!("the token answer was not usable: {other}")),
-        })?;
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| match e {
+                RequestTokenError::ServerResponse(answer) => {
+                    Failure::Refused(format!("the provider refused the code: {}", answer.error()))
+                }
+                RequestTokenError::Request(e) => {
+                    Failure::Unavailable(format!("the token request failed: {}", error_chain(&e)))
+                }
+                other => Failure::Refused(format!("the token answer was not usable: {other}")),
+            })?;
         let id_token = response
             .id_token()
             .ok_or_else(|| Failure::Refused("the provider's answer holds no ID token".into()))?;
@@ -398,7 +405,9 @@ impl Provider {
             .discovered
             .load_full()
             .ok_or_else(|| Failure::Unavailable("the provider is not discovered yet".into()))?;
-        let recently = current.refetched.is_some_and(|at| at.elapsed() < JWKS_REFETCH_GAP);
+        let recently = current
+            .refetched
+            .is_some_and(|at| at.elapsed() < JWKS_REFETCH_GAP);
         if !Arc::ptr_eq(&current, seen) || recently {
             return Ok(current);
         }
@@ -406,7 +415,10 @@ impl Provider {
             JsonWebKeySet::fetch_async(current.metadata.jwks_uri(), &self.http)
                 .await
                 .map_err(|e| {
-                    Failure::Unavailable(format!("fetching the key set failed: {}", error_chain(&e)))
+                    Failure::Unavailable(format!(
+                        "fetching the key set failed: {}",
+                        error_chain(&e)
+                    ))
                 })?;
         let mut metadata = current.metadata.clone();
         metadata = metadata.set_jwks(jwks);
@@ -416,7 +428,10 @@ impl Provider {
             refetched: Some(Instant::now()),
         });
         self.discovered.store(Some(next.clone()));
-        tracing::info!(provider = self.id(), "fetched the provider's key set again (unknown key id)");
+        tracing::info!(
+            provider = self.id(),
+            "fetched the provider's key set again (unknown key id)"
+        );
         Ok(next)
     }
 }
@@ -518,8 +533,14 @@ mod tests {
     #[test]
     fn hmac_and_none_are_never_allowed() {
         assert!(is_shared_secret_or_none(&CoreJwsSigningAlgorithm::None));
-        assert!(is_shared_secret_or_none(&CoreJwsSigningAlgorithm::HmacSha256));
-        assert!(!is_shared_secret_or_none(&CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256));
-        assert!(!is_shared_secret_or_none(&CoreJwsSigningAlgorithm::EcdsaP256Sha256));
+        assert!(is_shared_secret_or_none(
+            &CoreJwsSigningAlgorithm::HmacSha256
+        ));
+        assert!(!is_shared_secret_or_none(
+            &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256
+        ));
+        assert!(!is_shared_secret_or_none(
+            &CoreJwsSigningAlgorithm::EcdsaP256Sha256
+        ));
     }
 }

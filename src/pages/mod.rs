@@ -319,7 +319,10 @@ impl Pages {
             (
                 "providers",
                 Value::from_iter(page.providers.iter().map(|(name, href)| {
-                    context(vec![("name", Value::from(*name)), ("href", attribute(href))])
+                    context(vec![
+                        ("name", Value::from(*name)),
+                        ("href", attribute(href)),
+                    ])
                 })),
             ),
         ]);
@@ -740,9 +743,14 @@ mod tests {
     #[test]
     fn the_sign_in_page_has_a_button_per_provider() {
         let pages = Pages::built_in();
-        let providers = [("Corp & Co".to_string(), "/p/corp/start?rd=%2F&x=1".to_string())];
-        let providers: Vec<(&str, String)> =
-            providers.iter().map(|(n, h)| (n.as_str(), h.clone())).collect();
+        let providers = [(
+            "Corp & Co".to_string(),
+            "/p/corp/start?rd=%2F&x=1".to_string(),
+        )];
+        let providers: Vec<(&str, String)> = providers
+            .iter()
+            .map(|(n, h)| (n.as_str(), h.clone()))
+            .collect();
         let render = |password| {
             pages
                 .sign_in(&SignIn {
@@ -760,7 +768,10 @@ mod tests {
         assert!(both.contains(r#"<a class="provider" href="/p/corp/start?rd=%2F&amp;x=1">Sign in with Corp &amp; Co</a>"#), "{both}");
         assert!(both.contains("name=\"password\""), "{both}");
         let only = render(false);
-        assert!(only.contains("Sign in with Corp") && !only.contains("name=\"password\""), "{only}");
+        assert!(
+            only.contains("Sign in with Corp") && !only.contains("name=\"password\""),
+            "{only}"
+        );
     }
 
     #[test]

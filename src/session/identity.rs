@@ -105,12 +105,15 @@ pub fn is_provider_key(key: &str) -> bool {
     key.contains(KEY_SEPARATOR)
 }
 
+/// A provider user's key and latest profile.
+type KeyedProfile = (Arc<str>, Arc<Profile>);
+
 /// The append-only table of every user name this process has known.
 #[derive(Default)]
 pub struct UserNames {
     ids: Mutex<HashMap<Box<str>, UserId>>,
     /// The profiles of provider users, by id (configured users have none).
-    profiles: RwLock<HashMap<UserId, (Arc<str>, Arc<Profile>)>>,
+    profiles: RwLock<HashMap<UserId, KeyedProfile>>,
 }
 
 impl UserNames {
@@ -194,7 +197,10 @@ mod tests {
         assert_eq!(names.profile(id).unwrap().groups, ["staff"]);
         names.intern_profile(&key, profile(&["ops"], 20));
         assert_eq!(names.profile(id).unwrap().groups, ["ops"]);
-        assert_ne!(names.intern_profile(&provider_key("corp", "sub-2"), profile(&[], 1)), id);
+        assert_ne!(
+            names.intern_profile(&provider_key("corp", "sub-2"), profile(&[], 1)),
+            id
+        );
         assert!(names.profile(names.intern("ann")).is_none());
     }
 }

@@ -35,7 +35,11 @@ async fn register(idp: &OidcProvider, proxy: &Proxy, id: &str) {
 /// One provider `corp` on `idp`, with local users too, and `rules` (TOML) after it.
 async fn start_with(idp: &OidcProvider, extra: &str, rules: &str) -> (Upstream, Proxy) {
     let upstream = start_upstream().await;
-    let toml = config_toml(upstream.addr, "", &format!("{}{rules}", provider_table("corp", idp, extra)));
+    let toml = config_toml(
+        upstream.addr,
+        "",
+        &format!("{}{rules}", provider_table("corp", idp, extra)),
+    );
     let proxy = start_proxy_with(&toml).await;
     register(idp, &proxy, "corp").await;
     discovered(&proxy).await;
@@ -46,8 +50,17 @@ async fn start_with(idp: &OidcProvider, extra: &str, rules: &str) -> (Upstream, 
 async fn discovered(proxy: &Proxy) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !proxy.app.providers.all().iter().all(|p| p.ready()) {
-        let errors: Vec<_> = proxy.app.providers.all().iter().filter_map(|p| p.last_error()).collect();
-        assert!(std::time::Instant::now() < deadline, "providers never discovered: {errors:?}");
+        let errors: Vec<_> = proxy
+            .app
+            .providers
+            .all()
+            .iter()
+            .filter_map(|p| p.last_error())
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "providers never discovered: {errors:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -95,11 +108,18 @@ async fn a_provider_user_signs_in_and_the_app_sees_who_and_which_groups() {
 
     let app = jar.get_url(&proxy.url("/staff/page?x=1")).await;
     assert_eq!(app.status, 200, "{}", app.text());
-    assert_eq!(app.upstream_header("x-forwarded-user"), ["corp:ann@example.com"]);
+    assert_eq!(
+        app.upstream_header("x-forwarded-user"),
+        ["corp:ann@example.com"]
+    );
     assert_eq!(app.upstream_header("x-forwarded-groups"), ["staff"]);
     // Nothing of the provider's tokens reaches the app.
     assert!(app.upstream_header("authorization").is_empty());
-    assert!(!app.text().contains("eyJ"), "a JWT reached the app: {}", app.text());
+    assert!(
+        !app.text().contains("eyJ"),
+        "a JWT reached the app: {}",
+        app.text()
+    );
     assert_eq!(jar.get_url(&proxy.url("/ann")).await.status, 200);
 
     // bob is not in staff, and not ann.
@@ -107,7 +127,10 @@ async fn a_provider_user_signs_in_and_the_app_sees_who_and_which_groups() {
     let res = sign_in(&mut bob, &proxy, "corp", "bob", "/").await;
     assert_eq!(res.status, 303, "{}", res.text());
     let page = bob.get_url(&proxy.url("/")).await;
-    assert_eq!(page.upstream_header("x-forwarded-user"), ["corp:bob@example.com"]);
+    assert_eq!(
+        page.upstream_header("x-forwarded-user"),
+        ["corp:bob@example.com"]
+    );
     assert_eq!(bob.get_url(&proxy.url("/staff/x")).await.status, 403);
     assert_eq!(bob.get_url(&proxy.url("/ann")).await.status, 403);
 }
@@ -121,7 +144,10 @@ async fn the_sign_in_page_offers_both_and_auto_redirect_needs_one_way_in() {
     let html = page.text();
     assert!(html.contains("name=\"password\""), "{html}");
     assert!(html.contains("Sign in with corp SSO"), "{html}");
-    assert!(html.contains("/.sessiongate/oidc/corp/start?rd=%2Fx"), "{html}");
+    assert!(
+        html.contains("/.sessiongate/oidc/corp/start?rd=%2Fx"),
+        "{html}"
+    );
 
     // No [[users]] and one provider: straight to it.
     let upstream = start_upstream().await;
@@ -174,7 +200,9 @@ async fn a_state_is_used_once_by_the_browser_that_started_it() {
         let res = ann.get_url(&proxy.url(path)).await;
         assert_eq!(res.status, 400, "{path}: {}", res.text());
     }
-    let res = ann.get_url(&proxy.url("/.sessiongate/oidc/nope/callback?code=x&state=y")).await;
+    let res = ann
+        .get_url(&proxy.url("/.sessiongate/oidc/nope/callback?code=x&state=y"))
+        .await;
     assert_eq!(res.status, 404);
     assert_eq!(upstream.requests(), 0);
 }
@@ -190,7 +218,11 @@ async fn a_response_meant_for_another_issuer_is_refused() {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {
-            let v = if k == "iss" { "https://evil.example.com".to_string() } else { v.into_owned() };
+            let v = if k == "iss" {
+                "https://evil.example.com".to_string()
+            } else {
+                v.into_owned()
+            };
             (k.into_owned(), v)
         })
         .collect();
@@ -248,8 +280,14 @@ async fn emails_and_the_allowed_lists_decide_who_gets_in() {
     let res = sign_in(&mut jar, &proxy, "corp", "eve", "/").await;
     assert_eq!(res.status, 403);
     assert!(res.text().contains("not verified"), "{}", res.text());
-    for email in ["a@evil.com@example.com", "a@example.com.evil.com", "\"a\"@example.com", "a b@example.com"] {
-        idp.tamper_claims(json!({"email": email, "email_verified": true})).await;
+    for email in [
+        "a@evil.com@example.com",
+        "a@example.com.evil.com",
+        "\"a\"@example.com",
+        "a b@example.com",
+    ] {
+        idp.tamper_claims(json!({"email": email, "email_verified": true}))
+            .await;
         let mut jar = Jar::new();
         let res = sign_in(&mut jar, &proxy, "corp", "ann", "/").await;
         assert_eq!(res.status, 403, "{email}: {}", res.text());
@@ -257,7 +295,10 @@ async fn emails_and_the_allowed_lists_decide_who_gets_in() {
     }
     idp.tamper("off").await;
     let mut jar = Jar::new();
-    assert!(has_session(&sign_in(&mut jar, &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut jar, &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
 }
 
 #[tokio::test]
@@ -270,7 +311,11 @@ async fn a_provider_error_is_shown_as_text() {
     let res = jar.get_url(&callback).await;
     assert_eq!(res.status, 403, "{}", res.text());
     assert!(res.text().contains("access_denied"), "{}", res.text());
-    assert!(res.text().contains("<html"), "a styled page: {}", res.text());
+    assert!(
+        res.text().contains("<html"),
+        "a styled page: {}",
+        res.text()
+    );
 }
 
 #[tokio::test]
@@ -282,17 +327,30 @@ async fn concurrent_sign_ins_never_swap_identities() {
     // Both at the provider at once; the callbacks come back in the other order.
     let a = start(&mut ann, &proxy, "corp", "/").await;
     let b = start(&mut bob, &proxy, "corp", "/").await;
-    let (ca, cb) = tokio::join!(provider_login(&mut ann, &a, "ann"), provider_login(&mut bob, &b, "bob"));
+    let (ca, cb) = tokio::join!(
+        provider_login(&mut ann, &a, "ann"),
+        provider_login(&mut bob, &b, "bob")
+    );
     let (rb, ra) = tokio::join!(bob.get_url(&cb), ann.get_url(&ca));
     assert!(has_session(&ra, &proxy) && has_session(&rb, &proxy));
     let who = |r: Resp| r.upstream_header("x-forwarded-user");
-    assert_eq!(who(ann.get_url(&proxy.url("/")).await), ["corp:ann@example.com"]);
-    assert_eq!(who(bob.get_url(&proxy.url("/")).await), ["corp:bob@example.com"]);
+    assert_eq!(
+        who(ann.get_url(&proxy.url("/")).await),
+        ["corp:ann@example.com"]
+    );
+    assert_eq!(
+        who(bob.get_url(&proxy.url("/")).await),
+        ["corp:bob@example.com"]
+    );
 }
 
 #[tokio::test]
 async fn a_provider_down_at_start_answers_503_until_it_is_back() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let issuer = format!("http://127.0.0.1:{port}");
     let upstream = start_upstream().await;
     let table = format!(
@@ -301,7 +359,11 @@ async fn a_provider_down_at_start_answers_503_until_it_is_back() {
     let proxy = start_proxy_with(&config_toml(upstream.addr, "", &table)).await;
     let res = get(proxy.addr, "/.sessiongate/oidc/corp/start", &[BROWSER]).await;
     assert_eq!(res.status, 503, "{}", res.text());
-    assert!(res.text().contains("Corp sign-in is unavailable right now"), "{}", res.text());
+    assert!(
+        res.text().contains("Corp sign-in is unavailable right now"),
+        "{}",
+        res.text()
+    );
     assert!(res.header("retry-after").is_some());
 
     let idp = start_oidc_provider_on(port, accounts()).await;
@@ -312,11 +374,18 @@ async fn a_provider_down_at_start_answers_503_until_it_is_back() {
         if res.status == 303 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never discovered: {}", res.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never discovered: {}",
+            res.text()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let mut jar = Jar::new();
-    assert!(has_session(&sign_in(&mut jar, &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut jar, &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
 }
 
 #[tokio::test]
@@ -327,7 +396,10 @@ async fn a_provider_name_cannot_become_a_local_user() {
     let rules = format!("\n[[rules]]\npath = \"/alice\"\nallow = [\"{USER}\"]\n");
     let (_upstream, proxy) = start_with(&idp, extra, &rules).await;
     let mut jar = Jar::new();
-    assert!(has_session(&sign_in(&mut jar, &proxy, "corp", "eve", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut jar, &proxy, "corp", "eve", "/").await,
+        &proxy
+    ));
     let page = jar.get_url(&proxy.url("/")).await;
     assert_eq!(page.upstream_header("x-forwarded-user"), ["corp:alice"]);
     assert_eq!(jar.get_url(&proxy.url("/alice")).await.status, 403);
@@ -336,6 +408,11 @@ async fn a_provider_name_cannot_become_a_local_user() {
     let upstream = start_upstream().await;
     let toml = config_toml(upstream.addr, "", &provider_table("corp", &idp, ""))
         .replace(&format!("name = \"{USER}\""), "name = \"corp:alice\"");
-    let err = sessiongate::Config::from_toml(&toml).unwrap_err().to_string();
-    assert!(err.contains("users[0].name") && err.contains("corp"), "{err}");
+    let err = sessiongate::Config::from_toml(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("users[0].name") && err.contains("corp"),
+        "{err}"
+    );
 }
