@@ -211,8 +211,12 @@ impl Attempt<'_> {
 
 /// `POST {prefix}/logout`: ends the session server-side and clears the cookie; with
 /// `everywhere=1`, ends every session of the user, on every replica.
-pub async fn logout(auth: &SignIn<'_>, req: Request<Incoming>) -> Response<Body> {
+pub async fn logout(auth: &SignIn<'_>, proto: &str, req: Request<Incoming>) -> Response<Body> {
     let session = auth.gate.authenticate(req.headers()).await;
+    let signed_out = format!("{}?signed_out=1", auth.login);
+    // With `logout_at_provider`, a provider's user is signed out there too, and comes back.
+    let at_provider = super::provider::origin(auth, proto, &req)
+        .map(|origin| format!("{origin}{signed_out}"));
     // A same-origin browser post needs no token (nor a body); anything else must carry one
     // bound to the session cookie it brings.
     let id = auth.gate.session_id(req.headers());
@@ -237,7 +241,11 @@ pub async fn logout(auth: &SignIn<'_>, req: Request<Incoming>) -> Response<Body>
     };
     let mut res = match ended {
         Ok(session) => {
+            let mut location = signed_out;
             if let Some((s, n)) = session {
+                if let Some(url) = at_provider.and_then(|back| super::provider::end_session_url(auth, &s.user, &back)) {
+                    location = url;
+                }
                 if form.everywhere {
                     tracing::info!(
                         user = s.user.name.as_str(),
@@ -248,9 +256,10 @@ pub async fn logout(auth: &SignIn<'_>, req: Request<Incoming>) -> Response<Body>
                     tracing::info!(user = s.user.name.as_str(), "logout");
                 }
             }
-            let location = HeaderValue::from_str(&format!("{}?signed_out=1", auth.login))
-                .expect("the prefix is header-safe");
-            response::redirect(StatusCode::SEE_OTHER, location)
+            match HeaderValue::from_str(&location) {
+                Ok(location) => response::redirect(StatusCode::SEE_OTHER, location),
+                Err(_) => Refusal::Internal("a logout URL is not a header value").response(),
+            }
         }
         // The browser still forgets the cookie, but the user is told the session may live on.
         Err(e) => store_unavailable(&e),

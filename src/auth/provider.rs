@@ -52,7 +52,7 @@ pub(crate) fn only_way_in(auth: &SignIn<'_>, rd: &str) -> Option<String> {
 }
 
 /// The origin browsers reach us at: `server.public_url`, else the request's scheme and host.
-fn origin(auth: &SignIn<'_>, proto: &str, req: &Request<Incoming>) -> Option<String> {
+pub(crate) fn origin(auth: &SignIn<'_>, proto: &str, req: &Request<Incoming>) -> Option<String> {
     if let Some(url) = auth.public_url {
         return Some(url.to_string());
     }
@@ -62,6 +62,17 @@ fn origin(auth: &SignIn<'_>, proto: &str, req: &Request<Incoming>) -> Option<Str
         None => req.uri().authority()?.as_str(),
     };
     Some(format!("{proto}://{host}"))
+}
+
+/// Where to send `user` after they signed out here, when their provider is configured with
+/// `logout_at_provider` and has an `end_session_endpoint`: there, coming back to `back`.
+pub(crate) fn end_session_url(auth: &SignIn<'_>, user: &User, back: &str) -> Option<String> {
+    let profile = user.profile.as_ref()?;
+    let provider = auth.providers.get(&profile.provider)?;
+    if !provider.config.logout_at_provider {
+        return None;
+    }
+    provider.end_session_url(back)
 }
 
 /// `GET {prefix}/oidc/{id}/start?rd=...`.

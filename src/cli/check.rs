@@ -120,7 +120,8 @@ pub fn check_file(path: &Path) -> Report {
 pub async fn check(config: &Config) -> Vec<Finding> {
     let mut findings = listeners(config);
     findings.extend(tls_files(config));
-    let (upstream, store) = tokio::join!(upstream(config), store(config));
+    let (upstream, store, providers) =
+        tokio::join!(upstream(config), store(config), providers(config));
     findings.push(upstream);
     findings.push(Finding::ok(format!("users: {}", config.users.len())));
     findings.push(Finding::ok(format!(
@@ -132,6 +133,7 @@ pub async fn check(config: &Config) -> Vec<Finding> {
         }
     )));
     findings.push(store);
+    findings.extend(providers);
     findings.extend(login_page(config));
     findings.extend(start_warnings(config));
     findings
@@ -233,6 +235,36 @@ fn tls_files(config: &Config) -> Vec<Finding> {
         )));
     }
     findings
+}
+
+/// Each provider's discovery, tried once: one that cannot be reached is a warning (sessiongate
+/// starts anyway, answers its button with 503 and keeps trying).
+async fn providers(config: &Config) -> Vec<Finding> {
+    let providers = match crate::oidc::Providers::new(&config.providers) {
+        Ok(p) => p,
+        Err(e) => return vec![Finding::problem(e)],
+    };
+    let all = providers.all();
+    let tries = all.iter().map(|p| async move { (p, p.discover().await) });
+    futures_util::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|(p, result)| match result {
+            Ok(()) => Finding::ok(format!(
+                "provider {:?} ({}): discovered at {}; register {}/oidc/{}/callback on your public origin as its redirect URI",
+                p.id(),
+                p.config.name,
+                p.config.issuer,
+                config.auth.prefix,
+                p.id()
+            )),
+            Err(e) => Finding::warning(format!(
+                "provider {:?} ({}): {e}; its button answers 503 until it can be reached",
+                p.id(),
+                p.config.name
+            )),
+        })
+        .collect()
 }
 
 /// Whether the upstream accepts a TCP connection, with readyz's deadline. Not answering is

@@ -146,6 +146,7 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     let users = users::validate_users(file.users, auth.require_totp, !providers.is_empty())?;
     providers::check_user_names(&users, &providers)?;
     let public_url = providers::validate_public_url(file.server.public_url.as_deref())?;
+    providers::check_same_site(&session, &providers)?;
     let rules = rules::validate_rules(&file.auth, file.rules, &users, &providers)?;
     let metrics = ops::validate_metrics(&file.metrics, server.listen)?;
     let log = ops::validate_log(&file.log)?;

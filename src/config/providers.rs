@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
+use crate::config::session::{SameSite, SessionConfig};
 use crate::config::files::read_secret;
 use crate::gate::policy::UserConfig;
 use crate::gate::rules::is_group_name;
@@ -223,4 +224,19 @@ pub(super) fn validate_public_url(url: Option<&str>) -> Result<Option<String>, C
         ));
     }
     Ok(Some(url.as_str().trim_end_matches('/').to_string()))
+}
+
+/// A provider sends the browser back from its own site: a `SameSite=Strict` cookie would not
+/// come with it, so every sign-in would restart and the first page after it look signed out.
+pub(super) fn check_same_site(
+    session: &SessionConfig,
+    providers: &[ProviderConfig],
+) -> Result<(), ConfigError> {
+    if !providers.is_empty() && session.same_site == SameSite::Strict {
+        return Err(invalid(
+            "session.same_site",
+            "\"strict\" cannot be used with [[providers]]: browsers do not send a strict cookie with the provider's redirect back; use \"lax\"",
+        ));
+    }
+    Ok(())
 }

@@ -437,7 +437,7 @@ async fn own_page(
         Page::LoginCode if post => second_factor::submit(&app.sign_in(), client(&req), req).await,
         Page::Login | Page::LoginCode => Refusal::not_allowed("GET, POST", method).response(),
         // Never on GET: a link or an <img> on another site must not sign anyone out.
-        Page::Logout if post => login::logout(&app.sign_in(), req).await,
+        Page::Logout if post => login::logout(&app.sign_in(), conn.proto, req).await,
         Page::SessionsEnd if post => sessions::end(app, req, mine(own)).await,
         Page::Logout | Page::SessionsEnd => Refusal::not_allowed("POST", method).response(),
         Page::Healthz if read => response::text(StatusCode::OK, "ok"),

@@ -26,6 +26,7 @@ mod login_flow;
 mod login_page;
 mod metrics;
 mod oidc_provider;
+mod oidc_lifecycle;
 mod oidc_sign_in;
 mod proxying;
 mod readiness;

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use crate::common::oidc::*;
 use crate::common::*;
 
-const SECRET: &str = "client-secret-for-tests";
+pub(crate) const CLIENT_SECRET: &str = "client-secret-for-tests";
 
-fn accounts() -> Value {
+pub(crate) fn accounts() -> Value {
     json!({
         "ann": {"sub": "sub-ann", "email": "ann@example.com", "email_verified": true, "preferred_username": "ann", "groups": ["staff"]},
         "bob": {"sub": "sub-bob", "email": "bob@example.com", "email_verified": true, "preferred_username": "bob"},
@@ -18,22 +18,22 @@ fn accounts() -> Value {
 }
 
 /// A `[[providers]]` table for `idp` as provider `id`, with `extra` lines.
-fn provider_table(id: &str, idp: &OidcProvider, extra: &str) -> String {
+pub(crate) fn provider_table(id: &str, idp: &OidcProvider, extra: &str) -> String {
     format!(
-        "\n[[providers]]\nid = \"{id}\"\nname = \"{id} SSO\"\nissuer = \"{issuer}\"\nclient_id = \"sessiongate-{id}\"\nclient_secret = \"{SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\ngroups_claim = \"groups\"\n{extra}\n",
+        "\n[[providers]]\nid = \"{id}\"\nname = \"{id} SSO\"\nissuer = \"{issuer}\"\nclient_id = \"sessiongate-{id}\"\nclient_secret = \"{CLIENT_SECRET}\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\ngroups_claim = \"groups\"\n{extra}\n",
         issuer = idp.issuer
     )
 }
 
 /// The callback of provider `id` on `proxy`, registered at `idp` as its client.
-async fn register(idp: &OidcProvider, proxy: &Proxy, id: &str) {
+pub(crate) async fn register(idp: &OidcProvider, proxy: &Proxy, id: &str) {
     let callback = proxy.url(&format!("/.sessiongate/oidc/{id}/callback"));
-    idp.register_client(&format!("sessiongate-{id}"), SECRET, &[callback])
+    idp.register_client(&format!("sessiongate-{id}"), CLIENT_SECRET, &[callback])
         .await;
 }
 
 /// One provider `corp` on `idp`, with local users too, and `rules` (TOML) after it.
-async fn start_with(idp: &OidcProvider, extra: &str, rules: &str) -> (Upstream, Proxy) {
+pub(crate) async fn start_corp(idp: &OidcProvider, extra: &str, rules: &str) -> (Upstream, Proxy) {
     let upstream = start_upstream().await;
     let toml = config_toml(
         upstream.addr,
@@ -47,7 +47,7 @@ async fn start_with(idp: &OidcProvider, extra: &str, rules: &str) -> (Upstream, 
 }
 
 /// Waits until every provider of `proxy` is discovered (in the background, after start).
-async fn discovered(proxy: &Proxy) {
+pub(crate) async fn discovered(proxy: &Proxy) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !proxy.app.providers.all().iter().all(|p| p.ready()) {
         let errors: Vec<_> = proxy
@@ -65,14 +65,14 @@ async fn discovered(proxy: &Proxy) {
     }
 }
 
-fn location(res: &Resp) -> String {
+pub(crate) fn location(res: &Resp) -> String {
     res.header("location")
         .unwrap_or_else(|| panic!("no Location in {:?}: {}", res.status, res.text()))
         .to_string()
 }
 
 /// Starts a sign-in with provider `id` in `jar`, returning the provider's authorization URL.
-async fn start(jar: &mut Jar, proxy: &Proxy, id: &str, rd: &str) -> String {
+pub(crate) async fn start_attempt(jar: &mut Jar, proxy: &Proxy, id: &str, rd: &str) -> String {
     let rd: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
     let res = jar
         .get_url(&proxy.url(&format!("/.sessiongate/oidc/{id}/start?rd={rd}")))
@@ -82,13 +82,13 @@ async fn start(jar: &mut Jar, proxy: &Proxy, id: &str, rd: &str) -> String {
 }
 
 /// Signs `login` in with provider `id`: the callback's answer.
-async fn sign_in(jar: &mut Jar, proxy: &Proxy, id: &str, login: &str, rd: &str) -> Resp {
-    let authorize = start(jar, proxy, id, rd).await;
+pub(crate) async fn sign_in(jar: &mut Jar, proxy: &Proxy, id: &str, login: &str, rd: &str) -> Resp {
+    let authorize = start_attempt(jar, proxy, id, rd).await;
     let callback = provider_login(jar, &authorize, login).await;
     jar.get_url(&callback).await
 }
 
-fn has_session(res: &Resp, proxy: &Proxy) -> bool {
+pub(crate) fn has_session(res: &Resp, proxy: &Proxy) -> bool {
     res.set_cookies()
         .iter()
         .any(|c| c.starts_with(&format!("{}=", proxy.cookie_name())) && !c.contains("Max-Age=0"))
@@ -98,7 +98,7 @@ fn has_session(res: &Resp, proxy: &Proxy) -> bool {
 async fn a_provider_user_signs_in_and_the_app_sees_who_and_which_groups() {
     let idp = start_oidc_provider(accounts()).await;
     let rules = "\n[[rules]]\npath = \"/staff\"\nallow = [\"group:staff\"]\n[[rules]]\npath = \"/ann\"\nallow = [\"corp:ann@example.com\"]\n";
-    let (_upstream, proxy) = start_with(&idp, "", rules).await;
+    let (_upstream, proxy) = start_corp(&idp, "", rules).await;
 
     let mut jar = Jar::new();
     let res = sign_in(&mut jar, &proxy, "corp", "ann", "/staff/page?x=1").await;
@@ -138,7 +138,7 @@ async fn a_provider_user_signs_in_and_the_app_sees_who_and_which_groups() {
 #[tokio::test]
 async fn the_sign_in_page_offers_both_and_auto_redirect_needs_one_way_in() {
     let idp = start_oidc_provider(accounts()).await;
-    let (_upstream, proxy) = start_with(&idp, "", "").await;
+    let (_upstream, proxy) = start_corp(&idp, "", "").await;
     let page = get(proxy.addr, "/.sessiongate/login?rd=/x", &[BROWSER]).await;
     assert_eq!(page.status, 200);
     let html = page.text();
@@ -171,11 +171,11 @@ async fn the_sign_in_page_offers_both_and_auto_redirect_needs_one_way_in() {
 #[tokio::test]
 async fn a_state_is_used_once_by_the_browser_that_started_it() {
     let idp = start_oidc_provider(accounts()).await;
-    let (upstream, proxy) = start_with(&idp, "", "").await;
+    let (upstream, proxy) = start_corp(&idp, "", "").await;
 
     // Another browser brings ann's callback: refused, and the attempt is gone.
     let mut ann = Jar::new();
-    let authorize = start(&mut ann, &proxy, "corp", "/").await;
+    let authorize = start_attempt(&mut ann, &proxy, "corp", "/").await;
     let callback = provider_login(&mut ann, &authorize, "ann").await;
     let mut other = Jar::new();
     other.get_url(&proxy.url("/.sessiongate/login")).await;
@@ -185,7 +185,7 @@ async fn a_state_is_used_once_by_the_browser_that_started_it() {
     assert!(!has_session(&res, &proxy));
 
     // The right browser, once: then the same callback again is refused.
-    let authorize = start(&mut ann, &proxy, "corp", "/").await;
+    let authorize = start_attempt(&mut ann, &proxy, "corp", "/").await;
     let callback = provider_login(&mut ann, &authorize, "ann").await;
     assert!(has_session(&ann.get_url(&callback).await, &proxy));
     let again = ann.get_url(&callback).await;
@@ -210,9 +210,9 @@ async fn a_state_is_used_once_by_the_browser_that_started_it() {
 #[tokio::test]
 async fn a_response_meant_for_another_issuer_is_refused() {
     let idp = start_oidc_provider(accounts()).await;
-    let (_upstream, proxy) = start_with(&idp, "", "").await;
+    let (_upstream, proxy) = start_corp(&idp, "", "").await;
     let mut jar = Jar::new();
-    let authorize = start(&mut jar, &proxy, "corp", "/").await;
+    let authorize = start_attempt(&mut jar, &proxy, "corp", "/").await;
     let callback = provider_login(&mut jar, &authorize, "ann").await;
     let mut url = url::Url::parse(&callback).unwrap();
     let pairs: Vec<(String, String)> = url
@@ -236,7 +236,7 @@ async fn a_response_meant_for_another_issuer_is_refused() {
 #[tokio::test]
 async fn every_broken_id_token_is_refused() {
     let idp = start_oidc_provider(accounts()).await;
-    let (upstream, proxy) = start_with(&idp, "", "").await;
+    let (upstream, proxy) = start_corp(&idp, "", "").await;
     // A key the provider starts publishing (a rotation) is fetched and accepted. First: the
     // key set is fetched again at most every 30 s, and unknown-kid below asks for that too.
     idp.tamper("rotated-key").await;
@@ -274,7 +274,7 @@ async fn every_broken_id_token_is_refused() {
 async fn emails_and_the_allowed_lists_decide_who_gets_in() {
     let idp = start_oidc_provider(accounts()).await;
     let extra = "allowed_domains = [\"example.com\"]\n";
-    let (_upstream, proxy) = start_with(&idp, extra, "").await;
+    let (_upstream, proxy) = start_corp(&idp, extra, "").await;
     // An unverified email is refused whenever it names the user.
     let mut jar = Jar::new();
     let res = sign_in(&mut jar, &proxy, "corp", "eve", "/").await;
@@ -304,9 +304,9 @@ async fn emails_and_the_allowed_lists_decide_who_gets_in() {
 #[tokio::test]
 async fn a_provider_error_is_shown_as_text() {
     let idp = start_oidc_provider(accounts()).await;
-    let (_upstream, proxy) = start_with(&idp, "", "").await;
+    let (_upstream, proxy) = start_corp(&idp, "", "").await;
     let mut jar = Jar::new();
-    let authorize = start(&mut jar, &proxy, "corp", "/").await;
+    let authorize = start_attempt(&mut jar, &proxy, "corp", "/").await;
     let callback = provider_deny(&mut jar, &authorize).await;
     let res = jar.get_url(&callback).await;
     assert_eq!(res.status, 403, "{}", res.text());
@@ -321,12 +321,12 @@ async fn a_provider_error_is_shown_as_text() {
 #[tokio::test]
 async fn concurrent_sign_ins_never_swap_identities() {
     let idp = start_oidc_provider(accounts()).await;
-    let (_upstream, proxy) = start_with(&idp, "", "").await;
+    let (_upstream, proxy) = start_corp(&idp, "", "").await;
     let mut ann = Jar::new();
     let mut bob = Jar::new();
     // Both at the provider at once; the callbacks come back in the other order.
-    let a = start(&mut ann, &proxy, "corp", "/").await;
-    let b = start(&mut bob, &proxy, "corp", "/").await;
+    let a = start_attempt(&mut ann, &proxy, "corp", "/").await;
+    let b = start_attempt(&mut bob, &proxy, "corp", "/").await;
     let (ca, cb) = tokio::join!(
         provider_login(&mut ann, &a, "ann"),
         provider_login(&mut bob, &b, "bob")
@@ -354,7 +354,7 @@ async fn a_provider_down_at_start_answers_503_until_it_is_back() {
     let issuer = format!("http://127.0.0.1:{port}");
     let upstream = start_upstream().await;
     let table = format!(
-        "\n[[providers]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"{issuer}\"\nclient_id = \"sessiongate-corp\"\nclient_secret = \"{SECRET}\"\n"
+        "\n[[providers]]\nid = \"corp\"\nname = \"Corp\"\nissuer = \"{issuer}\"\nclient_id = \"sessiongate-corp\"\nclient_secret = \"{CLIENT_SECRET}\"\n"
     );
     let proxy = start_proxy_with(&config_toml(upstream.addr, "", &table)).await;
     let res = get(proxy.addr, "/.sessiongate/oidc/corp/start", &[BROWSER]).await;
@@ -394,7 +394,7 @@ async fn a_provider_name_cannot_become_a_local_user() {
     let idp = start_oidc_provider(accounts()).await;
     let extra = "username_claim = \"preferred_username\"\n";
     let rules = format!("\n[[rules]]\npath = \"/alice\"\nallow = [\"{USER}\"]\n");
-    let (_upstream, proxy) = start_with(&idp, extra, &rules).await;
+    let (_upstream, proxy) = start_corp(&idp, extra, &rules).await;
     let mut jar = Jar::new();
     assert!(has_session(
         &sign_in(&mut jar, &proxy, "corp", "eve", "/").await,

@@ -113,14 +113,22 @@ const TAMPER_MODES = new Set([
 // ---------------------------------------------------------------------------------------------
 // Keys
 
+// The keys come from tests/oidc/test-keys.json, made once for the tests (they sign nothing
+// else): generating a 2048-bit RSA key at start took over 20 s about once in 50 starts on a
+// busy machine (OpenSSL's prime search), which turned into tests timing out. Each use takes
+// the next unused key of the file and a fresh kid; the file holds enough for every mode a test
+// uses in one run of the provider, and past them a key is generated after all.
+const KEY_FILE = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'test-keys.json'), 'utf8'));
+let nextRsa = 0;
+
 function newRsaKey() {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  return { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'RS256', use: 'sig' };
+  const spare = KEY_FILE.rsa[nextRsa++];
+  const jwk = spare || generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: randomUUID(), alg: 'RS256', use: 'sig' };
 }
 
 function newEcKey() {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return { ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'ES256', use: 'sig' };
+  return { ...KEY_FILE.ec[0], kid: randomUUID(), alg: 'ES256', use: 'sig' };
 }
 
 function publicJwk(jwk) {
