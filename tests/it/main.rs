@@ -14,6 +14,8 @@ mod common;
 mod access_rules;
 mod architecture;
 mod browser;
+mod browser_harness;
+mod browser_oidc;
 mod cli;
 mod container;
 mod deploy_examples;
