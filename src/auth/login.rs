@@ -215,8 +215,8 @@ pub async fn logout(auth: &SignIn<'_>, proto: &str, req: Request<Incoming>) -> R
     let session = auth.gate.authenticate(req.headers()).await;
     let signed_out = format!("{}?signed_out=1", auth.login);
     // With `logout_at_provider`, a provider's user is signed out there too, and comes back.
-    let at_provider = super::provider::origin(auth, proto, &req)
-        .map(|origin| format!("{origin}{signed_out}"));
+    let at_provider =
+        super::provider::origin(auth, proto, &req).map(|origin| format!("{origin}{signed_out}"));
     // A same-origin browser post needs no token (nor a body); anything else must carry one
     // bound to the session cookie it brings.
     let id = auth.gate.session_id(req.headers());
@@ -243,7 +243,9 @@ pub async fn logout(auth: &SignIn<'_>, proto: &str, req: Request<Incoming>) -> R
         Ok(session) => {
             let mut location = signed_out;
             if let Some((s, n)) = session {
-                if let Some(url) = at_provider.and_then(|back| super::provider::end_session_url(auth, &s.user, &back)) {
+                if let Some(url) = at_provider
+                    .and_then(|back| super::provider::end_session_url(auth, &s.user, &back))
+                {
                     location = url;
                 }
                 if form.everywhere {

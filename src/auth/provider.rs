@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 use super::cookies::SignInCookie;
 use super::provider_attempts::{Attempt, browser_tag};
-use super::sign_in::{self, SignIn, login_unavailable};
+use super::sign_in::{self, SignIn, login_unavailable, start_url};
 use crate::gate::policy::User;
 use crate::http::error::Refusal;
 use crate::http::redirect::safe_return;
@@ -23,20 +23,6 @@ use crate::proxy::Body;
 use crate::session::SessionMeta;
 use crate::session::browser::Browser;
 use crate::session::identity::{Profile, provider_key};
-
-/// The sign-in page's buttons: each provider's name and start URL, carrying `rd`.
-pub(crate) fn buttons(auth: &SignIn<'_>, rd: &str) -> Vec<(String, String)> {
-    auth.providers
-        .all()
-        .iter()
-        .map(|p| (p.config.name.clone(), start_url(auth, p.id(), rd)))
-        .collect()
-}
-
-fn start_url(auth: &SignIn<'_>, id: &str, rd: &str) -> String {
-    let rd: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-    format!("{}/{id}/start?rd={rd}", auth.oidc)
-}
 
 /// Where a browser that must sign in goes straight away, with `auth.auto_redirect`: the only
 /// provider's start, when there is no other way in (no `[[users]]`).
@@ -94,7 +80,7 @@ pub async fn start(
     let Some((url, state, secrets)) = provider.authorize(&callback) else {
         provider.retry_soon();
         auth.metrics.provider_login(id, "unavailable");
-        return unavailable(auth, &provider);
+        return unavailable(auth, &provider, &back_to_sign_in(auth, &rd));
     };
     let browser = SignInCookie::of(auth.cookies, req.headers());
     let (cookie, set_cookie) = browser.value(auth.cookies);
@@ -121,15 +107,21 @@ pub async fn start(
     res
 }
 
-/// The styled 503 of a provider that is not discovered (yet).
-fn unavailable(auth: &SignIn<'_>, provider: &Provider) -> Response<Body> {
+/// The styled 503 of a provider that is not discovered (yet); its link goes `back`.
+fn unavailable(auth: &SignIn<'_>, provider: &Provider, back: &str) -> Response<Body> {
     auth.pages.refuse(
         &Refusal::ProviderUnavailable {
             name: &provider.config.name,
-            login: auth.login,
+            login: back,
         },
         true,
     )
+}
+
+/// The sign-in page, carrying `rd`: where a failed provider sign-in's page links back to.
+fn back_to_sign_in(auth: &SignIn<'_>, rd: &str) -> String {
+    let rd: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{}?rd={rd}", auth.login)
 }
 
 /// What a callback's query says.
@@ -201,22 +193,21 @@ pub async fn callback(
         auth.metrics.provider_login(id, "restarted");
         return sign_in::refused(auth, &browser, &Refusal::SignInRestart, "/", "");
     };
+    let back = back_to_sign_in(auth, &attempt.rd);
     if let Some(error) = &query.error {
-        return provider_said(auth, &provider, error, query.error_description.as_deref());
+        let description = query.error_description.as_deref();
+        return provider_said(auth, &provider, error, description, &back);
     }
     let Some(code) = &query.code else {
-        return refused(
-            auth,
-            &provider,
-            &Failure::Refused("the response holds no code".into()),
-        );
+        let failure = Failure::Refused("the response holds no code".into());
+        return refused(auth, &provider, &failure, &back);
     };
     if let Err(f) = provider.check_callback_issuer(query.iss.as_deref()) {
-        return refused(auth, &provider, &f);
+        return refused(auth, &provider, &f, &back);
     }
     let identity = match provider.redeem(code, &attempt.secrets).await {
         Ok(identity) => identity,
-        Err(f) => return refused(auth, &provider, &f),
+        Err(f) => return refused(auth, &provider, &f, &back),
     };
     let meta = SessionMeta {
         client,
@@ -240,6 +231,7 @@ fn provider_said(
     provider: &Provider,
     error: &str,
     description: Option<&str>,
+    back: &str,
 ) -> Response<Body> {
     let printable =
         |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(300).collect() };
@@ -258,7 +250,7 @@ fn provider_said(
             name: &provider.config.name,
             said: &said,
             denied: error == "access_denied",
-            login: auth.login,
+            login: back,
         },
         true,
     )
@@ -266,7 +258,12 @@ fn provider_said(
 
 /// A failed redemption: 503 when the provider could not be reached, 403 with the reason
 /// otherwise; logged with the provider and the reason.
-fn refused(auth: &SignIn<'_>, provider: &Provider, failure: &Failure) -> Response<Body> {
+fn refused(
+    auth: &SignIn<'_>,
+    provider: &Provider,
+    failure: &Failure,
+    back: &str,
+) -> Response<Body> {
     let reason = failure.to_string();
     let result = match failure {
         Failure::Unavailable(_) => "unavailable",
@@ -280,13 +277,13 @@ fn refused(auth: &SignIn<'_>, provider: &Provider, failure: &Failure) -> Respons
     );
     auth.metrics.provider_login(provider.id(), result);
     if let Failure::Unavailable(_) = failure {
-        return unavailable(auth, provider);
+        return unavailable(auth, provider, back);
     }
     auth.pages.refuse(
         &Refusal::ProviderRefused {
             name: &provider.config.name,
             reason: &reason,
-            login: auth.login,
+            login: back,
         },
         true,
     )

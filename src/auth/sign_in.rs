@@ -85,7 +85,7 @@ pub(crate) fn sign_in(
     let csrf = auth.tokens.issue(Binding::SignIn(binding.as_bytes()));
     let policy = auth.gate.policy();
     let rd = safe_return(rd, policy.redirect_hosts()).to_string();
-    let buttons = super::provider::buttons(auth, &rd);
+    let buttons = buttons(auth, &rd);
     let password = policy.users().next().is_some() || buttons.is_empty();
     let providers: Vec<(&str, String)> = buttons
         .iter()
@@ -105,6 +105,20 @@ pub(crate) fn sign_in(
         res.headers_mut().append(header::SET_COOKIE, set_cookie);
     }
     res
+}
+
+/// The sign-in page's buttons: each provider's name and start URL, carrying `rd`.
+pub(crate) fn buttons(auth: &SignIn<'_>, rd: &str) -> Vec<(String, String)> {
+    auth.providers
+        .all()
+        .iter()
+        .map(|p| (p.config.name.clone(), start_url(auth, p.id(), rd)))
+        .collect()
+}
+
+pub(crate) fn start_url(auth: &SignIn<'_>, id: &str, rd: &str) -> String {
+    let rd: String = form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    format!("{}/{id}/start?rd={rd}", auth.oidc)
 }
 
 /// The second-factor page: one code field posted to `{prefix}/login/code` with

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
-use crate::config::session::{SameSite, SessionConfig};
 use crate::config::files::read_secret;
+use crate::config::session::{SameSite, SessionConfig};
 use crate::gate::policy::UserConfig;
 use crate::gate::rules::is_group_name;
 use crate::oidc::config::{DomainRule, ProviderConfig};

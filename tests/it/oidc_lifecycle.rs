@@ -13,7 +13,11 @@ use crate::common::*;
 use crate::oidc_sign_in::*;
 
 fn query(url: &str) -> std::collections::HashMap<String, String> {
-    url::Url::parse(url).unwrap().query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 #[tokio::test]
@@ -37,22 +41,40 @@ async fn two_providers_on_one_page_and_a_response_carried_to_the_other() {
     let one = start_oidc_provider(accounts()).await;
     let two = start_oidc_provider(accounts()).await;
     let upstream = start_upstream().await;
-    let tables = format!("{}{}", provider_table("one", &one, ""), provider_table("two", &two, ""));
+    let tables = format!(
+        "{}{}",
+        provider_table("one", &one, ""),
+        provider_table("two", &two, "")
+    );
     let proxy = start_proxy_with(&config_toml(upstream.addr, "", &tables)).await;
     register(&one, &proxy, "one").await;
     register(&two, &proxy, "two").await;
     discovered(&proxy).await;
-    let page = get(proxy.addr, "/.sessiongate/login", &[BROWSER]).await.text();
+    let page = get(proxy.addr, "/.sessiongate/login", &[BROWSER])
+        .await
+        .text();
     assert!(page.contains("Sign in with one SSO") && page.contains("Sign in with two SSO"));
 
     // The same sub at two providers is two people.
     let mut a = Jar::new();
-    assert!(has_session(&sign_in(&mut a, &proxy, "one", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut a, &proxy, "one", "ann", "/").await,
+        &proxy
+    ));
     let mut b = Jar::new();
-    assert!(has_session(&sign_in(&mut b, &proxy, "two", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut b, &proxy, "two", "ann", "/").await,
+        &proxy
+    ));
     let who = |r: Resp| r.upstream_header("x-forwarded-user");
-    assert_eq!(who(a.get_url(&proxy.url("/")).await), ["one:ann@example.com"]);
-    assert_eq!(who(b.get_url(&proxy.url("/")).await), ["two:ann@example.com"]);
+    assert_eq!(
+        who(a.get_url(&proxy.url("/")).await),
+        ["one:ann@example.com"]
+    );
+    assert_eq!(
+        who(b.get_url(&proxy.url("/")).await),
+        ["two:ann@example.com"]
+    );
 
     // Provider two's answer brought to provider one's callback: refused (the attempt is
     // two's), and so is one's attempt answered by two (its iss names two).
@@ -79,12 +101,23 @@ async fn logout_ends_the_session_and_at_the_provider_when_asked() {
     }))
     .await;
     let mut jar = Jar::new();
-    assert!(has_session(&sign_in(&mut jar, &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut jar, &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
     assert_eq!(jar.get_url(&proxy.url("/")).await.status, 200);
 
     let origin = proxy.url("");
     let res = jar
-        .request(http::Method::POST, &proxy.url("/.sessiongate/logout"), &[("origin", &origin), ("content-type", "application/x-www-form-urlencoded")], "")
+        .request(
+            http::Method::POST,
+            &proxy.url("/.sessiongate/logout"),
+            &[
+                ("origin", &origin),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            "",
+        )
         .await;
     assert_eq!(res.status, 303, "{}", res.text());
     let end = location(&res);
@@ -93,11 +126,20 @@ async fn logout_ends_the_session_and_at_the_provider_when_asked() {
     // Signed out here at once, whatever the provider does next.
     assert_eq!(jar.get_url(&proxy.url("/")).await.status, 401);
     // The provider signs the browser out and sends it back to the sign-in page.
-    assert_eq!(provider_logout(&mut jar, &end).await.as_deref(), Some(back.as_str()));
+    assert_eq!(
+        provider_logout(&mut jar, &end).await.as_deref(),
+        Some(back.as_str())
+    );
     // And its next sign-in asks for the login again (provider_login needs the form).
-    assert!(has_session(&sign_in(&mut jar, &proxy, "corp", "bob", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut jar, &proxy, "corp", "bob", "/").await,
+        &proxy
+    ));
     let page = jar.get_url(&proxy.url("/")).await;
-    assert_eq!(page.upstream_header("x-forwarded-user"), ["corp:bob@example.com"]);
+    assert_eq!(
+        page.upstream_header("x-forwarded-user"),
+        ["corp:bob@example.com"]
+    );
 }
 
 #[tokio::test]
@@ -106,26 +148,41 @@ async fn a_reload_adds_changes_and_removes_providers() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessiongate.toml");
     let upstream = start_upstream().await;
-    let write = |tables: &str| std::fs::write(&file, config_toml(upstream.addr, "", tables)).unwrap();
+    let write =
+        |tables: &str| std::fs::write(&file, config_toml(upstream.addr, "", tables)).unwrap();
     write(&provider_table("corp", &idp, ""));
     let proxy = start_proxy_from(sessiongate::Config::load(&file).unwrap()).await;
     register(&idp, &proxy, "corp").await;
     discovered(&proxy).await;
 
     let mut ann = Jar::new();
-    assert!(has_session(&sign_in(&mut ann, &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut ann, &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
 
     // Added: a second provider, and corp unchanged keeps its sessions.
-    write(&format!("{}{}", provider_table("corp", &idp, ""), provider_table("extra", &idp, "")));
+    write(&format!(
+        "{}{}",
+        provider_table("corp", &idp, ""),
+        provider_table("extra", &idp, "")
+    ));
     proxy.app.reload().await.unwrap();
     register(&idp, &proxy, "extra").await;
     discovered(&proxy).await;
     assert_eq!(ann.get_url(&proxy.url("/")).await.status, 200);
     let mut bob = Jar::new();
-    assert!(has_session(&sign_in(&mut bob, &proxy, "extra", "bob", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut bob, &proxy, "extra", "bob", "/").await,
+        &proxy
+    ));
 
     // Changed: corp now allows only another domain; its sessions end.
-    write(&format!("{}{}", provider_table("corp", &idp, "allowed_domains = [\"other.org\"]\n"), provider_table("extra", &idp, "")));
+    write(&format!(
+        "{}{}",
+        provider_table("corp", &idp, "allowed_domains = [\"other.org\"]\n"),
+        provider_table("extra", &idp, "")
+    ));
     proxy.app.reload().await.unwrap();
     assert_eq!(ann.get_url(&proxy.url("/")).await.status, 401);
     assert_eq!(bob.get_url(&proxy.url("/")).await.status, 200);
@@ -134,7 +191,12 @@ async fn a_reload_adds_changes_and_removes_providers() {
     write(&provider_table("corp", &idp, ""));
     proxy.app.reload().await.unwrap();
     assert_eq!(bob.get_url(&proxy.url("/")).await.status, 401);
-    assert_eq!(get(proxy.addr, "/.sessiongate/oidc/extra/start", &[BROWSER]).await.status, 404);
+    assert_eq!(
+        get(proxy.addr, "/.sessiongate/oidc/extra/start", &[BROWSER])
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -145,13 +207,21 @@ async fn with_redis_a_provider_session_and_attempt_work_on_every_replica() {
     let toml = config_toml(
         upstream.addr,
         "",
-        &format!("{}{}", redis_store(&redis.url(), "", ""), provider_table("corp", &idp, "")),
+        &format!(
+            "{}{}",
+            redis_store(&redis.url(), "", ""),
+            provider_table("corp", &idp, "")
+        ),
     );
     let a = start_proxy_with(&toml).await;
     let b = start_proxy_with(&toml).await;
     // Both replicas' callbacks are registered; the browser starts on a and comes back to b.
-    let callbacks = [a.url("/.sessiongate/oidc/corp/callback"), b.url("/.sessiongate/oidc/corp/callback")];
-    idp.register_client("sessiongate-corp", CLIENT_SECRET, &callbacks).await;
+    let callbacks = [
+        a.url("/.sessiongate/oidc/corp/callback"),
+        b.url("/.sessiongate/oidc/corp/callback"),
+    ];
+    idp.register_client("sessiongate-corp", CLIENT_SECRET, &callbacks)
+        .await;
     discovered(&a).await;
     discovered(&b).await;
 
@@ -161,7 +231,9 @@ async fn with_redis_a_provider_session_and_attempt_work_on_every_replica() {
     // A load balancer would keep the host; here the replicas differ by port, so the cookie
     // jar is told both are one site.
     let on_b = callback.replace(&a.addr.to_string(), &b.addr.to_string());
-    let cookies = jar.cookie_header(&url::Url::parse(&a.url("/.sessiongate/oidc/corp/callback")).unwrap()).unwrap();
+    let cookies = jar
+        .cookie_header(&url::Url::parse(&a.url("/.sessiongate/oidc/corp/callback")).unwrap())
+        .unwrap();
     let target = on_b.split_once(&b.addr.to_string()).unwrap().1.to_string();
     let res = get(b.addr, &target, &[("cookie", &cookies)]).await;
     assert_eq!(res.status, 303, "{}", res.text());
@@ -169,7 +241,10 @@ async fn with_redis_a_provider_session_and_attempt_work_on_every_replica() {
     for replica in [&a, &b] {
         let page = get(replica.addr, "/", &[("cookie", &session)]).await;
         assert_eq!(page.status, 200, "{}", page.text());
-        assert_eq!(page.upstream_header("x-forwarded-user"), ["corp:ann@example.com"]);
+        assert_eq!(
+            page.upstream_header("x-forwarded-user"),
+            ["corp:ann@example.com"]
+        );
         assert_eq!(page.upstream_header("x-forwarded-groups"), ["staff"]);
     }
     // Signed out on one, refused on the other within a second.
@@ -204,16 +279,26 @@ async fn metrics_count_provider_sign_ins_and_logs_hold_no_secret() {
 
     let text = proxy.app.metrics.encode();
     for result in ["success", "restarted", "refused", "denied"] {
-        let line = format!("sessiongate_provider_logins_total{{provider=\"corp\",result=\"{result}\"}} 1");
+        let line =
+            format!("sessiongate_provider_logins_total{{provider=\"corp\",result=\"{result}\"}} 1");
         assert!(text.contains(&line), "no {line:?} in\n{text}");
     }
 
     let logs = captured.text();
-    assert!(logs.contains("provider sign-in refused") && logs.contains("corp"), "{logs}");
+    assert!(
+        logs.contains("provider sign-in refused") && logs.contains("corp"),
+        "{logs}"
+    );
     let code = query(&callback)["code"].clone();
     let state = query(&callback)["state"].clone();
     let session_value = session.split_once('=').unwrap().1.to_string();
-    for secret in [code.as_str(), state.as_str(), CLIENT_SECRET, session_value.as_str(), "eyJ"] {
+    for secret in [
+        code.as_str(),
+        state.as_str(),
+        CLIENT_SECRET,
+        session_value.as_str(),
+        "eyJ",
+    ] {
         assert!(!logs.contains(secret), "the log holds {secret:?}:\n{logs}");
     }
 }
@@ -226,21 +311,38 @@ async fn check_reports_each_provider() {
         "\n[[providers]]\nid = \"gone\"\nname = \"Gone\"\nissuer = \"http://127.0.0.1:{}\"\nclient_id = \"x\"\nclient_secret = \"y\"\n",
         closed_port().await.port()
     );
-    let toml = config_toml(upstream.addr, "", &format!("{}{down}", provider_table("corp", &idp, "")));
+    let toml = config_toml(
+        upstream.addr,
+        "",
+        &format!("{}{down}", provider_table("corp", &idp, "")),
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessiongate.toml");
     std::fs::write(&file, toml).unwrap();
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sessiongate")).args(["check", "--config"]).arg(&file).output(),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+            .args(["check", "--config"])
+            .arg(&file)
+            .output(),
     )
     .await
     .unwrap()
     .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("ok: provider \"corp\""), "{stdout}");
-    assert!(stdout.contains("/.sessiongate/oidc/corp/callback"), "{stdout}");
-    assert!(stdout.contains("warning: provider \"gone\"") && stdout.contains("503"), "{stdout}");
+    assert!(
+        stdout.contains("/.sessiongate/oidc/corp/callback"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: provider \"gone\"") && stdout.contains("503"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(CLIENT_SECRET), "{stdout}");
-    assert_eq!(out.status.code(), Some(0), "a provider down is a warning: {stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a provider down is a warning: {stdout}"
+    );
 }
