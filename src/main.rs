@@ -52,9 +52,14 @@ enum Command {
     Explain {
         #[arg(long, value_name = "PATH")]
         config: PathBuf,
-        /// The logged-in user (a [[users]] name); without it, a request with no session.
+        /// The logged-in user (a [[users]] name, or PROVIDER:NAME for a provider's user);
+        /// without it, a request with no session.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// A group a provider's user has (as the provider's groups claim says); repeat it for
+        /// several.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
         /// The request method, e.g. GET.
         method: String,
         /// A path (/admin/users) or a URL with a host (https://app.example.com/admin/users).
@@ -84,13 +89,16 @@ fn main() -> ExitCode {
             Some(Command::Explain {
                 config,
                 user,
+                groups,
                 method,
                 url,
             }),
             _,
         ) => Config::load(&config)
             .map_err(|e| e.to_string())
-            .and_then(|c| sessiongate::cli::explain::explain(&c, user.as_deref(), &method, &url))
+            .and_then(|c| {
+                sessiongate::cli::explain::explain(&c, user.as_deref(), &groups, &method, &url)
+            })
             .map(|text| print!("{text}")),
         // Its own one line, on stdout when healthy and on stderr otherwise.
         (Some(Command::Healthcheck { config }), _) => return healthcheck(&config),

@@ -16,7 +16,7 @@ use crate::gate::{Decision, Gate, Head, HostOf, Via};
 use crate::http::host;
 use crate::http::paths;
 use crate::ops::metrics::Metrics;
-use crate::session::identity::UserNames;
+use crate::session::identity::{Profile, UserNames, provider_key};
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, MemoryStore, SessionKeys, SessionMeta, Sessions};
 
@@ -32,6 +32,7 @@ struct Question {
 pub fn explain(
     config: &Config,
     user: Option<&str>,
+    groups: &[String],
     method: &str,
     url: &str,
 ) -> Result<String, String> {
@@ -39,13 +40,11 @@ pub fn explain(
     let (gate, signer) = stand_in_gate(config);
     let policy = gate.policy();
     let user = match user {
-        None => None,
-        Some(name) => Some(
-            policy
-                .user(name)
-                .ok_or_else(|| format!("there is no user {name:?} in [[users]]"))?,
-        ),
+        None if groups.is_empty() => None,
+        None => return Err("--group needs --user (a provider's user)".into()),
+        Some(name) => Some(who(config, &gate, &policy, name, groups)?),
     };
+    let user = user.as_ref();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
@@ -125,6 +124,39 @@ fn stand_in_gate(config: &Config) -> (Gate, CookieSigner) {
         Routes::new(&config.auth.prefix).site(config),
     );
     (gate, signer)
+}
+
+/// The user `name` names: a `[[users]]` name, or a provider's user `{id}:{name}` with `groups`
+/// as their provider would send them.
+fn who(
+    config: &Config,
+    gate: &Gate,
+    policy: &Policy,
+    name: &str,
+    groups: &[String],
+) -> Result<Arc<User>, String> {
+    if let Some(user) = policy.user(name) {
+        if !groups.is_empty() {
+            return Err(format!("{name:?} is a [[users]] name: its groups are the config's, --group is for a provider's user"));
+        }
+        return Ok(user.clone());
+    }
+    let provider = name
+        .split_once(':')
+        .and_then(|(id, rest)| config.providers.iter().find(|p| p.id == id && !rest.is_empty()))
+        .ok_or_else(|| format!("there is no user {name:?} in [[users]], nor a provider's user (write PROVIDER:NAME with a [[providers]] id)"))?;
+    if let Some(g) = groups.iter().find(|g| !crate::gate::rules::is_group_name(g)) {
+        return Err(format!("{g:?} is not a group name (letters, digits and -_. only)"));
+    }
+    let profile = Profile {
+        provider: provider.id.clone(),
+        name: name.to_string(),
+        groups: groups.to_vec(),
+        signed_in_ms: 0,
+    };
+    let key = provider_key(&provider.id, "sessiongate-explain");
+    gate.provider_user(&key, profile, provider.fingerprint())
+        .ok_or_else(|| format!("{name:?} is not a name the identity header can carry"))
 }
 
 /// The gate's decision on `question` from `user` (signed in by a stand-in session), and the

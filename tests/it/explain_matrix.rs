@@ -133,7 +133,7 @@ async fn explain(config: &Arc<Config>, user: Option<&str>, method: &Method, url:
         url.to_string(),
     );
     tokio::task::spawn_blocking(move || {
-        sessiongate::cli::explain::explain(&config, user.as_deref(), &method, &url)
+        sessiongate::cli::explain::explain(&config, user.as_deref(), &[], &method, &url)
             .unwrap_or_else(|e| panic!("explain {method} {url}: {e}"))
     })
     .await

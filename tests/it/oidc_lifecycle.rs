@@ -346,3 +346,36 @@ async fn check_reports_each_provider() {
         "a provider down is a warning: {stdout}"
     );
 }
+
+#[tokio::test]
+async fn explain_answers_for_a_provider_user_as_the_proxy_does() {
+    let idp = start_oidc_provider(accounts()).await;
+    let rules = "\n[[rules]]\npath = \"/staff\"\nallow = [\"group:staff\"]\n";
+    let (_upstream, proxy) = start_corp(&idp, "", rules).await;
+    let config = proxy.app.config.clone();
+    let explain = |user: &'static str, groups: &'static [&'static str]| {
+        let config = config.clone();
+        async move {
+            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+            tokio::task::spawn_blocking(move || {
+                sessiongate::cli::explain::explain(&config, Some(user), &groups, "GET", "/staff/x")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let ann = explain("corp:ann@example.com", &["staff"]).await.unwrap();
+    assert!(ann.contains("allow") && ann.contains("corp:ann@example.com"), "{ann}");
+    let bob = explain("corp:bob@example.com", &[]).await.unwrap();
+    assert!(bob.contains("forbidden") || bob.contains("deny"), "{bob}");
+    let nobody = explain("elsewhere:ann", &[]).await.unwrap_err();
+    assert!(nobody.contains("PROVIDER:NAME"), "{nobody}");
+
+    // The proxy says the same for the same people signed in for real.
+    let mut a = Jar::new();
+    assert!(has_session(&sign_in(&mut a, &proxy, "corp", "ann", "/").await, &proxy));
+    assert_eq!(a.get_url(&proxy.url("/staff/x")).await.status, 200);
+    let mut b = Jar::new();
+    assert!(has_session(&sign_in(&mut b, &proxy, "corp", "bob", "/").await, &proxy));
+    assert_eq!(b.get_url(&proxy.url("/staff/x")).await.status, 403);
+}
