@@ -137,7 +137,9 @@ fn who(
 ) -> Result<Arc<User>, String> {
     if let Some(user) = policy.user(name) {
         if !groups.is_empty() {
-            return Err(format!("{name:?} is a [[users]] name: its groups are the config's, --group is for a provider's user"));
+            return Err(format!(
+                "{name:?} is a [[users]] name: its groups are the config's, --group is for a provider's user"
+            ));
         }
         return Ok(user.clone());
     }
@@ -145,8 +147,13 @@ fn who(
         .split_once(':')
         .and_then(|(id, rest)| config.providers.iter().find(|p| p.id == id && !rest.is_empty()))
         .ok_or_else(|| format!("there is no user {name:?} in [[users]], nor a provider's user (write PROVIDER:NAME with a [[providers]] id)"))?;
-    if let Some(g) = groups.iter().find(|g| !crate::gate::rules::is_group_name(g)) {
-        return Err(format!("{g:?} is not a group name (letters, digits and -_. only)"));
+    if let Some(g) = groups
+        .iter()
+        .find(|g| !crate::gate::rules::is_group_name(g))
+    {
+        return Err(format!(
+            "{g:?} is not a group name (letters, digits and -_. only)"
+        ));
     }
     let profile = Profile {
         provider: provider.id.clone(),

@@ -365,7 +365,10 @@ async fn explain_answers_for_a_provider_user_as_the_proxy_does() {
         }
     };
     let ann = explain("corp:ann@example.com", &["staff"]).await.unwrap();
-    assert!(ann.contains("allow") && ann.contains("corp:ann@example.com"), "{ann}");
+    assert!(
+        ann.contains("allow") && ann.contains("corp:ann@example.com"),
+        "{ann}"
+    );
     let bob = explain("corp:bob@example.com", &[]).await.unwrap();
     assert!(bob.contains("forbidden") || bob.contains("deny"), "{bob}");
     let nobody = explain("elsewhere:ann", &[]).await.unwrap_err();
@@ -373,9 +376,15 @@ async fn explain_answers_for_a_provider_user_as_the_proxy_does() {
 
     // The proxy says the same for the same people signed in for real.
     let mut a = Jar::new();
-    assert!(has_session(&sign_in(&mut a, &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut a, &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
     assert_eq!(a.get_url(&proxy.url("/staff/x")).await.status, 200);
     let mut b = Jar::new();
-    assert!(has_session(&sign_in(&mut b, &proxy, "corp", "bob", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut b, &proxy, "corp", "bob", "/").await,
+        &proxy
+    ));
     assert_eq!(b.get_url(&proxy.url("/staff/x")).await.status, 403);
 }
