@@ -388,3 +388,64 @@ async fn explain_answers_for_a_provider_user_as_the_proxy_does() {
     ));
     assert_eq!(b.get_url(&proxy.url("/staff/x")).await.status, 403);
 }
+
+#[tokio::test]
+async fn a_provider_session_is_an_ordinary_session() {
+    let idp = start_oidc_provider(accounts()).await;
+    let upstream = start_upstream().await;
+    let toml = with_server(
+        &config_toml(upstream.addr, "", &provider_table("corp", &idp, "")),
+        "trusted_proxies = [\"127.0.0.1\"]",
+    );
+    let proxy = start_proxy_with(&toml).await;
+    register(&idp, &proxy, "corp").await;
+    discovered(&proxy).await;
+    let session = |res: &Resp| cookie_pair(res);
+    let here = session(&sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await);
+    let there = session(&sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await);
+    let bobs = session(&sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await);
+
+    // The sessions page lists both of ann's, and only hers.
+    let page = get(proxy.addr, "/.sessiongate/sessions", &[BROWSER, ("cookie", &here)]).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    assert!(html.contains("corp:ann@example.com"), "{html}");
+    assert_eq!(html.matches("name=\"session\"").count(), 1, "one other session to end: {html}");
+
+    // Forward-auth answers for her as for anyone.
+    let headers = [
+        ("x-forwarded-method", "GET"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "app.example.com"),
+        ("x-forwarded-uri", "/x"),
+        ("cookie", here.as_str()),
+    ];
+    let res = get(proxy.addr, "/.sessiongate/auth/forward", &headers).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("x-forwarded-user"), Some("corp:ann@example.com"));
+    assert_eq!(res.header("x-forwarded-groups"), Some("staff"));
+
+    // Sign out everywhere ends both of hers, not bob's.
+    let res = post_form(&proxy, "/.sessiongate/logout", &here, &[("everywhere", "1")]).await;
+    assert_eq!(res.status, 303, "{}", res.text());
+    assert_eq!(status_with(&proxy, &here).await, 401);
+    assert_eq!(status_with(&proxy, &there).await, 401);
+    assert_eq!(status_with(&proxy, &bobs).await, 200);
+}
+
+#[tokio::test]
+async fn allowed_users_and_groups_keep_others_out() {
+    let idp = start_oidc_provider(accounts()).await;
+    let (_upstream, proxy) = start_corp(&idp, "allowed_groups = [\"staff\"]\n", "").await;
+    assert!(has_session(&sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await, &proxy));
+    let res = sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert!(res.text().contains("in none of the groups allowed here"), "{}", res.text());
+
+    let idp = start_oidc_provider(accounts()).await;
+    let (_upstream, proxy) = start_corp(&idp, "allowed_users = [\"bob@example.com\"]\n", "").await;
+    assert!(has_session(&sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await, &proxy));
+    let res = sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await;
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert!(res.text().contains("not among the users allowed here"), "{}", res.text());
+}
