@@ -156,8 +156,9 @@ fn log_start(
         ),
     }
     tracing::info!(
-        "{} users and {} rules loaded; a request no rule matches: {}",
+        "{} users, {} providers and {} rules loaded; a request no rule matches: {}",
         config.users.len(),
+        config.providers.len(),
         config.rules.rules.len(),
         match config.rules.default {
             crate::gate::rules::DefaultAccess::Login => "any signed-in user",

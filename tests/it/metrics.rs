@@ -601,7 +601,7 @@ async fn the_binary_serves_metrics_where_its_start_up_line_says() {
         "sessiongate listening on http://",
         &format!("upstream http://{}", upstream.addr),
         "sessions in memory",
-        "1 users and 0 rules loaded",
+        "1 users, 0 providers and 0 rules loaded",
     ] {
         assert!(
             log.contains(line),
