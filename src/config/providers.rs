@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use secrecy::SecretString;
+
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
 use crate::config::files::read_secret;
@@ -31,6 +33,42 @@ pub(super) fn validate_providers(
 
 fn validate_provider(i: usize, p: file::Provider) -> Result<ProviderConfig, ConfigError> {
     let key = |k: &str| format!("providers[{i}].{k}");
+    let name = check_names(i, &p)?;
+    check_issuer(&key("issuer"), &p.issuer)?;
+    let client_secret = client_secret(i, p.client_secret, p.client_secret_file.as_deref())?;
+    let scopes = scopes(&key("scopes"), p.scopes)?;
+    let username_claim = claim_name(&key("username_claim"), p.username_claim, "email")?;
+    let groups_claim = match p.groups_claim {
+        None => None,
+        Some(c) => Some(claim_name(&key("groups_claim"), Some(c), "")?),
+    };
+    let allowed_domains = allowed_domains(i, p.allowed_domains.unwrap_or_default())?;
+    let allowed_groups = p.allowed_groups.unwrap_or_default();
+    check_allowed_groups(i, &allowed_groups, groups_claim.is_some())?;
+    let ca = p.ca.map(PathBuf::from);
+    if let Some(path) = &ca {
+        crate::http::tls::client_config(Some(path)).map_err(|e| invalid(key("ca"), e))?;
+    }
+    Ok(ProviderConfig {
+        id: p.id,
+        name,
+        issuer: p.issuer,
+        client_id: p.client_id,
+        client_secret,
+        scopes,
+        username_claim,
+        groups_claim,
+        allowed_domains,
+        allowed_users: p.allowed_users.unwrap_or_default(),
+        allowed_groups,
+        logout_at_provider: p.logout_at_provider.unwrap_or(false),
+        ca,
+    })
+}
+
+/// `id` (in URLs and user names), `name` (on the button) and `client_id`; the name, trimmed.
+fn check_names(i: usize, p: &file::Provider) -> Result<String, ConfigError> {
+    let key = |k: &str| format!("providers[{i}].{k}");
     let id_ok = !p.id.is_empty()
         && p.id.len() <= 64
         && p.id
@@ -52,76 +90,66 @@ fn validate_provider(i: usize, p: file::Provider) -> Result<ProviderConfig, Conf
             "must be 1 to 64 characters (the button says \"Sign in with NAME\")",
         ));
     }
-    check_issuer(&key("issuer"), &p.issuer)?;
     if p.client_id.is_empty() || p.client_id.chars().any(char::is_control) {
         return Err(invalid(
             key("client_id"),
             "must be the client id the provider gave (not empty)",
         ));
     }
-    let client_secret = match (p.client_secret, &p.client_secret_file) {
-        (Some(secret), None) => secret,
-        (None, Some(path)) => read_secret(&key("client_secret_file"), path)?,
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                key("client_secret"),
-                "set client_secret or client_secret_file, not both",
-            ));
-        }
-        (None, None) => {
-            return Err(invalid(
-                key("client_secret_file"),
-                "is missing: set client_secret_file (or client_secret) to the secret the provider gave",
-            ));
-        }
-    };
-    let scopes = scopes(&key("scopes"), p.scopes)?;
-    let username_claim = claim_name(&key("username_claim"), p.username_claim, "email")?;
-    let groups_claim = match p.groups_claim {
-        None => None,
-        Some(c) => Some(claim_name(&key("groups_claim"), Some(c), "")?),
-    };
-    let allowed_domains = p
-        .allowed_domains
-        .unwrap_or_default()
+    Ok(name.to_string())
+}
+
+/// `client_secret`, or the file `client_secret_file` names: exactly one of them.
+fn client_secret(
+    i: usize,
+    secret: Option<SecretString>,
+    file: Option<&str>,
+) -> Result<SecretString, ConfigError> {
+    match (secret, file) {
+        (Some(secret), None) => Ok(secret),
+        (None, Some(path)) => read_secret(&format!("providers[{i}].client_secret_file"), path),
+        (Some(_), Some(_)) => Err(invalid(
+            format!("providers[{i}].client_secret"),
+            "set client_secret or client_secret_file, not both",
+        )),
+        (None, None) => Err(invalid(
+            format!("providers[{i}].client_secret_file"),
+            "is missing: set client_secret_file (or client_secret) to the secret the provider gave",
+        )),
+    }
+}
+
+fn allowed_domains(i: usize, written: Vec<String>) -> Result<Vec<DomainRule>, ConfigError> {
+    written
         .iter()
         .enumerate()
         .map(|(j, d)| {
-            DomainRule::parse(d).ok_or_else(|| invalid(format!("providers[{i}].allowed_domains[{j}]"), format!("{d:?} is not a domain: write \"example.com\" for that domain, \".example.com\" for its subdomains")))
+            DomainRule::parse(d).ok_or_else(|| {
+                invalid(
+                    format!("providers[{i}].allowed_domains[{j}]"),
+                    format!("{d:?} is not a domain: write \"example.com\" for that domain, \".example.com\" for its subdomains"),
+                )
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let allowed_groups = p.allowed_groups.unwrap_or_default();
-    if !allowed_groups.is_empty() && groups_claim.is_none() {
+        .collect()
+}
+
+/// `allowed_groups` are group names, and need a claim to read groups from.
+fn check_allowed_groups(i: usize, groups: &[String], claim: bool) -> Result<(), ConfigError> {
+    let key = format!("providers[{i}].allowed_groups");
+    if !groups.is_empty() && !claim {
         return Err(invalid(
-            key("allowed_groups"),
+            key,
             "needs groups_claim: the claim the provider puts the groups in",
         ));
     }
-    if let Some(g) = allowed_groups.iter().find(|g| !is_group_name(g)) {
+    if let Some(g) = groups.iter().find(|g| !is_group_name(g)) {
         return Err(invalid(
-            key("allowed_groups"),
+            key,
             format!("{g:?} is not a group name (letters, digits and -_. only)"),
         ));
     }
-    let ca = p.ca.map(PathBuf::from);
-    if let Some(path) = &ca {
-        crate::http::tls::client_config(Some(path)).map_err(|e| invalid(key("ca"), e))?;
-    }
-    Ok(ProviderConfig {
-        id: p.id,
-        name: name.to_string(),
-        issuer: p.issuer,
-        client_id: p.client_id,
-        client_secret,
-        scopes,
-        username_claim,
-        groups_claim,
-        allowed_domains,
-        allowed_users: p.allowed_users.unwrap_or_default(),
-        allowed_groups,
-        logout_at_provider: p.logout_at_provider.unwrap_or(false),
-        ca,
-    })
+    Ok(())
 }
 
 /// An issuer is an https URL without query or fragment; plain http only on this machine (a
@@ -239,4 +267,114 @@ pub(super) fn check_same_site(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+PUBLIC
+[upstream]
+url = "http://127.0.0.1:3000"
+[session]
+SESSION
+[[providers]]
+id = "corp"
+name = "Corp"
+issuer = "https://id.example.com"
+client_id = "c"
+client_secret = "s"
+EXTRA
+"#;
+
+    fn error(public: &str, session: &str, extra: &str) -> String {
+        let toml = BASE
+            .replace("PUBLIC", public)
+            .replace("SESSION", session)
+            .replace("EXTRA", extra);
+        match Config::from_toml(&toml) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_provider_alone_is_a_way_in() {
+        assert_eq!(error("", "", ""), "ok");
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases = [
+            ("", "", "scopes = [\"email\"]", "providers[0].scopes"),
+            (
+                "",
+                "",
+                "allowed_groups = [\"staff\"]",
+                "providers[0].allowed_groups",
+            ),
+            (
+                "",
+                "",
+                "groups_claim = \"g\"\nallowed_groups = [\"a b\"]",
+                "providers[0].allowed_groups",
+            ),
+            (
+                "",
+                "",
+                "allowed_domains = [\"a@b.com\"]",
+                "providers[0].allowed_domains[0]",
+            ),
+            (
+                "",
+                "",
+                "client_secret_file = \"/x\"",
+                "providers[0].client_secret",
+            ),
+            ("", "same_site = \"strict\"", "", "session.same_site"),
+            (
+                "public_url = \"https://a.example.com/path\"",
+                "",
+                "",
+                "server.public_url",
+            ),
+            (
+                "",
+                "",
+                "[[providers]]\nid = \"corp\"\nname = \"Again\"\nissuer = \"https://x.example.com\"\nclient_id = \"c\"\nclient_secret = \"s\"",
+                "providers[1].id",
+            ),
+        ];
+        for (public, session, extra, key) in cases {
+            let e = error(public, session, extra);
+            assert!(e.contains(key), "{extra:?}: {e}");
+        }
+        for (issuer, ok) in [
+            ("http://id.example.com", false),
+            ("https://id.example.com?x=1", false),
+            ("http://127.0.0.1:9000", true),
+            ("http://localhost:9000/realms/x", true),
+        ] {
+            let toml = BASE
+                .replace("PUBLIC", "")
+                .replace("SESSION", "")
+                .replace("EXTRA", "")
+                .replace("https://id.example.com", issuer);
+            assert_eq!(Config::from_toml(&toml).is_ok(), ok, "{issuer}");
+        }
+        let bad_id = BASE
+            .replace("PUBLIC", "")
+            .replace("SESSION", "")
+            .replace("EXTRA", "")
+            .replace("id = \"corp\"", "id = \"co rp\"");
+        assert!(
+            Config::from_toml(&bad_id)
+                .unwrap_err()
+                .to_string()
+                .contains("providers[0].id")
+        );
+    }
 }

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use redis::Script;
 
 use super::cache::{Cache, Entry};
-use super::identity::{Owner, Profile, UserNames};
+use super::identity::{Owner, Profile, UserId, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{SessionId, SessionMeta, StoreError};
 use super::redis_link::RedisLink;
@@ -366,15 +366,8 @@ impl RedisStore {
         if self.expired(created_ms, seen_ms, now) {
             return Ok(None);
         }
-        let (user, uid) = match user.split_once(PROFILE_SEPARATOR) {
-            None => match self.names.get(&user) {
-                Some(uid) => (user, uid),
-                None => return Ok(None),
-            },
-            Some((name, profile)) => match serde_json::from_str::<Profile>(profile) {
-                Ok(p) => (name.to_string(), self.names.intern_profile(name, p)),
-                Err(_) => return Ok(None),
-            },
+        let Some((user, uid)) = self.user_of(&user) else {
+            return Ok(None);
         };
         if write_back && now.saturating_sub(seen_ms) >= self.touch_ms {
             if !self.touch_at(session, &user, created_ms, now).await? {
@@ -401,6 +394,19 @@ impl RedisStore {
             generation,
         );
         Ok(Some((owner, created_ms)))
+    }
+
+    /// The name (or a provider user's key) and id of a session's `user` field; a provider
+    /// user's profile in it is made known here. `None`: a name this replica's config does not
+    /// know (another replica may have a newer config), or an unreadable profile.
+    fn user_of(&self, field: &str) -> Option<(String, UserId)> {
+        match field.split_once(PROFILE_SEPARATOR) {
+            None => Some((field.to_string(), self.names.get(field)?)),
+            Some((key, profile)) => {
+                let profile = serde_json::from_str::<Profile>(profile).ok()?;
+                Some((key.to_string(), self.names.intern_profile(key, profile)))
+            }
+        }
     }
 
     /// Writes "last seen" (`now`) back to the session stored at `session`, of `user`, started

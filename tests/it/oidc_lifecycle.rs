@@ -406,11 +406,20 @@ async fn a_provider_session_is_an_ordinary_session() {
     let bobs = session(&sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await);
 
     // The sessions page lists both of ann's, and only hers.
-    let page = get(proxy.addr, "/.sessiongate/sessions", &[BROWSER, ("cookie", &here)]).await;
+    let page = get(
+        proxy.addr,
+        "/.sessiongate/sessions",
+        &[BROWSER, ("cookie", &here)],
+    )
+    .await;
     assert_eq!(page.status, 200, "{}", page.text());
     let html = page.text();
     assert!(html.contains("corp:ann@example.com"), "{html}");
-    assert_eq!(html.matches("name=\"session\"").count(), 1, "one other session to end: {html}");
+    assert_eq!(
+        html.matches("name=\"session\"").count(),
+        1,
+        "one other session to end: {html}"
+    );
 
     // Forward-auth answers for her as for anyone.
     let headers = [
@@ -426,7 +435,13 @@ async fn a_provider_session_is_an_ordinary_session() {
     assert_eq!(res.header("x-forwarded-groups"), Some("staff"));
 
     // Sign out everywhere ends both of hers, not bob's.
-    let res = post_form(&proxy, "/.sessiongate/logout", &here, &[("everywhere", "1")]).await;
+    let res = post_form(
+        &proxy,
+        "/.sessiongate/logout",
+        &here,
+        &[("everywhere", "1")],
+    )
+    .await;
     assert_eq!(res.status, 303, "{}", res.text());
     assert_eq!(status_with(&proxy, &here).await, 401);
     assert_eq!(status_with(&proxy, &there).await, 401);
@@ -437,15 +452,29 @@ async fn a_provider_session_is_an_ordinary_session() {
 async fn allowed_users_and_groups_keep_others_out() {
     let idp = start_oidc_provider(accounts()).await;
     let (_upstream, proxy) = start_corp(&idp, "allowed_groups = [\"staff\"]\n", "").await;
-    assert!(has_session(&sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await,
+        &proxy
+    ));
     let res = sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await;
     assert_eq!(res.status, 403, "{}", res.text());
-    assert!(res.text().contains("in none of the groups allowed here"), "{}", res.text());
+    assert!(
+        res.text().contains("in none of the groups allowed here"),
+        "{}",
+        res.text()
+    );
 
     let idp = start_oidc_provider(accounts()).await;
     let (_upstream, proxy) = start_corp(&idp, "allowed_users = [\"bob@example.com\"]\n", "").await;
-    assert!(has_session(&sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await, &proxy));
+    assert!(has_session(
+        &sign_in(&mut Jar::new(), &proxy, "corp", "bob", "/").await,
+        &proxy
+    ));
     let res = sign_in(&mut Jar::new(), &proxy, "corp", "ann", "/").await;
     assert_eq!(res.status, 403, "{}", res.text());
-    assert!(res.text().contains("not among the users allowed here"), "{}", res.text());
+    assert!(
+        res.text().contains("not among the users allowed here"),
+        "{}",
+        res.text()
+    );
 }
