@@ -32,7 +32,8 @@ pub struct Attempt {
 }
 
 pub enum Attempts {
-    Memory(Mutex<HashMap<[u8; 32], (Attempt, Instant)>>),
+    /// The attempts, and how long each lasts ([`ATTEMPT_LIFETIME`]).
+    Memory(Mutex<HashMap<[u8; 32], (Attempt, Instant)>>, Duration),
     Redis {
         link: Arc<RedisLink>,
         prefix: String,
@@ -56,7 +57,7 @@ pub fn browser_tag(cookie: &str) -> String {
 
 impl Attempts {
     pub fn memory() -> Attempts {
-        Attempts::Memory(Mutex::default())
+        Attempts::Memory(Mutex::default(), ATTEMPT_LIFETIME)
     }
 
     pub fn redis(link: Arc<RedisLink>) -> Attempts {
@@ -69,7 +70,7 @@ impl Attempts {
     /// Files `attempt` under `state`; false when too many are under way (memory only).
     pub async fn put(&self, state: &str, attempt: Attempt) -> Result<bool, StoreError> {
         match self {
-            Attempts::Memory(map) => {
+            Attempts::Memory(map, lifetime) => {
                 let now = Instant::now();
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 if map.len() >= MAX_ATTEMPTS {
@@ -78,7 +79,7 @@ impl Attempts {
                         return Ok(false);
                     }
                 }
-                map.insert(key_of(state), (attempt, now + ATTEMPT_LIFETIME));
+                map.insert(key_of(state), (attempt, now + *lifetime));
                 Ok(true)
             }
             Attempts::Redis { link, prefix } => {
@@ -103,7 +104,7 @@ impl Attempts {
     /// Takes the attempt filed under `state`, if it is still on: exactly one caller gets it.
     pub async fn take(&self, state: &str) -> Result<Option<Attempt>, StoreError> {
         match self {
-            Attempts::Memory(map) => {
+            Attempts::Memory(map, _) => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
                 Ok(map
                     .remove(&key_of(state))
@@ -149,5 +150,12 @@ mod tests {
         assert_eq!(attempts.take("state-1").await.unwrap(), None);
         assert_eq!(attempts.take("state-3").await.unwrap(), None);
         assert_eq!(attempts.take("state-2").await.unwrap(), Some(attempt("b")));
+    }
+
+    #[tokio::test]
+    async fn an_expired_attempt_is_gone() {
+        let attempts = Attempts::Memory(Mutex::default(), Duration::ZERO);
+        assert!(attempts.put("state", attempt("a")).await.unwrap());
+        assert_eq!(attempts.take("state").await.unwrap(), None);
     }
 }
