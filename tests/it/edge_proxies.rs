@@ -270,3 +270,22 @@ async fn a_trailing_dot_host_through_a_real_nginx_is_judged_as_the_host() {
     assert_eq!(res.status, StatusCode::OK, "{}", nginx.log());
     assert_eq!(res.upstream_header("x-forwarded-user"), vec![USER]);
 }
+
+/// The edge helpers' readiness check names the process that listens, not merely a port that
+/// accepts: a port another process holds is not the edge's.
+#[test]
+fn the_readiness_check_knows_whose_socket_listens() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    assert!(crate::common::edge::listens(std::process::id(), port));
+    let other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    assert!(!crate::common::edge::listens(other.id(), port));
+    drop(listener);
+    assert!(!crate::common::edge::listens(std::process::id(), port));
+    let mut other = other;
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

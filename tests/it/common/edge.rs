@@ -83,6 +83,33 @@ pub fn caddy(caddyfile: &str) -> Edge {
     })
 }
 
+/// Whether process `pid` holds the socket listening on loopback `port` (Linux: the
+/// listening sockets of `/proc/net/tcp` against the process's open files). A connection that
+/// succeeds proves only that some process listens there.
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let wanted = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, state (0A: LISTEN), inode
+            (fields.get(1) == Some(&wanted.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(9).map(|i| format!("socket:[{i}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+}
+
 /// Starts the proxy that `command` builds for a scratch directory and a free port, and waits
 /// until it accepts connections. A port taken in between (it was free when asked) means a
 /// retry on another.
@@ -112,7 +139,10 @@ fn start(name: &'static str, command: impl Fn(&Path, u16) -> Command) -> Edge {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(edge.addr).is_ok() {
+            // Some process accepting on the port is not enough: with every test binary running,
+            // another test's server once took the port between our finding it free and the
+            // edge binding it, and the test then talked to that server. It must be ours.
+            if listens(edge.child.id(), port) && std::net::TcpStream::connect(edge.addr).is_ok() {
                 return edge;
             }
             if let Ok(Some(_)) = edge.child.try_wait() {
