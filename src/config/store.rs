@@ -272,3 +272,155 @@ fn key_prefix(written: Option<&str>) -> Result<String, ConfigError> {
     }
     Ok(key_prefix.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use crate::config::Config;
+    use crate::config::session::StoreConfig;
+    use crate::session::redis_link::RedisConfig;
+
+    const BASE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+[upstream]
+url = "http://127.0.0.1:3000"
+[[users]]
+name = "alice"
+password_hash = "$argon2id$v=19$m=1024,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$bFhbuNFJvSTFDCOCLdXpUQSnTdWIVYOt4Z8mIz9SVuw"
+[session]
+secret = "test-secret-0123456789abcdef0123456789abcdef"
+store = "redis"
+[redis]
+"#;
+
+    fn redis(lines: &str) -> Result<RedisConfig, String> {
+        match Config::from_toml(&format!("{BASE}{lines}")) {
+            Ok(config) => match config.session.store {
+                StoreConfig::Redis(redis) => Ok(*redis),
+                StoreConfig::Memory => Err("memory".into()),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn secret_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn sentinels_master_name_and_both_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = secret_file(&dir, "data", "data-secret\n");
+        let sentinel = secret_file(&dir, "sentinel", "sentinel-secret\n");
+        let config = redis(&format!(
+            "sentinels = [\"10.0.0.1:26379\", \"sentinel-2.internal:26380\", \"[fd00::3]:26379\"]\n\
+             master_name = \"mymaster\"\npassword_file = {data:?}\nsentinel_password_file = {sentinel:?}\n"
+        ))
+        .unwrap();
+        let sentinels = config.sentinel.as_ref().unwrap();
+        assert_eq!(
+            sentinels.nodes,
+            vec![
+                ("10.0.0.1".to_string(), 26379),
+                ("sentinel-2.internal".to_string(), 26380),
+                ("fd00::3".to_string(), 26379),
+            ]
+        );
+        assert_eq!(sentinels.master_name, "mymaster");
+        assert_eq!(
+            sentinels.password.as_ref().map(|p| p.expose_secret()),
+            Some("sentinel-secret")
+        );
+        assert_eq!(
+            config.password.as_ref().map(|p| p.expose_secret()),
+            Some("data-secret")
+        );
+        // Neither password is printed anywhere.
+        let printed = format!("{config:?} {}", config.display);
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(config.display.contains("mymaster"), "{}", config.display);
+    }
+
+    #[test]
+    fn a_url_alone_has_no_sentinels() {
+        let config = redis("url = \"redis://127.0.0.1:6379/0\"\n").unwrap();
+        assert!(config.sentinel.is_none());
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = secret_file(&dir, "empty", "\n");
+        let cases = [
+            (
+                "url = \"redis://127.0.0.1:6379/0\"\nsentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\n"
+                    .to_string(),
+                "redis.sentinels",
+                "exclusive",
+            ),
+            (
+                "sentinels = [\"127.0.0.1:26379\"]\n".to_string(),
+                "redis.master_name",
+                "required",
+            ),
+            (
+                "sentinels = []\nmaster_name = \"m\"\n".to_string(),
+                "redis.sentinels",
+                "empty",
+            ),
+            (
+                "sentinels = [\"127.0.0.1:26379\", \"127.0.0.1\"]\nmaster_name = \"m\"\n"
+                    .to_string(),
+                "redis.sentinels[1]",
+                "HOST:PORT",
+            ),
+            (
+                "sentinels = [\"127.0.0.1:0\"]\nmaster_name = \"m\"\n".to_string(),
+                "redis.sentinels[0]",
+                "HOST:PORT",
+            ),
+            (
+                "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"my master\"\n".to_string(),
+                "redis.master_name",
+                "visible",
+            ),
+            (
+                "url = \"redis://127.0.0.1:6379/0\"\nmaster_name = \"m\"\n".to_string(),
+                "redis.master_name",
+                "is for redis.sentinels",
+            ),
+            (
+                format!(
+                    "url = \"redis://127.0.0.1:6379/0\"\nsentinel_password_file = {empty:?}\n"
+                ),
+                "redis.sentinel_password_file",
+                "is for redis.sentinels",
+            ),
+            (
+                format!(
+                    "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nsentinel_password_file = {empty:?}\n"
+                ),
+                "redis.sentinel_password_file",
+                "is empty",
+            ),
+            (
+                "sentinels = [\"127.0.0.1:26379\"]\nmaster_name = \"m\"\nca = \"/nonexistent\"\n"
+                    .to_string(),
+                "redis.ca",
+                "TLS",
+            ),
+            ("key_prefix = \"x:\"\n".to_string(), "redis.url", "sentinels"),
+        ];
+        for (lines, key, says) in cases {
+            let error = redis(&lines).err().unwrap_or_default();
+            assert!(
+                error.contains(key) && error.contains(says),
+                "{lines}: expected {key} ({says}), got {error:?}"
+            );
+        }
+    }
+}

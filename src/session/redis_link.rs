@@ -169,7 +169,9 @@ pub fn client(config: &RedisConfig, protocol: ProtocolVersion) -> RedisResult<Cl
 /// The settings for `config`'s master with its address replaced by `host:port`.
 fn at(config: &RedisConfig, host: &str, port: u16) -> RedisConfig {
     let mut config = config.clone();
-    config.connection = config.connection.set_addr(ConnectionAddr::Tcp(host.to_string(), port));
+    config.connection = config
+        .connection
+        .set_addr(ConnectionAddr::Tcp(host.to_string(), port));
     config
 }
 
@@ -207,8 +209,16 @@ impl RedisLink {
                 None => Arc::new(MasterSlot::new(Some(master(config)?))),
                 Some(sentinels) => {
                     let slot = Arc::new(MasterSlot::new(None));
-                    rt.spawn(follow_master(config.clone(), sentinels.clone(), slot.clone()));
-                    rt.spawn(hear_switches(config.timeout, sentinels.clone(), slot.clone()));
+                    rt.spawn(follow_master(
+                        config.clone(),
+                        sentinels.clone(),
+                        slot.clone(),
+                    ));
+                    rt.spawn(hear_switches(
+                        config.timeout,
+                        sentinels.clone(),
+                        slot.clone(),
+                    ));
                     slot
                 }
             }
@@ -248,7 +258,7 @@ impl RedisLink {
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let Some(master) = self.master.current() else {
+        let Some(master) = self.current_master().await else {
             self.errors.inc();
             self.log_failure(what, "the sentinels have named no master yet");
             return Err(StoreError::Unavailable);
@@ -277,6 +287,27 @@ impl RedisLink {
         self.errors.inc();
         self.log_failure(what, &failure);
         Err(StoreError::Unavailable)
+    }
+
+    /// The master in use. Right after the start the sentinels may not have been asked yet: a
+    /// command then waits for their answer, within `redis.timeout`.
+    async fn current_master(&self) -> Option<Arc<Master>> {
+        let mut changes = self.master.changes();
+        if let Some(master) = self.master.current() {
+            return Some(master);
+        }
+        let first = async {
+            while changes.changed().await.is_ok() {
+                if let Some(master) = self.master.current() {
+                    return Some(master);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(self.timeout, first)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Spawns a background task on the Redis thread.
@@ -357,10 +388,7 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
                 if known.as_deref() != Some(&found.connection.addr().to_string()) {
                     match master(&found) {
                         Ok(m) => {
-                            tracing::info!(
-                                "redis {}: the master is {host}:{port}",
-                                config.display
-                            );
+                            tracing::info!("redis {}: the master is {host}:{port}", config.display);
                             slot.take_on(m);
                         }
                         Err(e) => tracing::error!(
@@ -379,45 +407,40 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
     }
 }
 
-/// The master's host and port: the first sentinel that names one, checked by asking that node
-/// itself that it is a master (a sentinel may not have seen a failover yet).
+/// The master's host and port. Every sentinel is asked at once (`SENTINEL MASTER`), and the
+/// answer with the newest configuration epoch wins: right after a failover a sentinel that
+/// has not heard of it yet still names the old master, which may still think it is one.
+/// The node is then asked itself that it is a master, so a replica is never taken for one.
 async fn discover(
     config: &RedisConfig,
     sentinels: &SentinelConfig,
     deadline: Duration,
 ) -> Result<(String, u16), String> {
-    let mut why = String::new();
-    for (host, port) in &sentinels.nodes {
-        let asked = tokio::time::timeout(deadline, async {
-            let mut conn = sentinel_client(host, *port, sentinels, ProtocolVersion::RESP3)?
-                .get_multiplexed_async_connection()
-                .await?;
-            redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(&sentinels.master_name)
-                .query_async::<Option<(String, u16)>>(&mut conn)
-                .await
-        })
+    let asked =
+        futures_util::future::join_all(sentinels.nodes.iter().map(|(host, port)| {
+            tokio::time::timeout(deadline, ask_sentinel(host, *port, sentinels))
+        }))
         .await;
-        let (master_host, master_port) = match asked {
-            Ok(Ok(Some(named))) => named,
+    let mut named = Vec::new();
+    let mut why = String::new();
+    for ((host, port), answer) in sentinels.nodes.iter().zip(asked) {
+        match answer {
+            Ok(Ok(Some(master))) => named.push(master),
             Ok(Ok(None)) => {
                 why = format!(
                     "sentinel {host}:{port} knows no master named {:?}",
                     sentinels.master_name
                 );
-                continue;
             }
-            Ok(Err(e)) => {
-                why = format!("sentinel {host}:{port}: {e}");
-                continue;
-            }
-            Err(_) => {
-                why = format!("sentinel {host}:{port}: no answer within {deadline:?}");
-                continue;
-            }
-        };
-        let node = at(config, &master_host, master_port);
+            Ok(Err(e)) => why = format!("sentinel {host}:{port}: {e}"),
+            Err(_) => why = format!("sentinel {host}:{port}: no answer within {deadline:?}"),
+        }
+    }
+    // Newest epoch first; one check per address.
+    named.sort_by(|a, b| b.0.cmp(&a.0));
+    named.dedup_by(|a, b| a.1 == b.1 && a.2 == b.2);
+    for (_, host, port) in named {
+        let node = at(config, &host, port);
         let role = tokio::time::timeout(deadline, async {
             let mut conn = client(&node, ProtocolVersion::RESP3)?
                 .get_multiplexed_async_connection()
@@ -430,20 +453,47 @@ async fn discover(
         .await;
         match role {
             Ok(Ok(info)) if info.lines().any(|l| l.trim_end() == "role:master") => {
-                return Ok((master_host, master_port));
+                return Ok((host, port));
             }
-            Ok(Ok(_)) => {
-                why = format!(
-                    "{master_host}:{master_port}, named by sentinel {host}:{port}, is not a master"
-                );
-            }
-            Ok(Err(e)) => why = format!("{master_host}:{master_port}: {e}"),
-            Err(_) => {
-                why = format!("{master_host}:{master_port}: no answer within {deadline:?}");
-            }
+            Ok(Ok(_)) => why = format!("{host}:{port}, named by the sentinels, is not a master"),
+            Ok(Err(e)) => why = format!("{host}:{port}: {e}"),
+            Err(_) => why = format!("{host}:{port}: no answer within {deadline:?}"),
         }
     }
     Err(why)
+}
+
+/// What one sentinel says of our master: its configuration epoch, host and port.
+async fn ask_sentinel(
+    host: &str,
+    port: u16,
+    sentinels: &SentinelConfig,
+) -> RedisResult<Option<(u64, String, u16)>> {
+    let mut conn = sentinel_client(host, port, sentinels, ProtocolVersion::RESP3)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let answer = redis::cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(&sentinels.master_name)
+        .query_async::<std::collections::HashMap<String, String>>(&mut conn)
+        .await;
+    let master = match answer {
+        Ok(master) => master,
+        // "ERR No such master with that name"
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let field = |name: &str| master.get(name).map(String::as_str);
+    let parsed = (|| {
+        Some((
+            field("config-epoch")?.parse().ok()?,
+            field("ip")?.to_string(),
+            field("port")?.parse().ok()?,
+        ))
+    })();
+    Ok(parsed)
 }
 
 /// A client for one sentinel, with `redis.sentinel_password_file`'s password.

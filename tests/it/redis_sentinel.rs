@@ -57,6 +57,12 @@ async fn replicas(cluster: &Cluster, redis: &str) -> (Upstream, Proxy, Proxy) {
     );
     let a = start_proxy_with(&toml).await;
     let b = start_proxy_with(&toml).await;
+    for proxy in [&a, &b] {
+        eventually_within("the sentinels have named the master", WITHIN, || async {
+            get(proxy.addr, "/.sessiongate/readyz", &[]).await.status == StatusCode::OK
+        })
+        .await;
+    }
     (upstream, a, b)
 }
 
@@ -275,7 +281,12 @@ async fn before_any_master_is_known_requests_get_503_not_a_logout() {
     );
     let proxy = start_proxy_with(&toml).await;
     let res = get(proxy.addr, "/whoami", &[("cookie", &cookie)]).await;
-    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text());
+    assert_eq!(
+        res.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        res.text()
+    );
     assert_eq!(res.header("retry-after"), Some("1"));
     assert_eq!(upstream.requests(), 0);
     // The sentinels' answer was the reason, not the session.

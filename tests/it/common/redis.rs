@@ -505,10 +505,7 @@ fn config(opts: &RedisOptions, port: u16, dir: &Path) -> String {
     }
     if let Some(password) = &opts.password {
         // masterauth too: after a failover any node may be a replica of any other.
-        conf += &format!(
-            "requirepass {0}\nmasterauth {0}\n",
-            quote(password)
-        );
+        conf += &format!("requirepass {0}\nmasterauth {0}\n", quote(password));
     }
     if let Some(master) = opts.replica_of {
         conf += &format!("replicaof 127.0.0.1 {master}\n");
@@ -673,9 +670,10 @@ impl Sentinels {
             password: password.map(str::to_string),
         };
         for i in 0..3 {
-            eventually("each sentinel knows the replica and the other sentinels", || {
-                sentinels.knows_everyone(i)
-            })
+            eventually(
+                "each sentinel knows the replica and the other sentinels",
+                || sentinels.knows_everyone(i),
+            )
             .await;
         }
         sentinels
@@ -816,7 +814,10 @@ async fn start_sentinel(
             quote(&dir.path().join("sentinel.log").display().to_string()),
         );
         if let Some(data_password) = data_password {
-            conf += &format!("sentinel auth-pass {MASTER_NAME} {}\n", quote(data_password));
+            conf += &format!(
+                "sentinel auth-pass {MASTER_NAME} {}\n",
+                quote(data_password)
+            );
         }
         if let Some(password) = password {
             // The sentinels talk to each other too.
