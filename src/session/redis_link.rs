@@ -437,7 +437,7 @@ async fn discover(
         }
     }
     // Newest epoch first; one check per address.
-    named.sort_by(|a, b| b.0.cmp(&a.0));
+    named.sort_by_key(|m| std::cmp::Reverse(m.0));
     named.dedup_by(|a, b| a.1 == b.1 && a.2 == b.2);
     for (_, host, port) in named {
         let node = at(config, &host, port);
