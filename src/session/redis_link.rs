@@ -380,9 +380,12 @@ pub async fn resolve(config: &RedisConfig) -> Result<RedisConfig, String> {
 /// runtime stops.
 async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc<MasterSlot>) {
     let deadline = config.timeout.max(Duration::from_secs(1));
+    // A failover is a few seconds of failed askings: one line when it starts, not ten a second.
+    let mut failing = false;
     loop {
         match discover(&config, &sentinels, deadline).await {
             Ok((host, port)) => {
+                failing = false;
                 let known = slot.current().map(|m| m.addr.clone());
                 let found = at(&config, &host, port);
                 if known.as_deref() != Some(&found.connection.addr().to_string()) {
@@ -400,7 +403,12 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
             }
             // The master in use (if any) is kept: it may still answer, and when it does not
             // the commands fail and bring us back here.
-            Err(why) => tracing::warn!("redis {}: no master found: {why}", config.display),
+            Err(why) => {
+                if !failing {
+                    tracing::warn!("redis {}: no master found: {why}", config.display);
+                }
+                failing = true;
+            }
         }
         tokio::time::sleep(RETRY).await;
         let _ = tokio::time::timeout(RECHECK, slot.suspect.notified()).await;
