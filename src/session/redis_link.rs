@@ -9,7 +9,8 @@
 //! With `redis.sentinels` the master is not configured but found: asked of the sentinels at
 //! start, again when a sentinel announces `+switch-master`, and again when a command fails
 //! in a way a failover causes (`READONLY`, a dropped or refused connection, no answer).
-//! Until a master is known, and while the old one is gone, commands fail at once (a 503).
+//! Right after the start a command waits for the first answer (within `redis.timeout`);
+//! while the old master is gone and no new one is named, commands fail (a 503).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -419,6 +420,8 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
 /// answer with the newest configuration epoch wins: right after a failover a sentinel that
 /// has not heard of it yet still names the old master, which may still think it is one.
 /// The node is then asked itself that it is a master, so a replica is never taken for one.
+/// (redis-rs's `sentinel` feature takes the first answer in list order, which is the stale
+/// one in that case, and has no deadline for a sentinel that hangs.)
 async fn discover(
     config: &RedisConfig,
     sentinels: &SentinelConfig,
