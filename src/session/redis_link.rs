@@ -420,8 +420,8 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
 /// answer with the newest configuration epoch wins: right after a failover a sentinel that
 /// has not heard of it yet still names the old master, which may still think it is one.
 /// The node is then asked itself that it is a master, so a replica is never taken for one.
-/// (redis-rs's `sentinel` feature takes the first answer in list order, which is the stale
-/// one in that case, and has no deadline for a sentinel that hangs.)
+/// (redis-rs's `sentinel` feature takes the first valid answer in list order, which can be
+/// the stale one in that case; and its deadlines are its fixed defaults, not `redis.timeout`.)
 async fn discover(
     config: &RedisConfig,
     sentinels: &SentinelConfig,
