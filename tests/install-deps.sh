@@ -12,6 +12,7 @@ declare -A PACKAGES=(
   [chromium]=chromium               # tests/it/browser.rs: the real browser
   [chromedriver]=chromium-driver    # tests/it/browser.rs: WebDriver for that browser
   [redis-server]=redis-server       # tests/it/redis_*.rs: the Redis session store
+  [redis-sentinel]=redis-sentinel   # tests/it/redis_sentinel.rs: three sentinels watching master and replica
   [npm]=npm                         # installs axe-core and oidc-provider (brings nodejs, which runs them)
   [curl]=curl                       # tests/it/security_upgrades.rs: the h2c attack as curl makes it
 )

@@ -316,11 +316,16 @@ async fn store(config: &Config) -> Finding {
     }
 }
 
-/// A fresh connection, as the store makes (TLS, password, RESP3), and one PING on it.
-async fn ping(config: &RedisConfig) -> redis::RedisResult<()> {
-    let client = crate::session::redis_link::client(config, redis::ProtocolVersion::RESP3)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    redis::cmd("PING").query_async(&mut conn).await
+/// A fresh connection, as the store makes (TLS, password, RESP3; with sentinels to the
+/// master they name), and one PING on it.
+async fn ping(config: &RedisConfig) -> Result<(), String> {
+    let config = crate::session::redis_link::resolve(config).await?;
+    let pinged = async {
+        let client = crate::session::redis_link::client(&config, redis::ProtocolVersion::RESP3)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    };
+    pinged.await.map_err(|e| e.to_string())
 }
 
 /// What a start with this config warns about.

@@ -59,6 +59,9 @@ pub struct Log {
 #[serde(deny_unknown_fields)]
 pub struct Redis {
     pub url: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub sentinel_password_file: Option<String>,
     pub ca: Option<String>,
     pub password_file: Option<String>,
     pub key_prefix: Option<String>,

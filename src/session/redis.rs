@@ -32,7 +32,7 @@ use super::cache::{Cache, Entry};
 use super::identity::{Owner, Profile, UserId, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{SessionId, SessionMeta, StoreError};
-use super::redis_link::RedisLink;
+use super::redis_link::{MasterSlot, RedisLink};
 use super::tunnels::Tunnels;
 
 /// Creates a session unless the key exists; adds it to the user's index, which lives as long
@@ -223,7 +223,7 @@ impl RedisStore {
             link,
         };
         store.link.spawn(follow_invalidations(
-            store.link.pubsub_client().clone(),
+            store.link.master(),
             store.cache.clone(),
             tunnels,
             store.channel.clone(),
@@ -545,10 +545,10 @@ impl RedisStore {
 
 /// Keeps the replica cache in step with sessions ended anywhere: subscribes to the channel,
 /// drops what each message names, and drops the whole cache whenever the subscription is lost
-/// or made again (messages may have been missed in between). Runs until the link's runtime
-/// stops.
+/// or made again (messages may have been missed in between). With sentinels it moves to each
+/// new master, as a lost subscription. Runs until the link's runtime stops.
 async fn follow_invalidations(
-    client: redis::Client,
+    master: Arc<MasterSlot>,
     cache: Arc<Cache>,
     tunnels: Arc<Tunnels>,
     channel: String,
@@ -556,10 +556,16 @@ async fn follow_invalidations(
     server: String,
 ) {
     let mut was_lost = false;
+    let mut changes = master.changes();
     loop {
         cache.set_live(false);
+        changes.mark_unchanged();
+        let Some(current) = master.current() else {
+            let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed()).await;
+            continue;
+        };
         let subscribed = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = current.pubsub.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
@@ -580,6 +586,7 @@ async fn follow_invalidations(
                     Some(msg) => apply(&cache, &tunnels, msg.get_payload_bytes()),
                     None => break,
                 },
+                _ = changes.changed() => break,
                 _ = beat.tick() => {
                     cache.prune(unix_ms());
                     let pong = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::redis::{RedisOptions, RedisServer, redis_store};
+use crate::common::redis::{RedisOptions, RedisServer, Sentinels, redis_store, sentinel_store};
 use crate::common::*;
 use sessiongate::Config;
 
@@ -401,6 +401,45 @@ async fn check_fails_when_redis_refuses_the_password_and_never_prints_it() {
     let (code, printed, _) = check(&config(&redis.url())).await;
     assert_eq!(code, Some(1), "no password: {printed}");
     has_line(&printed, "problem: session.store: redis ");
+}
+
+#[tokio::test]
+async fn check_with_redis_sentinels_pings_the_master_they_name() {
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    // Sentinels::start waits until they know a replica.
+    let _replica = RedisServer::start(RedisOptions {
+        replica_of: Some(redis.port()),
+        ..RedisOptions::default()
+    })
+    .await;
+    let sentinels = Sentinels::start(redis.port(), None, None).await;
+    let closed = closed_port().await;
+    let config = |master_name: &str| {
+        with_server(
+            &config_toml(
+                closed,
+                "",
+                &sentinel_store(&sentinels.addrs(), "", "")
+                    .replace("\"mymaster\"", &format!("{master_name:?}")),
+            ),
+            "max_connections = 64",
+        )
+    };
+    let (code, printed, _) = check(&config("mymaster")).await;
+    assert_eq!(code, Some(0), "{printed}");
+    has_line(
+        &printed,
+        "ok: session.store: redis \"mymaster\" via sentinels ",
+    );
+    assert!(printed.contains("answers PING"), "{printed}");
+
+    let (code, printed, _) = check(&config("othermaster")).await;
+    assert_eq!(code, Some(1), "{printed}");
+    has_line(
+        &printed,
+        "problem: session.store: redis \"othermaster\" via sentinels ",
+    );
+    assert!(printed.contains("knows no master named"), "{printed}");
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ mod readiness;
 mod redis_harness;
 mod redis_outage;
 mod redis_replicas;
+mod redis_sentinel;
 mod redis_store;
 mod reload;
 mod rules_cli;

@@ -41,6 +41,9 @@ pub struct RedisOptions {
     /// Keep the data across [`RedisServer::stop`] and [`RedisServer::start_again`]: redis
     /// writes its RDB file when it shuts down and loads it when it starts.
     pub persist: bool,
+    /// `replicaof 127.0.0.1 PORT`: a replica of the redis on that port, for the Sentinel
+    /// tests.
+    pub replica_of: Option<u16>,
 }
 
 /// A redis-server child process. Dropping it kills the process (a test that panics too) and
@@ -216,6 +219,32 @@ impl RedisServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// SIGKILL, and waits for the process to be gone: a crash, nothing saved, no goodbye to
+    /// its clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// INFO replication's `role:` (`master` or `slave`) and, for a replica, whether its link
+    /// to the master is up.
+    pub async fn role(&self) -> (String, bool) {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.client().await)
+            .await
+            .unwrap();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        (field("role:"), field("master_link_status:") == "up")
     }
 
     /// Starts redis again on the same port with the same directory and config (stopping it
@@ -475,7 +504,11 @@ fn config(opts: &RedisOptions, port: u16, dir: &Path) -> String {
         conf += "save \"\"\n";
     }
     if let Some(password) = &opts.password {
-        conf += &format!("requirepass {}\n", quote(password));
+        // masterauth too: after a failover any node may be a replica of any other.
+        conf += &format!("requirepass {0}\nmasterauth {0}\n", quote(password));
+    }
+    if let Some(master) = opts.replica_of {
+        conf += &format!("replicaof 127.0.0.1 {master}\n");
     }
     conf
 }
@@ -582,6 +615,284 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The name the [`Sentinels`] monitor the master under.
+pub const MASTER_NAME: &str = "mymaster";
+
+/// Three redis-sentinel processes (Debian's redis-sentinel, from tests/install-deps.sh) on
+/// loopback ports watching one master, with a quorum of two and short timeouts so a failover
+/// takes a few seconds: down after 1 s without an answer, a failover given up after 5 s.
+/// Dropping it kills them.
+pub struct Sentinels {
+    nodes: Vec<SentinelNode>,
+    /// `requirepass` of every sentinel.
+    password: Option<String>,
+}
+
+struct SentinelNode {
+    port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SentinelNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sentinels {
+    /// Starts three sentinels monitoring the redis on `master_port` (whose password is
+    /// `data_password`), each requiring `password` when set, and returns once every one
+    /// knows the master, its replica and the two other sentinels: a failover can then pick
+    /// the replica.
+    pub async fn start(
+        master_port: u16,
+        data_password: Option<&str>,
+        password: Option<&str>,
+    ) -> Sentinels {
+        let program = program(
+            "redis-sentinel",
+            "the Redis Sentinel tests run three real sentinels",
+        );
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(start_sentinel(&program, master_port, data_password, password).await);
+        }
+        let sentinels = Sentinels {
+            nodes,
+            password: password.map(str::to_string),
+        };
+        for i in 0..3 {
+            eventually(
+                "each sentinel knows the replica and the other sentinels",
+                || sentinels.knows_everyone(i),
+            )
+            .await;
+        }
+        sentinels
+    }
+
+    /// `["127.0.0.1:PORT", ...]`, as `redis.sentinels` takes them.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Each sentinel's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = std::fs::read(n.dir.path().join("sentinel.log")).unwrap_or_default();
+                format!(
+                    "--- sentinel {} ---\n{}",
+                    n.port,
+                    String::from_utf8_lossy(&log)
+                )
+            })
+            .collect()
+    }
+
+    /// A connection to sentinel `i`.
+    pub async fn client(&self, i: usize) -> MultiplexedConnection {
+        let mut info = ("127.0.0.1", self.nodes[i].port)
+            .into_connection_info()
+            .unwrap();
+        if let Some(password) = &self.password {
+            let redis = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(redis);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        redis::Client::open(info)
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .unwrap()
+    }
+
+    /// The master's port as sentinel `i` names it.
+    pub async fn master_port(&self, i: usize) -> u16 {
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(MASTER_NAME)
+            .query_async(&mut self.client(i).await)
+            .await
+            .unwrap();
+        port
+    }
+
+    /// Waits until every sentinel names the redis on `port` as the master.
+    pub async fn wait_for_master(&self, port: u16) {
+        for i in 0..self.nodes.len() {
+            eventually_within(
+                &format!("sentinel {i} names port {port} the master"),
+                Duration::from_secs(60),
+                || async move { self.master_port(i).await == port },
+            )
+            .await;
+        }
+    }
+
+    /// SENTINEL FAILOVER on the first sentinel, asked again while it answers that no replica
+    /// is fit yet (a replica's state reaches the sentinel every second or so).
+    pub async fn force_failover(&self) {
+        eventually_within(
+            "SENTINEL FAILOVER accepted",
+            Duration::from_secs(60),
+            || async {
+                redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg(MASTER_NAME)
+                    .query_async::<()>(&mut self.client(0).await)
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+    }
+
+    async fn knows_everyone(&self, i: usize) -> bool {
+        let mut conn = self.client(i).await;
+        let master: BTreeMap<String, String> = match redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(master) => master,
+            Err(_) => return false,
+        };
+        let replicas: Vec<BTreeMap<String, String>> = redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        master.get("num-other-sentinels").map(String::as_str) == Some("2")
+            && replicas.iter().any(|r| {
+                r.get("flags").map(String::as_str) == Some("slave")
+                    && r.get("master-link-status").map(String::as_str) == Some("ok")
+            })
+    }
+}
+
+/// One sentinel on a free port, answering PING; another port when the first is taken.
+async fn start_sentinel(
+    program: &Path,
+    master_port: u16,
+    data_password: Option<&str>,
+    password: Option<&str>,
+) -> SentinelNode {
+    for _ in 0..5 {
+        let dir = tempfile::Builder::new()
+            .prefix("sessiongate-sentinel-")
+            .tempdir()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\ndir {}\nlogfile {}\n\
+             sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+             sentinel failover-timeout {MASTER_NAME} 5000\n\
+             sentinel parallel-syncs {MASTER_NAME} 1\n",
+            quote(&dir.path().display().to_string()),
+            quote(&dir.path().join("sentinel.log").display().to_string()),
+        );
+        if let Some(data_password) = data_password {
+            conf += &format!(
+                "sentinel auth-pass {MASTER_NAME} {}\n",
+                quote(data_password)
+            );
+        }
+        if let Some(password) = password {
+            // The sentinels talk to each other too.
+            conf += &format!(
+                "requirepass {0}\nsentinel sentinel-pass {0}\n",
+                quote(password)
+            );
+        }
+        let conf_path = dir.path().join("sentinel.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let output = std::fs::File::create(dir.path().join("output")).unwrap();
+        let child = Command::new(program)
+            .arg(&conf_path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-sentinel: {e}"));
+        let mut node = SentinelNode { port, child, dir };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let answered = async {
+                let mut info = ("127.0.0.1", port).into_connection_info()?;
+                if let Some(password) = password {
+                    let redis = info.redis_settings().clone().set_password(password);
+                    info = info.set_redis_settings(redis);
+                }
+                let mut conn = redis::Client::open(info)?
+                    .get_multiplexed_async_connection()
+                    .await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), answered).await {
+                return node;
+            }
+            if node.child.try_wait().unwrap().is_some() {
+                let log = std::fs::read_to_string(node.dir.path().join("sentinel.log"))
+                    .unwrap_or_default()
+                    + &std::fs::read_to_string(node.dir.path().join("output")).unwrap_or_default();
+                if log.contains("Address already in use") {
+                    break;
+                }
+                panic!("redis-sentinel exited instead of starting:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-sentinel on port {port} did not answer PING within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("redis-sentinel found no free port in 5 tries");
+}
+
+/// `[session]` lines and a `[redis]` table for [`super::config_toml`]'s `extra`: the Redis
+/// store through `sentinels`, with a generous command deadline (2 s) as [`redis_store`].
+pub fn sentinel_store(sentinels: &[String], session: &str, redis: &str) -> String {
+    let list = sentinels
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "store = \"redis\"\n{session}\n\n[redis]\nsentinels = [{list}]\nmaster_name = \"{MASTER_NAME}\"\ntimeout = \"2s\"\n{redis}\n"
+    )
+}
+
+/// Polls `check` every 50 ms until it holds, failing after `within` with `what`.
+pub async fn eventually_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
     while !check().await {
         assert!(Instant::now() < deadline, "never happened: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
