@@ -113,3 +113,30 @@ bench_rules() {
   done
   printf '\n[[rules]]\npath = "/"\nallow = ["group:bench"]\n'
 }
+
+# start_identity_upstream WORK PORT STAT_PORT: starts nginx (one worker) answering 200 on PORT,
+# logging to WORK/upstream-unidentified.log only the requests that arrive without
+# `X-Forwarded-User: alice` (a request forwarded without a checked session), with stub_status on
+# STAT_PORT; appends its pid to PIDS and waits for STAT_PORT only (wait_port's probe on PORT
+# would be logged as such a request). Used by redis_outage.sh and redis_failover.sh.
+start_identity_upstream() {
+  local work=$1 port=$2 stat=$3
+  cat >"$work/upstream.conf" <<CONF
+worker_processes 1; daemon off; pid $work/upstream.pid; error_log $work/upstream.err warn;
+events { worker_connections 8192; }
+http { keepalive_requests 10000000;
+  map \$http_x_forwarded_user \$unidentified { "alice" 0; default 1; }
+  log_format unidentified '\$msec \$remote_addr "\$request" user="\$http_x_forwarded_user"';
+  access_log $work/upstream-unidentified.log unidentified if=\$unidentified;
+  server { listen 127.0.0.1:$port backlog=4096;
+    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } }
+  server { listen 127.0.0.1:$stat; access_log off; location / { stub_status; } } }
+CONF
+  : >"$work/upstream-unidentified.log"
+  nginx -c "$work/upstream.conf" -e "$work/upstream.err" & PIDS+=($!)
+  wait_port "$stat"
+}
+
+# upstream_requests_at STAT_PORT: stub_status's request count (every request nginx served, this
+# one included).
+upstream_requests_at() { curl -sf "http://127.0.0.1:$1/" | awk 'NR == 3 { print $3 }'; }

@@ -112,24 +112,8 @@ log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
 now() { echo "$EPOCHREALTIME"; }
 
 # --- upstream: nginx answering 200, logging only requests without X-Forwarded-User: alice -------
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/upstream.pid; error_log $WORK/upstream.err warn;
-events { worker_connections 8192; }
-http { keepalive_requests 10000000;
-  map \$http_x_forwarded_user \$unidentified { "alice" 0; default 1; }
-  log_format unidentified '\$msec \$remote_addr "\$request" user="\$http_x_forwarded_user"';
-  access_log $WORK/upstream-unidentified.log unidentified if=\$unidentified;
-  server { listen 127.0.0.1:$UP backlog=4096;
-    location / { default_type text/plain; return 200 "hello from upstream: a small body of about one hundred bytes for the proxy benchmark\n"; } }
-  server { listen 127.0.0.1:$STAT; access_log off; location / { stub_status; } } }
-CONF
-: >"$WORK/upstream-unidentified.log"
-nginx -c "$WORK/upstream.conf" -e "$WORK/upstream.err" & PIDS+=($!)
-# Waited for on the stub_status port only: wait_port's probe (a bare newline) on the upstream
-# port would be logged as a request without the header. Both ports open together.
-wait_port $STAT
-# stub_status's request count (every request nginx served, this one included)
-upstream_requests() { curl -sf "http://127.0.0.1:$STAT/" | awk 'NR == 3 { print $3 }'; }
+start_identity_upstream "$WORK" $UP $STAT
+upstream_requests() { upstream_requests_at $STAT; }
 unidentified() { grep -vc ' "GET /upstream-selftest ' "$WORK/upstream-unidentified.log" || true; }
 # Prove the counter: a request without the header, straight to the upstream, must be logged.
 curl -sf -o /dev/null "http://127.0.0.1:$UP/upstream-selftest"
