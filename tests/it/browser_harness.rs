@@ -409,3 +409,27 @@ pub(crate) async fn assert_accessible(client: &Client, axe: &str, what: &str) {
         serde_json::to_string_pretty(violations).unwrap()
     );
 }
+
+/// What every signed-in browser test checks of the app's view and the browser's jar: the
+/// upstream (`echo`) never saw a cookie named `cookie_name`, and the browser holds that cookie
+/// HttpOnly and Secure. The cookie, for further checks.
+pub(crate) async fn assert_session_cookie_kept(
+    client: &Client,
+    echo: &Value,
+    cookie_name: &str,
+) -> fantoccini::cookies::Cookie<'static> {
+    for cookie in upstream_header(echo, "cookie") {
+        assert!(
+            !cookie.contains(cookie_name),
+            "the upstream saw the session cookie: {cookie}"
+        );
+    }
+    let cookies = client.get_all_cookies().await.unwrap();
+    let session = cookies
+        .into_iter()
+        .find(|c| c.name() == cookie_name)
+        .unwrap_or_else(|| panic!("the browser has no {cookie_name} cookie"));
+    assert_eq!(session.http_only(), Some(true), "{session}");
+    assert_eq!(session.secure(), Some(true), "{session}");
+    session
+}

@@ -183,6 +183,25 @@ async fn to_provider(client: &Client, name: &str, idp: &OidcProvider) {
         .expect("the provider's username field");
 }
 
+/// On the provider's login page: signs in as `login`, or (`None`) presses Deny.
+async fn at_provider_press(client: &Client, login: Option<&str>) {
+    let button = match login {
+        Some(login) => {
+            let field = client.find(Locator::Id("login")).await.unwrap();
+            field.send_keys(login).await.unwrap();
+            "signin"
+        }
+        None => "deny",
+    };
+    client
+        .find(Locator::Id(button))
+        .await
+        .unwrap_or_else(|e| panic!("no #{button} on the provider's page ({e})"))
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Runs axe-core on the page shown in light and in dark, leaving it light.
 async fn assert_accessible_both(client: &Client, axe: &str, what: &str) {
     for scheme in ["light", "dark"] {
@@ -224,15 +243,7 @@ async fn sign_in(client: &Client, setup: &Setup, axe: &str) {
         at_provider.contains("Signing in to sessiongate-corp."),
         "corp's login page, for sessiongate's client there: {at_provider}"
     );
-    let login = client.find(Locator::Id("login")).await.unwrap();
-    login.send_keys("ann").await.unwrap();
-    client
-        .find(Locator::Id("signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    at_provider_press(client, Some("ann")).await;
 
     // Back through the callback to the page first asked for, query and all.
     let landed = wait_for_path(client, "/reports/q3").await;
@@ -251,23 +262,9 @@ async fn sign_in(client: &Client, setup: &Setup, axe: &str) {
     assert!(upstream_header(&echo, "authorization").is_empty());
     let seen = echo.to_string();
     assert!(!seen.contains("eyJ"), "a JWT reached the app: {seen}");
-    let cookie_name = proxy.cookie_name().to_string();
-    for cookie in upstream_header(&echo, "cookie") {
-        assert!(
-            !cookie.contains(&cookie_name),
-            "the upstream saw a cookie of sessiongate's: {cookie}"
-        );
-    }
     assert_eq!(proxy.app.gate.sessions().len(), 1);
-
     // The browser keeps the session cookie as for a password sign-in.
-    let cookies = client.get_all_cookies().await.unwrap();
-    let session = cookies
-        .iter()
-        .find(|c| c.name() == cookie_name)
-        .unwrap_or_else(|| panic!("the browser has no {cookie_name} cookie: {cookies:?}"));
-    assert_eq!(session.http_only(), Some(true), "{session}");
-    assert_eq!(session.secure(), Some(true), "{session}");
+    assert_session_cookie_kept(client, &echo, proxy.cookie_name()).await;
 
     // The button led to corp alone: it redeemed one code, partner none.
     assert_eq!(corp.stats().await["token_requests"], 1, "{}", corp.log());
@@ -303,13 +300,7 @@ async fn denied(client: &Client, setup: &Setup, axe: &str) {
     client.goto(&at(proxy, PROTECTED)).await.unwrap();
     wait_for_path(client, LOGIN_PATH).await;
     to_provider(client, "Corp SSO", corp).await;
-    client
-        .find(Locator::Id("deny"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    at_provider_press(client, None).await;
 
     wait_for_path(client, "/.sessiongate/oidc/corp/callback").await;
     assert_eq!(
@@ -363,20 +354,7 @@ async fn strict(client: &Client, setup: &Setup) {
     client.goto(&at(proxy, PROTECTED)).await.unwrap();
     wait_for_path(client, LOGIN_PATH).await;
     to_provider(client, "Corp SSO", corp).await;
-    client
-        .find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .send_keys("ann")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("signin"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    at_provider_press(client, Some("ann")).await;
     wait_for_path(client, "/.sessiongate/oidc/corp/callback").await;
     let error = text_of(client, "p.error[role=alert]").await;
     assert!(

@@ -478,3 +478,31 @@ async fn allowed_users_and_groups_keep_others_out() {
         res.text()
     );
 }
+
+#[tokio::test]
+async fn public_url_names_the_callback_and_auto_redirect_can_be_off() {
+    let idp = start_oidc_provider(accounts()).await;
+    let upstream = start_upstream().await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://login.example.com\"\n[upstream]\nurl = \"http://{}\"\n[auth]\nauto_redirect = false\n[session]\nsecret = \"{}\"\n{}",
+        upstream.addr,
+        "s".repeat(64),
+        provider_table("corp", &idp, "")
+    );
+    let proxy = start_proxy_with(&toml).await;
+    discovered(&proxy).await;
+    // The outer proxy's origin, whatever Host this request came with.
+    let authorize = start_attempt(&mut Jar::new(), &proxy, "corp", "/").await;
+    assert_eq!(
+        query(&authorize)["redirect_uri"],
+        "https://login.example.com/.sessiongate/oidc/corp/callback"
+    );
+    // No [[users]] and one provider, but auto_redirect = false: the page with its button.
+    let page = get(proxy.addr, "/.sessiongate/login", &[BROWSER]).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("Sign in with corp SSO"),
+        "{}",
+        page.text()
+    );
+}
