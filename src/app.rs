@@ -30,6 +30,7 @@ use crate::session::identity::UserNames;
 use crate::session::redis::RedisStore;
 use crate::session::redis_link::RedisConfig;
 use crate::session::redis_link::{LinkError, RedisLink};
+use crate::session::state::{DurableStore, Opening, StateDir, StateError};
 use crate::session::tunnels::Tunnels;
 use crate::session::{CookieSigner, MemoryStore, SessionKeys, Sessions};
 use secrecy::ExposeSecret;
@@ -144,6 +145,15 @@ pub struct Reloaded {
     pub restart_only: Vec<String>,
 }
 
+/// Why the session store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSetupError {
+    #[error(transparent)]
+    Redis(#[from] LinkError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Why a reload was refused; the running policy stays.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -181,6 +191,37 @@ impl Stores {
             pending: Pending::memory(config.auth.pending_lifetime),
             attempts: Attempts::memory(),
         }
+    }
+
+    /// The memory store kept in `state_dir` (already opened and locked).
+    fn durable(
+        config: &Config,
+        dir: StateDir,
+        keys: SessionKeys,
+        metrics: &Metrics,
+        names: Arc<UserNames>,
+    ) -> Result<Stores, StateError> {
+        let mut stores = Stores::memory(config, keys.clone(), metrics);
+        let Sessions::Memory { store: live, .. } = stores.sessions else {
+            unreachable!("Stores::memory keeps sessions in memory")
+        };
+        let s = &config.session;
+        let durable = DurableStore::open(
+            dir,
+            Opening {
+                live,
+                keys,
+                names,
+                idle: s.idle_timeout,
+                absolute: s.absolute_timeout,
+                touch_interval: s.touch_interval,
+                write_errors: metrics.state_write_errors.clone(),
+                degraded: metrics.state_degraded.clone(),
+            },
+        )?;
+        stores.pending = Pending::durable(config.auth.pending_lifetime, durable.clone());
+        stores.sessions = Sessions::Durable(durable);
+        Ok(stores)
     }
 
     /// `names` and `tunnels` are the gate's: the store reads names back with them and closes
@@ -263,8 +304,15 @@ impl App {
     /// Everything built from `config`. Fails only if the Redis client cannot be set up (a
     /// CA it cannot use, no thread); Redis being down is not an error, it is connected to
     /// when it answers.
-    pub fn new(config: Config) -> Result<Arc<App>, LinkError> {
-        let secret = secret_of(&config);
+    pub fn new(config: Config) -> Result<Arc<App>, StoreSetupError> {
+        let state_dir = match &config.session.state_dir {
+            Some(path) => Some(StateDir::open(path)?),
+            None => None,
+        };
+        let secret = match (&state_dir, &config.session.secret) {
+            (Some(dir), None) => dir.secret()?,
+            _ => secret_of(&config),
+        };
         let metrics = Arc::new(Metrics::new(matches!(
             config.session.store,
             StoreConfig::Memory
@@ -272,9 +320,12 @@ impl App {
         let names = Arc::new(UserNames::default());
         let tunnels = Arc::new(Tunnels::default());
         let keys = SessionKeys::new(&secret);
-        let stores = match &config.session.store {
-            StoreConfig::Memory => Stores::memory(&config, keys, &metrics),
-            StoreConfig::Redis(redis) => Stores::redis(
+        let stores = match (&config.session.store, state_dir) {
+            (StoreConfig::Memory, Some(dir)) => {
+                Stores::durable(&config, dir, keys, &metrics, names.clone())?
+            }
+            (StoreConfig::Memory, None) => Stores::memory(&config, keys, &metrics),
+            (StoreConfig::Redis(redis), _) => Stores::redis(
                 &config,
                 redis,
                 keys,

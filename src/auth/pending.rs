@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use redis::Script;
 
 use crate::credentials::totp;
 use crate::session::redis_link::RedisLink;
+use crate::session::state::DurableStore;
 use crate::session::{SessionId, SessionKeys, StoreError};
 
 /// Wrong codes a pending sign-in survives; the last of them ends it.
@@ -58,6 +59,27 @@ impl Pending {
             lifetime,
             logins: Mutex::default(),
             used: Mutex::default(),
+            disk: None,
+        })
+    }
+
+    /// In memory, with the used codes also kept in `session.state_dir`, so that a restart
+    /// does not let a code be used a second time.
+    pub fn durable(lifetime: Duration, disk: DurableStore) -> Pending {
+        let now = (Instant::now(), SystemTime::now());
+        let used = disk
+            .used_codes()
+            .into_iter()
+            .map(|c| {
+                let left = c.until.duration_since(now.1).unwrap_or_default();
+                ((c.user, c.step), now.0 + left)
+            })
+            .collect();
+        Pending::Memory(MemoryPending {
+            lifetime,
+            logins: Mutex::default(),
+            used: Mutex::new(used),
+            disk: Some(disk),
         })
     }
 
@@ -122,6 +144,8 @@ pub struct MemoryPending {
     lifetime: Duration,
     logins: Mutex<HashMap<SessionId, Entry>>,
     used: Mutex<HashMap<(String, u64), Instant>>,
+    /// Where used codes are also written, with `session.state_dir`.
+    disk: Option<DurableStore>,
 }
 
 impl MemoryPending {
@@ -181,6 +205,9 @@ impl MemoryPending {
             return false;
         }
         used.insert(key, now + USED_FOR);
+        if let Some(disk) = &self.disk {
+            disk.code_used(user, step, SystemTime::now() + USED_FOR);
+        }
         true
     }
 }

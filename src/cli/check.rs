@@ -294,9 +294,7 @@ async fn upstream(config: &Config) -> Finding {
 
 async fn store(config: &Config) -> Finding {
     let redis = match &config.session.store {
-        StoreConfig::Memory => {
-            return Finding::ok("session.store: memory (a restart signs everyone out)");
-        }
+        StoreConfig::Memory => return memory_store(config),
         StoreConfig::Redis(redis) => redis,
     };
     let deadline = redis.timeout.max(REDIS_DEADLINE);
@@ -318,6 +316,37 @@ async fn store(config: &Config) -> Finding {
 
 /// A fresh connection, as the store makes (TLS, password, RESP3; with sentinels to the
 /// master they name), and one PING on it.
+/// The memory store, and `session.state_dir` if set: a directory only this user may write to
+/// (or one its parent lets sessiongate make), not locked by a running sessiongate.
+fn memory_store(config: &Config) -> Finding {
+    let Some(dir) = &config.session.state_dir else {
+        return Finding::ok(
+            "session.store: memory (a restart signs everyone out; set session.state_dir to keep sessions)",
+        );
+    };
+    use crate::session::state::dir;
+    if !dir.exists() {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        return match parent.map(|p| p.is_dir()) {
+            Some(false) => Finding::problem(format!(
+                "session.state_dir {}: neither it nor its parent exists",
+                dir.display()
+            )),
+            _ => Finding::ok(format!(
+                "session.state_dir {}: does not exist yet; sessiongate makes it (0700) at start",
+                dir.display()
+            )),
+        };
+    }
+    match dir::check(dir, false) {
+        Err(e) => Finding::problem(e.to_string()),
+        Ok(()) => Finding::ok(format!(
+            "session.store: memory, kept in session.state_dir {} across restarts",
+            dir.display()
+        )),
+    }
+}
+
 async fn ping(config: &RedisConfig) -> Result<(), String> {
     let config = crate::session::redis_link::resolve(config).await?;
     let pinged = async {

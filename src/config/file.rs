@@ -135,6 +135,7 @@ pub struct Session {
     pub store: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     pub touch_interval: Option<Duration>,
+    pub state_dir: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! `[session]`: the signing secret, the cookie (name, prefix, domain, SameSite), the
 //! lifetimes, and where sessions live.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretSlice};
@@ -28,8 +29,12 @@ pub struct SessionConfig {
     pub cookie_domain: Option<String>,
     /// Where sessions live.
     pub store: StoreConfig,
-    /// How often at most a session's "last seen" is written back to a shared store.
+    /// How often at most a session's "last seen" is written back to a shared store or to
+    /// `state_dir`.
     pub touch_interval: Duration,
+    /// Where the memory store also keeps its sessions on disk, so they survive a restart;
+    /// `None`: memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where sessions live (`session.store`).
@@ -93,7 +98,9 @@ pub(super) fn validate_session(
             "session.store = \"redis\" needs session.secret or session.secret_file: every replica must sign and find sessions with the same key",
         ));
     }
+    let state_dir = state_dir(s.state_dir.as_deref(), &store)?;
     Ok(SessionConfig {
+        state_dir,
         store,
         touch_interval: touch_interval(s.touch_interval, idle_timeout)?,
         secret,
@@ -106,6 +113,24 @@ pub(super) fn validate_session(
         sweep_interval,
         cookie_domain,
     })
+}
+
+/// `session.state_dir`: a path, with the memory store only (Redis keeps sessions itself).
+fn state_dir(written: Option<&str>, store: &StoreConfig) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(dir) = written else { return Ok(None) };
+    if dir.trim().is_empty() {
+        return Err(invalid(
+            "session.state_dir",
+            "is empty; name a directory such as \"/var/lib/sessiongate\", or remove the key to keep sessions in memory only",
+        ));
+    }
+    if matches!(store, StoreConfig::Redis(_)) {
+        return Err(invalid(
+            "session.state_dir",
+            "keeps the memory store's sessions on disk; with session.store = \"redis\" they live in Redis already: remove one of the two",
+        ));
+    }
+    Ok(Some(PathBuf::from(dir)))
 }
 
 /// `session.secret` or `session.secret_file` (not both), at least `MIN_SECRET_LEN` bytes.

@@ -479,7 +479,17 @@ async fn ready(app: &App) -> Response<Body> {
     };
     let (store, upstream_down) = tokio::join!(sessions.ready(), upstream_down);
     if store.is_ok() && upstream_down.is_none() {
-        return response::text(StatusCode::OK, "ready");
+        // Still ready: sessions work from memory. Taking the only replica out of a load
+        // balancer for a full disk would turn a risk into an outage.
+        return match sessions.degraded() {
+            Some(why) => response::text(
+                StatusCode::OK,
+                &format!(
+                    "ready, degraded: session.state_dir cannot be written ({why}); sessions are served from memory and not kept across a restart until it can"
+                ),
+            ),
+            None => response::text(StatusCode::OK, "ready"),
+        };
     }
     Refusal::NotReady {
         store: store.is_err().then(|| sessions.kind()),

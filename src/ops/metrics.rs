@@ -141,6 +141,9 @@ pub struct Metrics {
     pub tunnels: Gauge,
     pub store_errors: Counter,
     pub redis_duration: Histogram,
+    /// `session.state_dir`: 1 while writes to it fail, and the writes that failed.
+    pub state_degraded: Gauge,
+    pub state_write_errors: Counter,
     /// Sign-ins through providers, by provider id and result.
     provider_logins: Family<Vec<(String, String)>, Counter>,
 }
@@ -212,7 +215,21 @@ impl Metrics {
             "Time one Redis command or script took, failures included",
             Histogram::new(REDIS_BUCKETS),
         );
+        let state_degraded = registered(
+            &mut registry,
+            "state_degraded",
+            "1 while session.state_dir cannot be written (sessions are served from memory)",
+            Gauge::default(),
+        );
+        let state_write_errors = registered(
+            &mut registry,
+            "state_write_errors",
+            "Writes to session.state_dir that failed (disk full, read-only)",
+            Counter::default(),
+        );
         Metrics {
+            state_degraded,
+            state_write_errors,
             registry,
             requests,
             request_duration,

@@ -4,7 +4,6 @@
 use thiserror::Error;
 
 use crate::config::error::ConfigError;
-use crate::session::redis_link::LinkError;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -18,5 +17,5 @@ pub enum StartError {
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot set up the session store: {0}")]
-    Store(#[from] LinkError),
+    Store(#[from] crate::app::StoreSetupError),
 }

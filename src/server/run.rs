@@ -75,6 +75,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             Err(_) => tracing::error!("worker panicked"),
         }
     }
+    app.gate.sessions().close();
     tracing::info!("stopped");
     Ok(())
 }

@@ -42,6 +42,33 @@ enum Os {
     Chrome,
 }
 
+/// Every family in the order of its number.
+const FAMILY_BY_NUMBER: [Family; 12] = [
+    Family::Unknown,
+    Family::Firefox,
+    Family::Chrome,
+    Family::Chromium,
+    Family::Edge,
+    Family::Opera,
+    Family::Safari,
+    Family::Curl,
+    Family::Wget,
+    Family::Python,
+    Family::Go,
+    Family::Node,
+];
+
+/// Every operating system in the order of its number.
+const OS_BY_NUMBER: [Os; 7] = [
+    Os::Unknown,
+    Os::Windows,
+    Os::Mac,
+    Os::Linux,
+    Os::Android,
+    Os::Ios,
+    Os::Chrome,
+];
+
 /// Tokens looked for in order: the first match names the family. Edge, Opera and Chromium
 /// also say "Chrome" and "Safari", and Chrome also says "Safari", so they come first.
 const FAMILIES: &[(&str, Family)] = &[
@@ -101,6 +128,25 @@ impl Browser {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map_or_else(Browser::default, Browser::from_user_agent)
+    }
+
+    /// Two bytes for the state file (see `session::state`).
+    pub fn to_bytes(self) -> [u8; 2] {
+        [self.family as u8, self.os as u8]
+    }
+
+    /// The browser [`to_bytes`](Self::to_bytes) wrote; unknown numbers read as unknown.
+    pub fn from_bytes([family, os]: [u8; 2]) -> Browser {
+        Browser {
+            family: FAMILY_BY_NUMBER
+                .get(usize::from(family))
+                .copied()
+                .unwrap_or_default(),
+            os: OS_BY_NUMBER
+                .get(usize::from(os))
+                .copied()
+                .unwrap_or_default(),
+        }
     }
 
     fn family_name(self) -> &'static str {
@@ -190,6 +236,21 @@ mod tests {
     fn a_huge_user_agent_is_read_only_so_far() {
         let ua = format!("{}Firefox/1.0", "x".repeat(100_000));
         assert_eq!(Browser::from_user_agent(&ua).to_string(), "Unknown browser");
+    }
+
+    #[test]
+    fn a_browser_reads_back_from_its_two_bytes() {
+        for (i, family) in FAMILY_BY_NUMBER.iter().enumerate() {
+            assert_eq!(*family as usize, i);
+        }
+        for (i, os) in OS_BY_NUMBER.iter().enumerate() {
+            assert_eq!(*os as usize, i);
+        }
+        let b = Browser::from_user_agent(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        );
+        assert_eq!(Browser::from_bytes(b.to_bytes()), b);
+        assert_eq!(Browser::from_bytes([200, 200]), Browser::UNKNOWN);
         // A multi-byte character at the cut is not a panic.
         let ua = format!("{}é Firefox/1.0", "x".repeat(511));
         assert_eq!(Browser::from_user_agent(&ua).to_string(), "Unknown browser");

@@ -112,6 +112,8 @@ type KeyedProfile = (Arc<str>, Arc<Profile>);
 #[derive(Default)]
 pub struct UserNames {
     ids: Mutex<HashMap<Box<str>, UserId>>,
+    /// The names by id, for what writes sessions out (`session::state`).
+    names: RwLock<Vec<Arc<str>>>,
     /// The profiles of provider users, by id (configured users have none).
     profiles: RwLock<HashMap<UserId, KeyedProfile>>,
 }
@@ -126,7 +128,21 @@ impl UserNames {
         }
         let id = UserId(u32::try_from(ids.len()).expect("fewer than 2^32 user names"));
         ids.insert(name.into(), id);
+        let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
+        names.push(name.into());
         id
+    }
+
+    /// The name (or provider user's key) `id` stands for.
+    pub fn name(&self, id: UserId) -> Option<Arc<str>> {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner());
+        names.get(id.index()).cloned()
+    }
+
+    /// Every provider user's key and latest profile.
+    pub fn profiles(&self) -> Vec<(Arc<str>, Arc<Profile>)> {
+        let profiles = self.profiles.read().unwrap_or_else(|e| e.into_inner());
+        profiles.values().cloned().collect()
     }
 
     /// The id of `name` if it was ever interned. For names read back from a shared store,

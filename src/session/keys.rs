@@ -19,6 +19,14 @@ const KEY_LEN: usize = 32;
 pub struct SessionKey([u8; KEY_LEN]);
 
 impl SessionKey {
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> SessionKey {
+        SessionKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
     /// 64 lowercase hex digits.
     pub fn to_hex(self) -> String {
         let mut out = String::with_capacity(2 * KEY_LEN);

@@ -3,6 +3,7 @@
 //! are refused on read and removed by a sweeper thread that locks one small shard at a time
 //! and rests between bursts of work.
 
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -124,11 +125,14 @@ type Hasher = foldhash::fast::RandomState;
 /// sessions behind one lock on two cores.) A power of two, as dashmap requires.
 const SHARDS: usize = 4096;
 
-pub struct MemoryStore {
-    map: DashMap<SessionId, Session, Hasher>,
+/// Sessions by `K`: the session id, or (for sessions read back from `state_dir` and not yet
+/// used since) the one-way key the disk knows them by.
+pub struct MemoryStore<K = SessionId> {
+    map: DashMap<K, Session, Hasher>,
     epoch: Instant,
-    /// The wall-clock time of `epoch`, for the times the sessions page shows.
-    wall_epoch: SystemTime,
+    /// The wall-clock time of the store's zero: [`BEFORE_EPOCH`] before `epoch`, so that a
+    /// session read back from disk, started before this process, still has a time.
+    wall_zero: SystemTime,
     idle_ms: u64,
     absolute_ms: u64,
     /// Sessions that ran out, by which timeout (the metrics read these).
@@ -162,12 +166,17 @@ fn expired(
         || now_ms.saturating_sub(created_ms) >= absolute_ms
 }
 
-impl MemoryStore {
-    pub fn new(idle: Duration, absolute: Duration) -> MemoryStore {
+/// How far before the process's start the store's times reach. A session older than its
+/// absolute timeout is over, so with the longest timeout allowed here any session worth
+/// reading back has a time; older ones count as started at zero, and are long expired.
+const BEFORE_EPOCH: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+impl<K: Copy + Eq + Hash> MemoryStore<K> {
+    pub fn new(idle: Duration, absolute: Duration) -> MemoryStore<K> {
         MemoryStore {
             map: DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), SHARDS),
             epoch: Instant::now(),
-            wall_epoch: SystemTime::now(),
+            wall_zero: SystemTime::now() - BEFORE_EPOCH,
             idle_ms: whole_ms(idle),
             absolute_ms: whole_ms(absolute),
             idled_out: Counter::default(),
@@ -179,7 +188,7 @@ impl MemoryStore {
 
     /// Counts sessions that end by their idle timeout in `idle` and by their absolute timeout
     /// in `absolute`.
-    pub fn counting_expiries(mut self, idle: Counter, absolute: Counter) -> MemoryStore {
+    pub fn counting_expiries(mut self, idle: Counter, absolute: Counter) -> MemoryStore<K> {
         self.idled_out = idle;
         self.timed_out = absolute;
         self
@@ -196,12 +205,22 @@ impl MemoryStore {
 
     #[cfg(not(test))]
     fn now_ms(&self) -> u64 {
-        whole_ms(self.epoch.elapsed())
+        whole_ms(self.epoch.elapsed() + BEFORE_EPOCH)
     }
 
     #[cfg(test)]
     fn now_ms(&self) -> u64 {
-        whole_ms(self.epoch.elapsed()) + self.skew_ms.load(Ordering::Relaxed)
+        whole_ms(self.epoch.elapsed() + BEFORE_EPOCH) + self.skew_ms.load(Ordering::Relaxed)
+    }
+
+    /// The wall-clock time of store time `ms`.
+    fn wall_at(&self, ms: u64) -> SystemTime {
+        self.wall_zero + Duration::from_millis(ms)
+    }
+
+    /// The store time of wall-clock time `t`; zero for times before the store's zero.
+    fn ms_at(&self, t: SystemTime) -> u64 {
+        t.duration_since(self.wall_zero).map_or(0, whole_ms)
     }
 
     /// Moves the store's clock forward by `by`.
@@ -220,31 +239,8 @@ impl MemoryStore {
         )
     }
 
-    /// Creates a session for `owner` under a fresh id.
-    pub fn create(&self, owner: Owner, meta: &SessionMeta) -> Result<SessionId, StoreError> {
-        fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
-        let now = self.now_ms();
-        loop {
-            let id = SessionId::generate();
-            // A collision of 256 random bits will not happen, but never overwrite a session.
-            if let dashmap::Entry::Vacant(slot) = self.map.entry(id) {
-                slot.insert(Session {
-                    created_ms: now,
-                    last_seen_ms: AtomicU64::new(now),
-                    owner,
-                    client: match meta.client {
-                        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-                        IpAddr::V6(v6) => v6.octets(),
-                    },
-                    browser: meta.browser,
-                });
-                return Ok(id);
-            }
-        }
-    }
-
     /// The owner of a live session, sliding its idle timeout. Expired sessions are removed.
-    pub fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
+    pub fn touch(&self, id: &K) -> Result<Option<Owner>, StoreError> {
         fail::fail_point!("session-touch", |_| Err(StoreError::Unavailable));
         let now = self.now_ms();
         {
@@ -279,19 +275,16 @@ impl MemoryStore {
 
     /// The owner of a live session and when it started, without counting this as use (an
     /// open tunnel checking its session is still there).
-    pub fn peek(&self, id: &SessionId) -> Option<(Owner, SystemTime)> {
+    pub fn peek(&self, id: &K) -> Option<(Owner, SystemTime)> {
         let session = self.map.get(id)?;
         if self.is_expired(&session, self.now_ms()) {
             return None;
         }
-        Some((
-            session.owner,
-            self.wall_epoch + Duration::from_millis(session.created_ms),
-        ))
+        Some((session.owner, self.wall_at(session.created_ms)))
     }
 
     /// Ends a session; true if it existed.
-    pub fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+    pub fn remove(&self, id: &K) -> Result<bool, StoreError> {
         fail::fail_point!("session-remove", |_| Err(StoreError::Unavailable));
         Ok(self.map.remove(id).is_some())
     }
@@ -307,26 +300,13 @@ impl MemoryStore {
     /// The live sessions of `user` (any credentials), each with its id, oldest first: one pass
     /// over the shards under their read locks. Only the sessions page asks, one user at a
     /// time.
-    pub fn of_user(&self, user: UserId) -> Vec<(SessionId, Owner, StoredTimes)> {
+    pub fn of_user(&self, user: UserId) -> Vec<(K, Owner, StoredTimes)> {
         let now = self.now_ms();
-        let mut found: Vec<(SessionId, Owner, StoredTimes)> = self
+        let mut found: Vec<(K, Owner, StoredTimes)> = self
             .map
             .iter()
             .filter(|e| e.owner.user == user && !self.is_expired(e.value(), now))
-            .map(|e| {
-                let s = e.value();
-                let at = |ms| self.wall_epoch + Duration::from_millis(ms);
-                let client = Ipv6Addr::from(s.client);
-                let times = StoredTimes {
-                    started: at(s.created_ms),
-                    last_seen: at(s.last_seen_ms.load(Ordering::Relaxed)),
-                    client: client
-                        .to_ipv4_mapped()
-                        .map_or(IpAddr::V6(client), IpAddr::V4),
-                    browser: s.browser,
-                };
-                (*e.key(), s.owner, times)
-            })
+            .map(|e| (*e.key(), e.owner, self.times_of(e.value())))
             .collect();
         found.sort_by_key(|(_, _, t)| t.started);
         found
@@ -335,25 +315,41 @@ impl MemoryStore {
     /// Ends every session whose owner `doomed` picks (a reload removed the user or changed
     /// their password), one shard at a time like [`sweep`](Self::sweep); how many.
     pub fn end_where(&self, doomed: impl Fn(Owner) -> bool) -> usize {
-        (0..self.map.shards().len())
-            .map(|i| self.remove_in_shard(i, |s, _| doomed(s.owner)))
-            .sum()
+        self.end_where_keys(doomed).len()
+    }
+
+    /// [`end_where`](Self::end_where), naming the sessions it ended.
+    pub fn end_where_keys(&self, doomed: impl Fn(Owner) -> bool) -> Vec<K> {
+        let mut ended = Vec::new();
+        for i in 0..self.map.shards().len() {
+            self.remove_in_shard(i, |s, _| doomed(s.owner), Some(&mut ended));
+        }
+        ended
     }
 
     /// Removes the expired sessions of shard `index` under its write lock; how many.
     fn sweep_shard(&self, index: usize) -> usize {
-        self.remove_in_shard(index, |s, now| {
-            let expired = self.is_expired(s, now);
-            if expired {
-                self.count_expiry(s, now);
-            }
-            expired
-        })
+        self.remove_in_shard(
+            index,
+            |s, now| {
+                let expired = self.is_expired(s, now);
+                if expired {
+                    self.count_expiry(s, now);
+                }
+                expired
+            },
+            None,
+        )
     }
 
     /// Removes the sessions of shard `index` that `doomed` picks (given the session and the
-    /// time), under the shard's write lock; how many.
-    fn remove_in_shard(&self, index: usize, doomed: impl Fn(&Session, u64) -> bool) -> usize {
+    /// time), under the shard's write lock; how many. Their keys go to `ended` if given.
+    fn remove_in_shard(
+        &self,
+        index: usize,
+        doomed: impl Fn(&Session, u64) -> bool,
+        mut ended: Option<&mut Vec<K>>,
+    ) -> usize {
         let now = self.now_ms();
         let mut shard = self.map.shards()[index].write();
         let before = shard.len();
@@ -364,8 +360,11 @@ impl MemoryStore {
         // what the raw iterator allows (hashbrown's `HashMap::retain` does the same).
         unsafe {
             for bucket in shard.iter() {
-                let (_, session) = bucket.as_ref();
+                let (key, session) = bucket.as_ref();
                 if doomed(session.get(), now) {
+                    if let Some(ended) = ended.as_mut() {
+                        ended.push(*key);
+                    }
                     shard.erase(bucket);
                 }
             }
@@ -399,8 +398,11 @@ impl MemoryStore {
 
     /// Sweeps every `interval` on a thread of its own, off the async workers, until the store
     /// is dropped.
-    pub fn spawn_sweeper(store: &Arc<MemoryStore>, interval: Duration) {
-        let weak: Weak<MemoryStore> = Arc::downgrade(store);
+    pub fn spawn_sweeper(store: &Arc<MemoryStore<K>>, interval: Duration)
+    where
+        K: Send + Sync + 'static,
+    {
+        let weak: Weak<MemoryStore<K>> = Arc::downgrade(store);
         let spawned = std::thread::Builder::new()
             .name("session-sweeper".into())
             .spawn(move || {
@@ -417,6 +419,124 @@ impl MemoryStore {
             // Expired sessions are still refused on read; only memory is at stake.
             tracing::error!("cannot start the session sweeper thread: {e}");
         }
+    }
+}
+
+/// How a session's client address is kept: IPv4 as IPv4-mapped IPv6, 16 bytes either way.
+fn client_octets(client: IpAddr) -> [u8; 16] {
+    match client {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl MemoryStore<SessionId> {
+    /// Creates a session for `owner` under a fresh id.
+    pub fn create(&self, owner: Owner, meta: &SessionMeta) -> Result<SessionId, StoreError> {
+        fail::fail_point!("session-create", |_| Err(StoreError::Unavailable));
+        let now = self.now_ms();
+        loop {
+            let id = SessionId::generate();
+            // A collision of 256 random bits will not happen, but never overwrite a session.
+            if let dashmap::Entry::Vacant(slot) = self.map.entry(id) {
+                slot.insert(Session {
+                    created_ms: now,
+                    last_seen_ms: AtomicU64::new(now),
+                    owner,
+                    client: client_octets(meta.client),
+                    browser: meta.browser,
+                });
+                return Ok(id);
+            }
+        }
+    }
+}
+
+/// What the durable store (`state_dir`) needs beside the request path: putting sessions back,
+/// moving one from its disk key to its id on first use, and reading everything out.
+impl<K: Copy + Eq + Hash> MemoryStore<K> {
+    fn times_of(&self, s: &Session) -> StoredTimes {
+        let client = Ipv6Addr::from(s.client);
+        StoredTimes {
+            started: self.wall_at(s.created_ms),
+            last_seen: self.wall_at(s.last_seen_ms.load(Ordering::Relaxed)),
+            client: client
+                .to_ipv4_mapped()
+                .map_or(IpAddr::V6(client), IpAddr::V4),
+            browser: s.browser,
+        }
+    }
+
+    fn session_of(&self, owner: Owner, times: &StoredTimes) -> Session {
+        Session {
+            created_ms: self.ms_at(times.started),
+            last_seen_ms: AtomicU64::new(self.ms_at(times.last_seen)),
+            owner,
+            client: client_octets(times.client),
+            browser: times.browser,
+        }
+    }
+
+    /// Puts back a session read from disk, unless it has expired; whether it was put.
+    pub fn insert(&self, key: K, owner: Owner, times: &StoredTimes) -> bool {
+        let session = self.session_of(owner, times);
+        if self.is_expired(&session, self.now_ms()) {
+            return false;
+        }
+        self.map.insert(key, session);
+        true
+    }
+
+    /// Puts a session read from disk back as it was, expired or not: a later record may
+    /// slide it (see [`seen_at`](Self::seen_at)); a [`sweep`](Self::sweep) after reading
+    /// drops what stayed expired.
+    pub fn put(&self, key: K, owner: Owner, times: &StoredTimes) {
+        self.map.insert(key, self.session_of(owner, times));
+    }
+
+    /// Records that the session under `key` was used at `t`, unless it was used later.
+    pub fn seen_at(&self, key: &K, t: SystemTime) {
+        if let Some(s) = self.map.get(key) {
+            s.last_seen_ms.fetch_max(self.ms_at(t), Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the live session under `key` to `to` under `new_key`, with its times; whether
+    /// there was one. `key`'s shard stays write-locked until the session is in `to`, so a
+    /// request looking for it in `to` after missing it here always finds it.
+    pub fn move_to<N: Copy + Eq + Hash>(&self, key: &K, to: &MemoryStore<N>, new_key: N) -> bool {
+        let dashmap::Entry::Occupied(entry) = self.map.entry(*key) else {
+            return false;
+        };
+        if self.is_expired(entry.get(), self.now_ms()) {
+            return false;
+        }
+        let s = entry.get();
+        to.map
+            .insert(new_key, to.session_of(s.owner, &self.times_of(s)));
+        entry.remove();
+        true
+    }
+
+    /// Calls `f` with every live session (dashmap's iterator read-locks one shard at a time).
+    pub fn export(&self, mut f: impl FnMut(&K, Owner, StoredTimes)) {
+        let now = self.now_ms();
+        for e in self.map.iter() {
+            if !self.is_expired(e.value(), now) {
+                f(e.key(), e.owner, self.times_of(e.value()));
+            }
+        }
+    }
+
+    /// Calls `f` with the key and last use of every session used at or after `since`.
+    pub fn used_since(&self, since: SystemTime, mut f: impl FnMut(&K, SystemTime)) {
+        let since_ms = self.ms_at(since);
+        self.map.iter().for_each(|e| {
+            let seen = e.last_seen_ms.load(Ordering::Relaxed);
+            if seen >= since_ms && e.created_ms < seen {
+                f(e.key(), self.wall_at(seen));
+            }
+        });
     }
 }
 

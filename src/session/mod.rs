@@ -10,6 +10,7 @@ pub mod memory;
 pub mod redis;
 pub mod redis_link;
 pub mod sessions;
+pub mod state;
 pub mod tunnels;
 
 pub use cookie::CookieSigner;

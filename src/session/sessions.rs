@@ -9,6 +9,7 @@ use super::identity::{Account, Owner};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError};
 use super::redis::RedisStore;
+use super::state::DurableStore;
 
 /// Sessions the sessions page lists at most: the newest. A user with thousands of sessions
 /// (a script logging in on every run) must not make one page view a long walk for the store.
@@ -21,6 +22,8 @@ pub enum Sessions {
         keys: SessionKeys,
     },
     Redis(RedisStore),
+    /// In memory, and kept in `session.state_dir` across restarts.
+    Durable(DurableStore),
 }
 
 /// A user whose sessions a reload ends: removed from the config (`keep: None`), or given new
@@ -51,6 +54,7 @@ impl Sessions {
         match self {
             Sessions::Memory { .. } => "memory",
             Sessions::Redis(_) => "redis",
+            Sessions::Durable(_) => "memory with state_dir",
         }
     }
 
@@ -61,6 +65,7 @@ impl Sessions {
     ) -> Result<SessionId, StoreError> {
         match self {
             Sessions::Memory { store, .. } => store.create(user.owner(), meta),
+            Sessions::Durable(d) => d.create(user.owner(), user.name(), user.profile(), meta),
             Sessions::Redis(redis) => {
                 redis
                     .create(user.name(), user.credentials(), user.profile(), meta)
@@ -73,6 +78,7 @@ impl Sessions {
     pub async fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
         match self {
             Sessions::Memory { store, .. } => store.touch(id),
+            Sessions::Durable(d) => d.touch(id),
             Sessions::Redis(redis) => redis.touch(id).await,
         }
     }
@@ -81,6 +87,7 @@ impl Sessions {
     pub async fn peek(&self, id: &SessionId) -> Result<Option<(Owner, SystemTime)>, StoreError> {
         match self {
             Sessions::Memory { store, .. } => Ok(store.peek(id)),
+            Sessions::Durable(d) => Ok(d.peek(id)),
             Sessions::Redis(redis) => redis.peek(id).await,
         }
     }
@@ -89,6 +96,7 @@ impl Sessions {
     pub fn key_of(&self, id: &SessionId) -> SessionKey {
         match self {
             Sessions::Memory { keys, .. } => keys.of(id),
+            Sessions::Durable(d) => d.key_of(id),
             Sessions::Redis(redis) => redis.key_of(id),
         }
     }
@@ -98,6 +106,7 @@ impl Sessions {
         match self {
             Sessions::Memory { store, .. } => store.remove(id),
             Sessions::Redis(redis) => redis.remove(id).await,
+            Sessions::Durable(d) => d.remove(id).await,
         }
     }
 
@@ -108,6 +117,7 @@ impl Sessions {
         match self {
             Sessions::Memory { store, .. } => store.remove(id).map(|_| ()),
             Sessions::Redis(_) => Ok(()),
+            Sessions::Durable(d) => d.remove(id).await.map(|_| ()),
         }
     }
 
@@ -115,6 +125,7 @@ impl Sessions {
     pub async fn end_user(&self, user: &impl Account) -> Result<usize, StoreError> {
         match self {
             Sessions::Memory { store, .. } => Ok(store.end_where(|o| o.user == user.id())),
+            Sessions::Durable(d) => Ok(d.end_where(|o| o.user == user.id()).await),
             Sessions::Redis(redis) => redis.end_user(user.name(), None).await,
         }
     }
@@ -130,6 +141,7 @@ impl Sessions {
     ) -> Result<usize, StoreError> {
         match self {
             Sessions::Memory { store, .. } => Ok(store.end_where(|owner| !accepts(owner))),
+            Sessions::Durable(d) => Ok(d.end_where(|owner| !accepts(owner)).await),
             Sessions::Redis(redis) => {
                 let mut ended = 0;
                 for user in revoked {
@@ -165,6 +177,27 @@ impl Sessions {
                         client: Some(t.client),
                         browser: t.browser.to_string(),
                         current: id == *current,
+                    })
+                    .collect())
+            }
+            Sessions::Durable(d) => {
+                let here = d.key_of(current);
+                let mine: Vec<_> = d
+                    .of_user(user.id())
+                    .into_iter()
+                    .filter(|(_, owner, _)| owner.credentials == user.credentials())
+                    .collect();
+                let skip = mine.len().saturating_sub(MAX_LISTED);
+                Ok(mine
+                    .into_iter()
+                    .skip(skip)
+                    .map(|(key, _, t)| SessionInfo {
+                        handle: key,
+                        started: t.started,
+                        last_seen: t.last_seen,
+                        client: Some(t.client),
+                        browser: t.browser.to_string(),
+                        current: key == here,
                     })
                     .collect())
             }
@@ -207,13 +240,30 @@ impl Sessions {
                 }
             }
             Sessions::Redis(redis) => redis.end_listed(user.name(), handle).await,
+            Sessions::Durable(d) => d.end_listed(user.id(), handle).await,
+        }
+    }
+
+    /// Why sessions are not being kept on disk (`session.state_dir` cannot be written), if
+    /// they are not: readyz says so, and the metrics.
+    pub fn degraded(&self) -> Option<String> {
+        match self {
+            Sessions::Durable(d) => d.degraded(),
+            _ => None,
+        }
+    }
+
+    /// Syncs what a durable store has not yet written (a clean shutdown).
+    pub fn close(&self) {
+        if let Sessions::Durable(d) = self {
+            d.close();
         }
     }
 
     /// Whether the store answers (readiness).
     pub async fn ready(&self) -> Result<(), StoreError> {
         match self {
-            Sessions::Memory { .. } => Ok(()),
+            Sessions::Memory { .. } | Sessions::Durable(_) => Ok(()),
             Sessions::Redis(redis) => redis.ready().await,
         }
     }
@@ -222,6 +272,7 @@ impl Sessions {
     pub fn memory(&self) -> Option<&MemoryStore> {
         match self {
             Sessions::Memory { store, .. } => Some(store),
+            Sessions::Durable(d) => Some(d.live()),
             Sessions::Redis(_) => None,
         }
     }
@@ -231,6 +282,7 @@ impl Sessions {
         match self {
             Sessions::Memory { store, .. } => store.len(),
             Sessions::Redis(redis) => redis.cached(),
+            Sessions::Durable(d) => d.len(),
         }
     }
 

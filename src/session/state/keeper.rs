@@ -1,0 +1,172 @@
+//! The thread that keeps the files small and current: it writes when sessions were last used
+//! (every `session.touch_interval`, in one pass, so a request never writes), and replaces the
+//! logs with a fresh snapshot when they have grown, an hour has passed, or the disk failed
+//! (that snapshot is how a degraded store catches up).
+
+use std::io::{BufWriter, Write};
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::Inner;
+use super::dir::{create_new, sync_dir};
+use super::load::{ms_of, started_of};
+use super::record::{MAGIC, Record};
+use super::writer::{Msg, write_all};
+
+/// Logs past this size are folded into a snapshot.
+const COMPACT_AFTER_BYTES: u64 = 64 << 20;
+/// Logs older than this are folded even when small, so ended and expired sessions leave the
+/// disk too.
+const COMPACT_AFTER: Duration = Duration::from_secs(3600);
+/// How often a degraded store tries to catch up.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs until the store is dropped.
+pub fn spawn(inner: Weak<Inner>, touch_interval: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("state-keeper".into())
+        .spawn(move || run(inner, touch_interval));
+    if let Err(e) = spawned {
+        tracing::error!(
+            "session.state_dir: cannot start the keeper thread ({e}); last-seen times and snapshots are not written"
+        );
+    }
+}
+
+fn run(inner: Weak<Inner>, touch_interval: Duration) {
+    let tick = touch_interval.min(RETRY_EVERY);
+    let mut touched_to = SystemTime::now();
+    let mut touched_at = Instant::now();
+    let mut compacted_at = Instant::now();
+    loop {
+        std::thread::sleep(tick);
+        let Some(inner) = inner.upgrade() else { return };
+        if touched_at.elapsed() >= touch_interval {
+            let from = touched_to;
+            touched_to = SystemTime::now();
+            touched_at = Instant::now();
+            write_touches(&inner, from);
+        }
+        let degraded = inner.health.degraded().is_some();
+        let grown = inner.health.log_bytes.load(Ordering::Relaxed) >= COMPACT_AFTER_BYTES;
+        let old = compacted_at.elapsed() >= COMPACT_AFTER
+            && inner.health.log_bytes.load(Ordering::Relaxed) > 0;
+        if degraded || grown || old {
+            compacted_at = Instant::now();
+            compact(&inner);
+        }
+    }
+}
+
+/// Appends when every session used since `from` was last used.
+fn write_touches(inner: &Inner, from: SystemTime) {
+    let mut bytes = Vec::new();
+    inner.live.used_since(from, |id, seen| {
+        Record::Touch {
+            key: inner.keys.of(id),
+            last_seen_ms: ms_of(seen),
+        }
+        .encode(&mut bytes);
+    });
+    if !bytes.is_empty() {
+        let _ = inner.writer.send(Msg::Append(bytes));
+    }
+}
+
+/// Starts a new log, writes a snapshot of everything in memory, and deletes the logs it
+/// covers. On failure the store is (or stays) degraded and the old files stay.
+pub fn compact(inner: &Inner) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if inner.writer.send(Msg::Rotate(tx)).is_err() {
+        return;
+    }
+    let covered = match rx.recv() {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => return inner.health.fail("starting a new log", &e),
+        Err(_) => return,
+    };
+    if let Err(e) = write_snapshot(inner) {
+        let _ = std::fs::remove_file(inner.dir.snapshot_tmp());
+        return inner.health.fail("writing the snapshot", &e);
+    }
+    inner.health.log_bytes.store(0, Ordering::Relaxed);
+    inner.health.recovered();
+    for n in inner.dir.logs().unwrap_or_default() {
+        if n <= covered {
+            let _ = std::fs::remove_file(inner.dir.log(n));
+        }
+    }
+}
+
+/// Writes every live session (and the profiles of their provider users, and the used codes)
+/// to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
+fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
+    let tmp = inner.dir.snapshot_tmp();
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp)?);
+    let mut buf = Vec::with_capacity(1 << 16);
+    buf.extend_from_slice(MAGIC);
+    for (user, profile) in inner.names.profiles() {
+        let json = serde_json::to_string(&*profile).expect("a profile serialises");
+        Record::Profile {
+            user: user.to_string(),
+            json,
+        }
+        .encode(&mut buf);
+    }
+    for code in inner.used_codes() {
+        code.encode(&mut buf);
+    }
+    let mut failed = None;
+    let mut flush = |buf: &mut Vec<u8>, out: &mut BufWriter<std::fs::File>| {
+        if buf.len() >= 1 << 16 && failed.is_none() {
+            failed = out.write_all(buf).err();
+            buf.clear();
+        }
+    };
+    inner.live.export(|id, owner, times| {
+        if let Some(user) = inner.names.name(owner.user) {
+            Record::Create {
+                key: inner.keys.of(id),
+                user: user.to_string(),
+                credentials: owner.credentials,
+                started: started_of(&times),
+            }
+            .encode(&mut buf);
+            flush(&mut buf, &mut out);
+        }
+    });
+    inner.restored.export(|key, owner, times| {
+        if let Some(user) = inner.names.name(owner.user) {
+            Record::Create {
+                key: *key,
+                user: user.to_string(),
+                credentials: owner.credentials,
+                started: started_of(&times),
+            }
+            .encode(&mut buf);
+            flush(&mut buf, &mut out);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    out.write_all(&buf)?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    // An empty write through the writer's own path, so the fail point that fills the disk in
+    // tests fails snapshots too.
+    write_all(&mut file, &[])?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, inner.dir.snapshot())?;
+    sync_dir(inner.dir.path())
+}
+
+/// Asks the writer to sync and stop, waiting for it (a clean shutdown).
+pub fn close(writer: &Sender<Msg>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if writer.send(Msg::Close(tx)).is_ok() {
+        let _ = rx.recv_timeout(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,326 @@
+//! `session.state_dir`: the memory store, also kept on disk so that sessions survive a
+//! restart. The request path is the memory store's; the disk gets an append-only log of what
+//! changed (written by one thread, see `writer`) and, now and then, a snapshot of everything
+//! that replaces the logs (see `keeper`). docs/ARCHITECTURE.md says why this design and not
+//! an embedded database.
+//!
+//! Nothing on disk is a credential: a session is named there by its keyed hash
+//! (`SessionKeys::of`), which cannot be turned back into the id its cookie carries. Sessions
+//! read back at start are kept under that hash (`restored`) until their first request, which
+//! moves them under their id (`live`): the request path keeps its one lookup by id, and pays
+//! one HMAC once per restored session.
+
+pub mod dir;
+mod keeper;
+pub mod load;
+pub mod record;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+pub use dir::{StateDir, StateError};
+use load::{UsedCode, ms_of, started_of};
+use record::Record;
+use writer::{Health, Msg};
+
+use super::identity::{Owner, Profile, UserId, UserNames};
+use super::keys::{SessionKey, SessionKeys};
+use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError, StoredTimes};
+
+/// What the store, its writer and its keeper share.
+pub struct Inner {
+    live: Arc<MemoryStore<SessionId>>,
+    restored: Arc<MemoryStore<SessionKey>>,
+    keys: SessionKeys,
+    names: Arc<UserNames>,
+    writer: Sender<Msg>,
+    health: Arc<Health>,
+    dir: Arc<StateDir>,
+    /// TOTP codes used, kept so that a restart does not let a code be used twice.
+    used_codes: std::sync::Mutex<Vec<UsedCode>>,
+}
+
+impl Inner {
+    fn used_codes(&self) -> Vec<Record> {
+        let now = SystemTime::now();
+        let mut codes = self.used_codes.lock().unwrap_or_else(|e| e.into_inner());
+        codes.retain(|c| c.until > now);
+        codes
+            .iter()
+            .map(|c| Record::TotpUsed {
+                user: c.user.clone(),
+                step: c.step,
+                until_ms: ms_of(c.until),
+            })
+            .collect()
+    }
+}
+
+/// The memory store with its sessions also on disk. Clones share the store.
+#[derive(Clone)]
+pub struct DurableStore {
+    inner: Arc<Inner>,
+}
+
+/// What opening a state directory needs besides the directory.
+pub struct Opening {
+    pub live: Arc<MemoryStore<SessionId>>,
+    pub keys: SessionKeys,
+    pub names: Arc<UserNames>,
+    pub idle: Duration,
+    pub absolute: Duration,
+    pub touch_interval: Duration,
+    pub write_errors: Counter,
+    pub degraded: Gauge,
+}
+
+impl DurableStore {
+    /// Reads the sessions `dir` holds, writes them out as a fresh snapshot (dropping what
+    /// expired, and any damaged end of a file, which is logged), and starts the writer and the
+    /// keeper. A snapshot that cannot be written leaves the store degraded, not stopped.
+    pub fn open(dir: StateDir, o: Opening) -> Result<DurableStore, StateError> {
+        let dir = Arc::new(dir);
+        let restored = Arc::new(MemoryStore::new(o.idle, o.absolute));
+        let started = std::time::Instant::now();
+        let loaded = load::load(&dir, &restored, &o.names)?;
+        for line in &loaded.dropped {
+            tracing::warn!("session.state_dir: {line}; the sessions before it are kept");
+        }
+        tracing::info!(
+            sessions = restored.len(),
+            files = loaded.files,
+            bytes = loaded.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "session.state_dir: {} sessions read back from {}",
+            restored.len(),
+            dir.path().display()
+        );
+        let health = Arc::new(Health::new(o.write_errors, o.degraded));
+        let next_log = dir.logs()?.last().map_or(1, |n| n + 1);
+        let writer =
+            writer::spawn(dir.clone(), health.clone(), next_log).map_err(|e| StateError::Dir {
+                dir: dir.path().to_path_buf(),
+                why: format!("cannot start the writer thread: {e}"),
+            })?;
+        MemoryStore::spawn_sweeper(&restored, Duration::from_secs(60));
+        let inner = Arc::new(Inner {
+            live: o.live,
+            restored,
+            keys: o.keys,
+            names: o.names,
+            writer,
+            health,
+            dir,
+            used_codes: std::sync::Mutex::new(loaded.used_codes),
+        });
+        keeper::compact(&inner);
+        keeper::spawn(Arc::downgrade(&inner), o.touch_interval);
+        Ok(DurableStore { inner })
+    }
+
+    fn append(&self, records: &[Record]) {
+        let mut bytes = Vec::new();
+        for r in records {
+            r.encode(&mut bytes);
+        }
+        // The writer stops only when the store is dropped.
+        let _ = self.inner.writer.send(Msg::Append(bytes));
+    }
+
+    /// Waits until everything appended so far is on disk (or cannot be: degraded).
+    async fn synced(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.writer.send(Msg::Sync(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn create(
+        &self,
+        owner: Owner,
+        name: &str,
+        profile: Option<&Profile>,
+        meta: &SessionMeta,
+    ) -> Result<SessionId, StoreError> {
+        let id = self.inner.live.create(owner, meta)?;
+        let now = SystemTime::now();
+        let times = StoredTimes {
+            started: now,
+            last_seen: now,
+            client: meta.client,
+            browser: meta.browser,
+        };
+        let create = Record::Create {
+            key: self.inner.keys.of(&id),
+            user: name.to_string(),
+            credentials: owner.credentials,
+            started: started_of(&times),
+        };
+        match profile {
+            Some(p) => self.append(&[
+                Record::Profile {
+                    user: name.to_string(),
+                    json: serde_json::to_string(p).expect("a profile serialises"),
+                },
+                create,
+            ]),
+            None => self.append(&[create]),
+        }
+        Ok(id)
+    }
+
+    /// Moves a session read back from disk under its id, on its first use; whether it did.
+    fn restore(&self, id: &SessionId) -> bool {
+        let key = self.inner.keys.of(id);
+        self.inner.restored.move_to(&key, &self.inner.live, *id)
+    }
+
+    pub fn touch(&self, id: &SessionId) -> Result<Option<Owner>, StoreError> {
+        match self.inner.live.touch(id)? {
+            Some(owner) => Ok(Some(owner)),
+            None if self.restore(id) => self.inner.live.touch(id),
+            None => Ok(None),
+        }
+    }
+
+    pub fn peek(&self, id: &SessionId) -> Option<(Owner, SystemTime)> {
+        self.inner.live.peek(id).or_else(|| {
+            self.restore(id);
+            self.inner.live.peek(id)
+        })
+    }
+
+    /// Ends a session, on disk before this returns; true if it existed.
+    pub async fn remove(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let key = self.inner.keys.of(id);
+        let found = self.inner.live.remove(id)? | self.inner.restored.remove(&key)?;
+        if found {
+            self.append(&[Record::End { key }]);
+            self.synced().await;
+        }
+        Ok(found)
+    }
+
+    /// Ends every session whose owner `doomed` picks, on disk before this returns; how many.
+    pub async fn end_where(&self, doomed: impl Fn(Owner) -> bool) -> usize {
+        let ended: Vec<SessionKey> = self
+            .inner
+            .live
+            .end_where_keys(&doomed)
+            .iter()
+            .map(|id| self.inner.keys.of(id))
+            .chain(self.inner.restored.end_where_keys(&doomed))
+            .collect();
+        if !ended.is_empty() {
+            let ends: Vec<Record> = ended.iter().map(|&key| Record::End { key }).collect();
+            self.append(&ends);
+            self.synced().await;
+        }
+        ended.len()
+    }
+
+    /// The live sessions of `user`, each under its outside name, oldest first.
+    pub fn of_user(&self, user: UserId) -> Vec<(SessionKey, Owner, StoredTimes)> {
+        let mut found: Vec<_> = self
+            .inner
+            .live
+            .of_user(user)
+            .into_iter()
+            .map(|(id, owner, t)| (self.inner.keys.of(&id), owner, t))
+            .chain(self.inner.restored.of_user(user))
+            .collect();
+        found.sort_by_key(|(_, _, t)| t.started);
+        found
+    }
+
+    /// Ends the session of `user` named `handle`; false if they have none by that name.
+    pub async fn end_listed(&self, user: UserId, handle: &SessionKey) -> Result<bool, StoreError> {
+        let live = self
+            .inner
+            .live
+            .of_user(user)
+            .into_iter()
+            .find(|(id, _, _)| self.inner.keys.of(id) == *handle);
+        let found = match live {
+            Some((id, _, _)) => self.inner.live.remove(&id)?,
+            None => {
+                let mine = self
+                    .inner
+                    .restored
+                    .of_user(user)
+                    .iter()
+                    .any(|(k, _, _)| k == handle);
+                mine && self.inner.restored.remove(handle)?
+            }
+        };
+        if found {
+            self.append(&[Record::End { key: *handle }]);
+            self.synced().await;
+        }
+        Ok(found)
+    }
+
+    /// Records that `user` used the code of time `step`, kept until `until`.
+    pub fn code_used(&self, user: &str, step: u64, until: SystemTime) {
+        let code = UsedCode {
+            user: user.to_string(),
+            step,
+            until,
+        };
+        self.append(&[Record::TotpUsed {
+            user: code.user.clone(),
+            step,
+            until_ms: ms_of(until),
+        }]);
+        let mut codes = self
+            .inner
+            .used_codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        codes.push(code);
+    }
+
+    /// The codes read back at start that are still remembered.
+    pub fn used_codes(&self) -> Vec<UsedCode> {
+        let now = SystemTime::now();
+        let codes = self
+            .inner
+            .used_codes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        codes.iter().filter(|c| c.until > now).cloned().collect()
+    }
+
+    /// Why the disk is not being written, if it is not.
+    pub fn degraded(&self) -> Option<String> {
+        self.inner.health.degraded()
+    }
+
+    /// The session's outside name, as on disk and on the sessions page.
+    pub fn key_of(&self, id: &SessionId) -> SessionKey {
+        self.inner.keys.of(id)
+    }
+
+    pub fn live(&self) -> &MemoryStore<SessionId> {
+        &self.inner.live
+    }
+
+    /// Sessions in memory, read back ones not used since included.
+    pub fn len(&self) -> usize {
+        self.inner.live.len() + self.inner.restored.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Syncs everything written and stops the writer (a clean shutdown).
+    pub fn close(&self) {
+        keeper::close(&self.inner.writer);
+    }
+}
