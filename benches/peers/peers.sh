@@ -30,6 +30,8 @@
 #                with a note when redis-server is missing.
 #   nginx-authreq  nginx proxy_pass asking sessiongate (forward-auth only, no upstream) with
 #                auth_request on every request: sessiongate behind an existing nginx
+#   sessiongate-durable  the same binary and config plus `session.state_dir` (a directory in the
+#                run's work dir): the memory store also kept on disk (2026-12, issue 23)
 #   sessiongate-base   with --base-bin PATH: another sessiongate build (e.g. today's main) with the
 #                plain config, to compare a change against in the same interleaved run
 #
@@ -96,15 +98,15 @@ trap cleanup EXIT
 NCPU=$(nproc)
 if [ "$NCPU" -ge 2 ]; then PIN_SRV="taskset -c 1"; PIN_GEN="taskset -c 0"; else PIN_SRV=""; PIN_GEN=""; fi
 # Ports from BENCH_PORT_BASE (default 18180) so two runs on one machine can use different ranges:
-# BASE..BASE+9, and BASE+19 for sessiongate-redis's Redis.
+# BASE..BASE+10, and BASE+19 for sessiongate-redis's Redis.
 BASE=${BENCH_PORT_BASE:-18180}
 UP=$BASE NG=$((BASE + 1)) CA=$((BASE + 2)) EX=$((BASE + 3)) SG=$((BASE + 4)) SQ=$((BASE + 5)) SB=$((BASE + 6))
-NA=$((BASE + 7)) NAG=$((BASE + 8)) SG_R=$((BASE + 9)) RP=$((BASE + 19))
+NA=$((BASE + 7)) NAG=$((BASE + 8)) SG_R=$((BASE + 9)) SG_D=$((BASE + 10)) RP=$((BASE + 19))
 declare -A METRICS_PORT=([sessiongate]=$((BASE + 20)) [sessiongate-quiet]=$((BASE + 21)) [sessiongate-redis]=$((BASE + 22)))
 
 want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 # A port someone else already listens on would make wait_port succeed against the wrong server.
-for p in $UP $NG $CA $EX $SG $SQ $SB $NA $NAG $SG_R $RP; do port_free "$p"; done
+for p in $UP $NG $CA $EX $SG $SQ $SB $NA $NAG $SG_R $SG_D $RP; do port_free "$p"; done
 
 # --- upstream ----------------------------------------------------------------------------------
 command -v nginx >/dev/null || { echo "nginx is required for the upstream (run with --install)" >&2; exit 2; }
@@ -229,6 +231,10 @@ if [ -n "$BIN" ] && want sessiongate-redis; then
   else
     echo "note: redis-server (or redis-cli) not installed (run with --install), sessiongate-redis skipped" >&2
   fi
+fi
+if [ -n "$BIN" ] && want sessiongate-durable; then
+  SESSION_TOML[sessiongate-durable]="state_dir = \"$WORK/state\""
+  start_sessiongate sessiongate-durable $SG_D "$BIN" "$RULES"
 fi
 if [ -n "$BASE_BIN" ] && want sessiongate-base; then start_sessiongate sessiongate-base $SB "$BASE_BIN" 0; fi
 if [ -n "$BIN" ] && want nginx-authreq; then
