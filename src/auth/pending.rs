@@ -18,7 +18,7 @@ use redis::Script;
 
 use crate::credentials::totp;
 use crate::session::redis_link::RedisLink;
-use crate::session::state::DurableStore;
+use crate::session::state::{DurableStore, PendingRecord, load};
 use crate::session::{SessionId, SessionKeys, StoreError};
 
 /// Wrong codes a pending sign-in survives; the last of them ends it.
@@ -63,8 +63,8 @@ impl Pending {
         })
     }
 
-    /// In memory, with the used codes also kept in `session.state_dir`, so that a restart
-    /// does not let a code be used a second time.
+    /// In memory, and also kept in `session.state_dir`: a restart neither ends a pending
+    /// sign-in nor lets a used code be used a second time.
     pub fn durable(lifetime: Duration, disk: DurableStore) -> Pending {
         let now = (Instant::now(), SystemTime::now());
         let used = disk
@@ -155,45 +155,102 @@ impl MemoryPending {
         let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
         // Only a right password makes an entry, so the map stays small; expired ones go here.
         logins.retain(|_, e| e.expires > now);
-        logins.insert(
-            id,
-            Entry {
-                login,
-                wrong: 0,
-                expires: now + self.lifetime,
-            },
-        );
+        let entry = Entry {
+            login,
+            wrong: 0,
+            expires: now + self.lifetime,
+        };
+        self.keep(&id, &entry);
+        logins.insert(id, entry);
         id
     }
 
     fn get(&self, id: &SessionId) -> Option<PendingLogin> {
-        let logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-        logins
-            .get(id)
+        let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
+        self.entry(&mut logins, id)
             .filter(|e| e.expires > Instant::now())
             .map(|e| e.login.clone())
     }
 
     fn wrong_code(&self, id: &SessionId) -> AfterWrong {
         let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = logins.get_mut(id).filter(|e| e.expires > Instant::now()) else {
-            logins.remove(id);
+        let Some(entry) = self
+            .entry(&mut logins, id)
+            .filter(|e| e.expires > Instant::now())
+        else {
+            self.end(&mut logins, id);
             return AfterWrong::Ended;
         };
         entry.wrong += 1;
         if entry.wrong >= MAX_WRONG_CODES {
-            logins.remove(id);
+            self.end(&mut logins, id);
             return AfterWrong::Ended;
         }
-        AfterWrong::Alive(entry.wrong)
+        let wrong = entry.wrong;
+        self.keep(id, entry);
+        AfterWrong::Alive(wrong)
     }
 
     fn take(&self, id: &SessionId) -> Option<PendingLogin> {
         let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-        logins
-            .remove(id)
+        self.entry(&mut logins, id)?;
+        self.end(&mut logins, id)
             .filter(|e| e.expires > Instant::now())
             .map(|e| e.login)
+    }
+
+    /// `id`'s entry, brought back from `session.state_dir` if it was made before a restart.
+    fn entry<'a>(
+        &self,
+        logins: &'a mut HashMap<SessionId, Entry>,
+        id: &SessionId,
+    ) -> Option<&'a mut Entry> {
+        if !logins.contains_key(id) {
+            let kept = self.disk.as_ref()?.pending_get(id)?;
+            let left = load::at_ms(kept.expires_ms)
+                .duration_since(SystemTime::now())
+                .ok()?;
+            let login = PendingLogin {
+                user: kept.user,
+                credentials: kept.credentials,
+                rd: kept.rd,
+            };
+            let expires = Instant::now() + left;
+            logins.insert(
+                *id,
+                Entry {
+                    login,
+                    wrong: kept.wrong,
+                    expires,
+                },
+            );
+        }
+        logins.get_mut(id)
+    }
+
+    /// Writes `entry` to `session.state_dir`, if there is one.
+    fn keep(&self, id: &SessionId, entry: &Entry) {
+        if let Some(disk) = &self.disk {
+            let left = entry.expires.saturating_duration_since(Instant::now());
+            disk.pending_put(
+                id,
+                PendingRecord {
+                    user: entry.login.user.clone(),
+                    credentials: entry.login.credentials,
+                    rd: entry.login.rd.clone(),
+                    wrong: entry.wrong,
+                    expires_ms: load::ms_of(SystemTime::now() + left),
+                },
+            );
+        }
+    }
+
+    /// Ends `id`'s pending sign-in, on disk too.
+    fn end(&self, logins: &mut HashMap<SessionId, Entry>, id: &SessionId) -> Option<Entry> {
+        if let Some(disk) = &self.disk {
+            disk.pending_end(id);
+        }
+        logins.remove(id)
     }
 
     fn use_step(&self, user: &str, step: u64) -> bool {

@@ -331,3 +331,85 @@ async fn the_directory_and_files_are_private_and_hold_no_credential() {
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(out.contains("kept in session.state_dir"), "{out}");
 }
+
+#[tokio::test]
+async fn a_sign_in_begun_before_a_restart_finishes_after_it_and_its_code_stays_used() {
+    let d = dirs();
+    let upstream = start_upstream().await;
+    // alice (the first user) gets a TOTP secret: RFC 6238's "12345678901234567890".
+    let toml = config(upstream.addr, &d.state, "").replacen(
+        "\n[[users]]\nname = \"bob\"",
+        "\ntotp_secret = \"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\"\n\n[[users]]\nname = \"bob\"",
+        1,
+    );
+    std::fs::write(&d.config, toml).unwrap();
+    let app = totp_rs::Builder::new()
+        .with_algorithm(totp_rs::Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_secret(b"12345678901234567890".to_vec())
+        .build()
+        .unwrap();
+    let post_code = |addr: std::net::SocketAddr, cookie: String, code: String| async move {
+        let origin = format!("http://{addr}");
+        send(
+            addr,
+            req_with_body(
+                Method::POST,
+                "/.sessiongate/login/code",
+                &[
+                    ("content-type", "application/x-www-form-urlencoded"),
+                    ("origin", &origin),
+                    ("cookie", &cookie),
+                ],
+                format!("code={code}"),
+            ),
+        )
+        .await
+    };
+
+    let running = spawn_sessiongate(&d.config, &[]);
+    let res = post_login_to(
+        running.addr,
+        &[("username", USER), ("password", PASSWORD)],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        res.header("location"),
+        Some("/.sessiongate/login/code"),
+        "{}",
+        res.text()
+    );
+    let pending = cookie_pair(&res);
+    assert!(running.stop().success());
+
+    let running = spawn_sessiongate(&d.config, &[]);
+    let code = app.generate_current().to_string();
+    let res = post_code(running.addr, pending.clone(), code.clone()).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let session = cookie_pair(&res);
+    assert_eq!(status(running.addr, &session).await, StatusCode::OK);
+    assert!(running.stop().success());
+
+    // After another restart the pending sign-in is over and the code is still used.
+    let running = spawn_sessiongate(&d.config, &[]);
+    let again = post_code(running.addr, pending, code.clone()).await;
+    assert_ne!(again.status, StatusCode::SEE_OTHER, "{}", again.text());
+    let res = post_login_to(
+        running.addr,
+        &[("username", USER), ("password", PASSWORD)],
+        &[],
+    )
+    .await;
+    let replay = post_code(running.addr, cookie_pair(&res), code).await;
+    assert_ne!(
+        replay.status,
+        StatusCode::SEE_OTHER,
+        "a used code was taken again"
+    );
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    assert!(replay.text().contains("That code is not right"), "{}", replay.text());
+    assert_eq!(status(running.addr, &session).await, StatusCode::OK);
+    running.stop();
+}

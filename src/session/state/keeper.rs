@@ -116,8 +116,8 @@ fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
         }
         .encode(&mut buf);
     }
-    for code in inner.used_codes() {
-        code.encode(&mut buf);
+    for record in inner.used_codes().into_iter().chain(inner.pending()) {
+        record.encode(&mut buf);
     }
     let mut failed = None;
     let mut flush = |buf: &mut Vec<u8>, out: &mut BufWriter<std::fs::File>| {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dir::{StateDir, StateError};
-use super::record::{Damage, Frames, MAGIC, Record, Started};
+use super::record::{Damage, Frames, MAGIC, PendingRecord, Record, Started};
 use crate::session::browser::Browser;
 use crate::session::identity::{Owner, Profile, UserNames};
 use crate::session::keys::SessionKey;
@@ -26,6 +26,8 @@ pub struct Loaded {
     /// One line per file whose end was dropped, naming the file and why.
     pub dropped: Vec<String>,
     pub used_codes: Vec<UsedCode>,
+    /// Pending sign-ins still on, by keyed hash.
+    pub pending: std::collections::HashMap<SessionKey, PendingRecord>,
     pub files: usize,
     pub bytes: u64,
 }
@@ -48,6 +50,7 @@ pub fn load(
     into.sweep();
     let now = SystemTime::now();
     loaded.used_codes.retain(|c| c.until > now);
+    loaded.pending.retain(|_, p| at_ms(p.expires_ms) > now);
     Ok(loaded)
 }
 
@@ -138,6 +141,12 @@ fn apply(record: Record, into: &MemoryStore<SessionKey>, names: &UserNames, load
             step,
             until: at_ms(until_ms),
         }),
+        Record::Pending { key, pending } => {
+            loaded.pending.insert(key, pending);
+        }
+        Record::PendingEnd { key } => {
+            loaded.pending.remove(&key);
+        }
     }
 }
 

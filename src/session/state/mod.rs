@@ -16,6 +16,7 @@ pub mod load;
 pub mod record;
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 pub use dir::{StateDir, StateError};
 use load::{UsedCode, ms_of, started_of};
+pub use record::PendingRecord;
 use record::Record;
 use writer::{Health, Msg};
 
@@ -43,6 +45,9 @@ pub struct Inner {
     dir: Arc<StateDir>,
     /// TOTP codes used, kept so that a restart does not let a code be used twice.
     used_codes: std::sync::Mutex<Vec<UsedCode>>,
+    /// Every pending sign-in on disk, by keyed hash: what a snapshot writes, and what a
+    /// pending sign-in started before a restart is found in.
+    pending: std::sync::Mutex<HashMap<SessionKey, PendingRecord>>,
 }
 
 impl Inner {
@@ -56,6 +61,19 @@ impl Inner {
                 user: c.user.clone(),
                 step: c.step,
                 until_ms: ms_of(c.until),
+            })
+            .collect()
+    }
+
+    fn pending(&self) -> Vec<Record> {
+        let now = ms_of(SystemTime::now());
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.expires_ms > now);
+        pending
+            .iter()
+            .map(|(key, p)| Record::Pending {
+                key: *key,
+                pending: p.clone(),
             })
             .collect()
     }
@@ -117,6 +135,7 @@ impl DurableStore {
             health,
             dir,
             used_codes: std::sync::Mutex::new(loaded.used_codes),
+            pending: std::sync::Mutex::new(loaded.pending),
         });
         keeper::compact(&inner);
         keeper::spawn(Arc::downgrade(&inner), o.touch_interval);
@@ -294,6 +313,39 @@ impl DurableStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         codes.iter().filter(|c| c.until > now).cloned().collect()
+    }
+
+    /// The name a pending sign-in goes by on disk (the cookie carries its id).
+    fn pending_key(&self, id: &SessionId) -> SessionKey {
+        self.inner.keys.name(b'p', id.as_bytes())
+    }
+
+    /// Keeps pending sign-in `id` as `pending` says (made, or a wrong code counted).
+    pub fn pending_put(&self, id: &SessionId, pending: PendingRecord) {
+        let key = self.pending_key(id);
+        let mut all = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(key, pending.clone());
+        drop(all);
+        self.append(&[Record::Pending { key, pending }]);
+    }
+
+    /// Pending sign-in `id` ended (signed in, or too many wrong codes).
+    pub fn pending_end(&self, id: &SessionId) {
+        let key = self.pending_key(id);
+        let mut all = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if all.remove(&key).is_some() {
+            drop(all);
+            self.append(&[Record::PendingEnd { key }]);
+        }
+    }
+
+    /// Pending sign-in `id` as the disk has it, if it is still on: one started before a
+    /// restart.
+    pub fn pending_get(&self, id: &SessionId) -> Option<PendingRecord> {
+        let key = self.pending_key(id);
+        let now = ms_of(SystemTime::now());
+        let all = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(&key).filter(|p| p.expires_ms > now).cloned()
     }
 
     /// Why the disk is not being written, if it is not.

@@ -48,6 +48,24 @@ pub enum Record {
         step: u64,
         until_ms: u64,
     },
+    /// A pending sign-in (password right, code awaited), whole, under its keyed hash.
+    Pending {
+        key: SessionKey,
+        pending: PendingRecord,
+    },
+    /// A pending sign-in ended.
+    PendingEnd { key: SessionKey },
+}
+
+/// A pending sign-in as the disk keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingRecord {
+    pub user: String,
+    pub credentials: u32,
+    /// Where to go once signed in.
+    pub rd: String,
+    pub wrong: u32,
+    pub expires_ms: u64,
 }
 
 const CREATE: u8 = 1;
@@ -55,6 +73,8 @@ const TOUCH: u8 = 2;
 const END: u8 = 3;
 const PROFILE: u8 = 4;
 const TOTP_USED: u8 = 5;
+const PENDING: u8 = 6;
+const PENDING_END: u8 = 7;
 
 impl Record {
     /// Appends this record's frame to `out`.
@@ -100,6 +120,19 @@ impl Record {
                 out.extend_from_slice(&step.to_le_bytes());
                 out.extend_from_slice(&until_ms.to_le_bytes());
                 put_str(out, user);
+            }
+            Record::Pending { key, pending } => {
+                out.push(PENDING);
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(&pending.credentials.to_le_bytes());
+                out.extend_from_slice(&pending.wrong.to_le_bytes());
+                out.extend_from_slice(&pending.expires_ms.to_le_bytes());
+                put_str(out, &pending.user);
+                put_str(out, &pending.rd);
+            }
+            Record::PendingEnd { key } => {
+                out.push(PENDING_END);
+                out.extend_from_slice(key.as_bytes());
             }
         }
         let payload = &out[start + 8..];
@@ -151,6 +184,23 @@ impl Record {
                     until_ms,
                 }
             }
+            PENDING => {
+                let key = r.key()?;
+                let credentials = r.u32()?;
+                let wrong = r.u32()?;
+                let expires_ms = r.u64()?;
+                Record::Pending {
+                    key,
+                    pending: PendingRecord {
+                        user: r.str()?,
+                        rd: r.str()?,
+                        credentials,
+                        wrong,
+                        expires_ms,
+                    },
+                }
+            }
+            PENDING_END => Record::PendingEnd { key: r.key()? },
             _ => return None,
         };
         r.0.is_empty().then_some(record)
@@ -279,6 +329,17 @@ mod tests {
                 step: 9,
                 until_ms: 10,
             },
+            Record::Pending {
+                key,
+                pending: PendingRecord {
+                    user: "carol".into(),
+                    credentials: 5,
+                    rd: "/reports?q=1".into(),
+                    wrong: 2,
+                    expires_ms: 99,
+                },
+            },
+            Record::PendingEnd { key },
         ]
     }
 
