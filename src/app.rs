@@ -215,6 +215,7 @@ impl Stores {
                 idle: s.idle_timeout,
                 absolute: s.absolute_timeout,
                 touch_interval: s.touch_interval,
+                sweep_interval: s.sweep_interval,
                 write_errors: metrics.state_write_errors.clone(),
                 degraded: metrics.state_degraded.clone(),
             },

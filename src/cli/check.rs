@@ -317,7 +317,7 @@ async fn store(config: &Config) -> Finding {
 /// A fresh connection, as the store makes (TLS, password, RESP3; with sentinels to the
 /// master they name), and one PING on it.
 /// The memory store, and `session.state_dir` if set: a directory only this user may write to
-/// (or one its parent lets sessiongate make), not locked by a running sessiongate.
+/// (or one its parent lets sessiongate make).
 fn memory_store(config: &Config) -> Finding {
     let Some(dir) = &config.session.state_dir else {
         return Finding::ok(

@@ -409,7 +409,11 @@ async fn a_sign_in_begun_before_a_restart_finishes_after_it_and_its_code_stays_u
         "a used code was taken again"
     );
     assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
-    assert!(replay.text().contains("That code is not right"), "{}", replay.text());
+    assert!(
+        replay.text().contains("That code is not right"),
+        "{}",
+        replay.text()
+    );
     assert_eq!(status(running.addr, &session).await, StatusCode::OK);
     running.stop();
 }

@@ -93,6 +93,7 @@ pub struct Opening {
     pub idle: Duration,
     pub absolute: Duration,
     pub touch_interval: Duration,
+    pub sweep_interval: Duration,
     pub write_errors: Counter,
     pub degraded: Gauge,
 }
@@ -125,7 +126,7 @@ impl DurableStore {
                 dir: dir.path().to_path_buf(),
                 why: format!("cannot start the writer thread: {e}"),
             })?;
-        MemoryStore::spawn_sweeper(&restored, Duration::from_secs(60));
+        MemoryStore::spawn_sweeper(&restored, o.sweep_interval);
         let inner = Arc::new(Inner {
             live: o.live,
             restored,
@@ -376,3 +377,6 @@ impl DurableStore {
         keeper::close(&self.inner.writer);
     }
 }
+
+#[cfg(test)]
+mod tests;
