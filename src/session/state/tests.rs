@@ -2,7 +2,7 @@
 //! a move from the read-back map, a damaged tail and pending sign-ins.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 /// A store on `path` as a fresh process would open it, with its own table of names.
-fn open(path: &PathBuf) -> (DurableStore, Arc<UserNames>) {
+fn open(path: &Path) -> (DurableStore, Arc<UserNames>) {
     let names = Arc::new(UserNames::default());
     let opening = Opening {
         live: Arc::new(MemoryStore::new(
@@ -62,7 +62,7 @@ fn owner(names: &UserNames, name: &str) -> Owner {
 }
 
 /// Opens `path` again, retrying while the last holder's threads let go of the lock.
-fn reopen(path: &PathBuf) -> (DurableStore, Arc<UserNames>) {
+fn reopen(path: &Path) -> (DurableStore, Arc<UserNames>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match StateDir::open(path) {
