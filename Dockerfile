@@ -4,9 +4,12 @@
 #
 #   docker build -t sessiongate .
 #   docker run -d --name sessiongate -p 8080:8080 \
-#     -v /srv/sessiongate:/etc/sessiongate:ro sessiongate
+#     -v /srv/sessiongate:/etc/sessiongate:ro \
+#     -v sessiongate-state:/var/lib/sessiongate sessiongate
 #
-# The config in /etc/sessiongate must listen on all interfaces: listen = "0.0.0.0:8080".
+# The config in /etc/sessiongate must listen on all interfaces: listen = "0.0.0.0:8080". With
+# [session] state_dir = "/var/lib/sessiongate" it keeps its sessions on the volume mounted
+# there, so they survive a restart and a new container.
 # See README.md, "Deploying".
 #
 # tests/it/container.rs parses this file and checks what the image relies on: two stages, the
@@ -36,14 +39,22 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 sessiongate \
  && useradd --system --uid 10001 --gid sessiongate --no-create-home \
-      --home-dir /nonexistent --shell /usr/sbin/nologin sessiongate
+      --home-dir /nonexistent --shell /usr/sbin/nologin sessiongate \
+ && install -d -m 0700 -o 10001 -g 10001 /var/lib/sessiongate
 COPY --from=build /usr/local/bin/sessiongate /usr/local/bin/sessiongate
 
 # Mount the config directory here (read-only is fine): sessiongate.toml, the secret file and
-# any TLS certificate and key, readable by uid 10001. No VOLUME is declared, so a container
-# started without the mount fails at once with "cannot read config file" instead of running
-# on an empty anonymous volume.
+# any TLS certificate and key, readable by uid 10001. No VOLUME is declared for it, so a
+# container started without the mount fails at once with "cannot read config file" instead
+# of running on an empty anonymous volume.
 WORKDIR /etc/sessiongate
+# session.state_dir: the sessions kept on disk (a lock, the snapshot and its logs, and the
+# session key when the config names none). A volume, so they outlive the container: a named
+# one (-v sessiongate-state:/var/lib/sessiongate) also outlives an upgrade to a new image.
+# Docker fills a new named or anonymous volume from the image's directory, owner and mode
+# included, so it starts as this one: uid 10001's, 0700 (sessiongate refuses a directory
+# others may write to). One sessiongate per volume: a second one on it refuses to start.
+VOLUME /var/lib/sessiongate
 # Numeric, so Kubernetes' runAsNonRoot can tell it is not root without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080

@@ -1,7 +1,8 @@
 //! sessiongate as its container image runs it, checked without a container (no image can be
 //! built or run where sessiongate is developed): `sessiongate healthcheck` against a live, a
 //! stopped, a failing and a silent listener; the Dockerfile read by a real parser; and the
-//! binary run as uid 10001 with a config directory only that user can read.
+//! binary run as uid 10001 with a config directory only that user can read, and with
+//! `session.state_dir` on the image's volume and on a volume as Kubernetes mounts one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -603,23 +604,24 @@ fn credentials(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// As the image does: uid/gid 10001 and no other groups, the config and its secret in a
-/// directory only that user can read, listening on 0.0.0.0. A browser on loopback signs in
-/// through it; its own healthcheck passes; SIGTERM stops it cleanly.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in() {
+/// The checks that this test process can run sessiongate as the image does: it is root
+/// (setpriv switches users), and `setpriv` itself.
+fn setpriv() -> PathBuf {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
         "this test switches to uid {IMAGE_UID} with setpriv, which needs root"
     );
-    let setpriv = program("setpriv", "runs sessiongate as the image's uid 10001");
+    program("setpriv", "runs sessiongate as the image's uid 10001")
+}
 
-    // The binary the tests built, installed as the Dockerfile installs it (`install -m 755`,
-    // root's), in a directory uid 10001 can reach wherever the build directory is. `install`
-    // writes it in a process of its own, so no process this test forks meanwhile holds it
-    // open for writing (which would make running it fail with "Text file busy").
+/// The binary the tests built, installed as the Dockerfile installs it (`install -m 755`,
+/// root's), in a directory uid 10001 can reach wherever the build directory is. `install`
+/// writes it in a process of its own, so no process this test forks meanwhile holds it open
+/// for writing (which would make running it fail with "Text file busy"). The directory goes
+/// when the returned guard is dropped.
+fn install_binary() -> (tempfile::TempDir, PathBuf) {
     let install = tempfile::Builder::new()
         .prefix("sessiongate-bin-")
         .tempdir_in("/tmp")
@@ -633,16 +635,73 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         .unwrap();
     assert!(installed.success());
     assert_traversable(&bin);
+    (install, bin)
+}
 
-    // The config directory: the image's user owns it, nobody else can read it.
+/// A directory in /tmp that uid 10001 can reach (root's, 0755), removed when dropped.
+fn reachable_dir(prefix: &str) -> tempfile::TempDir {
     let tmp = tempfile::Builder::new()
-        .prefix("sessiongate-config-")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
+    assert_traversable(tmp.path());
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    tmp
+}
+
+/// The config directory: the image's user owns it, nobody else can read it.
+fn private_config_dir() -> tempfile::TempDir {
+    let tmp = reachable_dir("sessiongate-config-");
+    std::os::unix::fs::chown(tmp.path(), Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    tmp
+}
+
+/// `bin` as uid/gid 10001 with no other groups, its config `base` (listening on
+/// 127.0.0.1:0) written to `config` with a free port of all interfaces instead; started, and
+/// that port.
+async fn start_as_image(setpriv: &Path, bin: &Path, config: &Path, base: &str) -> (Server, u16) {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let port = free_port().await;
+        let toml = base.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{port}\""),
+            1,
+        );
+        write_private(config, &toml);
+        match start_server(as_image(setpriv, bin, config)).await {
+            Some(server) => return (server, port),
+            None => assert!(attempts < 5, "port {port} taken again, {attempts} times"),
+        }
+    }
+}
+
+/// The command that runs `bin --config CONFIG` as uid/gid 10001 with no other groups.
+fn as_image(setpriv: &Path, bin: &Path, config: &Path) -> Command {
+    let user = as_user(setpriv, IMAGE_UID);
+    let mut command = Command::new(&user[0]);
+    command
+        .args(&user[1..])
+        .arg(bin)
+        .arg("--config")
+        .arg(config)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    command
+}
+
+/// As the image does: uid/gid 10001 and no other groups, the config and its secret in a
+/// directory only that user can read, listening on 0.0.0.0. A browser on loopback signs in
+/// through it; its own healthcheck passes; SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in() {
+    let setpriv = setpriv();
+    let (_install, bin) = install_binary();
+
+    let tmp = private_config_dir();
     let dir = tmp.path();
-    assert_traversable(dir);
-    std::os::unix::fs::chown(dir, Some(IMAGE_UID), Some(IMAGE_UID)).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let secret = dir.join("sessiongate-secret");
     write_private(&secret, &format!("{SECRET}\n"));
 
@@ -652,31 +711,7 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         &format!("secret_file = \"{}\"", secret.display()),
     );
     let config = dir.join("sessiongate.toml");
-
-    let mut attempts = 0;
-    let (mut server, port) = loop {
-        attempts += 1;
-        let port = free_port().await;
-        let toml = base.replacen(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"0.0.0.0:{port}\""),
-            1,
-        );
-        write_private(&config, &toml);
-        let user = as_user(&setpriv, IMAGE_UID);
-        let mut command = Command::new(&user[0]);
-        command
-            .args(&user[1..])
-            .arg(&bin)
-            .arg("--config")
-            .arg(&config)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
-        match start_server(command).await {
-            Some(server) => break (server, port),
-            None => assert!(attempts < 5, "port {port} taken again, {attempts} times"),
-        }
-    };
+    let (mut server, port) = start_as_image(&setpriv, &bin, &config, &base).await;
     assert!(
         server
             .log()
@@ -727,6 +762,177 @@ async fn the_binary_runs_as_uid_10001_with_a_private_config_and_signs_users_in()
         )
     );
 
+    let status = server.stop().await;
+    assert!(status.success(), "{status}\n{}", server.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// session.state_dir where the deploy examples put it
+
+/// `config_toml` without a session secret (so the key is made and kept in `state_dir`) and
+/// with `state_dir`.
+fn state_config(upstream: SocketAddr, state_dir: &Path) -> String {
+    let base = config_toml(
+        upstream,
+        "",
+        &format!("state_dir = \"{}\"", state_dir.display()),
+    );
+    let secret = format!("secret = \"{SECRET}\"\n");
+    assert!(base.contains(&secret));
+    base.replace(&secret, "")
+}
+
+/// Runs `command`, a sessiongate that must refuse to start, and returns what it printed.
+async fn refusal(command: Command) -> String {
+    let mut command = tokio::process::Command::from(command);
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("sessiongate exited")
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started:\n{printed}");
+    printed.into_owned()
+}
+
+/// Owner and permission bits of `path`.
+fn owner_and_mode(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    (meta.uid(), meta.mode() & 0o777)
+}
+
+/// The image's volume directory, made by the Dockerfile's own command for it (run here as
+/// root, with `dir` for the image's path). Docker fills a new volume mounted there from this
+/// directory, owner and mode included, as compose-single's named volume is.
+fn make_as_the_dockerfile_does(dir: &Path) {
+    let volumes = dockerfile::image().volumes;
+    let [volume] = &volumes[..] else {
+        panic!("one VOLUME: {volumes:?}");
+    };
+    let instructions = dockerfile::instructions();
+    let last = instructions
+        .iter()
+        .rposition(|i| i.instruction == "FROM")
+        .unwrap();
+    let command = values(&instructions[last..], "RUN")
+        .into_iter()
+        .flat_map(|r| r.split("&&"))
+        .map(str::trim)
+        .find(|c| c.ends_with(&format!(" {volume}")))
+        .unwrap_or_else(|| panic!("no RUN makes {volume}"));
+    let command = format!(
+        "{} {}",
+        command.strip_suffix(volume.as_str()).unwrap().trim_end(),
+        dir.display()
+    );
+    let status = Command::new("sh").arg("-c").arg(&command).status().unwrap();
+    assert!(status.success(), "{command}");
+}
+
+/// `state_dir` on the image's volume directory (made by the Dockerfile's command), as
+/// uid 10001 with the key made there: files only that user can read, a second sessiongate
+/// on the directory refused by the first one's pid, and a session signed in before a SIGTERM
+/// still signed in after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_state_volume_keeps_sessions_across_a_restart_as_uid_10001() {
+    let setpriv = setpriv();
+    let (_install, bin) = install_binary();
+    let config_dir = private_config_dir();
+    let config = config_dir.path().join("sessiongate.toml");
+    let root = reachable_dir("sessiongate-state-");
+    let state = root.path().join("volume");
+    make_as_the_dockerfile_does(&state);
+    assert_eq!(owner_and_mode(&state), (IMAGE_UID, 0o700));
+
+    let upstream = start_upstream().await;
+    let base = state_config(upstream.addr, &state);
+    let (mut server, port) = start_as_image(&setpriv, &bin, &config, &base).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let res = post_login_to(addr, &[("username", USER), ("password", PASSWORD)], &[]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let cookie = cookie_pair(&res);
+
+    // A second sessiongate on the same volume (on a port of its own) refuses to start.
+    let second = config_dir.path().join("second.toml");
+    let other = free_port().await;
+    write_private(
+        &second,
+        &base.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"0.0.0.0:{other}\""),
+            1,
+        ),
+    );
+    let printed = refusal(as_image(&setpriv, &bin, &second)).await;
+    assert!(
+        printed.contains(&format!(
+            "another sessiongate (pid {}) is using it",
+            server.pid()
+        )),
+        "{printed}"
+    );
+
+    let status = server.stop().await;
+    assert!(status.success(), "{status}\n{}", server.log());
+    assert_eq!(owner_and_mode(&state), (IMAGE_UID, 0o700));
+    let mut files: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    for name in ["lock", "secret"] {
+        assert!(files.iter().any(|f| f == name), "{files:?}");
+    }
+    for name in &files {
+        assert_eq!(
+            owner_and_mode(&state.join(name)),
+            (IMAGE_UID, 0o600),
+            "{name}"
+        );
+    }
+
+    let (mut server, port) = start_as_image(&setpriv, &bin, &config, &base).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let res = get(addr, "/dashboard", &[("cookie", &cookie)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.upstream_header("x-forwarded-user"), [USER]);
+    let status = server.stop().await;
+    assert!(status.success(), "{status}\n{}", server.log());
+}
+
+/// A volume as Kubernetes mounts one for a pod with `fsGroup: 10001`: its top directory
+/// root's, group 10001 with write and setgid. sessiongate as uid/gid 10001 refuses it as
+/// `state_dir` (by name, saying why), and makes a directory of its own inside it, 0700, as
+/// deploy/kubernetes/sidecar.yaml has it do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_volume_top_directory_is_refused_and_state_dir_is_made_inside_it() {
+    let setpriv = setpriv();
+    let (_install, bin) = install_binary();
+    let config_dir = private_config_dir();
+    let config = config_dir.path().join("sessiongate.toml");
+    let root = reachable_dir("sessiongate-pvc-");
+    let volume = root.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::os::unix::fs::chown(&volume, Some(0), Some(IMAGE_UID)).unwrap();
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o2775)).unwrap();
+
+    let upstream = start_upstream().await;
+    write_private(&config, &state_config(upstream.addr, &volume));
+    let printed = refusal(as_image(&setpriv, &bin, &config)).await;
+    assert!(
+        printed.contains(&format!(
+            "session.state_dir {}: is owned by uid 0 and writable by its group",
+            volume.display()
+        )),
+        "{printed}"
+    );
+
+    let state = volume.join("sessions");
+    let base = state_config(upstream.addr, &state);
+    let (mut server, _) = start_as_image(&setpriv, &bin, &config, &base).await;
+    assert_eq!(owner_and_mode(&state), (IMAGE_UID, 0o700));
+    assert!(state.join("lock").exists());
     let status = server.stop().await;
     assert!(status.success(), "{status}\n{}", server.log());
 }

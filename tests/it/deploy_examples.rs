@@ -1,12 +1,14 @@
-//! The deployment examples in deploy/ hold configs sessiongate accepts (the compose file's
+//! The deployment examples in deploy/ hold configs sessiongate accepts (the compose files'
 //! sessiongate.toml and the ones inside the Kubernetes ConfigMaps, their secret files stood in
 //! for by files of the same shape), and their YAML, loaded by a real parser (PyYAML), agrees
 //! with those configs, the Dockerfile and the README: ports, probe paths, mount paths, secret
-//! files and the metrics scrape annotations.
+//! files, the metrics scrape annotations, and the volume that holds `session.state_dir`
+//! wherever sessions are not in Redis.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-use crate::common::dockerfile::{self, Image};
+use crate::common::dockerfile::{self, Image, values};
 use crate::common::python;
 use serde_json::Value;
 use sessiongate::Config;
@@ -14,6 +16,10 @@ use sessiongate::config::StoreConfig;
 
 const COMPOSE: &str = include_str!("../../deploy/compose/sessiongate.toml");
 const COMPOSE_YAML: &str = include_str!("../../deploy/compose/compose.yaml");
+const COMPOSE_README: &str = include_str!("../../deploy/compose/README.md");
+const SINGLE: &str = include_str!("../../deploy/compose-single/sessiongate.toml");
+const SINGLE_YAML: &str = include_str!("../../deploy/compose-single/compose.yaml");
+const SINGLE_README: &str = include_str!("../../deploy/compose-single/README.md");
 const NGINX: &str = include_str!("../../deploy/compose/nginx.conf");
 const KUBERNETES: &str = include_str!("../../deploy/kubernetes/sessiongate.yaml");
 const SIDECAR: &str = include_str!("../../deploy/kubernetes/sidecar.yaml");
@@ -85,6 +91,57 @@ fn unspecified(addr: SocketAddr) -> bool {
     addr.ip().is_unspecified()
 }
 
+/// The image's one volume, where the examples keep `session.state_dir`.
+fn image_volume() -> String {
+    let Image { volumes, .. } = dockerfile::image();
+    let [volume] = &volumes[..] else {
+        panic!("one VOLUME: {volumes:?}");
+    };
+    volume.clone()
+}
+
+/// The Dockerfile makes its volume's directory for its user, 0700 (sessiongate refuses one
+/// others may write to), before `VOLUME` declares it: Docker discards what later steps change
+/// there, and fills each new volume from that directory, owner and mode included. The README
+/// mounts a named volume there and names it as `state_dir`.
+#[test]
+fn the_dockerfile_makes_its_state_volume_for_its_user() {
+    let volume = image_volume();
+    let all = dockerfile::instructions();
+    let run = &all[all.iter().rposition(|i| i.instruction == "FROM").unwrap()..];
+    let declared = run.iter().position(|i| i.instruction == "VOLUME").unwrap();
+    let user = *values(run, "USER").last().expect("USER");
+    let (uid, gid) = user.split_once(':').expect("USER uid:gid");
+    let made: Vec<&str> = values(&run[..declared], "RUN")
+        .into_iter()
+        .flat_map(|r| r.split("&&"))
+        .map(|c| c.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.last() == Some(&volume.as_str()))
+        .unwrap_or_else(|| panic!("no RUN before VOLUME makes {volume}"));
+    assert_eq!(made[..2], ["install", "-d"], "{made:?}");
+    let option = |flag: &str| {
+        let at = made
+            .iter()
+            .position(|w| *w == flag)
+            .unwrap_or_else(|| panic!("{flag} missing: {made:?}"));
+        made[at + 1]
+    };
+    assert_eq!(option("-m"), "0700");
+    assert_eq!(option("-o"), uid);
+    assert_eq!(option("-g"), gid);
+
+    let readme = readme_section("### Container");
+    for said in [
+        format!("-v sessiongate-state:{volume} "),
+        format!("state_dir = \"{volume}\""),
+    ] {
+        assert!(
+            readme.contains(&said),
+            "README ### Container lacks {said:?}"
+        );
+    }
+}
+
 #[test]
 fn the_compose_config_is_valid_and_uses_redis() {
     let config = validated(COMPOSE, &secret_files(COMPOSE));
@@ -104,7 +161,9 @@ fn the_compose_config_is_valid_and_uses_redis() {
 /// balances over the port the config listens on, published where the README says.
 #[test]
 fn the_compose_file_agrees_with_its_config_the_dockerfile_and_the_readme() {
-    let Image { port, config: path } = dockerfile::image();
+    let Image {
+        port, config: path, ..
+    } = dockerfile::image();
     let config = validated(COMPOSE, &secret_files(COMPOSE));
     assert_eq!(config.server.listen.port(), port);
     assert!(unspecified(config.server.listen));
@@ -159,6 +218,84 @@ fn the_compose_file_agrees_with_its_config_the_dockerfile_and_the_readme() {
     assert!(readme.contains("http://localhost:8080"), "{readme}");
 }
 
+/// compose-single: one sessiongate, its sessions in `session.state_dir` on a named volume
+/// mounted there, where the image declares its volume (so a new volume starts as the image's
+/// directory). No secret file: the key is made and kept in state_dir. Docker waits for the
+/// requests in flight and then for the state to be written before it kills the container.
+#[test]
+fn the_single_compose_file_keeps_sessions_on_a_named_volume_at_state_dir() {
+    let Image {
+        port, config: path, ..
+    } = dockerfile::image();
+    let volume = image_volume();
+    assert!(
+        secret_files(SINGLE).is_empty(),
+        "the session key is kept in state_dir"
+    );
+    let config = validated(SINGLE, &[]);
+    assert!(matches!(config.session.store, StoreConfig::Memory));
+    assert!(config.session.secret.is_none());
+    let state_dir = config.session.state_dir.as_deref().expect("state_dir");
+    assert_eq!(state_dir, Path::new(&volume));
+    assert_eq!(config.server.listen.port(), port);
+    assert!(unspecified(config.server.listen));
+
+    let docs = yaml(SINGLE_YAML);
+    let services = docs[0]["services"].as_object().unwrap();
+    let gates: Vec<&String> = services
+        .keys()
+        .filter(|k| k.starts_with("sessiongate"))
+        .collect();
+    assert_eq!(gates, ["sessiongate"], "one sessiongate per volume");
+    let service = &services["sessiongate"];
+    assert!(service["deploy"]["replicas"].is_null() && service["scale"].is_null());
+    let mounts: Vec<&str> = service["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        mounts.contains(&format!("./sessiongate.toml:{path}:ro").as_str()),
+        "{mounts:?}"
+    );
+    // NAME:/var/lib/sessiongate, writable, NAME one of the file's named volumes.
+    let state: Vec<&str> = mounts
+        .iter()
+        .filter_map(|m| m.strip_suffix(&format!(":{volume}")))
+        .collect();
+    let [name] = state[..] else {
+        panic!("one writable mount at {volume}: {mounts:?}");
+    };
+    assert!(
+        docs[0]["volumes"].get(name).is_some(),
+        "{name} is not a named volume of compose.yaml"
+    );
+    assert_eq!(
+        service["healthcheck"]["test"],
+        serde_json::json!(["CMD", "sessiongate", "healthcheck"])
+    );
+    assert_eq!(
+        service["ports"],
+        serde_json::json!([format!("{port}:{port}")])
+    );
+    let grace = humantime::parse_duration(service["stop_grace_period"].as_str().unwrap()).unwrap();
+    assert!(
+        grace > config.server.shutdown_timeout,
+        "stop_grace_period {grace:?}"
+    );
+
+    for said in ["docker compose restart", "One sessiongate per volume"] {
+        assert!(SINGLE_README.contains(said), "{said:?}: {SINGLE_README}");
+    }
+    assert!(
+        COMPOSE_README.contains("../compose-single"),
+        "{COMPOSE_README}"
+    );
+    let readme = readme_section("### docker compose");
+    assert!(readme.contains("deploy/compose-single"), "{readme}");
+}
+
 /// What a Kubernetes example holds, read from its YAML.
 struct Kubernetes {
     config: Config,
@@ -192,7 +329,9 @@ fn resolve_port(container: &Value, port: &Value) -> u64 {
 /// Checks a Kubernetes example against its own config, the Dockerfile and the README, and
 /// returns what it holds for the example's own checks.
 fn kubernetes(manifest: &str, file: &str) -> Kubernetes {
-    let Image { port, config: path } = dockerfile::image();
+    let Image {
+        port, config: path, ..
+    } = dockerfile::image();
     let docs = yaml(manifest);
     let deployments = of_kind(&docs, "Deployment");
     let deployment = deployments
@@ -330,6 +469,55 @@ fn kubernetes(manifest: &str, file: &str) -> Kubernetes {
         .or_else(|| pod["spec"]["securityContext"]["runAsUser"].as_u64());
     assert_eq!(uid, Some(10001), "{file}");
 
+    // Without Redis, sessions are kept in session.state_dir, on a ReadWriteOnce
+    // PersistentVolumeClaim mounted where the image declares its volume. state_dir is a
+    // directory inside the mount, not the mount itself: Kubernetes leaves a volume's top
+    // directory owned by root and writable by the fsGroup, which sessiongate refuses
+    // (container.rs runs both). The fsGroup is sessiongate's group, so it can make state_dir
+    // there. One replica, replaced with Recreate: a second sessiongate on the directory
+    // refuses to start, so a rolling update would never finish.
+    match &config.session.state_dir {
+        None => assert!(
+            matches!(config.session.store, StoreConfig::Redis(_)),
+            "{file}: sessions in memory only"
+        ),
+        Some(state_dir) => {
+            let volume = image_volume();
+            let mount = mounts
+                .iter()
+                .find(|m| m["mountPath"] == volume.as_str())
+                .unwrap_or_else(|| panic!("{file}: nothing mounted at {volume}"));
+            assert_ne!(mount["readOnly"], true, "{file}");
+            assert_eq!(
+                state_dir.parent(),
+                Some(Path::new(&volume)),
+                "{file}: state_dir is a directory of its own on the volume"
+            );
+            let claim_name = &named(volumes, mount["name"].as_str().unwrap())["persistentVolumeClaim"]
+                ["claimName"];
+            let claim = of_kind(&docs, "PersistentVolumeClaim")
+                .into_iter()
+                .find(|c| c["metadata"]["name"] == *claim_name)
+                .unwrap_or_else(|| panic!("{file}: no PersistentVolumeClaim {claim_name}"));
+            assert_eq!(
+                claim["spec"]["accessModes"],
+                serde_json::json!(["ReadWriteOnce"]),
+                "{file}"
+            );
+            assert_eq!(deployment["spec"]["replicas"], 1, "{file}");
+            assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{file}");
+            let gid = context["runAsGroup"]
+                .as_u64()
+                .or_else(|| pod["spec"]["securityContext"]["runAsGroup"].as_u64());
+            assert!(gid.is_some(), "{file}: runAsGroup");
+            assert_eq!(
+                pod["spec"]["securityContext"]["fsGroup"].as_u64(),
+                gid,
+                "{file}: fsGroup"
+            );
+        }
+    }
+
     // The README's Kubernetes section names the file.
     let readme = readme_section("### Kubernetes");
     assert!(
@@ -352,6 +540,33 @@ fn the_kubernetes_redis_example_agrees_with_its_config_the_dockerfile_and_the_re
     assert!(matches!(k.config.session.store, StoreConfig::Redis(_)));
     assert!(k.config.session.secure, "behind an HTTPS ingress");
     assert_eq!(k.deployment["spec"]["replicas"], 2);
+
+    // The commented Sentinel alternative, uncommented in place of url, is accepted too.
+    let mut replaced = 0;
+    let sentinel_toml = k
+        .toml
+        .lines()
+        .filter(|l| !l.starts_with("url = \"redis://"))
+        .map(|l| match l.strip_prefix("# ") {
+            Some(u) if u.starts_with("sentinels = ") || u.starts_with("master_name = ") => {
+                replaced += 1;
+                u
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(replaced, 2, "{}", k.toml);
+    let config = validated(&sentinel_toml, &secret_files(&sentinel_toml));
+    let StoreConfig::Redis(redis) = &config.session.store else {
+        panic!("{sentinel_toml}");
+    };
+    let sentinel = redis.sentinel.as_ref().expect("sentinels in place of url");
+    assert_eq!(sentinel.master_name, "mymaster");
+    assert_eq!(
+        sentinel.nodes[0],
+        ("redis-sentinel-0.redis-sentinel".to_string(), 26379)
+    );
 }
 
 /// The sidecar: the app in the same pod on loopback only, with no port of its own; one
@@ -360,6 +575,10 @@ fn the_kubernetes_redis_example_agrees_with_its_config_the_dockerfile_and_the_re
 fn the_kubernetes_sidecar_example_agrees_with_its_config_the_dockerfile_and_the_readme() {
     let k = kubernetes(SIDECAR, "sidecar.yaml");
     assert!(matches!(k.config.session.store, StoreConfig::Memory));
+    assert!(
+        k.config.session.state_dir.is_some(),
+        "a new pod signs nobody out"
+    );
     assert!(k.config.session.secure, "behind an HTTPS ingress");
     assert_eq!(k.deployment["spec"]["replicas"], 1, "the memory store");
 

@@ -39,10 +39,12 @@ pub fn exec_form(value: &str) -> Vec<String> {
     serde_json::from_str(value).unwrap_or_else(|e| panic!("not exec form ({e}): {value}"))
 }
 
-/// What the image it builds runs: its one exposed port and the `--config` of its `CMD`.
+/// What the image it builds runs: its one exposed port, the `--config` of its `CMD`, and the
+/// directories it declares volumes at.
 pub struct Image {
     pub port: u16,
     pub config: String,
+    pub volumes: Vec<String>,
 }
 
 pub fn image() -> Image {
@@ -56,8 +58,20 @@ pub fn image() -> Image {
         panic!("CMD is not --config PATH: {cmd:?}");
     };
     assert_eq!(flag, "--config");
+    // `VOLUME ["/a", "/b"]` or `VOLUME /a /b`.
+    let volumes = values(run, "VOLUME")
+        .into_iter()
+        .flat_map(|v| {
+            if v.starts_with('[') {
+                exec_form(v)
+            } else {
+                v.split_whitespace().map(str::to_string).collect()
+            }
+        })
+        .collect();
     Image {
         port: exposed[0].parse().unwrap(),
         config: config.clone(),
+        volumes,
     }
 }
