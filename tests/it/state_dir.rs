@@ -70,14 +70,10 @@ async fn logout(addr: std::net::SocketAddr, cookie: &str) {
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
 }
 
-fn kill9(running: Running) {
-    let ok = std::process::Command::new("kill")
-        .args(["-KILL", &running.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let mut child = running.child;
-    child.wait().unwrap();
+/// SIGKILL (what `Child::kill` sends): no shutdown code runs.
+fn kill9(mut running: Running) {
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
 }
 
 /// The bytes of every file in the state directory but the lock and the secret.

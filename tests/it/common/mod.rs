@@ -639,6 +639,16 @@ impl Running {
     }
 }
 
+/// A test that fails half-way leaves no sessiongate behind (after `stop`, nothing to do).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn spawn_sessiongate(config: &std::path::Path, env: &[(&str, &str)]) -> Running {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sessiongate"))
