@@ -53,6 +53,7 @@ mod security_redirect;
 mod security_smuggling;
 mod security_upgrades;
 mod sessions_page;
+mod state_sessions;
 mod tls;
 mod totp;
 mod websockets;
