@@ -54,6 +54,7 @@ mod security_smuggling;
 mod security_upgrades;
 mod sessions_page;
 mod state_dir;
+mod state_sessions;
 mod tls;
 mod totp;
 mod websockets;

@@ -7,20 +7,25 @@ use crate::common::redis::{RedisOptions, RedisServer, redis_config};
 use crate::common::*;
 use http::{Method, StatusCode};
 
-const CURL: (&str, &str) = ("user-agent", "curl/8.5.0");
-const FIREFOX: (&str, &str) = (
+pub(crate) const CURL: (&str, &str) = ("user-agent", "curl/8.5.0");
+pub(crate) const FIREFOX: (&str, &str) = (
     "user-agent",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
 );
 
 /// Logs `user` in with a User-Agent.
-async fn login_as(proxy: &Proxy, user: &str, password: &str, ua: (&str, &str)) -> String {
+pub(crate) async fn login_as(
+    proxy: &Proxy,
+    user: &str,
+    password: &str,
+    ua: (&str, &str),
+) -> String {
     let res = post_login(proxy, &[("username", user), ("password", password)], &[ua]).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     cookie_pair(&res)
 }
 
-async fn sessions_page(proxy: &Proxy, cookie: &str) -> Resp {
+pub(crate) async fn sessions_page(proxy: &Proxy, cookie: &str) -> Resp {
     get(
         proxy.addr,
         "/.sessiongate/sessions",
@@ -30,7 +35,7 @@ async fn sessions_page(proxy: &Proxy, cookie: &str) -> Resp {
 }
 
 /// The session handles in the page's "end this session" forms.
-fn handles(html: &str) -> Vec<String> {
+pub(crate) fn handles(html: &str) -> Vec<String> {
     html.split("name=\"session\" value=\"")
         .skip(1)
         .map(|rest| rest[..64].to_string())

@@ -15,7 +15,7 @@ const TOTP_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const CODE_PATH: &str = "/.sessiongate/login/code";
 
 /// An authenticator app for alice, built from totp-rs directly (not sessiongate's wrapper).
-fn app_for_alice() -> Totp {
+pub(crate) fn app_for_alice() -> Totp {
     Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(6)
@@ -27,7 +27,7 @@ fn app_for_alice() -> Totp {
 
 /// The code alice's app shows now. Made right before it is posted: the verifier accepts the
 /// step before and after, so a step boundary passing in between does not matter.
-fn code_now() -> String {
+pub(crate) fn code_now() -> String {
     app_for_alice().generate_current().to_string()
 }
 
@@ -51,12 +51,12 @@ fn totp_toml(upstream: std::net::SocketAddr, auth: &str) -> String {
 }
 
 /// Gives alice (the last table of `toml`) the TOTP secret, and adds bob after her.
-fn with_totp(toml: &str) -> String {
+pub(crate) fn with_totp(toml: &str) -> String {
     format!("{toml}totp_secret = \"{TOTP_B32}\"\n\n{}", bob_table())
 }
 
 /// The password step for alice, which must lead to the code form; the pending cookie.
-async fn password_step(proxy: &Proxy, rd: &str) -> String {
+pub(crate) async fn password_step(proxy: &Proxy, rd: &str) -> String {
     let res = post_login(
         proxy,
         &[("username", USER), ("password", PASSWORD), ("rd", rd)],
@@ -74,13 +74,13 @@ async fn password_step(proxy: &Proxy, rd: &str) -> String {
     cookie_pair(&res)
 }
 
-async fn post_code(proxy: &Proxy, cookie: &str, code: &str) -> Resp {
+pub(crate) async fn post_code(proxy: &Proxy, cookie: &str, code: &str) -> Resp {
     post_form(proxy, CODE_PATH, cookie, &[("code", code)]).await
 }
 
 /// A successful code answer: 303 to `rd` with the session cookie first, the pending cookie
 /// cleared; the session cookie pair.
-fn signed_in(res: &Resp, proxy: &Proxy, rd: &str) -> String {
+pub(crate) fn signed_in(res: &Resp, proxy: &Proxy, rd: &str) -> String {
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     assert_eq!(res.header("location"), Some(rd));
     let set = res.set_cookies();

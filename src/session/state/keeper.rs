@@ -82,8 +82,8 @@ pub fn compact(inner: &Inner) {
     if inner.writer.send(Msg::Rotate(tx)).is_err() {
         return;
     }
-    let covered = match rx.recv() {
-        Ok(Ok(n)) => n,
+    let (covered, failures) = match rx.recv() {
+        Ok(Ok(rotated)) => rotated,
         Ok(Err(e)) => return inner.health.fail("starting a new log", &e),
         Err(_) => return,
     };
@@ -92,7 +92,7 @@ pub fn compact(inner: &Inner) {
         return inner.health.fail("writing the snapshot", &e);
     }
     inner.health.log_bytes.store(0, Ordering::Relaxed);
-    inner.health.recovered();
+    inner.health.recovered(failures);
     for n in inner.dir.logs().unwrap_or_default() {
         if n <= covered {
             let _ = std::fs::remove_file(inner.dir.log(n));
@@ -103,6 +103,8 @@ pub fn compact(inner: &Inner) {
 /// Writes every live session (and the profiles of their provider users, and the used codes)
 /// to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
 fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
+    // Lets a test hold the keeper between the new log and the snapshot.
+    fail::fail_point!("state-snapshot");
     let tmp = inner.dir.snapshot_tmp();
     let _ = std::fs::remove_file(&tmp);
     let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp)?);

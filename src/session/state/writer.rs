@@ -26,8 +26,9 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How the disk side is doing, read by readyz, the metrics and the keeper.
 pub struct Health {
     degraded: AtomicBool,
-    /// Why, while degraded (never holds a secret: an I/O error and a file name).
-    reason: std::sync::Mutex<String>,
+    /// Why, while degraded, and how many writes failed so far: under one lock, so that a
+    /// failure and a recovery never interleave.
+    failed: std::sync::Mutex<Failed>,
     /// Bytes written to logs since the last snapshot.
     pub log_bytes: AtomicU64,
     /// When a warning was last logged (whole seconds since `start`), for one a minute.
@@ -38,11 +39,18 @@ pub struct Health {
     degraded_gauge: Gauge,
 }
 
+#[derive(Default)]
+struct Failed {
+    /// Never holds a secret: an I/O error and a file name.
+    reason: String,
+    count: u64,
+}
+
 impl Health {
     pub fn new(write_errors: Counter, degraded_gauge: Gauge) -> Health {
         Health {
             degraded: AtomicBool::new(false),
-            reason: std::sync::Mutex::default(),
+            failed: std::sync::Mutex::default(),
             log_bytes: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
             start: std::sync::OnceLock::new(),
@@ -52,21 +60,31 @@ impl Health {
     }
 
     pub fn degraded(&self) -> Option<String> {
-        self.degraded.load(Ordering::Acquire).then(|| {
-            self.reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        })
+        self.degraded
+            .load(Ordering::Acquire)
+            .then(|| self.failed().reason.clone())
+    }
+
+    fn failed(&self) -> std::sync::MutexGuard<'_, Failed> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many writes have failed so far.
+    pub fn failures(&self) -> u64 {
+        self.failed().count
     }
 
     /// Enters (or stays in) degraded mode because `what` failed; warns at most once a minute.
     pub fn fail(&self, what: &str, e: &std::io::Error) {
         self.write_errors.inc();
         let why = format!("{what}: {e}");
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = why.clone();
-        let first = !self.degraded.swap(true, Ordering::AcqRel);
-        self.degraded_gauge.set(1);
+        let first = {
+            let mut failed = self.failed();
+            failed.reason.clone_from(&why);
+            failed.count += 1;
+            self.degraded_gauge.set(1);
+            !self.degraded.swap(true, Ordering::AcqRel)
+        };
         let start = *self.start.get_or_init(Instant::now);
         let now = start.elapsed().as_secs() + 60;
         let last = self.warned_at.load(Ordering::Relaxed);
@@ -82,9 +100,18 @@ impl Health {
         }
     }
 
-    pub fn recovered(&self) {
+    /// Leaves degraded mode after a snapshot, unless a write failed since the log the
+    /// snapshot goes with was opened (`failures` then): what failed may be newer than the
+    /// snapshot, and that log is no longer written, so the next snapshot must be waited for.
+    pub fn recovered(&self, failures: u64) {
+        let failed = self.failed();
+        if failed.count != failures {
+            return;
+        }
         self.degraded_gauge.set(0);
-        if self.degraded.swap(false, Ordering::AcqRel) {
+        let was = self.degraded.swap(false, Ordering::AcqRel);
+        drop(failed);
+        if was {
             tracing::info!("session.state_dir: writes succeed again; every session is on disk");
         }
     }
@@ -96,8 +123,8 @@ pub enum Msg {
     /// Answer once everything sent before is on disk (or cannot be: degraded).
     Sync(tokio::sync::oneshot::Sender<()>),
     /// Start a new log; answers the number of the last old one, which a snapshot taken from
-    /// now on covers.
-    Rotate(Sender<std::io::Result<u64>>),
+    /// now on covers, and the count of failed writes when the new one was opened.
+    Rotate(Sender<std::io::Result<(u64, u64)>>),
     /// Sync and stop; answers when done.
     Close(Sender<()>),
 }
@@ -226,12 +253,14 @@ impl Writer {
         self.synced_at = Instant::now();
     }
 
-    fn rotate(&mut self) -> std::io::Result<u64> {
+    fn rotate(&mut self) -> std::io::Result<(u64, u64)> {
         self.sync();
         let old = self.number;
         self.number += 1;
         self.open_log()?;
-        Ok(old)
+        // Counted here, not by the keeper once it has the answer: this thread may fail a
+        // write to the new log before then.
+        Ok((old, self.health.failures()))
     }
 
     fn open_log(&mut self) -> std::io::Result<()> {

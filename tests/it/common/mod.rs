@@ -353,6 +353,15 @@ pub fn with_server(toml: &str, lines: &str) -> String {
     )
 }
 
+/// Adds `lines` to the [session] table of a config made by [`config_toml`].
+pub fn with_session(toml: &str, lines: &str) -> String {
+    toml.replacen(
+        &format!("secret = \"{SECRET}\""),
+        &format!("secret = \"{SECRET}\"\n{lines}"),
+        1,
+    )
+}
+
 /// Adds an [auth] table holding `lines` to a config made by [`config_toml`].
 pub fn with_auth(toml: &str, lines: &str) -> String {
     toml.replacen("[[users]]", &format!("[auth]\n{lines}\n\n[[users]]"), 1)
@@ -364,7 +373,35 @@ pub async fn start_proxy_with(toml: &str) -> Proxy {
 
 /// A proxy serving `config` in-process (`Config::load` it to let it reload its file).
 pub async fn start_proxy_from(config: Config) -> Proxy {
-    let app = App::new(config).expect("the session store can be set up");
+    serve_app(App::new(config).expect("the session store can be set up")).await
+}
+
+/// Stops `proxy` as the binary stops on SIGTERM (in-flight requests finished, then the
+/// `session.state_dir` writer synced and stopped), drops it, and starts a proxy from `config`
+/// on the same `state_dir`. The directory stays locked until the old store's last thread lets
+/// go of it, which takes a moment after the drop, so opening it is retried.
+pub async fn restart(mut proxy: Proxy, config: Config) -> Proxy {
+    use sessiongate::app::StoreSetupError;
+    use sessiongate::session::state::StateError;
+    proxy.shutdown().await;
+    proxy.app.gate.sessions().close();
+    drop(proxy);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match App::new(config.clone()) {
+            Ok(app) => return serve_app(app).await,
+            Err(StoreSetupError::State(StateError::Locked { .. }))
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the proxy does not start again: {e}"),
+        }
+    }
+}
+
+/// Serves `app` in-process on a fresh loopback port.
+pub async fn serve_app(app: Arc<App>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
