@@ -372,8 +372,18 @@ impl DurableStore {
         self.len() == 0
     }
 
-    /// Syncs everything written and stops the writer (a clean shutdown).
+    /// Syncs everything written and stops the writer (a clean shutdown). A degraded store
+    /// first tries once more to write a whole snapshot, so that what happened while the disk
+    /// failed (logouts included) is not lost if it takes writes again by now.
     pub fn close(&self) {
+        if let Some(why) = self.inner.health.degraded() {
+            keeper::compact(&self.inner);
+            if self.inner.health.degraded().is_some() {
+                tracing::error!(
+                    "session.state_dir: stopping while it cannot be written ({why}): sessions made, and sessions ended, since the disk failed are not on disk"
+                );
+            }
+        }
         keeper::close(&self.inner.writer);
     }
 }
