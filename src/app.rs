@@ -263,6 +263,20 @@ impl Stores {
     }
 }
 
+/// `session.state_dir`, checked and locked, and the session key: the configured one, else the
+/// one kept in the state directory, else a random one for this process.
+fn state_and_secret(config: &Config) -> Result<(Option<StateDir>, Vec<u8>), StateError> {
+    let state_dir = match &config.session.state_dir {
+        Some(path) => Some(StateDir::open(path)?),
+        None => None,
+    };
+    let secret = match (&state_dir, &config.session.secret) {
+        (Some(dir), None) => dir.secret()?,
+        _ => secret_of(config),
+    };
+    Ok((state_dir, secret))
+}
+
 /// `session.secret`, or a random key for this process when none is configured.
 fn secret_of(config: &Config) -> Vec<u8> {
     match &config.session.secret {
@@ -306,14 +320,7 @@ impl App {
     /// CA it cannot use, no thread); Redis being down is not an error, it is connected to
     /// when it answers.
     pub fn new(config: Config) -> Result<Arc<App>, StoreSetupError> {
-        let state_dir = match &config.session.state_dir {
-            Some(path) => Some(StateDir::open(path)?),
-            None => None,
-        };
-        let secret = match (&state_dir, &config.session.secret) {
-            (Some(dir), None) => dir.secret()?,
-            _ => secret_of(&config),
-        };
+        let (state_dir, secret) = state_and_secret(&config)?;
         let metrics = Arc::new(Metrics::new(matches!(
             config.session.store,
             StoreConfig::Memory

@@ -148,6 +148,23 @@ pub struct Metrics {
     provider_logins: Family<Vec<(String, String)>, Counter>,
 }
 
+/// `session.state_dir`'s health: degraded (0 or 1) and the writes that failed.
+fn state_series(registry: &mut Registry) -> (Gauge, Counter) {
+    let degraded = registered(
+        registry,
+        "state_degraded",
+        "1 while session.state_dir cannot be written (sessions are served from memory)",
+        Gauge::default(),
+    );
+    let write_errors = registered(
+        registry,
+        "state_write_errors",
+        "Writes to session.state_dir that failed (disk full, read-only)",
+        Counter::default(),
+    );
+    (degraded, write_errors)
+}
+
 impl Metrics {
     /// Every series. `memory_store`: whether the sessions are in this process, so that
     /// `sessions` (a count only this process knows) is exported.
@@ -215,18 +232,7 @@ impl Metrics {
             "Time one Redis command or script took, failures included",
             Histogram::new(REDIS_BUCKETS),
         );
-        let state_degraded = registered(
-            &mut registry,
-            "state_degraded",
-            "1 while session.state_dir cannot be written (sessions are served from memory)",
-            Gauge::default(),
-        );
-        let state_write_errors = registered(
-            &mut registry,
-            "state_write_errors",
-            "Writes to session.state_dir that failed (disk full, read-only)",
-            Counter::default(),
-        );
+        let (state_degraded, state_write_errors) = state_series(&mut registry);
         Metrics {
             state_degraded,
             state_write_errors,

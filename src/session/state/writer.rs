@@ -23,6 +23,9 @@ use super::record::MAGIC;
 /// The longest a written record waits for a sync: what a power cut can lose.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// At most one warning this often while writes keep failing.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
 /// How the disk side is doing, read by readyz, the metrics and the keeper.
 pub struct Health {
     degraded: AtomicBool,
@@ -31,9 +34,8 @@ pub struct Health {
     failed: std::sync::Mutex<Failed>,
     /// Bytes written to logs since the last snapshot.
     pub log_bytes: AtomicU64,
-    /// When a warning was last logged (whole seconds since `start`), for one a minute.
-    warned_at: AtomicU64,
-    start: std::sync::OnceLock<Instant>,
+    /// When a warning was last logged, for one a minute at most.
+    warned_at: std::sync::Mutex<Option<Instant>>,
     write_errors: Counter,
     /// 1 while degraded.
     degraded_gauge: Gauge,
@@ -52,8 +54,7 @@ impl Health {
             degraded: AtomicBool::new(false),
             failed: std::sync::Mutex::default(),
             log_bytes: AtomicU64::new(0),
-            warned_at: AtomicU64::new(0),
-            start: std::sync::OnceLock::new(),
+            warned_at: std::sync::Mutex::new(None),
             write_errors,
             degraded_gauge,
         }
@@ -78,22 +79,17 @@ impl Health {
     pub fn fail(&self, what: &str, e: &std::io::Error) {
         self.write_errors.inc();
         let why = format!("{what}: {e}");
-        let first = {
+        {
             let mut failed = self.failed();
             failed.reason.clone_from(&why);
             failed.count += 1;
             self.degraded_gauge.set(1);
-            !self.degraded.swap(true, Ordering::AcqRel)
-        };
-        let start = *self.start.get_or_init(Instant::now);
-        let now = start.elapsed().as_secs() + 60;
-        let last = self.warned_at.load(Ordering::Relaxed);
-        if (first || now >= last + 60)
-            && self
-                .warned_at
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+            self.degraded.store(true, Ordering::Release);
+        }
+        let mut warned = self.warned_at.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *warned = Some(Instant::now());
+            drop(warned);
             tracing::warn!(
                 "session.state_dir: cannot write ({why}); sessions keep working from memory but changes are not kept on disk until writes succeed again"
             );
