@@ -25,6 +25,7 @@ const EXAMPLE_VALUES: &[&str] = &[
     "secret_file",
     "cookie_max_age",
     "cookie_domain",
+    "state_dir",
     "login_workers",
     "totp_secret",
     "totp_secret_file",

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Inner;
 use super::dir::{create_new, sync_dir};
+use super::inner::Inner;
 use super::load::{ms_of, started_of};
 use super::record::{MAGIC, Record};
 use super::writer::{Msg, write_all};

@@ -11,20 +11,20 @@
 //! one HMAC once per restored session.
 
 pub mod dir;
+mod inner;
 mod keeper;
 pub mod load;
 pub mod record;
 mod writer;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 pub use dir::{StateDir, StateError};
+use inner::Inner;
 use load::{UsedCode, ms_of, started_of};
 pub use record::PendingRecord;
 use record::Record;
@@ -33,51 +33,6 @@ use writer::{Health, Msg};
 use super::identity::{Owner, Profile, UserId, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError, StoredTimes};
-
-/// What the store, its writer and its keeper share.
-pub struct Inner {
-    live: Arc<MemoryStore<SessionId>>,
-    restored: Arc<MemoryStore<SessionKey>>,
-    keys: SessionKeys,
-    names: Arc<UserNames>,
-    writer: Sender<Msg>,
-    health: Arc<Health>,
-    dir: Arc<StateDir>,
-    /// TOTP codes used, kept so that a restart does not let a code be used twice.
-    used_codes: std::sync::Mutex<Vec<UsedCode>>,
-    /// Every pending sign-in on disk, by keyed hash: what a snapshot writes, and what a
-    /// pending sign-in started before a restart is found in.
-    pending: std::sync::Mutex<HashMap<SessionKey, PendingRecord>>,
-}
-
-impl Inner {
-    fn used_codes(&self) -> Vec<Record> {
-        let now = SystemTime::now();
-        let mut codes = self.used_codes.lock().unwrap_or_else(|e| e.into_inner());
-        codes.retain(|c| c.until > now);
-        codes
-            .iter()
-            .map(|c| Record::TotpUsed {
-                user: c.user.clone(),
-                step: c.step,
-                until_ms: ms_of(c.until),
-            })
-            .collect()
-    }
-
-    fn pending(&self) -> Vec<Record> {
-        let now = ms_of(SystemTime::now());
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.expires_ms > now);
-        pending
-            .iter()
-            .map(|(key, p)| Record::Pending {
-                key: *key,
-                pending: p.clone(),
-            })
-            .collect()
-    }
-}
 
 /// The memory store with its sessions also on disk. Clones share the store.
 #[derive(Clone)]
