@@ -417,11 +417,12 @@ async fn follow_master(config: RedisConfig, sentinels: SentinelConfig, slot: Arc
 }
 
 /// The master's host and port. Every sentinel is asked at once (`SENTINEL MASTER`), and the
-/// answer with the newest configuration epoch wins: right after a failover a sentinel that
-/// has not heard of it yet still names the old master, which may still think it is one.
-/// The node is then asked itself that it is a master, so a replica is never taken for one.
-/// (redis-rs's `sentinel` feature takes the first valid answer in list order, which can be
-/// the stale one in that case; and its deadlines are its fixed defaults, not `redis.timeout`.)
+/// answer with the newest configuration epoch wins (see [`newest`]): right after a failover
+/// a sentinel that has not heard of it yet still names the old master, which may still think
+/// it is one. The node is then asked itself that it is a master, so a replica is never taken
+/// for one. (redis-rs's `sentinel` feature takes the first valid answer in list order, which
+/// can be the stale one in that case; and its deadlines are its fixed defaults, not
+/// `redis.timeout`.)
 async fn discover(
     config: &RedisConfig,
     sentinels: &SentinelConfig,
@@ -447,10 +448,7 @@ async fn discover(
             Err(_) => why = format!("sentinel {host}:{port}: no answer within {deadline:?}"),
         }
     }
-    // Newest epoch first; one check per address.
-    named.sort_by_key(|m| std::cmp::Reverse(m.0));
-    named.dedup_by(|a, b| a.1 == b.1 && a.2 == b.2);
-    for (_, host, port) in named {
+    for (host, port) in newest(named) {
         let node = at(config, &host, port);
         let role = tokio::time::timeout(deadline, async {
             let mut conn = client(&node, ProtocolVersion::RESP3)?
@@ -472,6 +470,20 @@ async fn discover(
         }
     }
     Err(why)
+}
+
+/// The nodes the sentinels named (configuration epoch, host, port) at the newest epoch, each
+/// once: the only ones that may be the master. A node named at an older epoch was replaced
+/// by a failover, even while it still says it is a master (not yet made a replica, or cut
+/// off with a stale sentinel: a split brain). So it is never the fallback when the newest
+/// one cannot be checked: what is written there is lost when it rejoins as a replica.
+fn newest(mut named: Vec<(u64, String, u16)>) -> Vec<(String, u16)> {
+    let newest = named.iter().map(|m| m.0).max();
+    named.retain(|m| Some(m.0) == newest);
+    let mut nodes: Vec<(String, u16)> = named.into_iter().map(|(_, h, p)| (h, p)).collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// What one sentinel says of our master: its configuration epoch, host and port.
@@ -565,5 +577,38 @@ async fn hear_switches(timeout: Duration, sentinels: SentinelConfig, slot: Arc<M
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest;
+
+    fn named(answers: &[(u64, &str, u16)]) -> Vec<(u64, String, u16)> {
+        answers
+            .iter()
+            .map(|(epoch, host, port)| (*epoch, host.to_string(), *port))
+            .collect()
+    }
+
+    #[test]
+    fn a_node_named_at_an_older_epoch_is_never_a_candidate() {
+        // A stale sentinel first, naming the old master; two naming the new one.
+        let answers = named(&[
+            (0, "10.0.0.1", 6379),
+            (1, "10.0.0.2", 6379),
+            (1, "10.0.0.2", 6379),
+        ]);
+        assert_eq!(newest(answers), vec![("10.0.0.2".to_string(), 6379)]);
+    }
+
+    #[test]
+    fn every_node_named_at_the_newest_epoch_is_a_candidate_once() {
+        let answers = named(&[(3, "b", 1), (3, "a", 1), (3, "b", 1), (2, "c", 1)]);
+        assert_eq!(
+            newest(answers),
+            vec![("a".to_string(), 1), ("b".to_string(), 1)]
+        );
+        assert_eq!(newest(Vec::new()), Vec::<(String, u16)>::new());
     }
 }

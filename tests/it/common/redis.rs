@@ -736,6 +736,24 @@ impl Sentinels {
         port
     }
 
+    /// What sentinel `i` says of the master in `SENTINEL MASTER`, the question sessiongate
+    /// asks: its configuration epoch and port.
+    pub async fn master_config(&self, i: usize) -> (u64, u16) {
+        let master: BTreeMap<String, String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER_NAME)
+            .query_async(&mut self.client(i).await)
+            .await
+            .unwrap();
+        let field = |name: &str| {
+            master
+                .get(name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("SENTINEL MASTER without {name}: {master:?}"))
+        };
+        (field("config-epoch"), field("port") as u16)
+    }
+
     /// Waits until every sentinel names the redis on `port` as the master.
     pub async fn wait_for_master(&self, port: u16) {
         for i in 0..self.nodes.len() {
