@@ -215,11 +215,16 @@ impl RedisLink {
                         sentinels.clone(),
                         slot.clone(),
                     ));
-                    rt.spawn(hear_switches(
-                        config.timeout,
-                        sentinels.clone(),
-                        slot.clone(),
-                    ));
+                    // Every sentinel is listened to: one that is stale (cut off from the
+                    // others during the failover) never announces it.
+                    for (host, port) in &sentinels.nodes {
+                        rt.spawn(hear_switches(
+                            config.timeout,
+                            (host.clone(), *port),
+                            sentinels.clone(),
+                            slot.clone(),
+                        ));
+                    }
                     slot
                 }
             }
@@ -535,11 +540,18 @@ fn sentinel_client(
     Client::open(info.set_redis_settings(redis).set_tcp_settings(tcp))
 }
 
-/// Listens on one sentinel after another for `+switch-master` of our master, and asks the
-/// sentinels at once when it comes. Runs until the link's runtime stops.
-async fn hear_switches(timeout: Duration, sentinels: SentinelConfig, slot: Arc<MasterSlot>) {
+/// Listens on the sentinel at `node` for `+switch-master` of our master, and asks the
+/// sentinels at once when it comes; connects again whenever the connection drops. Runs until
+/// the link's runtime stops.
+async fn hear_switches(
+    timeout: Duration,
+    node: (String, u16),
+    sentinels: SentinelConfig,
+    slot: Arc<MasterSlot>,
+) {
     let deadline = timeout.max(Duration::from_secs(1));
-    for (host, port) in sentinels.nodes.iter().cycle() {
+    let (host, port) = &node;
+    loop {
         let subscribed = tokio::time::timeout(deadline, async {
             let client = sentinel_client(host, *port, &sentinels, ProtocolVersion::RESP2)?;
             let mut pubsub = client.get_async_pubsub().await?;
