@@ -38,6 +38,10 @@ use tokio::sync::oneshot;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+#[path = "common/process.rs"]
+mod process;
+use process::rss_kib;
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
     /// RSS as the store grows through `--counts`.
@@ -284,20 +288,6 @@ fn verify(
         .into());
     }
     Ok(())
-}
-
-/// Resident set size of this process, from /proc/self/status.
-fn rss_kib() -> Res<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("malformed VmRSS")?
-        .parse()?)
 }
 
 /// Where the bench's sessions say they started (the sessions page is not measured here).

@@ -28,6 +28,10 @@ use sessiongate::{App, Config};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
+#[path = "common/process.rs"]
+mod process;
+use process::rss_kib;
+
 const NAME: &str = "state_restart";
 const SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
 /// Cheap argon2 parameters: no login is measured here.
@@ -237,18 +241,4 @@ fn dir_bytes(dir: &Path) -> Res<u64> {
         total += e?.metadata()?.len();
     }
     Ok(total)
-}
-
-/// Resident set size of this process, from /proc/self/status.
-fn rss_kib() -> Res<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or("malformed VmRSS")?
-        .parse()?)
 }

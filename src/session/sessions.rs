@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::identity::{Account, Owner};
 use super::keys::{SessionKey, SessionKeys};
-use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError};
+use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError, StoredTimes};
 use super::redis::RedisStore;
 use super::state::DurableStore;
 
@@ -24,6 +24,33 @@ pub enum Sessions {
     Redis(RedisStore),
     /// In memory, and kept in `session.state_dir` across restarts.
     Durable(DurableStore),
+}
+
+/// The newest (at most [`MAX_LISTED`]) of `user`'s sessions in `all` (keyed by `K`, oldest
+/// first) made with their current credentials, as the sessions page lists them under their
+/// outside names (`name`, asked only of those listed); `here` is the one asking.
+fn listed<K: PartialEq>(
+    all: Vec<(K, Owner, StoredTimes)>,
+    user: &impl Account,
+    here: &K,
+    name: impl Fn(&K) -> SessionKey,
+) -> Vec<SessionInfo> {
+    let mine: Vec<_> = all
+        .into_iter()
+        .filter(|(_, owner, _)| owner.credentials == user.credentials())
+        .collect();
+    let skip = mine.len().saturating_sub(MAX_LISTED);
+    mine.into_iter()
+        .skip(skip)
+        .map(|(key, _, t)| SessionInfo {
+            handle: name(&key),
+            started: t.started,
+            last_seen: t.last_seen,
+            client: Some(t.client),
+            browser: t.browser.to_string(),
+            current: key == *here,
+        })
+        .collect()
 }
 
 /// A user whose sessions a reload ends: removed from the config (`keep: None`), or given new
@@ -161,46 +188,16 @@ impl Sessions {
     ) -> Result<Vec<SessionInfo>, StoreError> {
         match self {
             Sessions::Memory { store, keys } => {
-                let mine: Vec<_> = store
-                    .of_user(user.id())
-                    .into_iter()
-                    .filter(|(_, owner, _)| owner.credentials == user.credentials())
-                    .collect();
-                let skip = mine.len().saturating_sub(MAX_LISTED);
-                Ok(mine
-                    .into_iter()
-                    .skip(skip)
-                    .map(|(id, _, t)| SessionInfo {
-                        handle: keys.of(&id),
-                        started: t.started,
-                        last_seen: t.last_seen,
-                        client: Some(t.client),
-                        browser: t.browser.to_string(),
-                        current: id == *current,
-                    })
-                    .collect())
+                Ok(listed(store.of_user(user.id()), user, current, |id| {
+                    keys.of(id)
+                }))
             }
-            Sessions::Durable(d) => {
-                let here = d.key_of(current);
-                let mine: Vec<_> = d
-                    .of_user(user.id())
-                    .into_iter()
-                    .filter(|(_, owner, _)| owner.credentials == user.credentials())
-                    .collect();
-                let skip = mine.len().saturating_sub(MAX_LISTED);
-                Ok(mine
-                    .into_iter()
-                    .skip(skip)
-                    .map(|(key, _, t)| SessionInfo {
-                        handle: key,
-                        started: t.started,
-                        last_seen: t.last_seen,
-                        client: Some(t.client),
-                        browser: t.browser.to_string(),
-                        current: key == here,
-                    })
-                    .collect())
-            }
+            Sessions::Durable(d) => Ok(listed(
+                d.of_user(user.id()),
+                user,
+                &d.key_of(current),
+                |key| *key,
+            )),
             Sessions::Redis(redis) => {
                 let here = redis.key_of(current);
                 Ok(redis

@@ -23,6 +23,8 @@ pub struct Inner {
     pub(super) writer: Sender<Msg>,
     pub(super) health: Arc<Health>,
     pub(super) dir: Arc<StateDir>,
+    /// `session.touch_interval`: how often the keeper writes when sessions were last used.
+    pub(super) touch_interval: std::time::Duration,
     /// TOTP codes used, kept so that a restart does not let a code be used twice.
     pub(super) used_codes: std::sync::Mutex<Vec<UsedCode>>,
     /// Every pending sign-in on disk, by keyed hash: what a snapshot writes, and what a

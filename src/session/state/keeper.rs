@@ -61,7 +61,7 @@ fn run(inner: Weak<Inner>, touch_interval: Duration) {
 }
 
 /// Appends when every session used since `from` was last used.
-fn write_touches(inner: &Inner, from: SystemTime) {
+pub fn write_touches(inner: &Inner, from: SystemTime) {
     let mut bytes = Vec::new();
     inner.live.used_since(from, |id, seen| {
         Record::Touch {

@@ -90,6 +90,7 @@ impl DurableStore {
             writer,
             health,
             dir,
+            touch_interval: o.touch_interval,
             used_codes: std::sync::Mutex::new(loaded.used_codes),
             pending: std::sync::Mutex::new(loaded.pending),
         });
@@ -331,6 +332,12 @@ impl DurableStore {
     /// first tries once more to write a whole snapshot, so that what happened while the disk
     /// failed (logouts included) is not lost if it takes writes again by now.
     pub fn close(&self) {
+        // The keeper's last pass was at most one interval (and a tick) ago: what was used
+        // since goes out now, so a clean restart keeps idle times exact.
+        let since = SystemTime::now()
+            .checked_sub(2 * self.inner.touch_interval)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        keeper::write_touches(&self.inner, since);
         if let Some(why) = self.inner.health.degraded() {
             keeper::compact(&self.inner);
             if self.inner.health.degraded().is_some() {

@@ -189,3 +189,33 @@ fn pending_sign_ins_and_used_codes_come_back_until_they_end() {
     close(store);
     std::fs::remove_dir_all(&path).unwrap();
 }
+
+#[tokio::test]
+async fn a_clean_close_writes_when_sessions_were_last_used() {
+    let path = temp("touch");
+    let (store, names) = open(&path);
+    let id = store
+        .create(owner(&names, "alice"), "alice", None, &META)
+        .unwrap();
+    let alice = names.get("alice").unwrap();
+    let created = store.of_user(alice)[0].2.started;
+    // Times are whole milliseconds: make the use later than the start.
+    std::thread::sleep(Duration::from_millis(5));
+    store.touch(&id).unwrap().expect("live");
+    let used = store.of_user(alice)[0].2.last_seen;
+    assert!(used > created);
+    close(store);
+
+    let (store, names) = reopen(&path);
+    let listed = store.of_user(names.get("alice").unwrap());
+    assert_eq!(listed.len(), 1);
+    // Each store keeps whole milliseconds from its own zero: equal to within 2 ms.
+    let back = listed[0].2.last_seen;
+    let apart = back.duration_since(used).unwrap_or_else(|e| e.duration());
+    assert!(
+        apart < Duration::from_millis(2),
+        "the last use, not the start: {back:?} vs {used:?}"
+    );
+    close(store);
+    std::fs::remove_dir_all(&path).unwrap();
+}
