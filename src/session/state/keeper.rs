@@ -3,7 +3,7 @@
 //! logs with a fresh snapshot when they have grown, an hour has passed, or the disk failed
 //! (that snapshot is how a degraded store catches up).
 
-use std::io::{BufWriter, Write};
+use std::fs::File;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -14,6 +14,9 @@ use super::inner::Inner;
 use super::load::{ms_of, started_of};
 use super::record::{MAGIC, Record};
 use super::writer::{Msg, write_all};
+use crate::session::identity::Owner;
+use crate::session::keys::SessionKey;
+use crate::session::memory::StoredTimes;
 
 /// Logs past this size are folded into a snapshot.
 const COMPACT_AFTER_BYTES: u64 = 64 << 20;
@@ -100,69 +103,79 @@ pub fn compact(inner: &Inner) {
     }
 }
 
-/// Writes every live session (and the profiles of their provider users, and the used codes)
-/// to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
+/// Writes every live session (and the profiles of provider users, the used codes and the
+/// pending sign-ins) to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
 fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
     // Lets a test hold the keeper between the new log and the snapshot.
     fail::fail_point!("state-snapshot");
     let tmp = inner.dir.snapshot_tmp();
     let _ = std::fs::remove_file(&tmp);
-    let mut out = BufWriter::with_capacity(1 << 20, create_new(&tmp)?);
-    let mut buf = Vec::with_capacity(1 << 16);
-    buf.extend_from_slice(MAGIC);
+    let mut out = Out {
+        file: create_new(&tmp)?,
+        buf: MAGIC.to_vec(),
+        failed: None,
+    };
     for (user, profile) in inner.names.profiles() {
         let json = serde_json::to_string(&*profile).expect("a profile serialises");
-        Record::Profile {
+        out.put(Record::Profile {
             user: user.to_string(),
             json,
-        }
-        .encode(&mut buf);
+        });
     }
     for record in inner.used_codes().into_iter().chain(inner.pending()) {
-        record.encode(&mut buf);
+        out.put(record);
     }
-    let mut failed = None;
-    let mut flush = |buf: &mut Vec<u8>, out: &mut BufWriter<std::fs::File>| {
-        if buf.len() >= 1 << 16 && failed.is_none() {
-            failed = out.write_all(buf).err();
-            buf.clear();
-        }
+    let create = |key: SessionKey, owner: Owner, times: &StoredTimes| {
+        Some(Record::Create {
+            key,
+            user: inner.names.name(owner.user)?.to_string(),
+            credentials: owner.credentials,
+            started: started_of(times),
+        })
     };
     inner.live.export(|id, owner, times| {
-        if let Some(user) = inner.names.name(owner.user) {
-            Record::Create {
-                key: inner.keys.of(id),
-                user: user.to_string(),
-                credentials: owner.credentials,
-                started: started_of(&times),
-            }
-            .encode(&mut buf);
-            flush(&mut buf, &mut out);
+        if let Some(r) = create(inner.keys.of(id), owner, &times) {
+            out.put(r);
         }
     });
     inner.restored.export(|key, owner, times| {
-        if let Some(user) = inner.names.name(owner.user) {
-            Record::Create {
-                key: *key,
-                user: user.to_string(),
-                credentials: owner.credentials,
-                started: started_of(&times),
-            }
-            .encode(&mut buf);
-            flush(&mut buf, &mut out);
+        if let Some(r) = create(*key, owner, &times) {
+            out.put(r);
         }
     });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    out.write_all(&buf)?;
-    let mut file = out.into_inner().map_err(|e| e.into_error())?;
-    // An empty write through the writer's own path, so the fail point that fills the disk in
-    // tests fails snapshots too.
-    write_all(&mut file, &[])?;
+    let file = out.finish()?;
     file.sync_all()?;
     std::fs::rename(&tmp, inner.dir.snapshot())?;
     sync_dir(inner.dir.path())
+}
+
+/// A snapshot being written: records are encoded into `buf`, which goes out to `file` (through
+/// the writer's `write_all`, so the fail point that fills the disk in tests fails snapshots
+/// too) a MiB at a time. The first error stops the writing and is returned by `finish`.
+struct Out {
+    file: File,
+    buf: Vec<u8>,
+    failed: Option<std::io::Error>,
+}
+
+impl Out {
+    fn put(&mut self, record: Record) {
+        record.encode(&mut self.buf);
+        if self.buf.len() >= 1 << 20 {
+            if self.failed.is_none() {
+                self.failed = write_all(&mut self.file, &self.buf).err();
+            }
+            self.buf.clear();
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<File> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        write_all(&mut self.file, &self.buf)?;
+        Ok(self.file)
+    }
 }
 
 /// Asks the writer to sync and stop, waiting for it (a clean shutdown).
