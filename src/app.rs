@@ -11,8 +11,9 @@ use crate::auth::SignIn;
 use crate::auth::cookies::PrefixCookies;
 use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
+use crate::auth::passkey::{CEREMONY_LIFETIME, Ceremony};
 use crate::auth::pending::Pending;
-use crate::auth::provider_attempts::Attempts;
+use crate::auth::provider_attempts::{ATTEMPT_LIFETIME, Attempts};
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::config::Config;
 use crate::config::error::ConfigError;
@@ -32,6 +33,7 @@ use crate::session::redis_link::RedisConfig;
 use crate::session::redis_link::{LinkError, RedisLink};
 use crate::session::state::{DurableStore, Opening, StateDir, StateError};
 use crate::session::tunnels::Tunnels;
+use crate::session::user_data::UserData;
 use crate::session::{CookieSigner, MemoryStore, SessionKeys, Sessions};
 use secrecy::ExposeSecret;
 use tokio_rustls::TlsAcceptor;
@@ -71,6 +73,9 @@ pub struct App {
     /// `[[providers]]` (a reload replaces them) and the sign-ins under way at them.
     pub providers: Providers,
     pub attempts: Attempts,
+    /// Each local user's passkeys, and the passkey ceremonies under way.
+    pub user_data: UserData,
+    pub ceremonies: Attempts<Ceremony>,
     /// `auth.auto_redirect` (a reload changes it).
     auto_redirect: AtomicBool,
 }
@@ -94,6 +99,15 @@ pub struct Routes {
     pub auth_forward: String,
     /// Where each provider's endpoints are: `{oidc}/{id}/start` and `{oidc}/{id}/callback`.
     pub oidc: String,
+    /// The passkey script, and signing in with a passkey: the challenge, then the answer.
+    pub passkey_script: String,
+    pub passkey_options: String,
+    pub passkey_sign_in: String,
+    /// The signed-in user's account page, and its passkey forms.
+    pub account: String,
+    pub account_passkey_options: String,
+    pub account_passkey_add: String,
+    pub account_passkey_remove: String,
     /// Body of the 401 answered to non-browser requests without a session.
     pub unauthorized_json: Bytes,
 }
@@ -114,6 +128,13 @@ impl Routes {
             auth_nginx: format!("{prefix}/auth/nginx"),
             auth_forward: format!("{prefix}/auth/forward"),
             oidc: format!("{prefix}/oidc"),
+            passkey_script: format!("{prefix}/passkey.js"),
+            passkey_options: format!("{prefix}/passkey/options"),
+            passkey_sign_in: format!("{prefix}/passkey/sign-in"),
+            account: format!("{prefix}/account"),
+            account_passkey_options: format!("{prefix}/account/passkey/options"),
+            account_passkey_add: format!("{prefix}/account/passkey/add"),
+            account_passkey_remove: format!("{prefix}/account/passkey/remove"),
             unauthorized_json: Bytes::from(format!(
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
@@ -127,7 +148,14 @@ impl Routes {
         Site {
             prefix: config.auth.prefix.clone(),
             forward_auth: [self.auth_nginx.clone(), self.auth_forward.clone()],
-            signed_in: [self.sessions.clone(), self.sessions_end.clone()],
+            signed_in: vec![
+                self.sessions.clone(),
+                self.sessions_end.clone(),
+                self.account.clone(),
+                self.account_passkey_options.clone(),
+                self.account_passkey_add.clone(),
+                self.account_passkey_remove.clone(),
+            ],
             websocket_origins: config.auth.websocket_origins.clone(),
             cookie_name: config.session.cookie_name.clone(),
         }
@@ -172,6 +200,8 @@ struct Stores {
     limiter: FailureLimits,
     pending: Pending,
     attempts: Attempts,
+    user_data: UserData,
+    ceremonies: Attempts<Ceremony>,
 }
 
 impl Stores {
@@ -189,7 +219,9 @@ impl Stores {
             sessions: Sessions::Memory { store, keys },
             limiter: FailureLimits::Local(limiter),
             pending: Pending::memory(config.auth.pending_lifetime),
-            attempts: Attempts::memory(),
+            attempts: Attempts::memory(ATTEMPT_LIFETIME),
+            user_data: UserData::Unkept,
+            ceremonies: Attempts::memory(CEREMONY_LIFETIME),
         }
     }
 
@@ -221,6 +253,7 @@ impl Stores {
             },
         )?;
         stores.pending = Pending::durable(config.auth.pending_lifetime, durable.clone());
+        stores.user_data = UserData::Durable(durable.clone());
         stores.sessions = Sessions::Durable(durable);
         Ok(stores)
     }
@@ -247,7 +280,9 @@ impl Stores {
             tunnels,
         );
         let pending = Pending::redis(link.clone(), keys.clone(), config.auth.pending_lifetime);
-        let attempts = Attempts::redis(link.clone());
+        let attempts = Attempts::redis(link.clone(), "oidc", ATTEMPT_LIFETIME);
+        let ceremonies = Attempts::redis(link.clone(), "passkey", CEREMONY_LIFETIME);
+        let user_data = UserData::redis(link.clone());
         let limiter = SharedLimiter::new(
             link,
             keys,
@@ -259,6 +294,8 @@ impl Stores {
             limiter: FailureLimits::Shared(limiter),
             pending,
             attempts,
+            user_data,
+            ceremonies,
         })
     }
 }
@@ -394,6 +431,8 @@ impl App {
             providers: Providers::new(&config.providers)
                 .expect("the config checked every provider's CA file"),
             attempts: stores.attempts,
+            user_data: stores.user_data,
+            ceremonies: stores.ceremonies,
             auto_redirect: AtomicBool::new(config.auto_redirect),
             config,
         }))
@@ -418,6 +457,13 @@ impl App {
             oidc: &self.routes.oidc,
             public_url: self.config.public_url.as_deref(),
             auto_redirect: self.auto_redirect.load(Ordering::Relaxed),
+            passkeys: self.config.auth.passkeys,
+            passkey_rp_id: self.config.auth.passkey_rp_id.as_deref(),
+            user_data: &self.user_data,
+            ceremonies: &self.ceremonies,
+            passkey_script: &self.routes.passkey_script,
+            passkey_options: &self.routes.passkey_options,
+            passkey_sign_in: &self.routes.passkey_sign_in,
         }
     }
 

@@ -8,8 +8,9 @@ use hyper::body::Incoming;
 use super::csrf::{self, FormTokens};
 use crate::http::error::Refusal;
 
-/// Largest form body read; a username and password fit many times over.
-const MAX_FORM_BYTES: usize = 8 * 1024;
+/// Largest form body read: a username and password fit many times over, and a passkey's
+/// answer (a few hundred bytes of JSON, percent-encoded) several times.
+const MAX_FORM_BYTES: usize = 16 * 1024;
 
 #[derive(Default)]
 pub(crate) struct Form {
@@ -23,6 +24,12 @@ pub(crate) struct Form {
     pub session: String,
     /// The code form: the code from the authenticator app.
     pub code: String,
+    /// A passkey ceremony's name, and the browser's answer to it (JSON).
+    pub ceremony: String,
+    pub credential: String,
+    /// The account page: a new passkey's name, and the id of one to remove.
+    pub name: String,
+    pub passkey: String,
 }
 
 /// Reads an urlencoded form (login or logout), or answers why it can't.
@@ -66,6 +73,10 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Refusal<'static>> {
             "everywhere" => form.everywhere = v == "1",
             "session" => form.session = v.into_owned(),
             "code" => form.code = v.into_owned(),
+            "ceremony" => form.ceremony = v.into_owned(),
+            "credential" => form.credential = v.into_owned(),
+            "name" => form.name = v.into_owned(),
+            "passkey" => form.passkey = v.into_owned(),
             _ => {}
         }
     }

@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod form;
 pub mod limiter;
 pub mod login;
+pub mod passkey;
 pub mod pending;
 pub mod provider;
 pub mod provider_attempts;

@@ -1,12 +1,14 @@
-//! Provider sign-in attempts under way: what the callback needs (the PKCE verifier, the
-//! nonce, where to go afterwards) and which browser started it, filed under a one-way hash of
-//! the attempt's `state` until the callback takes it, once. In memory, or in Redis with the
-//! Redis store (the callback may reach another replica).
+//! Sign-in ceremonies under way, each filed under a one-way hash of the secret that names it
+//! until its last step takes it, once: a provider sign-in's [`Attempt`] (the PKCE verifier,
+//! the nonce, where to go afterwards, which browser started it) under its `state`, and a
+//! passkey ceremony's state under its own random name. In memory, or in Redis with the Redis
+//! store (the last step may reach another replica).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -31,12 +33,14 @@ pub struct Attempt {
     pub browser: String,
 }
 
-pub enum Attempts {
-    /// The attempts, and how long each lasts ([`ATTEMPT_LIFETIME`]).
-    Memory(Mutex<HashMap<[u8; 32], (Attempt, Instant)>>, Duration),
+/// Ceremonies of one kind (`T`), each lasting the same time.
+pub enum Attempts<T = Attempt> {
+    /// The attempts, and how long each lasts.
+    Memory(Mutex<HashMap<[u8; 32], (T, Instant)>>, Duration),
     Redis {
         link: Arc<RedisLink>,
         prefix: String,
+        lifetime: Duration,
     },
 }
 
@@ -52,23 +56,31 @@ fn hex(bytes: &[u8]) -> String {
 
 /// What an attempt records of the browser: SHA-256 of its sign-in cookie, hex.
 pub fn browser_tag(cookie: &str) -> String {
-    hex(&sha2::Sha256::digest(cookie.as_bytes()))
+    tag_of(cookie.as_bytes())
 }
 
-impl Attempts {
-    pub fn memory() -> Attempts {
-        Attempts::Memory(Mutex::default(), ATTEMPT_LIFETIME)
+/// SHA-256 of `secret`, hex: what a ceremony records of what it is bound to.
+pub fn tag_of(secret: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(secret))
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Attempts<T> {
+    /// In memory, each lasting `lifetime`.
+    pub fn memory(lifetime: Duration) -> Attempts<T> {
+        Attempts::Memory(Mutex::default(), lifetime)
     }
 
-    pub fn redis(link: Arc<RedisLink>) -> Attempts {
+    /// In Redis under `{redis prefix}{kind}:`, each lasting `lifetime`.
+    pub fn redis(link: Arc<RedisLink>, kind: &str, lifetime: Duration) -> Attempts<T> {
         Attempts::Redis {
-            prefix: format!("{}oidc:", link.prefix),
+            prefix: format!("{}{kind}:", link.prefix),
             link,
+            lifetime,
         }
     }
 
     /// Files `attempt` under `state`; false when too many are under way (memory only).
-    pub async fn put(&self, state: &str, attempt: Attempt) -> Result<bool, StoreError> {
+    pub async fn put(&self, state: &str, attempt: T) -> Result<bool, StoreError> {
         match self {
             Attempts::Memory(map, lifetime) => {
                 let now = Instant::now();
@@ -82,11 +94,15 @@ impl Attempts {
                 map.insert(key_of(state), (attempt, now + *lifetime));
                 Ok(true)
             }
-            Attempts::Redis { link, prefix } => {
+            Attempts::Redis {
+                link,
+                prefix,
+                lifetime,
+            } => {
                 let key = format!("{prefix}{}", hex(&key_of(state)));
                 let value = serde_json::to_string(&attempt).expect("an attempt is plain data");
-                let ms = ATTEMPT_LIFETIME.as_millis() as u64;
-                link.run("starting a provider sign-in", move |mut conn| async move {
+                let ms = lifetime.as_millis() as u64;
+                link.run("starting a sign-in ceremony", move |mut conn| async move {
                     redis::cmd("SET")
                         .arg(&key)
                         .arg(&value)
@@ -102,7 +118,7 @@ impl Attempts {
     }
 
     /// Takes the attempt filed under `state`, if it is still on: exactly one caller gets it.
-    pub async fn take(&self, state: &str) -> Result<Option<Attempt>, StoreError> {
+    pub async fn take(&self, state: &str) -> Result<Option<T>, StoreError> {
         match self {
             Attempts::Memory(map, _) => {
                 let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,10 +127,10 @@ impl Attempts {
                     .filter(|(_, until)| *until > Instant::now())
                     .map(|(a, _)| a))
             }
-            Attempts::Redis { link, prefix } => {
+            Attempts::Redis { link, prefix, .. } => {
                 let key = format!("{prefix}{}", hex(&key_of(state)));
                 let value: Option<String> = link
-                    .run("finishing a provider sign-in", move |mut conn| async move {
+                    .run("finishing a sign-in ceremony", move |mut conn| async move {
                         redis::cmd("GETDEL").arg(&key).query_async(&mut conn).await
                     })
                     .await?;
@@ -143,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_attempt_is_taken_once() {
-        let attempts = Attempts::memory();
+        let attempts = Attempts::memory(ATTEMPT_LIFETIME);
         assert!(attempts.put("state-1", attempt("a")).await.unwrap());
         assert!(attempts.put("state-2", attempt("b")).await.unwrap());
         assert_eq!(attempts.take("state-1").await.unwrap(), Some(attempt("a")));

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::cookies::{PrefixCookies, SignInCookie};
 use super::csrf::{Binding, FormTokens};
 use super::form::{Form, read_checked_form};
+use super::passkey::Ceremony;
 use super::pending::Pending;
 use super::provider_attempts::Attempts;
 use super::shared_limiter::FailureLimits;
@@ -27,6 +28,7 @@ use crate::pages::{self, Pages};
 use crate::proxy::Body;
 use crate::session::browser::Browser;
 use crate::session::cookie::SessionCookie;
+use crate::session::user_data::UserData;
 use crate::session::{SessionId, SessionMeta, StoreError};
 
 /// What the sign-in endpoints work with, lent by whoever wired the process (the `App`) for
@@ -56,6 +58,16 @@ pub struct SignIn<'a> {
     pub public_url: Option<&'a str>,
     /// `auth.auto_redirect` in force.
     pub auto_redirect: bool,
+    /// `auth.passkeys`, `auth.passkey_rp_id`, where passkeys are kept, and the passkey
+    /// ceremonies under way.
+    pub passkeys: bool,
+    pub passkey_rp_id: Option<&'a str>,
+    pub user_data: &'a UserData,
+    pub ceremonies: &'a Attempts<Ceremony>,
+    /// `{prefix}/passkey.js`, `{prefix}/passkey/options` and `{prefix}/passkey/sign-in`.
+    pub passkey_script: &'a str,
+    pub passkey_options: &'a str,
+    pub passkey_sign_in: &'a str,
 }
 
 /// The sign-in page again for a post `refusal` turned down: its status, error and headers
@@ -99,6 +111,11 @@ pub(crate) fn sign_in(
         notice,
         password,
         providers: &providers,
+        passkey: auth.passkeys.then_some(pages::PasskeyLinks {
+            script: auth.passkey_script,
+            options: auth.passkey_options,
+            action: auth.passkey_sign_in,
+        }),
     });
     let mut res = pages::respond(status, html);
     if let Some(set_cookie) = set_cookie {

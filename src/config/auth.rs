@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::error::{ConfigError, invalid};
 use crate::config::file;
+use crate::config::session::{SessionConfig, StoreConfig};
 use crate::config::value::{duration, positive};
 use crate::http::redirect::HostPattern;
 
@@ -27,8 +28,15 @@ pub struct AuthConfig {
     /// Origins besides this site's own that may open WebSockets (`https://app.example.com`),
     /// lowercased.
     pub websocket_origins: Vec<String>,
-    /// Every user must have a TOTP secret (checked when the config is validated).
+    /// `auth.require_second_factor` (or its old name `auth.require_totp`): every user must
+    /// have a TOTP secret (checked when the config is validated).
     pub require_totp: bool,
+    /// `auth.passkeys`: passkeys may be registered on the account page and used to sign in.
+    pub passkeys: bool,
+    /// `auth.passkey_rp_id`: the relying-party id passkeys are made for (a parent domain of
+    /// the hosts browsers use, to share passkeys across subdomains); `None`: the host the
+    /// browser used.
+    pub passkey_rp_id: Option<String>,
     /// How long a sign-in waits for its code after the password (2 minutes). Not a file key:
     /// only code that builds a `Config` (tests) can shorten it.
     pub pending_lifetime: Duration,
@@ -77,9 +85,67 @@ pub(super) fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, 
             a.websocket_origins.as_deref(),
             websocket_origin,
         )?,
-        require_totp: a.require_totp.unwrap_or(false),
+        require_totp: second_factor_required(a)?,
+        passkeys: a.passkeys.unwrap_or(false),
+        passkey_rp_id: a.passkey_rp_id.as_deref().map(rp_id).transpose()?,
         pending_lifetime: PENDING_LIFETIME,
     })
+}
+
+/// Passkeys need a store that keeps them (`session.state_dir` or Redis), and a relying-party
+/// id that covers the hosts the session cookie is sent to.
+pub(super) fn check_passkeys(
+    auth: &AuthConfig,
+    session: &SessionConfig,
+) -> Result<(), ConfigError> {
+    let memory_only = matches!(session.store, StoreConfig::Memory) && session.state_dir.is_none();
+    if auth.passkeys && memory_only {
+        return Err(invalid(
+            "auth.passkeys",
+            "passkeys need a place to keep them across restarts: set session.state_dir (one node) or use the Redis store (session.store = \"redis\")",
+        ));
+    }
+    match (&auth.passkey_rp_id, &session.cookie_domain) {
+        (Some(rp), Some(domain)) if !within(domain, rp) => Err(invalid(
+            "auth.passkey_rp_id",
+            format!(
+                "{rp:?} does not cover session.cookie_domain {domain:?}: it must be that domain or a parent of it, or passkeys made on one host would not work on the others the session covers"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `host` is `domain` or a subdomain of it.
+pub fn within(host: &str, domain: &str) -> bool {
+    host == domain
+        || host
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// `auth.require_second_factor`, or its old name `auth.require_totp`; both given must agree.
+fn second_factor_required(a: &file::Auth) -> Result<bool, ConfigError> {
+    match (a.require_second_factor, a.require_totp) {
+        (Some(new), Some(old)) if new != old => Err(invalid(
+            "auth.require_second_factor",
+            "and its old name auth.require_totp say different things; keep only require_second_factor",
+        )),
+        (new, old) => Ok(new.or(old).unwrap_or(false)),
+    }
+}
+
+/// `auth.passkey_rp_id`: a domain name (no scheme, port or path), canonical.
+fn rp_id(text: &str) -> Result<String, ConfigError> {
+    match HostPattern::parse(text) {
+        Ok(HostPattern::Exact(name)) if !crate::http::host::is_ip(&name) => Ok(name),
+        _ => Err(invalid(
+            "auth.passkey_rp_id",
+            format!(
+                "{text:?} is not a domain name; write the host browsers use (or a parent domain of it), e.g. \"example.com\", without scheme, port or path"
+            ),
+        )),
+    }
 }
 
 /// Every entry of the list `key` through `check`; a refusal names the entry and quotes it.

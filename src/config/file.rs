@@ -152,7 +152,10 @@ pub struct Auth {
     pub redirect_hosts: Option<Vec<String>>,
     pub websocket_origins: Option<Vec<String>>,
     pub require_totp: Option<bool>,
+    pub require_second_factor: Option<bool>,
     pub auto_redirect: Option<bool>,
+    pub passkeys: Option<bool>,
+    pub passkey_rp_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -142,6 +142,7 @@ fn validate(file: file::File) -> Result<Config, ConfigError> {
     let store = store::validate_store(&file.session, file.redis.as_ref())?;
     let session = session::validate_session(&file.session, store)?;
     let auth = auth::validate_auth(&file.auth, cores)?;
+    auth::check_passkeys(&auth, &session)?;
     let providers = providers::validate_providers(file.providers)?;
     let users = users::validate_users(file.users, auth.require_totp, !providers.is_empty())?;
     providers::check_user_names(&users, &providers)?;

@@ -30,7 +30,7 @@ pub(super) fn validate_users(
             return Err(invalid(
                 format!("users[{i}].totp_secret"),
                 format!(
-                    "auth.require_totp is on but user {name:?} has no totp_secret or totp_secret_file (make one with `sessiongate totp-setup --user {name:?}`)"
+                    "auth.require_second_factor is on but user {name:?} has no totp_secret or totp_secret_file (make one with `sessiongate totp-setup --user {name:?}`)"
                 ),
             ));
         }

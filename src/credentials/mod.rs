@@ -3,5 +3,6 @@
 //! in `auth` use them.
 
 mod hash_pool;
+pub mod passkey;
 pub mod password;
 pub mod totp;

@@ -56,7 +56,7 @@ pub enum Own {
     /// Forward-auth, asked by anyone else: refused (its answer would tell a client who a
     /// cookie belongs to, and the edge proxy is the only one whose headers it reads).
     UntrustedEdge,
-    /// The sessions page and its form, for the signed-in user only: the request's session, or
+    /// The sessions and account pages and their forms, for the signed-in user only. the request's session, or
     /// none, or the store could not answer.
     Mine(Result<Option<Authenticated>, StoreError>),
 }
@@ -159,8 +159,8 @@ pub struct Site {
     pub prefix: String,
     /// The forward-auth endpoints, which answer only `server.trusted_proxies`.
     pub forward_auth: [String; 2],
-    /// The sessions page and its form, for the signed-in user only.
-    pub signed_in: [String; 2],
+    /// The sessions and account pages and their forms, for the signed-in user only.
+    pub signed_in: Vec<String>,
     /// `auth.websocket_origins`.
     pub websocket_origins: Vec<String>,
     /// `session.cookie_name`: the cookie a session is read from.

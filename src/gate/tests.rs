@@ -61,7 +61,7 @@ fn gate(idle: Duration) -> Gate {
             format!("{prefix}/auth/nginx"),
             format!("{prefix}/auth/forward"),
         ],
-        signed_in: [
+        signed_in: vec![
             format!("{prefix}/sessions"),
             format!("{prefix}/sessions/end"),
         ],

@@ -11,6 +11,7 @@
 //! request's head, so they take any body (their unit tests use `Request<()>`); the answer
 //! reads the body, and takes the connection's.
 
+pub mod account;
 pub mod forward_auth;
 pub mod refusal;
 pub mod sessions;
@@ -28,7 +29,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, hea
 use hyper::body::Incoming;
 
 use crate::app::{App, Routes};
-use crate::auth::{login, provider, second_factor};
+use crate::auth::{login, passkey, provider, second_factor};
 use crate::gate::policy::User;
 use crate::gate::{Decided, Decision, Gate, Head, HostOf, Own, Via};
 use crate::http::conn::ConnInfo;
@@ -297,6 +298,15 @@ enum Page {
     Sessions,
     SessionsEnd,
     Logo,
+    /// The passkey script, and signing in with a passkey.
+    PasskeyScript,
+    PasskeyOptions,
+    PasskeySignIn,
+    /// The account page and its passkey forms.
+    Account,
+    AccountPasskeyOptions,
+    AccountPasskeyAdd,
+    AccountPasskeyRemove,
     /// `{prefix}/oidc/{id}/start` and `/callback`: signing in with a provider.
     ProviderStart,
     ProviderCallback,
@@ -327,6 +337,13 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
         (&r.sessions, Page::Sessions),
         (&r.sessions_end, Page::SessionsEnd),
         (&r.logo, Page::Logo),
+        (&r.passkey_script, Page::PasskeyScript),
+        (&r.passkey_options, Page::PasskeyOptions),
+        (&r.passkey_sign_in, Page::PasskeySignIn),
+        (&r.account, Page::Account),
+        (&r.account_passkey_options, Page::AccountPasskeyOptions),
+        (&r.account_passkey_add, Page::AccountPasskeyAdd),
+        (&r.account_passkey_remove, Page::AccountPasskeyRemove),
     ];
     let page = pages.iter().find(|(p, _)| *p == path);
     let page = page.map_or_else(|| provider_page(&r.oidc, path), |(_, page)| *page);
@@ -439,11 +456,30 @@ async fn own_page(
         // Never on GET: a link or an <img> on another site must not sign anyone out.
         Page::Logout if post => login::logout(&app.sign_in(), conn.proto, req).await,
         Page::SessionsEnd if post => sessions::end(app, req, mine(own)).await,
-        Page::Logout | Page::SessionsEnd => Refusal::not_allowed("POST", method).response(),
+        Page::PasskeyOptions if post => passkey::options(&app.sign_in(), conn.proto, req).await,
+        Page::PasskeySignIn if post => passkey::sign_in(&app.sign_in(), client(&req), req).await,
+        Page::AccountPasskeyOptions if post => {
+            let client = client(&req).to_string();
+            account::options(app, conn.proto, &client, req, mine(own)).await
+        }
+        Page::AccountPasskeyAdd if post => account::add(app, req, mine(own)).await,
+        Page::AccountPasskeyRemove if post => {
+            let client = client(&req).to_string();
+            account::remove(app, &client, req, mine(own)).await
+        }
+        Page::Logout
+        | Page::SessionsEnd
+        | Page::PasskeyOptions
+        | Page::PasskeySignIn
+        | Page::AccountPasskeyOptions
+        | Page::AccountPasskeyAdd
+        | Page::AccountPasskeyRemove => Refusal::not_allowed("POST", method).response(),
         Page::Healthz if read => response::text(StatusCode::OK, "ok"),
         Page::Readyz if read => ready(app).await,
         Page::Sessions if read => sessions::show(app, req, mine(own)).await,
         Page::Logo if read => crate::pages::logo_response(&app.pages()),
+        Page::PasskeyScript if read => crate::pages::passkey_script(),
+        Page::Account if read => account::show(app, req, mine(own)).await,
         Page::ProviderStart | Page::ProviderCallback if read => {
             let path = req.uri().path().to_string();
             let Some((id, _)) = provider_id(&app.routes.oidc, &path) else {
@@ -459,6 +495,8 @@ async fn own_page(
         | Page::Readyz
         | Page::Sessions
         | Page::Logo
+        | Page::PasskeyScript
+        | Page::Account
         | Page::ProviderStart
         | Page::ProviderCallback => Refusal::not_allowed("GET", method).response(),
         Page::Unknown => Refusal::NoSuchEndpoint.response(),

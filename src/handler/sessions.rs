@@ -24,7 +24,11 @@ pub type Signed = Result<Option<Authenticated>, StoreError>;
 
 /// The answer for a request without a signed-in user: the sign-in redirect or 401, or 503 when
 /// the store could not answer (`failed`).
-fn not_signed_in<B>(app: &App, req: &Request<B>, failed: Option<StoreError>) -> Response<Body> {
+pub(crate) fn not_signed_in<B>(
+    app: &App,
+    req: &Request<B>,
+    failed: Option<StoreError>,
+) -> Response<Body> {
     match failed {
         None => refusal::answer(app, req, &Decision::LoginRequired),
         Some(e) => store_unavailable(&e),

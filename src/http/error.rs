@@ -152,6 +152,27 @@ pub enum Refusal<'a> {
         "That sign-in link has expired, was already used or belongs to another browser; sign in again."
     )]
     SignInRestart,
+    /// A passkey sign-in's answer was refused: `reason` says why.
+    #[error("Signing in with a passkey failed: {reason}")]
+    PasskeyFailed { reason: &'a str },
+    /// A passkey step names no ceremony this browser started: unknown, used, expired (2
+    /// minutes) or another browser's.
+    #[error(
+        "That passkey request has expired, was already used or belongs to another browser; try again."
+    )]
+    PasskeyRestart,
+    /// `auth.passkeys` is off.
+    #[error("passkeys are not turned on here (auth.passkeys)")]
+    PasskeysOff,
+    /// Adding or removing a factor in a session that signed in more than 5 minutes ago.
+    #[error("You signed in more than 5 minutes ago: enter your password to confirm it is you.")]
+    ConfirmPassword,
+    /// The account page could not add the passkey: `reason` says why.
+    #[error("The passkey was not added: {reason}")]
+    PasskeyNotAdded { reason: &'a str },
+    /// The account page was asked to remove a passkey the user does not have (any more).
+    #[error("That passkey is not one of yours, or it was already removed.")]
+    NoSuchPasskey,
     /// No `[[providers]]` entry has this id.
     #[error("no such sign-in provider")]
     NoSuchProvider,
@@ -308,7 +329,10 @@ impl Refusal<'_> {
             }
             TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             LoginsBusy | SignInUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            SignInRestart => StatusCode::BAD_REQUEST,
+            SignInRestart | PasskeyRestart | PasskeyNotAdded { .. } => StatusCode::BAD_REQUEST,
+            PasskeyFailed { .. } => StatusCode::UNAUTHORIZED,
+            PasskeysOff | NoSuchPasskey => StatusCode::NOT_FOUND,
+            ConfirmPassword => StatusCode::FORBIDDEN,
             NoSuchProvider => StatusCode::NOT_FOUND,
             ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProviderSaid { denied: true, .. } | ProviderRefused { .. } => StatusCode::FORBIDDEN,
@@ -389,6 +413,11 @@ impl Refusal<'_> {
                 label: "Back to sign-in",
             }),
             SignInRestart
+            | PasskeyFailed { .. }
+            | PasskeyRestart
+            | ConfirmPassword
+            | PasskeyNotAdded { .. }
+            | NoSuchPasskey
             | NoCredentials
             | CredentialsTooLong
             | WrongCredentials
@@ -663,7 +692,7 @@ mod tests {
             (UntrustedPeer { peer: [192, 0, 2, 1].into() }, 403, Some(Level::WARN), text("forward-auth answers only the proxies in server.trusted_proxies"), None),
             (EdgeHeader { name: HeaderName::from_static("x-original-uri"), problem: "is sent more than once" }, 400, Some(Level::WARN), text("x-original-uri is sent more than once"), None),
             (NotAForm, 415, None, text("the form must be sent as application/x-www-form-urlencoded"), None),
-            (FormTooLarge { limit: 8192 }, 413, None, text("the login form is larger than 8192 bytes"), None),
+            (FormTooLarge { limit: 16384 }, 413, None, text("the login form is larger than 16384 bytes"), None),
             (FormUnreadable, 400, None, text("the login form could not be read"), None),
             (CrossSitePost, 403, None, text("cross-site request refused: this form only accepts posts from its own site"), None),
             (NoFormToken, 403, None, text("missing, expired or another browser's form token: load the form again in this browser and resubmit"), None),
@@ -681,6 +710,12 @@ mod tests {
             (LoginsBusy, 503, Some(Level::WARN), text("Too many sign-ins are in progress. Try again in a moment."), form("Too many sign-ins are in progress. Try again in a moment.")),
             (SignInUnavailable { cause: &e }, 503, Some(Level::ERROR), text("Signing in is not possible right now: sessions cannot be checked. Try again in a moment."), form("Signing in is not possible right now: sessions cannot be checked. Try again in a moment.")),
             (SignInRestart, 400, None, text("That sign-in link has expired, was already used or belongs to another browser; sign in again."), form("That sign-in link has expired, was already used or belongs to another browser; sign in again.")),
+            (PasskeyFailed { reason: "it was made for another site or address" }, 401, None, text("Signing in with a passkey failed: it was made for another site or address"), form("Signing in with a passkey failed: it was made for another site or address")),
+            (PasskeyRestart, 400, None, text("That passkey request has expired, was already used or belongs to another browser; try again."), form("That passkey request has expired, was already used or belongs to another browser; try again.")),
+            (PasskeysOff, 404, None, text("passkeys are not turned on here (auth.passkeys)"), None),
+            (ConfirmPassword, 403, None, text("You signed in more than 5 minutes ago: enter your password to confirm it is you."), form("You signed in more than 5 minutes ago: enter your password to confirm it is you.")),
+            (PasskeyNotAdded { reason: "give it a name" }, 400, None, text("The passkey was not added: give it a name"), form("The passkey was not added: give it a name")),
+            (NoSuchPasskey, 404, None, text("That passkey is not one of yours, or it was already removed."), form("That passkey is not one of yours, or it was already removed.")),
             (NoSuchProvider, 404, None, text("no such sign-in provider"), None),
             (ProviderUnavailable { name: "Corp", login: "/auth/login" }, 503, None, text("Corp sign-in is unavailable right now. Try again in a moment."), told("Sign-in unavailable", "Corp sign-in is unavailable right now. Try again in a moment.")),
             (ProviderSaid { name: "Corp", said: "access_denied", denied: true, login: "/auth/login" }, 403, None, text("Corp did not sign you in: access_denied"), told("Sign-in failed", "Corp did not sign you in: access_denied")),
@@ -721,7 +756,7 @@ mod tests {
         );
     }
 
-    const VARIANTS: usize = 50;
+    const VARIANTS: usize = 56;
 
     /// Each variant's place: a new one does not compile until it has one, and the table above
     /// fails until it has a row.
@@ -782,6 +817,12 @@ mod tests {
             ProviderSaid { denied: true, .. } => 47,
             ProviderSaid { denied: false, .. } => 48,
             ProviderRefused { .. } => 49,
+            PasskeyFailed { .. } => 50,
+            PasskeyRestart => 51,
+            PasskeysOff => 52,
+            ConfirmPassword => 53,
+            PasskeyNotAdded { .. } => 54,
+            NoSuchPasskey => 55,
         }
     }
 

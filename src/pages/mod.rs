@@ -3,6 +3,7 @@
 //! optional user template for the sign-in page. Every template is escaped as HTML, bounded by
 //! fuel and a recursion limit, and can reach no file: there is no loader.
 
+pub mod account;
 pub mod sessions;
 
 use base64::Engine;
@@ -111,6 +112,16 @@ pub struct SignIn<'a> {
     pub password: bool,
     /// One button per provider: its name and where it starts the sign-in.
     pub providers: &'a [(&'a str, String)],
+    /// With `auth.passkeys`: "Sign in with a passkey" and the script behind it.
+    pub passkey: Option<PasskeyLinks<'a>>,
+}
+
+/// Where a passkey form's script, challenge and answer go.
+#[derive(Clone, Copy)]
+pub struct PasskeyLinks<'a> {
+    pub script: &'a str,
+    pub options: &'a str,
+    pub action: &'a str,
 }
 
 /// A page rendered as HTML, with the Content-Security-Policy that lets its styles apply.
@@ -256,8 +267,8 @@ impl Pages {
     /// A built-in page's HTML with the built-in pages' CSP.
     fn built_in_page(&self, html: String) -> Page {
         Page {
+            csp: allow_own_script(&self.csp, &html),
             html,
-            csp: self.csp.clone(),
         }
     }
 
@@ -276,6 +287,7 @@ impl Pages {
                 username: if error.is_some() { "someone" } else { "" },
                 error,
                 notice: None,
+                passkey: None,
             };
             let html = self
                 .env
@@ -317,6 +329,16 @@ impl Pages {
             ("notice", Value::from(page.notice)),
             ("password", Value::from(page.password)),
             (
+                "passkey",
+                page.passkey.map_or(Value::from(()), |p| {
+                    context(vec![
+                        ("script", attribute(p.script)),
+                        ("options", attribute(p.options)),
+                        ("action", attribute(p.action)),
+                    ])
+                }),
+            ),
+            (
                 "providers",
                 Value::from_iter(page.providers.iter().map(|(name, href)| {
                     context(vec![
@@ -343,7 +365,7 @@ impl Pages {
                 // render shows (`{% if error %}`), which no render at load can foresee.
                 Ok(html) => {
                     return Page {
-                        csp: csp_for(&html),
+                        csp: allow_own_script(&csp_for(&html), &html),
                         html,
                     };
                 }
@@ -522,6 +544,18 @@ pub fn logo_response<S>(pages: &Pages) -> Response<Body<S>> {
     res
 }
 
+/// `{prefix}/passkey.js`: the passkey forms' script (assets/passkey.js), which runs only on
+/// the pages that load it.
+pub fn passkey_script<S>() -> Response<Body<S>> {
+    const SCRIPT: &str = include_str!("../../assets/passkey.js");
+    let mut res = response::full(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT);
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
+}
+
 /// The pages' CSP for `html`: `style-src` lists the hash of each `<style>` element in it and
 /// nothing else, so no injected style (and no `style="..."` attribute) applies; with none,
 /// `'none'`.
@@ -542,6 +576,17 @@ fn csp_for(html: &str) -> HeaderValue {
     HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(
         "default-src 'none'; frame-ancestors 'none'",
     ))
+}
+
+/// `csp`, letting a page that loads a script of this origin (`passkey.js`) run it and call
+/// back here (`fetch`); every other page keeps running none.
+fn allow_own_script(csp: &HeaderValue, html: &str) -> HeaderValue {
+    if !html.contains("<script src=") {
+        return csp.clone();
+    }
+    let mut text = csp.to_str().unwrap_or_default().to_string();
+    text.push_str("; script-src 'self'; connect-src 'self'");
+    HeaderValue::from_str(&text).unwrap_or_else(|_| csp.clone())
 }
 
 /// SHA-256 of a `<style>` element's text as a browser hashes it: after its parser has turned
@@ -761,6 +806,7 @@ mod tests {
                     notice: None,
                     password,
                     providers: &providers,
+                    passkey: None,
                 })
                 .html
         };
@@ -789,6 +835,7 @@ mod tests {
                 notice: None,
                 password: true,
                 providers: &[],
+                passkey: None,
             })
             .html;
         assert!(html.contains("<html lang=\"en\">"), "{html}");
@@ -833,6 +880,7 @@ mod tests {
                 notice: None,
                 password: true,
                 providers: &[],
+                passkey: None,
             })
             .html;
         assert!(html.contains("<p>&lt;script&gt;</p>"), "{html}");
@@ -941,6 +989,7 @@ mod tests {
                 notice: None,
                 password: true,
                 providers: &[],
+                passkey: None,
             }),
             pages.code("/.sessiongate/login/code", &[("csrf", "t")], None),
             pages.message("Bad gateway", &["The app could not be reached."], ""),
@@ -979,6 +1028,7 @@ mod tests {
                 notice: None,
                 password: true,
                 providers: &[],
+                passkey: None,
             })
         };
         let quiet = sign_in(None);
@@ -1001,6 +1051,7 @@ mod tests {
             notice: None,
             password: true,
             providers: &[],
+            passkey: None,
         });
         assert_eq!(
             style_sources(&page),
@@ -1016,6 +1067,7 @@ mod tests {
             notice: None,
             password: true,
             providers: &[],
+            passkey: None,
         });
         assert_eq!(style_sources(&page), ["'none'"]);
     }

@@ -82,7 +82,7 @@ fn row(links: &Links<'_>, csrf: &str, s: &SessionInfo) -> String {
 }
 
 /// "2026-12-01 11:42:47 UTC"
-fn when(t: SystemTime) -> String {
+pub(crate) fn when(t: SystemTime) -> String {
     let text = humantime::format_rfc3339_seconds(t).to_string();
     format!("{} UTC", text.trim_end_matches('Z').replacen('T', " ", 1))
 }

@@ -12,6 +12,7 @@ pub mod redis_link;
 pub mod sessions;
 pub mod state;
 pub mod tunnels;
+pub mod user_data;
 
 pub use cookie::CookieSigner;
 pub use identity::{Account, Owner};

@@ -72,12 +72,12 @@ async fn oversized_login_forms_and_credentials_are_refused_before_hashing() {
     let (_upstream, proxy) = start().await;
     let big_form = post_login(
         &proxy,
-        &[("username", USER), ("password", &"p".repeat(9 * 1024))],
+        &[("username", USER), ("password", &"p".repeat(17 * 1024))],
         &[],
     )
     .await;
     assert_eq!(big_form.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(big_form.text().contains("larger than 8192 bytes"));
+    assert!(big_form.text().contains("larger than 16384 bytes"));
 
     for (user, password) in [
         ("u".repeat(1025), "x".to_string()),

@@ -400,7 +400,7 @@ async fn require_totp_refuses_a_user_without_a_secret_and_secrets_are_checked() 
     let err = Config::from_toml(&totp_toml(upstream.addr, "require_totp = true")).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("users[1].totp_secret"), "{text}");
-    assert!(text.contains("require_totp"), "{text}");
+    assert!(text.contains("require_second_factor"), "{text}");
 
     let plain = config_toml(upstream.addr, "", "");
     let with = |line: &str| Config::from_toml(&format!("{plain}{line}\n"));

@@ -13,6 +13,7 @@ use super::writer::{Health, Msg};
 use crate::session::identity::UserNames;
 use crate::session::keys::{SessionKey, SessionKeys};
 use crate::session::memory::{MemoryStore, SessionId};
+use crate::session::user_data::UserEntry;
 
 /// What the store, its writer and its keeper share.
 pub struct Inner {
@@ -30,6 +31,9 @@ pub struct Inner {
     /// Every pending sign-in on disk, by keyed hash: what a snapshot writes, and what a
     /// pending sign-in started before a restart is found in.
     pub(super) pending: std::sync::Mutex<HashMap<SessionKey, PendingRecord>>,
+    /// Each local user's own data, by name: kept whole in memory (it is small: a few
+    /// passkeys per user) and written through.
+    pub(super) user_data: std::sync::Mutex<HashMap<String, UserEntry>>,
 }
 
 impl Inner {
@@ -56,6 +60,17 @@ impl Inner {
             .map(|(key, p)| Record::Pending {
                 key: *key,
                 pending: p.clone(),
+            })
+            .collect()
+    }
+
+    pub(super) fn user_data(&self) -> Vec<Record> {
+        let all = self.user_data.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .map(|(user, e)| Record::UserData {
+                user: user.clone(),
+                handle: e.handle,
+                json: e.json.clone(),
             })
             .collect()
     }

@@ -103,8 +103,8 @@ pub fn compact(inner: &Inner) {
     }
 }
 
-/// Writes every live session (and the profiles of provider users, the used codes and the
-/// pending sign-ins) to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
+/// Writes every live session (and the profiles of provider users, the used codes, the
+/// pending sign-ins and the users' own data) to `snapshot.tmp`, syncs it, and renames it over `snapshot`.
 fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
     // Lets a test hold the keeper between the new log and the snapshot.
     fail::fail_point!("state-snapshot");
@@ -122,7 +122,8 @@ fn write_snapshot(inner: &Inner) -> std::io::Result<()> {
             json,
         });
     }
-    for record in inner.used_codes().into_iter().chain(inner.pending()) {
+    let others = inner.used_codes().into_iter().chain(inner.pending());
+    for record in others.chain(inner.user_data()) {
         out.put(record);
     }
     let create = |key: SessionKey, owner: Owner, times: &StoredTimes| {

@@ -11,6 +11,7 @@ use crate::session::browser::Browser;
 use crate::session::identity::{Owner, Profile, UserNames};
 use crate::session::keys::SessionKey;
 use crate::session::memory::{MemoryStore, StoredTimes};
+use crate::session::user_data::UserEntry;
 
 /// A TOTP code's step a user used, remembered until `until`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Loaded {
     pub used_codes: Vec<UsedCode>,
     /// Pending sign-ins still on, by keyed hash.
     pub pending: std::collections::HashMap<SessionKey, PendingRecord>,
+    /// Each local user's own data (see `session::user_data`), by name.
+    pub user_data: std::collections::HashMap<String, UserEntry>,
     pub files: usize,
     pub bytes: u64,
 }
@@ -146,6 +149,12 @@ fn apply(record: Record, into: &MemoryStore<SessionKey>, names: &UserNames, load
         }
         Record::PendingEnd { key } => {
             loaded.pending.remove(&key);
+        }
+        Record::UserData { user, handle, json } => {
+            loaded.user_data.insert(user, UserEntry { handle, json });
+        }
+        Record::UserDataEnd { user } => {
+            loaded.user_data.remove(&user);
         }
     }
 }

@@ -33,6 +33,7 @@ use writer::{Health, Msg};
 use super::identity::{Owner, Profile, UserId, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError, StoredTimes};
+use super::user_data::UserEntry;
 
 /// The memory store with its sessions also on disk. Clones share the store.
 #[derive(Clone)]
@@ -93,6 +94,7 @@ impl DurableStore {
             touch_interval: o.touch_interval,
             used_codes: std::sync::Mutex::new(loaded.used_codes),
             pending: std::sync::Mutex::new(loaded.pending),
+            user_data: std::sync::Mutex::new(loaded.user_data),
         });
         keeper::compact(&inner);
         keeper::spawn(Arc::downgrade(&inner), o.touch_interval);
@@ -303,6 +305,86 @@ impl DurableStore {
         let now = ms_of(SystemTime::now());
         let all = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
         all.get(&key).filter(|p| p.expires_ms > now).cloned()
+    }
+
+    /// `user`'s own data, if any is kept.
+    pub fn user_data(&self, user: &str) -> Option<UserEntry> {
+        let all = self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.get(user).cloned()
+    }
+
+    /// The user whose data carries `handle`.
+    pub fn user_of(&self, handle: &[u8; 16]) -> Option<String> {
+        let all = self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .find(|(_, e)| e.handle == *handle)
+            .map(|(user, _)| user.clone())
+    }
+
+    /// Every user with data kept.
+    pub fn user_data_users(&self) -> Vec<String> {
+        let all = self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        all.keys().cloned().collect()
+    }
+
+    /// Replaces `user`'s data with what `change` makes of it (`None`: delete it), as one step
+    /// against other changes in this process; on disk before it returns (or degraded).
+    pub async fn change_user_data<T>(
+        &self,
+        user: &str,
+        change: impl FnOnce(Option<&UserEntry>) -> (Option<UserEntry>, T),
+    ) -> T {
+        let (record, out) = self.change_in_memory(user, change);
+        if let Some(record) = record {
+            self.append(&[record]);
+            self.synced().await;
+        }
+        out
+    }
+
+    /// The in-memory half of [`Self::change_user_data`]: the record to write, if anything
+    /// changed.
+    fn change_in_memory<T>(
+        &self,
+        user: &str,
+        change: impl FnOnce(Option<&UserEntry>) -> (Option<UserEntry>, T),
+    ) -> (Option<Record>, T) {
+        let mut all = self
+            .inner
+            .user_data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (new, out) = change(all.get(user));
+        if new.as_ref() == all.get(user) {
+            return (None, out);
+        }
+        let record = match new {
+            Some(entry) => {
+                let record = Record::UserData {
+                    user: user.to_string(),
+                    handle: entry.handle,
+                    json: entry.json.clone(),
+                };
+                all.insert(user.to_string(), entry);
+                Some(record)
+            }
+            None => all.remove(user).map(|_| Record::UserDataEnd {
+                user: user.to_string(),
+            }),
+        };
+        (record, out)
     }
 
     /// Why the disk is not being written, if it is not.

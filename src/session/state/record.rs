@@ -55,6 +55,15 @@ pub enum Record {
     },
     /// A pending sign-in ended.
     PendingEnd { key: SessionKey },
+    /// A local user's own data (their passkeys): their handle and the whole document, which
+    /// replaces what was kept before.
+    UserData {
+        user: String,
+        handle: [u8; 16],
+        json: String,
+    },
+    /// A user's own data was deleted (the user was removed, or removed everything).
+    UserDataEnd { user: String },
 }
 
 /// A pending sign-in as the disk keeps it.
@@ -75,6 +84,8 @@ const PROFILE: u8 = 4;
 const TOTP_USED: u8 = 5;
 const PENDING: u8 = 6;
 const PENDING_END: u8 = 7;
+const USER_DATA: u8 = 8;
+const USER_DATA_END: u8 = 9;
 
 impl Record {
     /// Appends this record's frame to `out`.
@@ -133,6 +144,16 @@ impl Record {
             Record::PendingEnd { key } => {
                 out.push(PENDING_END);
                 out.extend_from_slice(key.as_bytes());
+            }
+            Record::UserData { user, handle, json } => {
+                out.push(USER_DATA);
+                out.extend_from_slice(handle);
+                put_str(out, user);
+                put_str(out, json);
+            }
+            Record::UserDataEnd { user } => {
+                out.push(USER_DATA_END);
+                put_str(out, user);
             }
         }
         let payload = &out[start + 8..];
@@ -201,6 +222,15 @@ impl Record {
                 }
             }
             PENDING_END => Record::PendingEnd { key: r.key()? },
+            USER_DATA => {
+                let handle = r.array::<16>()?;
+                Record::UserData {
+                    handle,
+                    user: r.str()?,
+                    json: r.str()?,
+                }
+            }
+            USER_DATA_END => Record::UserDataEnd { user: r.str()? },
             _ => return None,
         };
         r.0.is_empty().then_some(record)
@@ -340,6 +370,14 @@ mod tests {
                 },
             },
             Record::PendingEnd { key },
+            Record::UserData {
+                user: "alice".into(),
+                handle: [7; 16],
+                json: "{\"passkeys\":[]}".into(),
+            },
+            Record::UserDataEnd {
+                user: "alice".into(),
+            },
         ]
     }
 

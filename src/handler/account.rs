@@ -1,0 +1,366 @@
+//! The account page's endpoints: `GET {prefix}/account` (rendered by `pages::account`), and
+//! its passkey forms: `POST .../passkey/options` (a registration challenge, for the page's
+//! script), `.../passkey/add` (the browser's answer) and `.../passkey/remove`. Who is signed
+//! in is the gate's decision (`Own::Mine`), as for the sessions page.
+//!
+//! A change (adding or removing a passkey) in a session that signed in more than
+//! [`CONFIRM_AFTER`] ago needs the password again, checked like a sign-in's (the same failure
+//! limits): a borrowed, unlocked laptop cannot add the borrower's passkey.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::App;
+use crate::auth::csrf::Binding;
+use crate::auth::form::{Form, read_checked_form};
+use crate::auth::limiter::Verdict;
+use crate::auth::passkey::{self as ceremonies, Ceremony, party_of};
+use crate::auth::provider_attempts::tag_of;
+use crate::auth::sign_in::store_unavailable;
+use crate::credentials::passkey::{self, KeptPasskey, Keys, MAX_NAME, MAX_PASSKEYS, Party};
+use crate::gate::Authenticated;
+use crate::http::error::Refusal;
+use crate::http::response::{self, no_store};
+use crate::pages::account::{self, Account, Links};
+use crate::proxy::Body;
+use crate::session::StoreError;
+use crate::session::user_data::UserEntry;
+
+use super::sessions::{Signed, not_signed_in};
+
+/// How long after signing in a change needs no password.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(5 * 60);
+
+fn links(app: &App) -> Links<'_> {
+    let r = &app.routes;
+    Links {
+        sessions: &r.sessions,
+        script: &r.passkey_script,
+        options: &r.account_passkey_options,
+        add: &r.account_passkey_add,
+        remove: &r.account_passkey_remove,
+    }
+}
+
+/// What the session is bound to for forms and ceremonies: its id, hashed.
+fn bound(session: &Authenticated) -> String {
+    tag_of(session.id.as_bytes())
+}
+
+/// Whether `session` signed in more than [`CONFIRM_AFTER`] ago.
+async fn needs_confirm(app: &App, session: &Authenticated) -> Result<bool, StoreError> {
+    let list = app.gate.sessions().list(&session.user, &session.id).await?;
+    let started = list.iter().find(|s| s.current).map(|s| s.started);
+    let age = started.and_then(|t| SystemTime::now().duration_since(t).ok());
+    Ok(age.is_none_or(|a| a > CONFIRM_AFTER))
+}
+
+/// The user's passkeys, or why the page cannot offer any.
+async fn kept(
+    app: &App,
+    user: &crate::gate::policy::User,
+) -> Result<Result<Keys, &'static str>, StoreError> {
+    if user.profile.is_some() {
+        return Ok(Err(
+            "Passkeys are for this site's own accounts; you signed in with a provider, which keeps your sign-in methods.",
+        ));
+    }
+    if !app.config.auth.passkeys {
+        return Ok(Err("Passkeys are not turned on for this site."));
+    }
+    if !app.user_data.kept() {
+        return Ok(Err(
+            "Passkeys need session.state_dir or the Redis store, where they are kept.",
+        ));
+    }
+    let entry = app.user_data.get(&user.name).await?;
+    Ok(Ok(entry
+        .and_then(|e| Keys::parse(&e.json))
+        .unwrap_or_default()))
+}
+
+/// The page for `session`, with `status` and an optional error.
+async fn draw(
+    app: &App,
+    session: &Authenticated,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response<Body> {
+    let (keys, confirm) = match (
+        kept(app, &session.user).await,
+        needs_confirm(app, session).await,
+    ) {
+        (Ok(keys), Ok(confirm)) => (keys, confirm),
+        (Err(e), _) | (_, Err(e)) => return store_unavailable(&e),
+    };
+    let csrf = app.tokens.issue(Binding::Session(session.id.as_bytes()));
+    let page = Account {
+        user: &session.user.name,
+        csrf: &csrf,
+        passkeys: keys.as_ref().map(|k| k.passkeys.as_slice()).map_err(|e| *e),
+        confirm,
+        error,
+    };
+    account::page(&app.pages(), &links(app), &page, status)
+}
+
+/// `GET {prefix}/account`
+pub async fn show(app: &App, req: Request<Incoming>, signed: Signed) -> Response<Body> {
+    match signed {
+        Ok(Some(session)) => draw(app, &session, StatusCode::OK, None).await,
+        other => not_signed_in(app, &req, other.err()),
+    }
+}
+
+/// A checked post of the account page, or the answer that refuses it.
+async fn posted(
+    app: &App,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Result<(Authenticated, Form), Response<Body>> {
+    let session = match signed {
+        Ok(Some(session)) => session,
+        other => return Err(not_signed_in(app, &req, other.err())),
+    };
+    if !app.config.auth.passkeys || !app.user_data.kept() || session.user.profile.is_some() {
+        return Err(Refusal::PasskeysOff.response());
+    }
+    let binding = Binding::Session(session.id.as_bytes());
+    match read_checked_form(&app.tokens, req, false, Some(binding)).await {
+        Ok(form) => Ok((session, form)),
+        Err(refusal) => Err(refusal.response()),
+    }
+}
+
+/// The password again, when the session is older than [`CONFIRM_AFTER`]; `Err` is the
+/// refusal (wrong or missing password, too many failures, store down).
+async fn confirmed(
+    app: &App,
+    session: &Authenticated,
+    form: &Form,
+    client: &str,
+) -> Result<(), Refusal<'static>> {
+    let unavailable = |_e: StoreError| Refusal::StoreUnavailable { cause: None };
+    if !needs_confirm(app, session).await.map_err(unavailable)? {
+        return Ok(());
+    }
+    if form.password.is_empty() {
+        return Err(Refusal::ConfirmPassword);
+    }
+    let user = &session.user.name;
+    match app.limiter.check(user, client).await.map_err(unavailable)? {
+        Verdict::Allowed => {}
+        Verdict::Limited(wait) => return Err(Refusal::TooManyAttempts { wait }),
+    }
+    match app
+        .verifier
+        .verify(&session.user.password_hash, &form.password)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            app.limiter
+                .record_failure(user, client)
+                .await
+                .map_err(unavailable)?;
+            tracing::warn!(
+                user = user.as_str(),
+                "account change refused: wrong password"
+            );
+            Err(Refusal::WrongCredentials)
+        }
+        Err(_) => Err(Refusal::LoginsBusy),
+    }
+}
+
+/// `POST {prefix}/account/passkey/options` with `name` (and `password`): the challenge for a
+/// new passkey, as JSON for the page's script; a refusal as text it shows.
+pub async fn options(
+    app: &App,
+    proto: &str,
+    client: &str,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Response<Body> {
+    let party = party_of(&app.sign_in(), proto, &req);
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let name = form.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        let reason = format!("give it a name of 1 to {MAX_NAME} characters");
+        return Refusal::PasskeyNotAdded { reason: &reason }.response();
+    }
+    if let Err(refusal) = confirmed(app, &session, &form, client).await {
+        return refusal.response();
+    }
+    let Some((origin, rp_id)) = party else {
+        return Refusal::NoSuchEndpoint.response();
+    };
+    let user = &session.user.name;
+    let entry = match app.user_data.get(user).await {
+        Ok(entry) => entry,
+        Err(e) => return store_unavailable(&e),
+    };
+    let keys = entry
+        .as_ref()
+        .and_then(|e| Keys::parse(&e.json))
+        .unwrap_or_default();
+    if keys.passkeys.len() >= MAX_PASSKEYS {
+        let reason = format!("you have {MAX_PASSKEYS} already; remove one first");
+        return Refusal::PasskeyNotAdded { reason: &reason }.response();
+    }
+    let handle = entry.map_or_else(passkey::new_handle, |e| e.handle);
+    let started =
+        Party::new(&rp_id, &origin).and_then(|p| p.start_registration(user, handle, &keys));
+    let (options, state) = match started {
+        Ok(started) => started,
+        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let ceremony_name = ceremonies::ceremony_name();
+    let ceremony = Ceremony {
+        state,
+        bound: bound(&session),
+        rp_id,
+        origin,
+        user: Some(user.clone()),
+        name: Some(format!("{}:{name}", hex16(&handle))),
+    };
+    match app.ceremonies.put(&ceremony_name, ceremony).await {
+        Ok(true) => ceremonies::options_json(&ceremony_name, options),
+        Ok(false) => Refusal::LoginsBusy.response(),
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+fn hex16(handle: &[u8; 16]) -> String {
+    handle.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex16(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `POST {prefix}/account/passkey/add` with `ceremony` and `credential`: the new passkey,
+/// kept, and back to the page.
+pub async fn add(app: &App, req: Request<Incoming>, signed: Signed) -> Response<Body> {
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let sign_in = app.sign_in();
+    let ceremony = match ceremonies::take_ceremony(&sign_in, &form.ceremony, &bound(&session)).await
+    {
+        Ok(Some(c)) if c.user.as_deref() == Some(session.user.name.as_str()) => c,
+        Ok(_) => return refused(app, &session, &Refusal::PasskeyRestart).await,
+        Err(e) => return store_unavailable(&e),
+    };
+    let (handle, name) = ceremony
+        .name
+        .as_deref()
+        .and_then(|n| n.split_once(':'))
+        .and_then(|(h, n)| Some((unhex16(h)?, n.to_string())))
+        .unwrap_or(([0; 16], String::new()));
+    let made = Party::new(&ceremony.rp_id, &ceremony.origin)
+        .and_then(|p| p.finish_registration(&ceremony.state, &form.credential));
+    let passkey = match made {
+        Ok(passkey) => passkey,
+        Err(e) => {
+            let reason = e.to_string();
+            return refused(app, &session, &Refusal::PasskeyNotAdded { reason: &reason }).await;
+        }
+    };
+    let new = KeptPasskey {
+        name,
+        added_ms: passkey::now_ms(),
+        last_used_ms: None,
+        backed_up: false,
+        passkey,
+    };
+    let user = &session.user.name;
+    let kept = app
+        .user_data
+        .change(user, |entry| {
+            let mut keys = entry.and_then(|e| Keys::parse(&e.json)).unwrap_or_default();
+            keys.passkeys
+                .retain(|k| k.passkey.cred_id() != new.passkey.cred_id());
+            keys.passkeys.push(new.clone());
+            let handle = entry.map_or(handle, |e| e.handle);
+            let json = keys.to_json();
+            (Some(UserEntry { handle, json }), ())
+        })
+        .await;
+    match kept {
+        Ok(()) => {
+            tracing::info!(user = user.as_str(), "passkey added");
+            back(app)
+        }
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+/// `POST {prefix}/account/passkey/remove` with `passkey` (its id) and, when asked, `password`.
+pub async fn remove(
+    app: &App,
+    client: &str,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Response<Body> {
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    if let Err(refusal) = confirmed(app, &session, &form, client).await {
+        return refused(app, &session, &refusal).await;
+    }
+    let user = &session.user.name;
+    let removed = app
+        .user_data
+        .change(user, |entry| {
+            let Some(entry) = entry else {
+                return (None, false);
+            };
+            let mut keys = Keys::parse(&entry.json).unwrap_or_default();
+            let before = keys.passkeys.len();
+            keys.passkeys.retain(|k| k.id() != form.passkey);
+            let gone = keys.passkeys.len() < before;
+            let json = keys.to_json();
+            (
+                Some(UserEntry {
+                    handle: entry.handle,
+                    json,
+                }),
+                gone,
+            )
+        })
+        .await;
+    match removed {
+        Ok(true) => {
+            tracing::info!(user = user.as_str(), "passkey removed");
+            back(app)
+        }
+        Ok(false) => refused(app, &session, &Refusal::NoSuchPasskey).await,
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+/// The page again with `refusal`'s status and words.
+async fn refused(app: &App, session: &Authenticated, refusal: &Refusal<'_>) -> Response<Body> {
+    let error = refusal.to_string();
+    draw(app, session, refusal.status(), Some(&error)).await
+}
+
+/// A 303 back to the page after a change.
+fn back(app: &App) -> Response<Body> {
+    let location = HeaderValue::from_str(&app.routes.account).expect("the prefix is header-safe");
+    let mut res = response::redirect(StatusCode::SEE_OTHER, location);
+    no_store(&mut res);
+    res
+}
