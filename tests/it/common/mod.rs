@@ -6,6 +6,7 @@ pub mod dockerfile;
 pub mod edge;
 pub mod hypercorn;
 pub mod oidc;
+pub mod passkey_token;
 pub mod python;
 pub mod redis;
 pub mod tls;
