@@ -9,18 +9,16 @@
 //! per-user and per-address limits as wrong passwords.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::cookies::SignInCookie;
 use super::form::read_checked_form;
 use super::limiter::Verdict;
-use super::provider_attempts::browser_tag;
+use super::provider_attempts::{Ceremony, browser_tag};
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable};
 use crate::credentials::passkey::{self, Keys, Party, PasskeyError};
 use crate::http::error::Refusal;
@@ -28,25 +26,6 @@ use crate::http::response::{self, no_store};
 use crate::ops::metrics::LoginResult;
 use crate::proxy::Body;
 use crate::session::StoreError;
-
-/// How long a passkey challenge may be answered.
-pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(120);
-
-/// One passkey ceremony under way, as filed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Ceremony {
-    /// The crate's state: the challenge.
-    pub state: String,
-    /// SHA-256 of what it is bound to (the sign-in cookie, or the session for the account
-    /// page), hex.
-    pub bound: String,
-    /// The passkey domain and the origin it was started for.
-    pub rp_id: String,
-    pub origin: String,
-    /// Registration: the passkey's name and whose it will be.
-    pub user: Option<String>,
-    pub name: Option<String>,
-}
 
 /// The origin the browser is on and the passkey domain for it (`auth.passkey_rp_id`, else
 /// the origin's host); `None` when the request names no usable host.

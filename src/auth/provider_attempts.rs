@@ -33,6 +33,25 @@ pub struct Attempt {
     pub browser: String,
 }
 
+/// How long a passkey challenge may be answered.
+pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(120);
+
+/// One passkey ceremony under way, as filed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ceremony {
+    /// The crate's state: the challenge.
+    pub state: String,
+    /// SHA-256 of what it is bound to (the sign-in cookie, or the session for the account
+    /// page), hex.
+    pub bound: String,
+    /// The passkey domain and the origin it was started for.
+    pub rp_id: String,
+    pub origin: String,
+    /// Registration: the passkey's name and whose it will be.
+    pub user: Option<String>,
+    pub name: Option<String>,
+}
+
 /// Ceremonies of one kind (`T`), each lasting the same time.
 pub enum Attempts<T = Attempt> {
     /// The attempts, and how long each lasts.

@@ -40,7 +40,13 @@ pub struct AuthConfig {
     /// How long a sign-in waits for its code after the password (2 minutes). Not a file key:
     /// only code that builds a `Config` (tests) can shorten it.
     pub pending_lifetime: Duration,
+    /// How long after signing in the account page changes a factor without asking for the
+    /// password again (5 minutes). Not a file key, like `pending_lifetime`.
+    pub confirm_after: Duration,
 }
+
+/// How long after signing in a factor may be added or removed without the password.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// How long a pending sign-in (password right, code not yet given) lasts.
 pub const PENDING_LIFETIME: Duration = Duration::from_secs(120);
@@ -89,6 +95,7 @@ pub(super) fn validate_auth(a: &file::Auth, cores: usize) -> Result<AuthConfig, 
         passkeys: a.passkeys.unwrap_or(false),
         passkey_rp_id: a.passkey_rp_id.as_deref().map(rp_id).transpose()?,
         pending_lifetime: PENDING_LIFETIME,
+        confirm_after: CONFIRM_AFTER,
     })
 }
 

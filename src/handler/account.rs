@@ -4,10 +4,10 @@
 //! in is the gate's decision (`Own::Mine`), as for the sessions page.
 //!
 //! A change (adding or removing a passkey) in a session that signed in more than
-//! [`CONFIRM_AFTER`] ago needs the password again, checked like a sign-in's (the same failure
+//! `auth.confirm_after` (5 minutes) ago needs the password again, checked like a sign-in's (the same failure
 //! limits): a borrowed, unlocked laptop cannot add the borrower's passkey.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -16,7 +16,8 @@ use crate::app::App;
 use crate::auth::csrf::Binding;
 use crate::auth::form::{Form, read_checked_form};
 use crate::auth::limiter::Verdict;
-use crate::auth::passkey::{self as ceremonies, Ceremony, party_of};
+use crate::auth::passkey::{self as ceremonies, party_of};
+use crate::auth::provider_attempts::Ceremony;
 use crate::auth::provider_attempts::tag_of;
 use crate::auth::sign_in::store_unavailable;
 use crate::credentials::passkey::{self, KeptPasskey, Keys, MAX_NAME, MAX_PASSKEYS, Party};
@@ -29,9 +30,6 @@ use crate::session::StoreError;
 use crate::session::user_data::UserEntry;
 
 use super::sessions::{Signed, not_signed_in};
-
-/// How long after signing in a change needs no password.
-pub const CONFIRM_AFTER: Duration = Duration::from_secs(5 * 60);
 
 fn links(app: &App) -> Links<'_> {
     let r = &app.routes;
@@ -49,12 +47,12 @@ fn bound(session: &Authenticated) -> String {
     tag_of(session.id.as_bytes())
 }
 
-/// Whether `session` signed in more than [`CONFIRM_AFTER`] ago.
+/// Whether `session` signed in more than `auth.confirm_after` ago.
 async fn needs_confirm(app: &App, session: &Authenticated) -> Result<bool, StoreError> {
     let list = app.gate.sessions().list(&session.user, &session.id).await?;
     let started = list.iter().find(|s| s.current).map(|s| s.started);
     let age = started.and_then(|t| SystemTime::now().duration_since(t).ok());
-    Ok(age.is_none_or(|a| a > CONFIRM_AFTER))
+    Ok(age.is_none_or(|a| a >= app.config.auth.confirm_after))
 }
 
 /// The user's passkeys, or why the page cannot offer any.
@@ -134,7 +132,7 @@ async fn posted(
     }
 }
 
-/// The password again, when the session is older than [`CONFIRM_AFTER`]; `Err` is the
+/// The password again, when the session is older than `auth.confirm_after`; `Err` is the
 /// refusal (wrong or missing password, too many failures, store down).
 async fn confirmed(
     app: &App,

@@ -14,13 +14,7 @@ use redis::Script;
 use super::memory::StoreError;
 use super::redis_link::RedisLink;
 use super::state::DurableStore;
-
-/// One user's data, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserEntry {
-    pub handle: [u8; 16],
-    pub json: String,
-}
+pub use super::state::record::UserEntry;
 
 /// Changes of one user's data tried at most, in Redis, when other replicas keep changing it.
 const MAX_TRIES: usize = 8;

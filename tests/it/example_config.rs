@@ -30,6 +30,7 @@ const EXAMPLE_VALUES: &[&str] = &[
     "totp_secret",
     "totp_secret_file",
     "public_url",
+    "passkey_rp_id",
     // [[rules]] has no defaults: the example shows rules as illustrations.
     "path",
     "methods",

@@ -8,12 +8,11 @@ use std::time::SystemTime;
 
 use super::dir::StateDir;
 use super::load::{UsedCode, ms_of};
-use super::record::{PendingRecord, Record};
+use super::record::{PendingRecord, Record, UserEntry};
 use super::writer::{Health, Msg};
 use crate::session::identity::UserNames;
 use crate::session::keys::{SessionKey, SessionKeys};
 use crate::session::memory::{MemoryStore, SessionId};
-use crate::session::user_data::UserEntry;
 
 /// What the store, its writer and its keeper share.
 pub struct Inner {

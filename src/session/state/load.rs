@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dir::{StateDir, StateError};
-use super::record::{Damage, Frames, MAGIC, PendingRecord, Record, Started};
+use super::record::{Damage, Frames, MAGIC, PendingRecord, Record, Started, UserEntry};
 use crate::session::browser::Browser;
 use crate::session::identity::{Owner, Profile, UserNames};
 use crate::session::keys::SessionKey;
 use crate::session::memory::{MemoryStore, StoredTimes};
-use crate::session::user_data::UserEntry;
 
 /// A TOTP code's step a user used, remembered until `until`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -27,13 +27,12 @@ pub use dir::{StateDir, StateError};
 use inner::Inner;
 use load::{UsedCode, ms_of, started_of};
 pub use record::PendingRecord;
-use record::Record;
+use record::{Record, UserEntry};
 use writer::{Health, Msg};
 
 use super::identity::{Owner, Profile, UserId, UserNames};
 use super::keys::{SessionKey, SessionKeys};
 use super::memory::{MemoryStore, SessionId, SessionMeta, StoreError, StoredTimes};
-use super::user_data::UserEntry;
 
 /// The memory store with its sessions also on disk. Clones share the store.
 #[derive(Clone)]

@@ -66,6 +66,13 @@ pub enum Record {
     UserDataEnd { user: String },
 }
 
+/// One user's own data (see `session::user_data`): their handle and the document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserEntry {
+    pub handle: [u8; 16],
+    pub json: String,
+}
+
 /// A pending sign-in as the disk keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PendingRecord {

@@ -1,0 +1,473 @@
+//! Passkeys over real sockets, with the software authenticator of `common::passkey_token`
+//! playing the browser's passkey: registered on the account page, then signing in with no
+//! username typed; every bent ceremony refused (a replayed answer or challenge, another
+//! origin or passkey domain, no user verification, a removed passkey, a counter that went
+//! backwards, another browser's challenge), failures counted like wrong passwords, the
+//! password asked again for changes in an older session, and passkeys kept across a restart.
+//!
+//! The browser is on `http://localhost:PORT` (the passkey domain `localhost`): browsers
+//! refuse WebAuthn on a bare IP address.
+
+use std::net::SocketAddr;
+
+use http::{Method, StatusCode};
+use serde_json::Value;
+use sessiongate::Config;
+
+use crate::common::passkey_token::PasskeyToken;
+use crate::common::*;
+
+/// A sessiongate reached as a browser on `localhost` reaches it.
+struct Site {
+    addr: SocketAddr,
+    host: String,
+    origin: String,
+}
+
+impl Site {
+    fn of(proxy: &Proxy) -> Site {
+        let host = format!("localhost:{}", proxy.addr.port());
+        Site {
+            addr: proxy.addr,
+            origin: format!("http://{host}"),
+            host,
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: &str) -> Resp {
+        let mut headers = vec![("host", self.host.as_str()), BROWSER];
+        if !cookie.is_empty() {
+            headers.push(("cookie", cookie));
+        }
+        send(self.addr, req(Method::GET, path, &headers)).await
+    }
+
+    /// A same-origin form post, as the page's own form or script sends it.
+    async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
+        let form: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut headers = vec![
+            ("host", self.host.as_str()),
+            ("origin", self.origin.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ];
+        if !cookie.is_empty() {
+            headers.push(("cookie", cookie));
+        }
+        send(self.addr, req_with_body(Method::POST, path, &headers, form)).await
+    }
+}
+
+/// The value of the hidden field `name` in `html`.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let rest = html.split(&marker).nth(1).expect(name);
+    rest.split('"').next().unwrap().to_string()
+}
+
+/// The `name=value` of the Set-Cookie whose name ends with `suffix`.
+fn cookie_ending(res: &Resp, suffix: &str) -> String {
+    res.set_cookies()
+        .iter()
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .find(|c| c.split('=').next().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} cookie in {:?}", res.set_cookies()))
+}
+
+/// A config with passkeys on, kept in a fresh state directory.
+fn passkey_config(upstream: SocketAddr, state: &std::path::Path) -> Config {
+    let toml = config_toml(upstream, "", &format!("state_dir = '{}'", state.display()));
+    Config::from_toml(&with_auth(&toml, "passkeys = true")).unwrap()
+}
+
+/// Signs alice in with her password, as a browser on `site`: her session cookie.
+async fn password_session(site: &Site) -> String {
+    let page = site.get("/.sessiongate/login", "").await;
+    let signin = cookie_ending(&page, "-signin");
+    let csrf = hidden(&page.text(), "csrf");
+    let fields = [("username", USER), ("password", PASSWORD), ("csrf", &csrf)];
+    let res = site.post("/.sessiongate/login", &signin, &fields).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    cookie_pair(&res)
+}
+
+/// Registers a passkey named `name` on alice's account page with `token`.
+async fn add_passkey(site: &Site, session: &str, token: &mut PasskeyToken, name: &str) -> Resp {
+    let page = site.get("/.sessiongate/account", session).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let csrf = hidden(&page.text(), "csrf");
+    let options = site
+        .post(
+            "/.sessiongate/account/passkey/options",
+            session,
+            &[("csrf", &csrf), ("name", name)],
+        )
+        .await;
+    assert_eq!(options.status, StatusCode::OK, "{}", options.text());
+    let options = options.json();
+    let credential = token.register(&options, &site.origin).unwrap().to_string();
+    let ceremony = options["ceremony"].as_str().unwrap().to_string();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("ceremony", &ceremony),
+        ("credential", &credential),
+    ];
+    site.post("/.sessiongate/account/passkey/add", session, &fields)
+        .await
+}
+
+/// A fresh browser's sign-in page: its sign-in cookie and form token.
+async fn sign_in_page(site: &Site) -> (String, String, String) {
+    let page = site.get("/.sessiongate/login", "").await;
+    let html = page.text();
+    (cookie_ending(&page, "-signin"), hidden(&html, "csrf"), html)
+}
+
+/// A passkey challenge for the browser holding `signin`.
+async fn challenge(site: &Site, signin: &str, csrf: &str) -> Value {
+    let res = site
+        .post("/.sessiongate/passkey/options", signin, &[("csrf", csrf)])
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    res.json()
+}
+
+async fn answer(site: &Site, signin: &str, csrf: &str, ceremony: &str, credential: &Value) -> Resp {
+    let credential = credential.to_string();
+    let fields = [
+        ("csrf", csrf),
+        ("ceremony", ceremony),
+        ("credential", &credential),
+        ("rd", "/"),
+    ];
+    site.post("/.sessiongate/passkey/sign-in", signin, &fields)
+        .await
+}
+
+/// A whole passkey sign-in with `token` in a fresh browser.
+async fn passkey_sign_in(site: &Site, token: &mut PasskeyToken) -> Resp {
+    let (signin, csrf, _) = sign_in_page(site).await;
+    let options = challenge(site, &signin, &csrf).await;
+    let credential = token.assert(&options, &site.origin).unwrap();
+    answer(
+        site,
+        &signin,
+        &csrf,
+        options["ceremony"].as_str().unwrap(),
+        &credential,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_from(passkey_config(upstream.addr, &state.path().join("s"))).await;
+    let site = Site::of(&proxy);
+
+    let (_, _, login_html) = sign_in_page(&site).await;
+    assert!(
+        login_html.contains("Sign in with a passkey"),
+        "{login_html}"
+    );
+    assert!(login_html.contains("autocomplete=\"username webauthn\""));
+    assert!(login_html.contains("<script src=\"/.sessiongate/passkey.js\""));
+    let login_page = site.get("/.sessiongate/login", "").await;
+    let csp = login_page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let script = site.get("/.sessiongate/passkey.js", "").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(
+        script
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.text().contains("navigator.credentials"));
+
+    let session = password_session(&site).await;
+    let account = site.get("/.sessiongate/account", &session).await.text();
+    assert!(account.contains("You have no passkeys yet."), "{account}");
+    let mut token = PasskeyToken::new();
+    let added = add_passkey(&site, &session, &mut token, "Work laptop").await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+    assert_eq!(added.header("location"), Some("/.sessiongate/account"));
+    let account = site.get("/.sessiongate/account", &session).await.text();
+    assert!(account.contains("<td>Work laptop</td>"), "{account}");
+    assert!(
+        account.contains("<td>never</td>"),
+        "not used yet: {account}"
+    );
+    assert!(
+        token.credentials()[0].resident,
+        "registered as a discoverable credential"
+    );
+
+    let res = passkey_sign_in(&site, &mut token).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let cookie = cookie_pair(&res);
+    let app = site.get("/", &cookie).await;
+    assert_eq!(app.status, StatusCode::OK);
+    assert_eq!(
+        app.upstream_header("x-forwarded-user"),
+        vec![USER.to_string()]
+    );
+    let account = site.get("/.sessiongate/account", &cookie).await.text();
+    assert!(
+        !account.contains("<td>never</td>"),
+        "last use recorded: {account}"
+    );
+}
+
+#[tokio::test]
+async fn bent_passkey_ceremonies_are_refused() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_from(passkey_config(upstream.addr, &state.path().join("s"))).await;
+    let site = Site::of(&proxy);
+    let session = password_session(&site).await;
+    let mut token = PasskeyToken::new();
+    let added = add_passkey(&site, &session, &mut token, "Key").await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+
+    // A challenge is answered once: the same answer again names a ceremony that is gone.
+    let (signin, csrf, _) = sign_in_page(&site).await;
+    let options = challenge(&site, &signin, &csrf).await;
+    let ceremony = options["ceremony"].as_str().unwrap().to_string();
+    let good = token.assert(&options, &site.origin).unwrap();
+    let res = answer(&site, &signin, &csrf, &ceremony, &good).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let again = answer(&site, &signin, &csrf, &ceremony, &good).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert!(again.text().contains("already used"), "{}", again.text());
+    assert!(sets_no_session(&again));
+
+    // The old answer against a fresh challenge.
+    let fresh = challenge(&site, &signin, &csrf).await;
+    let replay = answer(
+        &site,
+        &signin,
+        &csrf,
+        fresh["ceremony"].as_str().unwrap(),
+        &good,
+    )
+    .await;
+    refused(&replay, "another challenge");
+
+    // Another browser's challenge.
+    let (other_signin, other_csrf, _) = sign_in_page(&site).await;
+    let theirs = challenge(&site, &other_signin, &other_csrf).await;
+    let stolen = token.assert(&theirs, &site.origin).unwrap();
+    let res = answer(
+        &site,
+        &signin,
+        &csrf,
+        theirs["ceremony"].as_str().unwrap(),
+        &stolen,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+
+    // Another origin, another passkey domain, no user verification.
+    let options = challenge(&site, &signin, &csrf).await;
+    let elsewhere = token.assert(&options, "http://evil.localhost:1").unwrap();
+    let res = answer(
+        &site,
+        &signin,
+        &csrf,
+        options["ceremony"].as_str().unwrap(),
+        &elsewhere,
+    )
+    .await;
+    refused(&res, "another site");
+    let mut wrong_rp = token.clone();
+    wrong_rp.rp_id_override = Some("example.com".into());
+    let options = challenge(&site, &signin, &csrf).await;
+    let bad = wrong_rp.assert(&options, &site.origin).unwrap();
+    let res = answer(
+        &site,
+        &signin,
+        &csrf,
+        options["ceremony"].as_str().unwrap(),
+        &bad,
+    )
+    .await;
+    refused(&res, "another passkey domain");
+    let mut no_uv = token.clone();
+    no_uv.uv = false;
+    let options = challenge(&site, &signin, &csrf).await;
+    let bad = no_uv.assert(&options, &site.origin).unwrap();
+    let res = answer(
+        &site,
+        &signin,
+        &csrf,
+        options["ceremony"].as_str().unwrap(),
+        &bad,
+    )
+    .await;
+    refused(&res, "did not verify the user");
+}
+
+/// A passkey answer refused with 401, the sign-in page saying `why`, and no session.
+fn refused(res: &Resp, why: &str) {
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    assert!(
+        res.text().contains("Signing in with a passkey failed"),
+        "{}",
+        res.text()
+    );
+    assert!(res.text().contains(why), "{}", res.text());
+    assert!(sets_no_session(res));
+}
+
+#[tokio::test]
+async fn a_copied_authenticator_and_a_removed_passkey_are_refused_and_failures_count() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_from(passkey_config(upstream.addr, &state.path().join("s"))).await;
+    let site = Site::of(&proxy);
+    let session = password_session(&site).await;
+    let mut token = PasskeyToken::new();
+    add_passkey(&site, &session, &mut token, "Key").await;
+
+    // A copy of the authenticator made now signs with a counter the server has seen pass.
+    let mut copy = token.clone();
+    let res = passkey_sign_in(&site, &mut token).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let res = passkey_sign_in(&site, &mut copy).await;
+    refused(&res, "counter went backwards");
+
+    // Removed on the account page: refused from then on.
+    let page = site.get("/.sessiongate/account", &session).await.text();
+    let id = hidden(&page, "passkey");
+    let csrf = hidden(&page, "csrf");
+    let removed = site
+        .post(
+            "/.sessiongate/account/passkey/remove",
+            &session,
+            &[("csrf", &csrf), ("passkey", &id)],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.text());
+    let page = site.get("/.sessiongate/account", &session).await.text();
+    assert!(page.contains("You have no passkeys yet."), "{page}");
+    let res = passkey_sign_in(&site, &mut token).await;
+    refused(&res, "not registered here");
+
+    // Five failures in all from this address (auth.max_failures): the next attempt is held
+    // off, like a password.
+    for _ in 0..3 {
+        refused(
+            &passkey_sign_in(&site, &mut token).await,
+            "not registered here",
+        );
+    }
+    let limited = passkey_sign_in(&site, &mut token).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
+    let password = site
+        .post(
+            "/.sessiongate/login",
+            "",
+            &[("username", USER), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        password.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the limits passwords have"
+    );
+}
+
+#[tokio::test]
+async fn an_older_session_confirms_with_the_password_and_passkeys_survive_a_restart() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("s");
+    let mut config = passkey_config(upstream.addr, &dir);
+    config.auth.confirm_after = std::time::Duration::ZERO;
+    let proxy = start_proxy_from(config).await;
+    let site = Site::of(&proxy);
+    let session = password_session(&site).await;
+    let page = site.get("/.sessiongate/account", &session).await.text();
+    assert!(
+        page.contains("you signed in more than 5 minutes ago"),
+        "{page}"
+    );
+    let csrf = hidden(&page, "csrf");
+    let path = "/.sessiongate/account/passkey/options";
+    let none = site
+        .post(path, &session, &[("csrf", &csrf), ("name", "K")])
+        .await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN, "{}", none.text());
+    assert!(
+        none.text().contains("enter your password"),
+        "{}",
+        none.text()
+    );
+    let wrong = [("csrf", csrf.as_str()), ("name", "K"), ("password", "nope")];
+    assert_eq!(
+        site.post(path, &session, &wrong).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let right = [
+        ("csrf", csrf.as_str()),
+        ("name", "K"),
+        ("password", PASSWORD),
+    ];
+    let options = site.post(path, &session, &right).await;
+    assert_eq!(options.status, StatusCode::OK, "{}", options.text());
+    let options = options.json();
+    let mut token = PasskeyToken::new();
+    let credential = token.register(&options, &site.origin).unwrap().to_string();
+    let ceremony = options["ceremony"].as_str().unwrap().to_string();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("ceremony", &ceremony),
+        ("credential", &credential),
+    ];
+    let added = site
+        .post("/.sessiongate/account/passkey/add", &session, &fields)
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+
+    let proxy = restart(proxy, passkey_config(upstream.addr, &dir)).await;
+    let site = Site::of(&proxy);
+    let res = passkey_sign_in(&site, &mut token).await;
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "kept across a restart: {}",
+        res.text()
+    );
+}
+
+#[test]
+fn passkeys_need_a_store_that_keeps_them() {
+    let toml = config_toml("127.0.0.1:9".parse().unwrap(), "", "");
+    let err = Config::from_toml(&with_auth(&toml, "passkeys = true"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.passkeys") && err.contains("session.state_dir"),
+        "{err}"
+    );
+    let both = with_auth(&toml, "require_totp = true\nrequire_second_factor = false");
+    let err = Config::from_toml(&both).unwrap_err().to_string();
+    assert!(err.contains("require_second_factor"), "{err}");
+    let ip = with_auth(
+        &with_session(&toml, "state_dir = '/tmp/x'"),
+        "passkeys = true\npasskey_rp_id = \"10.0.0.1\"",
+    );
+    let err = Config::from_toml(&ip).unwrap_err().to_string();
+    assert!(err.contains("auth.passkey_rp_id"), "{err}");
+}
