@@ -42,7 +42,7 @@ pub enum UserData {
     Durable(DurableStore),
     Redis {
         link: Arc<RedisLink>,
-        /// `{redis prefix}user:`: each user's data is under it and their name.
+        /// `{redis prefix}userdata:`: each user's data is under it and their name.
         prefix: String,
         /// The hash from hex handle to user name.
         handles: String,
@@ -76,8 +76,8 @@ fn decode(text: &str) -> Option<UserEntry> {
 impl UserData {
     pub fn redis(link: Arc<RedisLink>) -> UserData {
         UserData::Redis {
-            prefix: format!("{}user:", link.prefix),
-            handles: format!("{}user-handles", link.prefix),
+            prefix: format!("{}userdata:", link.prefix),
+            handles: format!("{}userdata-handles", link.prefix),
             link,
         }
     }

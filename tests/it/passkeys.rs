@@ -471,3 +471,42 @@ fn passkeys_need_a_store_that_keeps_them() {
     let err = Config::from_toml(&ip).unwrap_err().to_string();
     assert!(err.contains("auth.passkey_rp_id"), "{err}");
 }
+
+#[tokio::test]
+async fn with_redis_a_passkey_added_on_one_replica_signs_in_on_another() {
+    use crate::common::redis::{RedisOptions, RedisServer, redis_config};
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let upstream = start_upstream().await;
+    let toml = with_auth(
+        &redis_config(upstream.addr, &redis.url(), ""),
+        "passkeys = true",
+    );
+    let one = start_proxy_with(&toml).await;
+    let two = start_proxy_with(&toml).await;
+    let (first, second) = (Site::of(&one), Site::of(&two));
+
+    let session = password_session(&first).await;
+    let mut token = PasskeyToken::new();
+    let added = add_passkey(&first, &session, &mut token, "Phone").await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+    // A second passkey, added while the first one signs in elsewhere: neither change is lost.
+    let mut other = PasskeyToken::new();
+    let (signed, added) = tokio::join!(
+        passkey_sign_in(&second, &mut token),
+        add_passkey(&second, &session, &mut other, "Key")
+    );
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.text());
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+    let page = first.get("/.sessiongate/account", &session).await.text();
+    assert!(
+        page.contains("<td>Phone</td>") && page.contains("<td>Key</td>"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches("<td>never</td>").count(),
+        1,
+        "Phone's use kept: {page}"
+    );
+    let res = passkey_sign_in(&first, &mut other).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+}
