@@ -103,6 +103,9 @@ pub struct Routes {
     pub passkey_script: String,
     pub passkey_options: String,
     pub passkey_sign_in: String,
+    /// A passkey as the second factor after the password: the challenge, then the answer.
+    pub second_passkey_options: String,
+    pub second_passkey: String,
     /// The signed-in user's account page, and its passkey forms.
     pub account: String,
     pub account_passkey_options: String,
@@ -131,6 +134,8 @@ impl Routes {
             passkey_script: format!("{prefix}/passkey.js"),
             passkey_options: format!("{prefix}/passkey/options"),
             passkey_sign_in: format!("{prefix}/passkey/sign-in"),
+            second_passkey_options: format!("{prefix}/login/passkey/options"),
+            second_passkey: format!("{prefix}/login/passkey"),
             account: format!("{prefix}/account"),
             account_passkey_options: format!("{prefix}/account/passkey/options"),
             account_passkey_add: format!("{prefix}/account/passkey/add"),
@@ -464,6 +469,8 @@ impl App {
             passkey_script: &self.routes.passkey_script,
             passkey_options: &self.routes.passkey_options,
             passkey_sign_in: &self.routes.passkey_sign_in,
+            second_passkey_options: &self.routes.second_passkey_options,
+            second_passkey: &self.routes.second_passkey,
         }
     }
 

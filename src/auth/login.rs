@@ -182,14 +182,19 @@ impl Attempt<'_> {
         (res, LoginResult::WrongCredentials)
     }
 
-    /// The right password for `user`: the code step for a user with TOTP, else the session.
+    /// The right password for `user`: the second step for a user with a second factor (TOTP,
+    /// passkeys), else the session.
     async fn accepted(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
         let Posted {
             previous,
             meta,
             form,
         } = &self.posted;
-        if user.totp.is_some() {
+        let factors = match second_factor::factors(self.auth, user).await {
+            Ok(factors) => factors,
+            Err(e) => return self.unavailable(&e),
+        };
+        if factors.any() {
             let rd = safe_return(&form.rd, policy.redirect_hosts());
             return second_factor::begin(self.auth, &self.browser, user, rd).await;
         }

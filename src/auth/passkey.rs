@@ -26,6 +26,7 @@ use crate::http::response::{self, no_store};
 use crate::ops::metrics::LoginResult;
 use crate::proxy::Body;
 use crate::session::StoreError;
+use crate::session::user_data::UserEntry;
 
 /// The origin the browser is on and the passkey domain for it (`auth.passkey_rp_id`, else
 /// the origin's host); `None` when the request names no usable host.
@@ -218,7 +219,14 @@ impl PasskeyAttempt<'_> {
                     .map_err(Clone::clone)
                     .and_then(|p| p.finish_sign_in(&ceremony.state, response, kept));
                 match (used, entry) {
-                    (Ok(used), Some(e)) => (Some(with_used(e, keys, used)), Ok(())),
+                    (Ok(used), Some(e)) => {
+                        let json = keys.with_used(used).to_json();
+                        let entry = UserEntry {
+                            handle: e.handle,
+                            json,
+                        };
+                        (Some(entry), Ok(()))
+                    }
                     (Err(err), _) => (entry.cloned(), Err(err)),
                     (Ok(_), None) => (None, Err(PasskeyError::Unreadable)),
                 }
@@ -295,22 +303,5 @@ impl PasskeyAttempt<'_> {
         };
         let res = self.refused(&Refusal::PasskeyFailed { reason: &reason });
         (res, LoginResult::WrongCredentials)
-    }
-}
-
-/// `entry` with `used` (the passkey after a sign-in) in place of its old self.
-fn with_used(
-    entry: &crate::session::user_data::UserEntry,
-    mut keys: Keys,
-    used: passkey::KeptPasskey,
-) -> crate::session::user_data::UserEntry {
-    for k in &mut keys.passkeys {
-        if k.passkey.cred_id() == used.passkey.cred_id() {
-            *k = used.clone();
-        }
-    }
-    crate::session::user_data::UserEntry {
-        handle: entry.handle,
-        json: keys.to_json(),
     }
 }

@@ -1,7 +1,9 @@
-//! The second step of signing in for users with a TOTP secret: after the right password,
-//! `POST {prefix}/login` starts a pending sign-in (see `pending`) bound to the browser by a
-//! signed cookie and sends it to `{prefix}/login/code`, whose form takes the code from the
-//! authenticator app. Only the right code, once, makes the session.
+//! The second step of signing in for users with a second factor (a TOTP secret, or passkeys):
+//! after the right password, `POST {prefix}/login` starts a pending sign-in (see `pending`)
+//! bound to the browser by a signed cookie and sends it to `{prefix}/login/code`, whose page
+//! takes the code from the authenticator app, or a passkey (`POST {prefix}/login/passkey`,
+//! driven by the page's script). Only a right code, once, or a verified passkey makes the
+//! session.
 
 use std::net::IpAddr;
 
@@ -10,33 +12,70 @@ use hyper::body::Incoming;
 
 use super::cookies::SignInCookie;
 use super::csrf::Binding;
+use super::form::read_checked_form;
 use super::limiter::Verdict;
+use super::passkey;
 use super::pending::{AfterWrong, PendingLogin};
+use super::provider_attempts::{Ceremony, tag_of};
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable};
+use crate::credentials::passkey::{Keys, Party, PasskeyError};
 use crate::credentials::totp::{self, TotpSecret};
 use crate::gate::policy::{Policy, User};
 use crate::http::error::Refusal;
 use crate::http::response::{self, no_store};
 use crate::ops::metrics::LoginResult;
 use crate::proxy::Body;
+use crate::session::user_data::UserEntry;
 use crate::session::{SessionId, StoreError};
 
 const TOO_LONG: Refusal = Refusal::SignInExpired;
 const TOO_MANY_WRONG: Refusal = Refusal::TooManyWrongCodes;
 
-/// The code form of the pending sign-in `id`, with an optional message; its token is bound
-/// to that pending sign-in.
+/// What a user can give after the password: a TOTP secret, and passkeys (with
+/// `auth.passkeys`).
+pub(crate) struct Factors {
+    pub totp: Option<TotpSecret>,
+    pub keys: Keys,
+}
+
+impl Factors {
+    pub(crate) fn any(&self) -> bool {
+        self.totp.is_some() || !self.keys.passkeys.is_empty()
+    }
+}
+
+/// `user`'s second factors: the config's TOTP secret, and their passkeys.
+pub(crate) async fn factors(auth: &SignIn<'_>, user: &User) -> Result<Factors, StoreError> {
+    let keys = if auth.passkeys && user.profile.is_none() {
+        let entry = auth.user_data.get(&user.name).await?;
+        entry.and_then(|e| Keys::parse(&e.json)).unwrap_or_default()
+    } else {
+        Keys::default()
+    };
+    Ok(Factors {
+        totp: user.totp.clone(),
+        keys,
+    })
+}
+
+/// The code page of the pending sign-in `id`, offering what `factors` has, with an optional
+/// message; its tokens are bound to that pending sign-in.
 fn code_page(
     auth: &SignIn<'_>,
     id: &SessionId,
+    factors: &Factors,
     status: StatusCode,
     error: Option<&str>,
 ) -> Response<Body> {
     let csrf = auth.tokens.issue(Binding::Pending(id.as_bytes()));
-    sign_in::code_page(auth, status, error, &[("csrf", &csrf)])
+    let offer = sign_in::Offer {
+        code: factors.totp.is_some(),
+        passkey: !factors.keys.passkeys.is_empty(),
+    };
+    sign_in::code_page(auth, status, error, &[("csrf", &csrf)], offer)
 }
 
-/// After the right password for `user`, who has a TOTP secret: a pending sign-in, its cookie,
+/// After the right password for `user`, who has a second factor: a pending sign-in, its cookie,
 /// and a 303 to the code form. No session yet, and the failure count stays: only the code
 /// clears it, or knowing the password would buy unlimited guesses at the code.
 pub(crate) async fn begin(
@@ -93,9 +132,17 @@ pub async fn show(auth: &SignIn<'_>, req: &Request<Incoming>) -> Response<Body> 
         return res;
     };
     let browser = SignInCookie::of(auth.cookies, req.headers());
-    match auth.pending.get(&id).await {
-        Ok(Some(_)) => code_page(auth, &id, StatusCode::OK, None),
-        Ok(None) => start_over(auth, &browser, "/", TOO_LONG),
+    let pending = match auth.pending.get(&id).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return start_over(auth, &browser, "/", TOO_LONG),
+        Err(e) => return login_unavailable(auth, &browser, "/", &e),
+    };
+    let policy = auth.gate.policy();
+    let Some(user) = policy.user(&pending.user) else {
+        return start_over(auth, &browser, "/", TOO_LONG);
+    };
+    match factors(auth, user).await {
+        Ok(factors) => code_page(auth, &id, &factors, StatusCode::OK, None),
         Err(e) => login_unavailable(auth, &browser, "/", &e),
     }
 }
@@ -123,6 +170,21 @@ async fn attempt(
         Ok(found) => found,
         Err(refused) => return refused,
     };
+    let policy = auth.gate.policy();
+    let Some(user) = current_user(&policy, &pending) else {
+        let _ = auth.pending.take(&id).await;
+        return (
+            start_over(auth, &browser, &pending.rd, TOO_LONG),
+            LoginResult::Invalid,
+        );
+    };
+    let factors = match factors(auth, user).await {
+        Ok(factors) => factors,
+        Err(e) => {
+            let res = login_unavailable(auth, &browser, &pending.rd, &e);
+            return (res, LoginResult::Unavailable);
+        }
+    };
     let at = CodeAttempt {
         auth,
         browser,
@@ -130,36 +192,18 @@ async fn attempt(
         posted,
         id,
         pending,
+        factors,
     };
-    let code: String = at
-        .posted
-        .form
-        .code
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    if code.is_empty() {
-        let res = at.code_refused(&Refusal::NoCode);
-        return (res, LoginResult::Invalid);
-    }
-    if let Err(refused) = at.within_limits().await {
-        return refused;
-    }
-    // The user as the policy knows them now: removed, a new password or no TOTP any more since
-    // the password step all mean starting over.
-    let policy = auth.gate.policy();
-    let user = policy
-        .user(&at.pending.user)
-        .filter(|u| u.credentials == at.pending.credentials);
-    let Some((user, secret)) = user.and_then(|u| u.totp.as_ref().map(|s| (u, s))) else {
-        let _ = auth.pending.take(&at.id).await;
-        return (at.start_over(TOO_LONG), LoginResult::Invalid);
-    };
-    match check_code(auth, user, secret, &code).await {
-        Ok(Code::Fresh) => at.right(&policy, user).await,
-        Ok(wrong) => at.wrong(user, wrong).await,
-        Err(e) => at.unavailable(&e),
-    }
+    at.check_code(&policy, user).await
+}
+
+/// The user of a pending sign-in as the policy knows them now: removed, or a new password or
+/// TOTP secret since the password step, all mean starting over.
+fn current_user<'p>(policy: &'p Policy, pending: &PendingLogin) -> Option<&'p User> {
+    policy
+        .user(&pending.user)
+        .filter(|u| u.credentials == pending.credentials)
+        .map(|u| &**u)
 }
 
 /// The pending sign-in the post's cookie names, or the answer when there is none (any more).
@@ -227,12 +271,40 @@ struct CodeAttempt<'a> {
     posted: Posted,
     id: SessionId,
     pending: PendingLogin,
+    factors: Factors,
 }
 
 impl CodeAttempt<'_> {
-    /// The code form again, for a post `refusal` turned down.
+    /// The code page again, for a post `refusal` turned down.
     fn code_refused(&self, refusal: &Refusal<'_>) -> Response<Body> {
-        refusal.in_form(|status, error| code_page(self.auth, &self.id, status, Some(error)))
+        refusal.in_form(|status, error| {
+            code_page(self.auth, &self.id, &self.factors, status, Some(error))
+        })
+    }
+
+    /// The code posted: the session if it is right and fresh.
+    async fn check_code(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
+        let code: String = self
+            .posted
+            .form
+            .code
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if code.is_empty() {
+            return (self.code_refused(&Refusal::NoCode), LoginResult::Invalid);
+        }
+        if let Err(refused) = self.within_limits().await {
+            return refused;
+        }
+        let Some(secret) = &self.factors.totp else {
+            return (self.code_refused(&Refusal::NoCode), LoginResult::Invalid);
+        };
+        match check_code(self.auth, user, secret, &code).await {
+            Ok(Code::Fresh) => self.right(policy, user).await,
+            Ok(wrong) => self.wrong(user, wrong).await,
+            Err(e) => self.unavailable(&e),
+        }
     }
 
     fn start_over(&self, why: Refusal<'_>) -> Response<Body> {
@@ -304,5 +376,182 @@ impl CodeAttempt<'_> {
             }
             Err(res) => (res, LoginResult::Unavailable),
         }
+    }
+}
+
+/// `POST {prefix}/login/passkey/options`: a challenge for the pending sign-in's passkeys.
+pub async fn passkey_options(
+    auth: &SignIn<'_>,
+    proto: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let id = auth.cookies.pending_id(req.headers());
+    let party = passkey::party_of(auth, proto, &req);
+    let binding = id.as_ref().map(|id| Binding::Pending(id.as_bytes()));
+    if let Err(refusal) = read_checked_form(auth.tokens, req, false, binding).await {
+        return refusal.response();
+    }
+    let (Some(id), Some((origin, rp_id))) = (id, party) else {
+        return Refusal::SignInExpired.response();
+    };
+    let pending = match auth.pending.get(&id).await {
+        Ok(Some(pending)) => pending,
+        Ok(None) => return Refusal::SignInExpired.response(),
+        Err(e) => return sign_in::store_unavailable(&e),
+    };
+    let policy = auth.gate.policy();
+    let Some(user) = current_user(&policy, &pending) else {
+        return Refusal::SignInExpired.response();
+    };
+    let keys = match factors(auth, user).await {
+        Ok(f) => f.keys,
+        Err(e) => return sign_in::store_unavailable(&e),
+    };
+    let started = Party::new(&rp_id, &origin).and_then(|p| p.start_second_factor(&keys));
+    let (options, state) = match started {
+        Ok(started) => started,
+        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let name = passkey::ceremony_name();
+    let ceremony = Ceremony {
+        state,
+        bound: tag_of(id.as_bytes()),
+        rp_id,
+        origin,
+        user: Some(user.name.clone()),
+        name: None,
+    };
+    match auth.ceremonies.put(&name, ceremony).await {
+        Ok(true) => passkey::options_json(&name, options),
+        Ok(false) => Refusal::LoginsBusy.response(),
+        Err(e) => sign_in::store_unavailable(&e),
+    }
+}
+
+/// `POST {prefix}/login/passkey` from `client`: the passkey answer for a pending sign-in.
+pub async fn passkey_submit(
+    auth: &SignIn<'_>,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (res, result) = passkey_attempt(auth, client, req).await;
+    auth.metrics.login(result);
+    res
+}
+
+async fn passkey_attempt(
+    auth: &SignIn<'_>,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> (Response<Body>, LoginResult) {
+    let id = auth.cookies.pending_id(req.headers());
+    let browser = SignInCookie::of(auth.cookies, req.headers());
+    let posted = sign_in::read_post(auth, client, &browser, Step::Code(id.as_ref()), req).await;
+    let posted = match posted {
+        Ok(posted) => posted,
+        Err(refused) => return refused,
+    };
+    let (id, pending) = match waiting(auth, &browser, id).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let policy = auth.gate.policy();
+    let Some(user) = current_user(&policy, &pending) else {
+        let _ = auth.pending.take(&id).await;
+        return (
+            start_over(auth, &browser, &pending.rd, TOO_LONG),
+            LoginResult::Invalid,
+        );
+    };
+    let factors = match factors(auth, user).await {
+        Ok(factors) => factors,
+        Err(e) => {
+            let res = login_unavailable(auth, &browser, &pending.rd, &e);
+            return (res, LoginResult::Unavailable);
+        }
+    };
+    let at = CodeAttempt {
+        auth,
+        browser,
+        client: posted.meta.client.to_string(),
+        posted,
+        id,
+        pending,
+        factors,
+    };
+    at.check_passkey(&policy, user).await
+}
+
+impl CodeAttempt<'_> {
+    /// The passkey answer posted: the session if it is one of the user's, verified.
+    async fn check_passkey(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
+        if let Err(refused) = self.within_limits().await {
+            return refused;
+        }
+        let form = &self.posted.form;
+        let bound = tag_of(self.id.as_bytes());
+        let ceremony = match passkey::take_ceremony(self.auth, &form.ceremony, &bound).await {
+            Ok(Some(c)) if c.user.as_deref() == Some(user.name.as_str()) => c,
+            Ok(_) => {
+                return (
+                    self.code_refused(&Refusal::PasskeyRestart),
+                    LoginResult::Invalid,
+                );
+            }
+            Err(e) => return self.unavailable(&e),
+        };
+        let party = Party::new(&ceremony.rp_id, &ceremony.origin);
+        let checked =
+            self.auth
+                .user_data
+                .change(&user.name, |entry| {
+                    let Some(entry) = entry else {
+                        return (None, Err(PasskeyError::Unreadable));
+                    };
+                    let keys = Keys::parse(&entry.json).unwrap_or_default();
+                    let used = party.as_ref().map_err(Clone::clone).and_then(|p| {
+                        p.finish_second_factor(&ceremony.state, &form.credential, &keys)
+                    });
+                    match used {
+                        Ok(used) => {
+                            let json = keys.with_used(used).to_json();
+                            (
+                                Some(UserEntry {
+                                    handle: entry.handle,
+                                    json,
+                                }),
+                                Ok(()),
+                            )
+                        }
+                        Err(e) => (Some(entry.clone()), Err(e)),
+                    }
+                })
+                .await;
+        match checked {
+            Ok(Ok(())) => self.right(policy, user).await,
+            Ok(Err(e)) => self.wrong_passkey(user, &e).await,
+            Err(e) => self.unavailable(&e),
+        }
+    }
+
+    /// A refused passkey: counted like a wrong code, and the page saying why.
+    async fn wrong_passkey(&self, user: &User, e: &PasskeyError) -> (Response<Body>, LoginResult) {
+        let auth = self.auth;
+        if let Err(e) = auth.limiter.record_failure(&user.name, &self.client).await {
+            return self.unavailable(&e);
+        }
+        tracing::warn!(user = user.name.as_str(), reason = %e, "login failed: passkey refused");
+        let reason = match e {
+            PasskeyError::Refused(why) => why.clone(),
+            other => other.to_string(),
+        };
+        let res = match auth.pending.wrong_code(&self.id).await {
+            Ok(AfterWrong::Alive(_)) => {
+                self.code_refused(&Refusal::PasskeyFailed { reason: &reason })
+            }
+            Ok(AfterWrong::Ended) => self.start_over(TOO_MANY_WRONG),
+            Err(e) => return self.unavailable(&e),
+        };
+        (res, LoginResult::WrongCredentials)
     }
 }

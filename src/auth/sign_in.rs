@@ -68,6 +68,10 @@ pub struct SignIn<'a> {
     pub passkey_script: &'a str,
     pub passkey_options: &'a str,
     pub passkey_sign_in: &'a str,
+    /// `{prefix}/login/passkey/options` and `{prefix}/login/passkey`: a passkey as the
+    /// second factor.
+    pub second_passkey_options: &'a str,
+    pub second_passkey: &'a str,
 }
 
 /// The sign-in page again for a post `refusal` turned down: its status, error and headers
@@ -138,18 +142,36 @@ pub(crate) fn start_url(auth: &SignIn<'_>, id: &str, rd: &str) -> String {
     format!("{}/{id}/start?rd={rd}", auth.oidc)
 }
 
-/// The second-factor page: one code field posted to `{prefix}/login/code` with
-/// `hidden_fields` (the pending login's), and an optional error.
+/// What the second-factor page offers: the code field, a passkey, or both.
+#[derive(Clone, Copy)]
+pub(crate) struct Offer {
+    pub code: bool,
+    pub passkey: bool,
+}
+
+/// The second-factor page: the code field posted to `{prefix}/login/code` and the passkey
+/// button (`{prefix}/login/passkey`), as `offer` says, with `hidden_fields` (the pending
+/// login's), and an optional error.
 pub(crate) fn code_page(
     auth: &SignIn<'_>,
     status: StatusCode,
     error: Option<&str>,
     hidden_fields: &[(&str, &str)],
+    offer: Offer,
 ) -> Response<Body> {
-    pages::respond(
-        status,
-        auth.pages.code(auth.login_code, hidden_fields, error),
-    )
+    let passkey = offer.passkey.then_some(pages::PasskeyLinks {
+        script: auth.passkey_script,
+        options: auth.second_passkey_options,
+        action: auth.second_passkey,
+    });
+    let page = pages::Code {
+        action: auth.login_code,
+        hidden_fields,
+        error,
+        code: offer.code,
+        passkey,
+    };
+    pages::respond(status, auth.pages.code(&page))
 }
 
 /// A sign-in step's post, read: the session the browser already had (ended on success), where

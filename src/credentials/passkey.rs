@@ -16,8 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use url::Url;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+    DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Uuid, Webauthn,
+    WebauthnBuilder, WebauthnError,
 };
 
 /// The longest name a passkey may be given.
@@ -58,6 +59,16 @@ impl Keys {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("passkeys serialise")
+    }
+
+    /// These keys with `used` (a passkey after a sign-in) in place of its old self.
+    pub fn with_used(mut self, used: KeptPasskey) -> Keys {
+        for k in &mut self.passkeys {
+            if k.passkey.cred_id() == used.passkey.cred_id() {
+                *k = used.clone();
+            }
+        }
+        self
     }
 
     pub fn find(&self, cred_id: &[u8]) -> Option<&KeptPasskey> {
@@ -171,6 +182,53 @@ impl Party {
         used.backed_up = result.backup_state();
         Ok(used)
     }
+}
+
+impl Party {
+    /// Starts a second factor after the password: any of `keys`' passkeys (named to the
+    /// browser), user verification required.
+    pub fn start_second_factor(
+        &self,
+        keys: &Keys,
+    ) -> Result<(serde_json::Value, String), PasskeyError> {
+        let passkeys: Vec<Passkey> = keys.passkeys.iter().map(|k| k.passkey.clone()).collect();
+        let (options, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(refused)?;
+        let options = serde_json::to_value(options).expect("options serialise");
+        Ok((options, to_state(&state)))
+    }
+
+    /// Finishes a second factor with the browser's `response`: the passkey of `keys` it used,
+    /// with its new counter and last use.
+    pub fn finish_second_factor(
+        &self,
+        state: &str,
+        response: &str,
+        keys: &Keys,
+    ) -> Result<KeptPasskey, PasskeyError> {
+        let state: PasskeyAuthentication = from_state(state)?;
+        let response: PublicKeyCredential =
+            serde_json::from_str(response).map_err(|_| PasskeyError::Unreadable)?;
+        let kept = keys
+            .find(response.get_credential_id())
+            .ok_or_else(|| PasskeyError::Refused("it is not registered here (removed?)".into()))?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(&response, &state)
+            .map_err(refused)?;
+        Ok(used(kept, &result))
+    }
+}
+
+/// `kept` after the sign-in `result`: its counter, backup state and last use.
+fn used(kept: &KeptPasskey, result: &webauthn_rs::prelude::AuthenticationResult) -> KeptPasskey {
+    let mut used = kept.clone();
+    used.passkey.update_credential(result);
+    used.last_used_ms = Some(now_ms());
+    used.backed_up = result.backup_state();
+    used
 }
 
 /// Reads a sign-in's `response`: the handle of the user it is for and the credential id.

@@ -302,6 +302,9 @@ enum Page {
     PasskeyScript,
     PasskeyOptions,
     PasskeySignIn,
+    /// A passkey as the second factor.
+    SecondPasskeyOptions,
+    SecondPasskey,
     /// The account page and its passkey forms.
     Account,
     AccountPasskeyOptions,
@@ -340,6 +343,8 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
         (&r.passkey_script, Page::PasskeyScript),
         (&r.passkey_options, Page::PasskeyOptions),
         (&r.passkey_sign_in, Page::PasskeySignIn),
+        (&r.second_passkey_options, Page::SecondPasskeyOptions),
+        (&r.second_passkey, Page::SecondPasskey),
         (&r.account, Page::Account),
         (&r.account_passkey_options, Page::AccountPasskeyOptions),
         (&r.account_passkey_add, Page::AccountPasskeyAdd),
@@ -462,6 +467,12 @@ async fn own_page(
             let client = client(&req).to_string();
             account::options(app, conn.proto, &client, req, mine(own)).await
         }
+        Page::SecondPasskeyOptions if post => {
+            second_factor::passkey_options(&app.sign_in(), conn.proto, req).await
+        }
+        Page::SecondPasskey if post => {
+            second_factor::passkey_submit(&app.sign_in(), client(&req), req).await
+        }
         Page::AccountPasskeyAdd if post => account::add(app, req, mine(own)).await,
         Page::AccountPasskeyRemove if post => {
             let client = client(&req).to_string();
@@ -471,6 +482,8 @@ async fn own_page(
         | Page::SessionsEnd
         | Page::PasskeyOptions
         | Page::PasskeySignIn
+        | Page::SecondPasskeyOptions
+        | Page::SecondPasskey
         | Page::AccountPasskeyOptions
         | Page::AccountPasskeyAdd
         | Page::AccountPasskeyRemove => Refusal::not_allowed("POST", method).response(),

@@ -116,6 +116,27 @@ pub struct SignIn<'a> {
     pub passkey: Option<PasskeyLinks<'a>>,
 }
 
+/// The second-factor page's variable parts.
+pub struct Code<'a> {
+    pub action: &'a str,
+    pub hidden_fields: &'a [(&'a str, &'a str)],
+    pub error: Option<&'a str>,
+    /// Whether the code field is shown (the user has a TOTP secret).
+    pub code: bool,
+    /// A passkey instead (the user has passkeys).
+    pub passkey: Option<PasskeyLinks<'a>>,
+}
+
+fn passkey_context(links: Option<PasskeyLinks<'_>>) -> Value {
+    links.map_or(Value::from(()), |p| {
+        context(vec![
+            ("script", attribute(p.script)),
+            ("options", attribute(p.options)),
+            ("action", attribute(p.action)),
+        ])
+    })
+}
+
 /// Where a passkey form's script, challenge and answer go.
 #[derive(Clone, Copy)]
 pub struct PasskeyLinks<'a> {
@@ -328,16 +349,7 @@ impl Pages {
             ("error", Value::from(page.error)),
             ("notice", Value::from(page.notice)),
             ("password", Value::from(page.password)),
-            (
-                "passkey",
-                page.passkey.map_or(Value::from(()), |p| {
-                    context(vec![
-                        ("script", attribute(p.script)),
-                        ("options", attribute(p.options)),
-                        ("action", attribute(p.action)),
-                    ])
-                }),
-            ),
+            ("passkey", passkey_context(page.passkey)),
             (
                 "providers",
                 Value::from_iter(page.providers.iter().map(|(name, href)| {
@@ -379,12 +391,14 @@ impl Pages {
     }
 
     /// The second-factor page: one code field, posted to `action` with `hidden_fields`.
-    pub fn code(&self, action: &str, hidden: &[(&str, &str)], error: Option<&str>) -> Page {
+    pub fn code(&self, page: &Code<'_>) -> Page {
         let mut ctx = self.common("Enter your code");
         ctx.extend([
-            ("action", attribute(action)),
-            ("hidden_fields", hidden_fields(hidden)),
-            ("error", Value::from(error)),
+            ("action", attribute(page.action)),
+            ("hidden_fields", hidden_fields(page.hidden_fields)),
+            ("error", Value::from(page.error)),
+            ("code", Value::from(page.code)),
+            ("passkey", passkey_context(page.passkey)),
         ]);
         self.built_in_page(self.built_in_or_plain("code.html", context(ctx), "Enter your code"))
     }
@@ -854,11 +868,13 @@ mod tests {
     #[test]
     fn the_code_page_has_one_numeric_one_time_code_field() {
         let html = Pages::built_in()
-            .code(
-                "/.sessiongate/login/code",
-                &[("csrf", "t")],
-                Some("Wrong code."),
-            )
+            .code(&Code {
+                action: "/.sessiongate/login/code",
+                hidden_fields: &[("csrf", "t")],
+                error: Some("Wrong code."),
+                code: true,
+                passkey: None,
+            })
             .html;
         assert!(html.contains(r#"<form method="post" action="/.sessiongate/login/code">"#));
         assert!(html.contains(r#"name="code" autocomplete="one-time-code" inputmode="numeric""#));
@@ -991,7 +1007,13 @@ mod tests {
                 providers: &[],
                 passkey: None,
             }),
-            pages.code("/.sessiongate/login/code", &[("csrf", "t")], None),
+            pages.code(&Code {
+                action: "/.sessiongate/login/code",
+                hidden_fields: &[("csrf", "t")],
+                error: None,
+                code: true,
+                passkey: None,
+            }),
             pages.message("Bad gateway", &["The app could not be reached."], ""),
             pages.shell("Your sessions", "<main>rows</main>"),
         ];

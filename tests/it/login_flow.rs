@@ -261,7 +261,7 @@ async fn malformed_login_posts_get_a_clear_4xx() {
     assert_eq!(json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(json.text().contains("application/x-www-form-urlencoded"));
 
-    let big = format!("username=alice&password={}", "a".repeat(9000));
+    let big = format!("username=alice&password={}", "a".repeat(17_000));
     let too_big = send(
         proxy.addr,
         req_with_body(

@@ -510,3 +510,85 @@ async fn with_redis_a_passkey_added_on_one_replica_signs_in_on_another() {
     let res = passkey_sign_in(&first, &mut other).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
 }
+
+/// A challenge for the pending sign-in's passkeys.
+async fn second_options(site: &Site, cookies: &str, csrf: &str) -> Value {
+    let path = "/.sessiongate/login/passkey/options";
+    let res = site.post(path, cookies, &[("csrf", csrf)]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    res.json()
+}
+
+#[tokio::test]
+async fn after_the_password_a_passkey_is_the_second_factor() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_from(passkey_config(upstream.addr, &state.path().join("s"))).await;
+    let site = Site::of(&proxy);
+    let session = password_session(&site).await;
+    let mut token = PasskeyToken::new();
+    add_passkey(&site, &session, &mut token, "Key").await;
+
+    // The password alone no longer signs in: the second step asks for the passkey.
+    let (signin, csrf, _) = sign_in_page(&site).await;
+    let fields = [("username", USER), ("password", PASSWORD), ("csrf", &csrf)];
+    let res = site.post("/.sessiongate/login", &signin, &fields).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    assert_eq!(res.header("location"), Some("/.sessiongate/login/code"));
+    let pending = cookie_ending(&res, "-pending");
+    let cookies = format!("{signin}; {pending}");
+    let page = site.get("/.sessiongate/login/code", &cookies).await;
+    let html = page.text();
+    assert!(
+        html.contains("Use a passkey") && !html.contains("name=\"code\""),
+        "{html}"
+    );
+    assert!(html.contains("data-passkey=\"second\""), "{html}");
+    let csrf = hidden(&html, "csrf");
+
+    // Another authenticator's passkey is refused, and the step stays open.
+    let answer_with = |token: &mut PasskeyToken, options: &Value, cred: Option<&[u8]>| {
+        let answer = match cred {
+            Some(id) => token.assert_as(options, &site.origin, id),
+            None => token.assert(options, &site.origin),
+        };
+        let credential = answer.unwrap().to_string();
+        let ceremony = options["ceremony"].as_str().unwrap().to_string();
+        (ceremony, credential)
+    };
+    let first = second_options(&site, &cookies, &csrf).await;
+    let allowed = &first["publicKey"]["allowCredentials"];
+    assert_eq!(allowed.as_array().map(Vec::len), Some(1), "{first}");
+    let mut stranger = PasskeyToken::new();
+    let registration = serde_json::json!({"publicKey": {
+        "rp": {"id": "localhost", "name": "x"}, "user": {"id": "AAAA", "name": "x", "displayName": "x"},
+        "challenge": "AAAA", "pubKeyCredParams": [{"type": "public-key", "alg": -7}]}});
+    stranger.register(&registration, &site.origin).unwrap();
+    let other_id = stranger.credential_ids()[0].clone();
+    let (ceremony, credential) = answer_with(&mut stranger, &first, Some(&other_id));
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("ceremony", &ceremony),
+        ("credential", &credential),
+    ];
+    let res = site
+        .post("/.sessiongate/login/passkey", &cookies, &fields)
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    assert!(res.text().contains("not registered here"), "{}", res.text());
+    assert!(sets_no_session(&res));
+
+    let second = second_options(&site, &cookies, &csrf).await;
+    let (ceremony, credential) = answer_with(&mut token, &second, None);
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("ceremony", &ceremony),
+        ("credential", &credential),
+    ];
+    let res = site
+        .post("/.sessiongate/login/passkey", &cookies, &fields)
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let cookie = cookie_pair(&res);
+    assert_eq!(site.get("/", &cookie).await.status, StatusCode::OK);
+}
