@@ -13,12 +13,13 @@ use crate::auth::csrf::FormTokens;
 use crate::auth::limiter::Limiter;
 use crate::auth::pending::Pending;
 use crate::auth::provider_attempts::{ATTEMPT_LIFETIME, Attempts};
-use crate::auth::provider_attempts::{CEREMONY_LIFETIME, Ceremony};
+use crate::auth::provider_attempts::{CEREMONY_LIFETIME, Ceremony, TOTP_SETUP_LIFETIME, TotpSetup};
 use crate::auth::shared_limiter::{FailureLimits, SharedLimiter};
 use crate::config::Config;
 use crate::config::error::ConfigError;
 use crate::config::session::{SameSite, StoreConfig};
 use crate::credentials::password::Verifier;
+use crate::credentials::sealed::Sealer;
 use crate::gate::{Gate, Site};
 use crate::http::tls::CertStore;
 use crate::oidc::Providers;
@@ -76,6 +77,9 @@ pub struct App {
     /// Each local user's passkeys, and the passkey ceremonies under way.
     pub user_data: UserData,
     pub ceremonies: Attempts<Ceremony>,
+    /// TOTP set-ups under way on account pages, and the key their secrets are sealed with.
+    pub totp_setups: Attempts<TotpSetup>,
+    pub sealer: Sealer,
     /// `auth.auto_redirect` (a reload changes it).
     auto_redirect: AtomicBool,
 }
@@ -111,6 +115,10 @@ pub struct Routes {
     pub account_passkey_options: String,
     pub account_passkey_add: String,
     pub account_passkey_remove: String,
+    /// The account page's TOTP forms: set up (then confirm with a code), remove.
+    pub account_totp_start: String,
+    pub account_totp_confirm: String,
+    pub account_totp_remove: String,
     /// Body of the 401 answered to non-browser requests without a session.
     pub unauthorized_json: Bytes,
 }
@@ -140,6 +148,9 @@ impl Routes {
             account_passkey_options: format!("{prefix}/account/passkey/options"),
             account_passkey_add: format!("{prefix}/account/passkey/add"),
             account_passkey_remove: format!("{prefix}/account/passkey/remove"),
+            account_totp_start: format!("{prefix}/account/totp/start"),
+            account_totp_confirm: format!("{prefix}/account/totp/confirm"),
+            account_totp_remove: format!("{prefix}/account/totp/remove"),
             unauthorized_json: Bytes::from(format!(
                 "{{\"error\":\"login required\",\"login\":\"{prefix}/login\"}}\n"
             )),
@@ -160,6 +171,9 @@ impl Routes {
                 self.account_passkey_options.clone(),
                 self.account_passkey_add.clone(),
                 self.account_passkey_remove.clone(),
+                self.account_totp_start.clone(),
+                self.account_totp_confirm.clone(),
+                self.account_totp_remove.clone(),
             ],
             websocket_origins: config.auth.websocket_origins.clone(),
             cookie_name: config.session.cookie_name.clone(),
@@ -207,6 +221,7 @@ struct Stores {
     attempts: Attempts,
     user_data: UserData,
     ceremonies: Attempts<Ceremony>,
+    totp_setups: Attempts<TotpSetup>,
 }
 
 impl Stores {
@@ -227,6 +242,7 @@ impl Stores {
             attempts: Attempts::memory(ATTEMPT_LIFETIME),
             user_data: UserData::Unkept,
             ceremonies: Attempts::memory(CEREMONY_LIFETIME),
+            totp_setups: Attempts::memory(TOTP_SETUP_LIFETIME),
         }
     }
 
@@ -288,6 +304,7 @@ impl Stores {
         let attempts = Attempts::redis(link.clone(), "oidc", ATTEMPT_LIFETIME);
         let ceremonies = Attempts::redis(link.clone(), "passkey", CEREMONY_LIFETIME);
         let user_data = UserData::redis(link.clone());
+        let totp_setups = Attempts::redis(link.clone(), "totp-setup", TOTP_SETUP_LIFETIME);
         let limiter = SharedLimiter::new(
             link,
             keys,
@@ -301,6 +318,7 @@ impl Stores {
             attempts,
             user_data,
             ceremonies,
+            totp_setups,
         })
     }
 }
@@ -438,6 +456,8 @@ impl App {
             attempts: stores.attempts,
             user_data: stores.user_data,
             ceremonies: stores.ceremonies,
+            totp_setups: stores.totp_setups,
+            sealer: Sealer::new(&secret, "totp"),
             auto_redirect: AtomicBool::new(config.auto_redirect),
             config,
         }))
@@ -466,6 +486,7 @@ impl App {
             passkey_rp_id: self.config.auth.passkey_rp_id.as_deref(),
             user_data: &self.user_data,
             ceremonies: &self.ceremonies,
+            sealer: &self.sealer,
             passkey_script: &self.routes.passkey_script,
             passkey_options: &self.routes.passkey_options,
             passkey_sign_in: &self.routes.passkey_sign_in,

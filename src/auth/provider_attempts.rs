@@ -52,6 +52,17 @@ pub struct Ceremony {
     pub name: Option<String>,
 }
 
+/// How long a TOTP set-up on the account page waits for its first code.
+pub const TOTP_SETUP_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// A TOTP set-up under way on the account page: the new secret, sealed for its user, and the
+/// session it is bound to (SHA-256, hex).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TotpSetup {
+    pub sealed: String,
+    pub bound: String,
+}
+
 /// Ceremonies of one kind (`T`), each lasting the same time.
 pub enum Attempts<T = Attempt> {
     /// The attempts, and how long each lasts.

@@ -44,18 +44,43 @@ impl Factors {
     }
 }
 
-/// `user`'s second factors: the config's TOTP secret, and their passkeys.
+/// `user`'s second factors: the config's TOTP secret, else the one they set up themselves;
+/// and their passkeys (with `auth.passkeys`).
 pub(crate) async fn factors(auth: &SignIn<'_>, user: &User) -> Result<Factors, StoreError> {
-    let keys = if auth.passkeys && user.profile.is_none() {
+    let mut keys = if auth.user_data.kept() && user.profile.is_none() {
         let entry = auth.user_data.get(&user.name).await?;
         entry.and_then(|e| Keys::parse(&e.json)).unwrap_or_default()
     } else {
         Keys::default()
     };
+    let own = keys
+        .totp
+        .as_ref()
+        .map(|own| own_totp(auth, user, &own.sealed));
+    if !auth.passkeys {
+        keys.passkeys.clear();
+    }
     Ok(Factors {
-        totp: user.totp.clone(),
+        // The config's secret wins: the administrator's word over the user's.
+        totp: user.totp.clone().or(own.flatten()),
         keys,
     })
+}
+
+/// A TOTP secret `user` set up themselves, opened. One that cannot be opened (the session
+/// secret changed) is logged and counts as none.
+fn own_totp(auth: &SignIn<'_>, user: &User, sealed: &str) -> Option<TotpSecret> {
+    let opened = auth
+        .sealer
+        .open(sealed, &user.name)
+        .and_then(|bytes| TotpSecret::from_bytes(bytes).ok());
+    if opened.is_none() {
+        tracing::error!(
+            user = user.name.as_str(),
+            "the TOTP secret this user set up cannot be opened (was session.secret changed?); it is ignored"
+        );
+    }
+    opened
 }
 
 /// The code page of the pending sign-in `id`, offering what `factors` has, with an optional

@@ -17,6 +17,7 @@ use super::provider_attempts::Attempts;
 use super::provider_attempts::Ceremony;
 use super::shared_limiter::FailureLimits;
 use crate::credentials::password::Verifier;
+use crate::credentials::sealed::Sealer;
 use crate::gate::Gate;
 use crate::gate::policy::{Policy, User};
 use crate::http::error::Refusal;
@@ -64,6 +65,8 @@ pub struct SignIn<'a> {
     pub passkey_rp_id: Option<&'a str>,
     pub user_data: &'a UserData,
     pub ceremonies: &'a Attempts<Ceremony>,
+    /// Opens the TOTP secrets users set up themselves.
+    pub sealer: &'a Sealer,
     /// `{prefix}/passkey.js`, `{prefix}/passkey/options` and `{prefix}/passkey/sign-in`.
     pub passkey_script: &'a str,
     pub passkey_options: &'a str,

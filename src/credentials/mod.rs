@@ -5,4 +5,5 @@
 mod hash_pool;
 pub mod passkey;
 pub mod password;
+pub mod sealed;
 pub mod totp;

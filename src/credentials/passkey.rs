@@ -45,10 +45,19 @@ impl KeptPasskey {
     }
 }
 
-/// A user's own data: their passkeys.
+/// A user's own data: their passkeys, and the TOTP secret they set up themselves.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Keys {
     pub passkeys: Vec<KeptPasskey>,
+    #[serde(default)]
+    pub totp: Option<OwnTotp>,
+}
+
+/// A TOTP secret set up on the account page, sealed (see `credentials::sealed`) for its user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OwnTotp {
+    pub sealed: String,
+    pub added_ms: u64,
 }
 
 impl Keys {

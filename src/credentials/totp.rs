@@ -91,9 +91,8 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// What `sessiongate totp-setup --user NAME` prints: a new secret, its `otpauth://` URI, the
-/// URI as a QR code in Unicode half blocks (scannable from an SSH session), and the config lines.
-pub fn setup_text(user: &str, issuer: &str) -> Result<String, String> {
+/// A new secret for `user` (base32) and its `otpauth://` URI naming `issuer`.
+pub fn new_key(user: &str, issuer: &str) -> Result<(String, String), String> {
     let mut bytes = vec![0u8; NEW_SECRET_BYTES];
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut bytes)
         .map_err(|e| format!("the OS random number generator failed: {e}"))?;
@@ -119,6 +118,24 @@ pub fn setup_text(user: &str, issuer: &str) -> Result<String, String> {
             uri.push_str(param);
         }
     }
+    Ok((secret, uri))
+}
+
+/// `uri` as a QR code in SVG, for a page (an `<img>` of a `data:` URL).
+pub fn qr_svg(uri: &str) -> Result<String, String> {
+    let code =
+        qrcode::QrCode::new(uri.as_bytes()).map_err(|e| format!("cannot draw the QR code: {e}"))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .quiet_zone(true)
+        .build())
+}
+
+/// What `sessiongate totp-setup --user NAME` prints: a new secret, its `otpauth://` URI, the
+/// URI as a QR code in Unicode half blocks (scannable from an SSH session), and the config lines.
+pub fn setup_text(user: &str, issuer: &str) -> Result<String, String> {
+    let (secret, uri) = new_key(user, issuer)?;
     let qr = qrcode::QrCode::new(uri.as_bytes())
         .map_err(|e| format!("cannot draw the QR code: {e}"))?
         .render::<qrcode::render::unicode::Dense1x2>()

@@ -293,6 +293,12 @@ impl Pages {
         }
     }
 
+    /// The name authenticator apps show beside a TOTP entry: `login_page.app_name`, else
+    /// "sessiongate".
+    pub fn issuer(&self) -> &str {
+        self.branding.app_name.as_deref().unwrap_or("sessiongate")
+    }
+
     pub fn logo(&self) -> Option<&Logo> {
         self.branding.logo.as_ref()
     }
