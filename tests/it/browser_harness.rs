@@ -2,7 +2,8 @@
 //! (WebDriver, via fantoccini), one fresh profile per test, killed with its whole process
 //! group when the test ends or fails; and what those tests share: waiting for pages and
 //! elements, reading what the echo upstream saw, emulating colour schemes and viewports
-//! (Chrome DevTools Protocol), and running axe-core's WCAG 2.1 A/AA rules in the page.
+//! (Chrome DevTools Protocol), running axe-core's WCAG 2.1 A/AA rules in the page, and
+//! virtual passkey authenticators (WebDriver's WebAuthn extension).
 //!
 //! Needs `chromium` and `chromedriver` on PATH and axe-core under target/test-node:
 //! `tests/install-deps.sh` installs them. Without them a test fails rather than skips, so a
@@ -432,4 +433,85 @@ pub(crate) async fn assert_session_cookie_kept(
     assert_eq!(session.http_only(), Some(true), "{session}");
     assert_eq!(session.secure(), Some(true), "{session}");
     session
+}
+
+/// A command of WebDriver's WebAuthn extension, for the browser's virtual authenticators:
+/// `path` under `session/{id}/webauthn/`.
+#[derive(Debug)]
+struct WebAuthn {
+    method: http::Method,
+    path: String,
+    body: Option<Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthn {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(Value::to_string),
+        )
+    }
+}
+
+/// Gives the browser a platform authenticator (CTAP2, internal) that keeps discoverable
+/// credentials, verifies its user and consents to every request without a prompt, as a
+/// person who always touches the sensor would. Its id.
+pub(crate) async fn add_virtual_authenticator(client: &Client) -> String {
+    let options = json!({
+        "protocol": "ctap2",
+        "transport": "internal",
+        "hasResidentKey": true,
+        "hasUserVerification": true,
+        "isUserConsenting": true,
+        "isUserVerified": true,
+    });
+    let id = client
+        .issue_cmd(WebAuthn {
+            method: http::Method::POST,
+            path: "authenticator".into(),
+            body: Some(options),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("adding a virtual authenticator: {e}"));
+    id.as_str()
+        .unwrap_or_else(|| panic!("an authenticator id, not {id}"))
+        .to_string()
+}
+
+/// The credentials the virtual authenticator `id` holds, as WebDriver describes them
+/// (`credentialId`, `isResidentCredential`, `rpId`, `userHandle`, `signCount`...).
+pub(crate) async fn credentials_of(client: &Client, id: &str) -> Vec<Value> {
+    let list = client
+        .issue_cmd(WebAuthn {
+            method: http::Method::GET,
+            path: format!("authenticator/{id}/credentials"),
+            body: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the virtual authenticator's credentials: {e}"));
+    list.as_array()
+        .unwrap_or_else(|| panic!("a list of credentials, not {list}"))
+        .clone()
+}
+
+/// Runs `source` in every page this tab loads from now on, before the page's own scripts.
+pub(crate) async fn before_every_page(client: &Client, source: &str) {
+    cdp(
+        client,
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": source }),
+    )
+    .await;
 }

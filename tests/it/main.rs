@@ -16,6 +16,7 @@ mod architecture;
 mod browser;
 mod browser_harness;
 mod browser_oidc;
+mod browser_passkeys;
 mod cli;
 mod container;
 mod deploy_examples;
