@@ -30,6 +30,8 @@ pub(crate) struct Form {
     /// The account page: a new passkey's name, and the id of one to remove.
     pub name: String,
     pub passkey: String,
+    /// The account page: the TOTP set-up a first code confirms.
+    pub setup: String,
 }
 
 /// Reads an urlencoded form (login or logout), or answers why it can't.
@@ -77,6 +79,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Form, Refusal<'static>> {
             "credential" => form.credential = v.into_owned(),
             "name" => form.name = v.into_owned(),
             "passkey" => form.passkey = v.into_owned(),
+            "setup" => form.setup = v.into_owned(),
             _ => {}
         }
     }

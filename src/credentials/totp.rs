@@ -78,6 +78,11 @@ impl TotpSecret {
         self.totp.secret().as_ref()
     }
 
+    /// This secret in base32 and its `otpauth://` URI for `user` at `issuer`, to show again.
+    pub fn key_uri(&self, user: &str, issuer: &str) -> Result<(String, String), String> {
+        key_uri(self.secret_bytes().to_vec(), user, issuer)
+    }
+
     /// The code for `unix_secs`.
     pub fn code_at(&self, unix_secs: u64) -> String {
         self.totp.generate(unix_secs).to_string()
@@ -96,6 +101,11 @@ pub fn new_key(user: &str, issuer: &str) -> Result<(String, String), String> {
     let mut bytes = vec![0u8; NEW_SECRET_BYTES];
     rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut bytes)
         .map_err(|e| format!("the OS random number generator failed: {e}"))?;
+    key_uri(bytes, user, issuer)
+}
+
+/// The secret `bytes` for `user` in base32, and its `otpauth://` URI naming `issuer`.
+fn key_uri(bytes: Vec<u8>, user: &str, issuer: &str) -> Result<(String, String), String> {
     let totp = Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS)

@@ -17,14 +17,17 @@ use crate::auth::csrf::Binding;
 use crate::auth::form::{Form, read_checked_form};
 use crate::auth::limiter::Verdict;
 use crate::auth::passkey::{self as ceremonies, party_of};
-use crate::auth::provider_attempts::Ceremony;
 use crate::auth::provider_attempts::tag_of;
+use crate::auth::provider_attempts::{Ceremony, TotpSetup};
 use crate::auth::sign_in::store_unavailable;
-use crate::credentials::passkey::{self, KeptPasskey, Keys, MAX_NAME, MAX_PASSKEYS, Party};
+use crate::credentials::passkey::{
+    self, KeptPasskey, Keys, MAX_NAME, MAX_PASSKEYS, OwnTotp, Party,
+};
+use crate::credentials::totp::{self, TotpSecret};
 use crate::gate::Authenticated;
 use crate::http::error::Refusal;
 use crate::http::response::{self, no_store};
-use crate::pages::account::{self, Account, Links};
+use crate::pages::account::{self, Account, Links, Totp};
 use crate::proxy::Body;
 use crate::session::StoreError;
 use crate::session::user_data::UserEntry;
@@ -35,6 +38,10 @@ fn links(app: &App) -> Links<'_> {
     let r = &app.routes;
     Links {
         sessions: &r.sessions,
+        logout: &r.logout,
+        totp_start: &r.account_totp_start,
+        totp_confirm: &r.account_totp_confirm,
+        totp_remove: &r.account_totp_remove,
         script: &r.passkey_script,
         options: &r.account_passkey_options,
         add: &r.account_passkey_add,
@@ -55,28 +62,37 @@ async fn needs_confirm(app: &App, session: &Authenticated) -> Result<bool, Store
     Ok(age.is_none_or(|a| a >= app.config.auth.confirm_after))
 }
 
-/// The user's passkeys, or why the page cannot offer any.
+/// The user's own data, or why the page cannot offer any.
 async fn kept(
     app: &App,
     user: &crate::gate::policy::User,
 ) -> Result<Result<Keys, &'static str>, StoreError> {
     if user.profile.is_some() {
         return Ok(Err(
-            "Passkeys are for this site's own accounts; you signed in with a provider, which keeps your sign-in methods.",
+            "Your sign-in methods are your provider's: you signed in with a provider.",
         ));
-    }
-    if !app.config.auth.passkeys {
-        return Ok(Err("Passkeys are not turned on for this site."));
     }
     if !app.user_data.kept() {
         return Ok(Err(
-            "Passkeys need session.state_dir or the Redis store, where they are kept.",
+            "Passkeys and an authenticator app you set up yourself need session.state_dir or the Redis store, where they are kept.",
         ));
     }
     let entry = app.user_data.get(&user.name).await?;
     Ok(Ok(entry
         .and_then(|e| Keys::parse(&e.json))
         .unwrap_or_default()))
+}
+
+/// The TOTP section for `user` with their `keys`.
+fn totp_of<'k>(user: &crate::gate::policy::User, keys: &'k Result<Keys, &'static str>) -> Totp<'k> {
+    match keys {
+        _ if user.profile.is_none() && user.totp.is_some() => Totp::ByAdministrator,
+        Err(why) => Totp::Unkept(why),
+        Ok(Keys {
+            totp: Some(own), ..
+        }) => Totp::Own(own.added_ms),
+        Ok(_) => Totp::Off,
+    }
 }
 
 /// The page for `session`, with `status` and an optional error.
@@ -86,6 +102,17 @@ async fn draw(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response<Body> {
+    draw_with(app, session, status, error, None).await
+}
+
+/// [`draw`], with a TOTP set-up under way in place of the TOTP section.
+async fn draw_with(
+    app: &App,
+    session: &Authenticated,
+    status: StatusCode,
+    error: Option<&str>,
+    setting: Option<Totp<'_>>,
+) -> Response<Body> {
     let (keys, confirm) = match (
         kept(app, &session.user).await,
         needs_confirm(app, session).await,
@@ -93,11 +120,17 @@ async fn draw(
         (Ok(keys), Ok(confirm)) => (keys, confirm),
         (Err(e), _) | (_, Err(e)) => return store_unavailable(&e),
     };
+    let passkeys = match &keys {
+        _ if !app.config.auth.passkeys => Err("Passkeys are not turned on for this site."),
+        Ok(k) => Ok(k.passkeys.as_slice()),
+        Err(why) => Err(*why),
+    };
     let csrf = app.tokens.issue(Binding::Session(session.id.as_bytes()));
     let page = Account {
         user: &session.user.name,
         csrf: &csrf,
-        passkeys: keys.as_ref().map(|k| k.passkeys.as_slice()).map_err(|e| *e),
+        passkeys,
+        totp: setting.unwrap_or_else(|| totp_of(&session.user, &keys)),
         confirm,
         error,
     };
@@ -122,7 +155,7 @@ async fn posted(
         Ok(Some(session)) => session,
         other => return Err(not_signed_in(app, &req, other.err())),
     };
-    if !app.config.auth.passkeys || !app.user_data.kept() || session.user.profile.is_some() {
+    if !app.user_data.kept() || session.user.profile.is_some() {
         return Err(Refusal::PasskeysOff.response());
     }
     let binding = Binding::Session(session.id.as_bytes());
@@ -182,6 +215,9 @@ pub async fn options(
     req: Request<Incoming>,
     signed: Signed,
 ) -> Response<Body> {
+    if !app.config.auth.passkeys {
+        return Refusal::PasskeysOff.response();
+    }
     let party = party_of(&app.sign_in(), proto, &req);
     let (session, form) = match posted(app, req, signed).await {
         Ok(p) => p,
@@ -361,4 +397,169 @@ fn back(app: &App) -> Response<Body> {
     let mut res = response::redirect(StatusCode::SEE_OTHER, location);
     no_store(&mut res);
     res
+}
+
+/// `POST {prefix}/account/totp/start` (with `password` when asked): a new secret, shown as a
+/// QR code with the form for its first code.
+pub async fn totp_start(
+    app: &App,
+    client: &str,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Response<Body> {
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    if session.user.totp.is_some() {
+        return refused(app, &session, &Refusal::TotpByAdministrator).await;
+    }
+    if let Err(refusal) = confirmed(app, &session, &form, client).await {
+        return refused(app, &session, &refusal).await;
+    }
+    let user = &session.user.name;
+    let made = totp::new_key(user, app.pages().issuer())
+        .and_then(|(secret, uri)| Ok((secret, totp::qr_svg(&uri)?)));
+    let Ok((secret, qr_svg)) = made else {
+        return Refusal::Internal("cannot make a TOTP key").response();
+    };
+    let setup = TotpSetup {
+        sealed: app.sealer.seal(secret.as_bytes(), user),
+        bound: bound(&session),
+    };
+    let name = ceremonies::ceremony_name();
+    match app.totp_setups.put(&name, setup).await {
+        Ok(true) => {}
+        Ok(false) => return Refusal::LoginsBusy.response(),
+        Err(e) => return store_unavailable(&e),
+    }
+    let setting = Totp::Setting {
+        qr_svg: &qr_svg,
+        secret: &secret,
+        setup: &name,
+    };
+    let mut res = draw_with(app, &session, StatusCode::OK, None, Some(setting)).await;
+    no_store(&mut res);
+    res
+}
+
+/// `POST {prefix}/account/totp/confirm` with `setup` and `code`: the app is set up when the
+/// code is right; a wrong one keeps the set-up for another try.
+pub async fn totp_confirm(app: &App, req: Request<Incoming>, signed: Signed) -> Response<Body> {
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    let user = &session.user.name;
+    let setup = match app.totp_setups.take(&form.setup).await {
+        Ok(Some(s)) if constant_time_eq(&s.bound, &bound(&session)) => s,
+        Ok(_) => return refused(app, &session, &Refusal::TotpSetupExpired).await,
+        Err(e) => return store_unavailable(&e),
+    };
+    let secret = app
+        .sealer
+        .open(&setup.sealed, user)
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| TotpSecret::from_base32(&s).ok());
+    let Some(secret) = secret else {
+        return refused(app, &session, &Refusal::TotpSetupExpired).await;
+    };
+    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    let step = secret.check(&code, totp::unix_now());
+    let fresh = match step {
+        Some(step) => app.pending.use_step(user, step).await,
+        None => Ok(false),
+    };
+    match fresh {
+        Ok(true) => {}
+        Ok(false) => return wrong_setup_code(app, &session, &form.setup, setup, &secret).await,
+        Err(e) => return store_unavailable(&e),
+    }
+    let own = OwnTotp {
+        sealed: app.sealer.seal(secret.secret_bytes(), user),
+        added_ms: passkey::now_ms(),
+    };
+    set_own_totp(app, &session, Some(own)).await
+}
+
+/// A wrong first code: the set-up again (kept under its name), saying so.
+async fn wrong_setup_code(
+    app: &App,
+    session: &Authenticated,
+    name: &str,
+    setup: TotpSetup,
+    secret: &TotpSecret,
+) -> Response<Body> {
+    if let Err(e) = app.totp_setups.put(name, setup).await {
+        return store_unavailable(&e);
+    }
+    let shown = secret
+        .key_uri(&session.user.name, app.pages().issuer())
+        .and_then(|(base32, uri)| Ok((base32, totp::qr_svg(&uri)?)));
+    let Ok((base32, qr_svg)) = shown else {
+        return Refusal::Internal("cannot draw the QR code").response();
+    };
+    let setting = Totp::Setting {
+        qr_svg: &qr_svg,
+        secret: &base32,
+        setup: name,
+    };
+    let error = Refusal::WrongCode.to_string();
+    draw_with(
+        app,
+        session,
+        StatusCode::UNAUTHORIZED,
+        Some(&error),
+        Some(setting),
+    )
+    .await
+}
+
+/// `POST {prefix}/account/totp/remove` (with `password` when asked).
+pub async fn totp_remove(
+    app: &App,
+    client: &str,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Response<Body> {
+    let (session, form) = match posted(app, req, signed).await {
+        Ok(p) => p,
+        Err(res) => return res,
+    };
+    if let Err(refusal) = confirmed(app, &session, &form, client).await {
+        return refused(app, &session, &refusal).await;
+    }
+    set_own_totp(app, &session, None).await
+}
+
+/// Keeps `own` as the user's TOTP (`None`: removes it), and back to the page.
+async fn set_own_totp(app: &App, session: &Authenticated, own: Option<OwnTotp>) -> Response<Body> {
+    let user = &session.user.name;
+    let on = own.is_some();
+    let changed = app
+        .user_data
+        .change(user, |entry| {
+            let mut keys = entry.and_then(|e| Keys::parse(&e.json)).unwrap_or_default();
+            keys.totp = own.clone();
+            let handle = entry.map_or_else(passkey::new_handle, |e| e.handle);
+            let json = keys.to_json();
+            (Some(UserEntry { handle, json }), ())
+        })
+        .await;
+    match changed {
+        Ok(()) => {
+            tracing::info!(
+                user = user.as_str(),
+                on,
+                "authenticator app changed on the account page"
+            );
+            back(app)
+        }
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }

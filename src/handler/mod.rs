@@ -310,6 +310,9 @@ enum Page {
     AccountPasskeyOptions,
     AccountPasskeyAdd,
     AccountPasskeyRemove,
+    AccountTotpStart,
+    AccountTotpConfirm,
+    AccountTotpRemove,
     /// `{prefix}/oidc/{id}/start` and `/callback`: signing in with a provider.
     ProviderStart,
     ProviderCallback,
@@ -349,6 +352,9 @@ fn route<'a>(app: &'a App, path: &str) -> Option<Route<'a>> {
         (&r.account_passkey_options, Page::AccountPasskeyOptions),
         (&r.account_passkey_add, Page::AccountPasskeyAdd),
         (&r.account_passkey_remove, Page::AccountPasskeyRemove),
+        (&r.account_totp_start, Page::AccountTotpStart),
+        (&r.account_totp_confirm, Page::AccountTotpConfirm),
+        (&r.account_totp_remove, Page::AccountTotpRemove),
     ];
     let page = pages.iter().find(|(p, _)| *p == path);
     let page = page.map_or_else(|| provider_page(&r.oidc, path), |(_, page)| *page);
@@ -478,8 +484,20 @@ async fn own_page(
             let client = client(&req).to_string();
             account::remove(app, &client, req, mine(own)).await
         }
+        Page::AccountTotpStart if post => {
+            let client = client(&req).to_string();
+            account::totp_start(app, &client, req, mine(own)).await
+        }
+        Page::AccountTotpConfirm if post => account::totp_confirm(app, req, mine(own)).await,
+        Page::AccountTotpRemove if post => {
+            let client = client(&req).to_string();
+            account::totp_remove(app, &client, req, mine(own)).await
+        }
         Page::Logout
         | Page::SessionsEnd
+        | Page::AccountTotpStart
+        | Page::AccountTotpConfirm
+        | Page::AccountTotpRemove
         | Page::PasskeyOptions
         | Page::PasskeySignIn
         | Page::SecondPasskeyOptions

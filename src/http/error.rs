@@ -173,6 +173,12 @@ pub enum Refusal<'a> {
     /// The account page was asked to remove a passkey the user does not have (any more).
     #[error("That passkey is not one of yours, or it was already removed.")]
     NoSuchPasskey,
+    /// The config holds the user's TOTP secret: the account page cannot set up another.
+    #[error("Your authenticator app was set up by your administrator; ask them to change it.")]
+    TotpByAdministrator,
+    /// A TOTP set-up's first code came after it ended (10 minutes), or for another session's.
+    #[error("That set-up has expired; start again.")]
+    TotpSetupExpired,
     /// No `[[providers]]` entry has this id.
     #[error("no such sign-in provider")]
     NoSuchProvider,
@@ -332,6 +338,8 @@ impl Refusal<'_> {
             SignInRestart | PasskeyRestart | PasskeyNotAdded { .. } => StatusCode::BAD_REQUEST,
             PasskeyFailed { .. } => StatusCode::UNAUTHORIZED,
             PasskeysOff | NoSuchPasskey => StatusCode::NOT_FOUND,
+            TotpByAdministrator => StatusCode::CONFLICT,
+            TotpSetupExpired => StatusCode::BAD_REQUEST,
             ConfirmPassword => StatusCode::FORBIDDEN,
             NoSuchProvider => StatusCode::NOT_FOUND,
             ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -418,6 +426,8 @@ impl Refusal<'_> {
             | ConfirmPassword
             | PasskeyNotAdded { .. }
             | NoSuchPasskey
+            | TotpByAdministrator
+            | TotpSetupExpired
             | NoCredentials
             | CredentialsTooLong
             | WrongCredentials
@@ -716,6 +726,8 @@ mod tests {
             (ConfirmPassword, 403, None, text("You signed in more than 5 minutes ago: enter your password to confirm it is you."), form("You signed in more than 5 minutes ago: enter your password to confirm it is you.")),
             (PasskeyNotAdded { reason: "give it a name" }, 400, None, text("The passkey was not added: give it a name"), form("The passkey was not added: give it a name")),
             (NoSuchPasskey, 404, None, text("That passkey is not one of yours, or it was already removed."), form("That passkey is not one of yours, or it was already removed.")),
+            (TotpByAdministrator, 409, None, text("Your authenticator app was set up by your administrator; ask them to change it."), form("Your authenticator app was set up by your administrator; ask them to change it.")),
+            (TotpSetupExpired, 400, None, text("That set-up has expired; start again."), form("That set-up has expired; start again.")),
             (NoSuchProvider, 404, None, text("no such sign-in provider"), None),
             (ProviderUnavailable { name: "Corp", login: "/auth/login" }, 503, None, text("Corp sign-in is unavailable right now. Try again in a moment."), told("Sign-in unavailable", "Corp sign-in is unavailable right now. Try again in a moment.")),
             (ProviderSaid { name: "Corp", said: "access_denied", denied: true, login: "/auth/login" }, 403, None, text("Corp did not sign you in: access_denied"), told("Sign-in failed", "Corp did not sign you in: access_denied")),
@@ -756,7 +768,7 @@ mod tests {
         );
     }
 
-    const VARIANTS: usize = 56;
+    const VARIANTS: usize = 58;
 
     /// Each variant's place: a new one does not compile until it has one, and the table above
     /// fails until it has a row.
@@ -823,6 +835,8 @@ mod tests {
             ConfirmPassword => 53,
             PasskeyNotAdded { .. } => 54,
             NoSuchPasskey => 55,
+            TotpByAdministrator => 56,
+            TotpSetupExpired => 57,
         }
     }
 

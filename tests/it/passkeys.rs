@@ -199,10 +199,7 @@ async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
     assert_eq!(added.header("location"), Some("/.sessiongate/account"));
     let account = site.get("/.sessiongate/account", &session).await.text();
     assert!(account.contains("<td>Work laptop</td>"), "{account}");
-    assert!(
-        account.contains("<td>never</td>"),
-        "not used yet: {account}"
-    );
+    assert!(account.contains(">never</td>"), "not used yet: {account}");
     assert!(
         token.credentials()[0].resident,
         "registered as a discoverable credential"
@@ -219,7 +216,7 @@ async fn a_passkey_added_on_the_account_page_signs_in_without_a_username() {
     );
     let account = site.get("/.sessiongate/account", &cookie).await.text();
     assert!(
-        !account.contains("<td>never</td>"),
+        !account.contains(">never</td>"),
         "last use recorded: {account}"
     );
 }
@@ -503,7 +500,7 @@ async fn with_redis_a_passkey_added_on_one_replica_signs_in_on_another() {
         "{page}"
     );
     assert_eq!(
-        page.matches("<td>never</td>").count(),
+        page.matches(">never</td>").count(),
         1,
         "Phone's use kept: {page}"
     );
@@ -591,4 +588,139 @@ async fn after_the_password_a_passkey_is_the_second_factor() {
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     let cookie = cookie_pair(&res);
     assert_eq!(site.get("/", &cookie).await.status, StatusCode::OK);
+}
+
+/// The value of `<code class="secret">` on a page: the key of a TOTP set-up.
+fn shown_secret(html: &str) -> String {
+    let rest = html
+        .split("<code class=\"secret\">")
+        .nth(1)
+        .expect("a key on the page");
+    rest.split('<').next().unwrap().to_string()
+}
+
+/// A code for `secret` `steps` time steps from now.
+fn code_for(secret: &str, steps: i64) -> String {
+    let secret = sessiongate::credentials::totp::TotpSecret::from_base32(secret).unwrap();
+    let now = sessiongate::credentials::totp::unix_now() as i64;
+    secret.code_at((now + steps * 30) as u64)
+}
+
+#[tokio::test]
+async fn an_authenticator_app_set_up_on_the_account_page_is_asked_after_the_password() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        upstream.addr,
+        "",
+        &format!("state_dir = '{}'", state.path().join("s").display()),
+    );
+    let proxy = start_proxy_with(&toml).await;
+    let site = Site::of(&proxy);
+    let session = password_session(&site).await;
+    let page = site.get("/.sessiongate/account", &session).await.text();
+    assert!(page.contains("Passkeys are not turned on"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let start = site
+        .post(
+            "/.sessiongate/account/totp/start",
+            &session,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.text());
+    let html = start.text();
+    assert!(
+        html.contains("src=\"data:image/svg+xml;base64,"),
+        "a QR code: {html}"
+    );
+    let secret = shown_secret(&html);
+    let setup = hidden(&html, "setup");
+
+    // A wrong code keeps the set-up; the right one turns the app on.
+    let wrong = format!(
+        "{:06}",
+        (code_for(&secret, 0).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    let path = "/.sessiongate/account/totp/confirm";
+    let fields = [("csrf", csrf.as_str()), ("setup", &setup), ("code", &wrong)];
+    let res = site.post(path, &session, &fields).await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
+    assert_eq!(shown_secret(&res.text()), secret, "the same key again");
+    let right = code_for(&secret, 0);
+    let fields = [("csrf", csrf.as_str()), ("setup", &setup), ("code", &right)];
+    let res = site.post(path, &session, &fields).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    let again = site.post(path, &session, &fields).await;
+    assert!(
+        again.text().contains("That set-up has expired"),
+        "single use: {}",
+        again.text()
+    );
+    let page = site.get("/.sessiongate/account", &session).await.text();
+    assert!(page.contains("Remove the authenticator app"), "{page}");
+    let on_disk = std::fs::read_dir(state.path().join("s")).unwrap();
+    for file in on_disk {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(&secret), "the secret is sealed on disk");
+    }
+
+    // Signing in now takes a code after the password (the next step's: this one is used).
+    let (signin, csrf2, _) = sign_in_page(&site).await;
+    let fields = [("username", USER), ("password", PASSWORD), ("csrf", &csrf2)];
+    let res = site.post("/.sessiongate/login", &signin, &fields).await;
+    assert_eq!(
+        res.header("location"),
+        Some("/.sessiongate/login/code"),
+        "{}",
+        res.text()
+    );
+    let cookies = format!("{signin}; {}", cookie_ending(&res, "-pending"));
+    let code_page = site.get("/.sessiongate/login/code", &cookies).await.text();
+    let fields = [
+        ("csrf", hidden(&code_page, "csrf")),
+        ("code", code_for(&secret, 1)),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let res = site
+        .post("/.sessiongate/login/code", &cookies, &fields)
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+
+    // Removed: the password alone signs in again.
+    let remove = "/.sessiongate/account/totp/remove";
+    let res = site.post(remove, &session, &[("csrf", &csrf)]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+    password_session(&site).await;
+}
+
+#[tokio::test]
+async fn a_totp_secret_in_the_config_wins_over_one_set_up_on_the_page() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let line = format!("state_dir = '{}'", state.path().join("s").display());
+    let toml = crate::totp::with_totp(&config_toml(upstream.addr, "", &line));
+    let proxy = start_proxy_with(&toml).await;
+    let site = Site::of(&proxy);
+    let cookie = {
+        let pending = crate::totp::password_step(&proxy, "/").await;
+        let res = crate::totp::post_code(&proxy, &pending, &crate::totp::code_now()).await;
+        crate::totp::signed_in(&res, &proxy, "/")
+    };
+    let page = site.get("/.sessiongate/account", &cookie).await.text();
+    assert!(
+        page.contains("Your administrator set up an authenticator app"),
+        "{page}"
+    );
+    assert!(!page.contains("Set up an authenticator app"), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let res = site
+        .post(
+            "/.sessiongate/account/totp/start",
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.text());
 }
