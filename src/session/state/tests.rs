@@ -63,13 +63,17 @@ fn owner(names: &UserNames, name: &str) -> Owner {
 
 /// Opens `path` again, retrying while the last holder's threads let go of the lock.
 fn reopen(path: &Path) -> (DurableStore, Arc<UserNames>) {
+    drop(dir_when_free(path));
+    open(path)
+}
+
+/// The state directory at `path`, once the last store's writer thread has let go of its lock
+/// (it does so just after `close`, on its own time).
+fn dir_when_free(path: &Path) -> StateDir {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         match StateDir::open(path) {
-            Ok(dir) => {
-                drop(dir);
-                return open(path);
-            }
+            Ok(dir) => return dir,
             Err(StateError::Locked { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -146,7 +150,7 @@ async fn a_torn_tail_loses_only_the_last_record() {
         .create(owner(&names, "alice"), "alice", None, &META)
         .unwrap();
     close(store);
-    let dir = StateDir::open(&path).unwrap();
+    let dir = dir_when_free(&path);
     let log = dir.log(*dir.logs().unwrap().last().unwrap());
     drop(dir);
     let len = std::fs::metadata(&log).unwrap().len();
