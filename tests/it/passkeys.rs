@@ -26,7 +26,12 @@ struct Site {
 
 impl Site {
     fn of(proxy: &Proxy) -> Site {
-        let host = format!("localhost:{}", proxy.addr.port());
+        Site::named(proxy, "localhost")
+    }
+
+    /// The site as a browser reaches it at `name` (a host that resolves to the proxy).
+    fn named(proxy: &Proxy, name: &str) -> Site {
+        let host = format!("{name}:{}", proxy.addr.port());
         Site {
             addr: proxy.addr,
             origin: format!("http://{host}"),
@@ -723,4 +728,38 @@ async fn a_totp_secret_in_the_config_wins_over_one_set_up_on_the_page() {
         )
         .await;
     assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.text());
+}
+
+#[tokio::test]
+async fn auth_passkey_rp_id_shares_passkeys_across_subdomains_and_no_further() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let line = format!("state_dir = '{}'", state.path().join("s").display());
+    let toml = config_toml(upstream.addr, "", &line);
+    let toml = with_auth(&toml, "passkeys = true\npasskey_rp_id = \"localhost\"");
+    let proxy = start_proxy_with(&toml).await;
+    let app = Site::named(&proxy, "app.localhost");
+    let session = password_session(&app).await;
+    let mut token = PasskeyToken::new();
+    let added = add_passkey(&app, &session, &mut token, "Key").await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+    assert_eq!(token.credentials()[0].rp_id, "localhost");
+
+    // Made on app.localhost, it signs in on admin.localhost (origin checked exactly, per host).
+    let admin = Site::named(&proxy, "admin.localhost");
+    let res = passkey_sign_in(&admin, &mut token).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
+
+    // A host outside the passkey domain gets no challenge, and is told why.
+    let outside = Site::named(&proxy, "example.test");
+    let (signin, csrf, _) = sign_in_page(&outside).await;
+    let res = outside
+        .post("/.sessiongate/passkey/options", &signin, &[("csrf", &csrf)])
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+    assert!(
+        res.text().contains("not within the passkey domain"),
+        "{}",
+        res.text()
+    );
 }
