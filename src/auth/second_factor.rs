@@ -6,6 +6,7 @@
 //! session.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -184,32 +185,33 @@ async fn attempt(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
+    match read_step(auth, client, req).await {
+        Ok((at, policy)) => at.check_code(&policy).await,
+        Err(refused) => refused,
+    }
+}
+
+/// A post to the second step, read: the pending sign-in it is for, still waiting, whose user
+/// the policy (returned) still knows with the same credentials, and what they can give.
+async fn read_step<'a>(
+    auth: &'a SignIn<'a>,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Result<(CodeAttempt<'a>, Arc<Policy>), (Response<Body>, LoginResult)> {
     let id = auth.cookies.pending_id(req.headers());
     let browser = SignInCookie::of(auth.cookies, req.headers());
-    let posted = sign_in::read_post(auth, client, &browser, Step::Code(id.as_ref()), req).await;
-    let posted = match posted {
-        Ok(posted) => posted,
-        Err(refused) => return refused,
-    };
-    let (id, pending) = match waiting(auth, &browser, id).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
+    let posted = sign_in::read_post(auth, client, &browser, Step::Code(id.as_ref()), req).await?;
+    let (id, pending) = waiting(auth, &browser, id).await?;
     let policy = auth.gate.policy();
     let Some(user) = current_user(&policy, &pending) else {
         let _ = auth.pending.take(&id).await;
-        return (
-            start_over(auth, &browser, &pending.rd, TOO_LONG),
-            LoginResult::Invalid,
-        );
+        let res = start_over(auth, &browser, &pending.rd, TOO_LONG);
+        return Err((res, LoginResult::Invalid));
     };
-    let factors = match factors(auth, user).await {
-        Ok(factors) => factors,
-        Err(e) => {
-            let res = login_unavailable(auth, &browser, &pending.rd, &e);
-            return (res, LoginResult::Unavailable);
-        }
-    };
+    let factors = factors(auth, user).await.map_err(|e| {
+        let res = login_unavailable(auth, &browser, &pending.rd, &e);
+        (res, LoginResult::Unavailable)
+    })?;
     let at = CodeAttempt {
         auth,
         browser,
@@ -219,7 +221,7 @@ async fn attempt(
         pending,
         factors,
     };
-    at.check_code(&policy, user).await
+    Ok((at, policy))
 }
 
 /// The user of a pending sign-in as the policy knows them now: removed, or a new password or
@@ -308,7 +310,15 @@ impl CodeAttempt<'_> {
     }
 
     /// The code posted: the session if it is right and fresh.
-    async fn check_code(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
+    /// The user signing in (checked against `policy` when the post was read).
+    fn user<'p>(&self, policy: &'p Policy) -> Option<&'p User> {
+        current_user(policy, &self.pending)
+    }
+
+    async fn check_code(&self, policy: &Policy) -> (Response<Body>, LoginResult) {
+        let Some(user) = self.user(policy) else {
+            return (self.start_over(TOO_LONG), LoginResult::Invalid);
+        };
         let code: String = self
             .posted
             .form
@@ -469,47 +479,18 @@ async fn passkey_attempt(
     client: IpAddr,
     req: Request<Incoming>,
 ) -> (Response<Body>, LoginResult) {
-    let id = auth.cookies.pending_id(req.headers());
-    let browser = SignInCookie::of(auth.cookies, req.headers());
-    let posted = sign_in::read_post(auth, client, &browser, Step::Code(id.as_ref()), req).await;
-    let posted = match posted {
-        Ok(posted) => posted,
-        Err(refused) => return refused,
-    };
-    let (id, pending) = match waiting(auth, &browser, id).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    let policy = auth.gate.policy();
-    let Some(user) = current_user(&policy, &pending) else {
-        let _ = auth.pending.take(&id).await;
-        return (
-            start_over(auth, &browser, &pending.rd, TOO_LONG),
-            LoginResult::Invalid,
-        );
-    };
-    let factors = match factors(auth, user).await {
-        Ok(factors) => factors,
-        Err(e) => {
-            let res = login_unavailable(auth, &browser, &pending.rd, &e);
-            return (res, LoginResult::Unavailable);
-        }
-    };
-    let at = CodeAttempt {
-        auth,
-        browser,
-        client: posted.meta.client.to_string(),
-        posted,
-        id,
-        pending,
-        factors,
-    };
-    at.check_passkey(&policy, user).await
+    match read_step(auth, client, req).await {
+        Ok((at, policy)) => at.check_passkey(&policy).await,
+        Err(refused) => refused,
+    }
 }
 
 impl CodeAttempt<'_> {
     /// The passkey answer posted: the session if it is one of the user's, verified.
-    async fn check_passkey(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
+    async fn check_passkey(&self, policy: &Policy) -> (Response<Body>, LoginResult) {
+        let Some(user) = self.user(policy) else {
+            return (self.start_over(TOO_LONG), LoginResult::Invalid);
+        };
         if let Err(refused) = self.within_limits().await {
             return refused;
         }

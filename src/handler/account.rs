@@ -165,6 +165,21 @@ async fn posted(
     }
 }
 
+/// [`posted`], and [`confirmed`]: a change's post, refused with the page when the password
+/// asked for is missing or wrong.
+async fn posted_confirmed(
+    app: &App,
+    client: &str,
+    req: Request<Incoming>,
+    signed: Signed,
+) -> Result<(Authenticated, Form), Response<Body>> {
+    let (session, form) = posted(app, req, signed).await?;
+    match confirmed(app, &session, &form, client).await {
+        Ok(()) => Ok((session, form)),
+        Err(refusal) => Err(refused(app, &session, &refusal).await),
+    }
+}
+
 /// The password again, when the session is older than `auth.confirm_after`; `Err` is the
 /// refusal (wrong or missing password, too many failures, store down).
 async fn confirmed(
@@ -347,13 +362,10 @@ pub async fn remove(
     req: Request<Incoming>,
     signed: Signed,
 ) -> Response<Body> {
-    let (session, form) = match posted(app, req, signed).await {
+    let (session, form) = match posted_confirmed(app, client, req, signed).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    if let Err(refusal) = confirmed(app, &session, &form, client).await {
-        return refused(app, &session, &refusal).await;
-    }
     let user = &session.user.name;
     let removed = app
         .user_data
@@ -522,13 +534,10 @@ pub async fn totp_remove(
     req: Request<Incoming>,
     signed: Signed,
 ) -> Response<Body> {
-    let (session, form) = match posted(app, req, signed).await {
+    let (session, _) = match posted_confirmed(app, client, req, signed).await {
         Ok(p) => p,
         Err(res) => return res,
     };
-    if let Err(refusal) = confirmed(app, &session, &form, client).await {
-        return refused(app, &session, &refusal).await;
-    }
     set_own_totp(app, &session, None).await
 }
 
