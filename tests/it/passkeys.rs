@@ -18,23 +18,28 @@ use crate::common::passkey_token::PasskeyToken;
 use crate::common::*;
 
 /// A sessiongate reached as a browser on `localhost` reaches it.
-struct Site {
+pub(crate) struct Site {
     addr: SocketAddr,
     host: String,
-    origin: String,
+    pub(crate) origin: String,
 }
 
 impl Site {
-    fn of(proxy: &Proxy) -> Site {
-        let host = format!("localhost:{}", proxy.addr.port());
+    pub(crate) fn of(proxy: &Proxy) -> Site {
+        Site::at(proxy.addr)
+    }
+
+    /// The sessiongate listening on `addr` (the binary, say).
+    pub(crate) fn at(addr: SocketAddr) -> Site {
+        let host = format!("localhost:{}", addr.port());
         Site {
-            addr: proxy.addr,
+            addr,
             origin: format!("http://{host}"),
             host,
         }
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str, cookie: &str) -> Resp {
         let mut headers = vec![("host", self.host.as_str()), BROWSER];
         if !cookie.is_empty() {
             headers.push(("cookie", cookie));
@@ -43,7 +48,7 @@ impl Site {
     }
 
     /// A same-origin form post, as the page's own form or script sends it.
-    async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
+    pub(crate) async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
         let form: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
@@ -60,7 +65,7 @@ impl Site {
 }
 
 /// The value of the hidden field `name` in `html`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let rest = html.split(&marker).nth(1).expect(name);
     rest.split('"').next().unwrap().to_string()
@@ -76,24 +81,35 @@ fn cookie_ending(res: &Resp, suffix: &str) -> String {
 }
 
 /// A config with passkeys on, kept in a fresh state directory.
-fn passkey_config(upstream: SocketAddr, state: &std::path::Path) -> Config {
+pub(crate) fn passkey_config(upstream: SocketAddr, state: &std::path::Path) -> Config {
     let toml = config_toml(upstream, "", &format!("state_dir = '{}'", state.display()));
     Config::from_toml(&with_auth(&toml, "passkeys = true")).unwrap()
 }
 
 /// Signs alice in with her password, as a browser on `site`: her session cookie.
-async fn password_session(site: &Site) -> String {
+pub(crate) async fn password_session(site: &Site) -> String {
+    password_session_as(site, USER, PASSWORD).await
+}
+
+/// Signs `user` in with `password`, as a browser on `site`: their session cookie.
+pub(crate) async fn password_session_as(site: &Site, user: &str, password: &str) -> String {
     let page = site.get("/.sessiongate/login", "").await;
     let signin = cookie_ending(&page, "-signin");
     let csrf = hidden(&page.text(), "csrf");
-    let fields = [("username", USER), ("password", PASSWORD), ("csrf", &csrf)];
+    let fields = [("username", user), ("password", password), ("csrf", &csrf)];
     let res = site.post("/.sessiongate/login", &signin, &fields).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     cookie_pair(&res)
 }
 
-/// Registers a passkey named `name` on alice's account page with `token`.
-async fn add_passkey(site: &Site, session: &str, token: &mut PasskeyToken, name: &str) -> Resp {
+/// Registers a passkey named `name` with `token` on the account page of the user whose
+/// `session` it is.
+pub(crate) async fn add_passkey(
+    site: &Site,
+    session: &str,
+    token: &mut PasskeyToken,
+    name: &str,
+) -> Resp {
     let page = site.get("/.sessiongate/account", session).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     let csrf = hidden(&page.text(), "csrf");
@@ -146,7 +162,7 @@ async fn answer(site: &Site, signin: &str, csrf: &str, ceremony: &str, credentia
 }
 
 /// A whole passkey sign-in with `token` in a fresh browser.
-async fn passkey_sign_in(site: &Site, token: &mut PasskeyToken) -> Resp {
+pub(crate) async fn passkey_sign_in(site: &Site, token: &mut PasskeyToken) -> Resp {
     let (signin, csrf, _) = sign_in_page(site).await;
     let options = challenge(site, &signin, &csrf).await;
     let credential = token.assert(&options, &site.origin).unwrap();
@@ -314,7 +330,7 @@ async fn bent_passkey_ceremonies_are_refused() {
 }
 
 /// A passkey answer refused with 401, the sign-in page saying `why`, and no session.
-fn refused(res: &Resp, why: &str) {
+pub(crate) fn refused(res: &Resp, why: &str) {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
     assert!(
         res.text().contains("Signing in with a passkey failed"),
