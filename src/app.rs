@@ -1,5 +1,6 @@
 //! `App`: everything a request needs, built once from the config and shared through `Arc`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -378,7 +379,7 @@ fn tls_of(config: &Config) -> (Option<Arc<CertStore>>, Option<TlsAcceptor>) {
 impl App {
     /// Everything built from `config`. Fails only if the Redis client cannot be set up (a
     /// CA it cannot use, no thread); Redis being down is not an error, it is connected to
-    /// when it answers.
+    /// when it answers. The passkeys of users the config no longer names are deleted.
     pub fn new(config: Config) -> Result<Arc<App>, StoreSetupError> {
         let (state_dir, secret) = state_and_secret(&config)?;
         let metrics = Arc::new(Metrics::new(matches!(
@@ -430,7 +431,7 @@ impl App {
             metrics.clone(),
             routes.site(&config),
         );
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             certs,
             tls,
             tokens: FormTokens::new(&secret),
@@ -460,7 +461,16 @@ impl App {
             sealer: Sealer::new(&secret, "totp"),
             auto_redirect: AtomicBool::new(config.auto_redirect),
             config,
-        }))
+        });
+        app.user_data
+            .forget_removed_at_start(app.configured_users());
+        Ok(app)
+    }
+
+    /// The `[[users]]` names of the policy in force: only they keep their own data.
+    fn configured_users(&self) -> HashSet<String> {
+        let policy = self.gate.policy();
+        policy.users().map(|u| u.name.clone()).collect()
     }
 
     /// What the sign-in endpoints work with, lent for one request.
@@ -496,9 +506,10 @@ impl App {
     }
 
     /// Reads the config file again and puts its users, groups, rules, public paths and
-    /// `[login_page]` in force; sessions of users it removes or whose password it changes end. The new file is
-    /// validated whole first: a broken one is refused and the running policy stays. Keys that
-    /// need a restart are left as they were and named in the result.
+    /// `[login_page]` in force; sessions of users it removes or whose password it changes end,
+    /// and the passkeys of users it removes are deleted. The new file is validated whole
+    /// first: a broken one is refused and the running policy stays. Keys that need a restart
+    /// are left as they were and named in the result.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let source = self.config.source.as_ref().ok_or(ReloadError::NoFile)?;
         let path = source.path.clone();
@@ -521,6 +532,9 @@ impl App {
                 0
             }
         };
+        self.user_data
+            .forget_removed(&self.configured_users(), "SIGHUP")
+            .await;
         Ok(Reloaded {
             users: newer.users.len(),
             rules: newer.rules.rules.len(),

@@ -46,6 +46,11 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = "sessiongate")]
         issuer: String,
     },
+    /// List a user's passkeys, or remove them (a lost device), where the config keeps them.
+    Passkeys {
+        #[command(subcommand)]
+        action: PasskeysCommand,
+    },
     /// Start a demo on 127.0.0.1:8080 in front of a built-in backend, with a demo user.
     Demo,
     /// Print what sessiongate would decide for a request, and the rule that decides it.
@@ -64,6 +69,35 @@ enum Command {
         method: String,
         /// A path (/admin/users) or a URL with a host (https://app.example.com/admin/users).
         url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PasskeysCommand {
+    /// One line per passkey of the user: id, name, added, last used, backed up. Works while
+    /// sessiongate runs. Exit 2 when the user has none.
+    List {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// The [[users]] name.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Remove one passkey of the user (--id, as `list` prints it) or all of them (--all).
+    /// With session.state_dir, stop sessiongate first. Exit 2 when there is no such passkey.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Remove {
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+        /// The [[users]] name.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// The passkey's id.
+        #[arg(long, value_name = "ID")]
+        id: Option<String>,
+        /// Every passkey of the user.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -102,6 +136,7 @@ fn main() -> ExitCode {
             .map(|text| print!("{text}")),
         // Its own one line, on stdout when healthy and on stderr otherwise.
         (Some(Command::Healthcheck { config }), _) => return healthcheck(&config),
+        (Some(Command::Passkeys { action }), _) => return passkeys(action),
         (Some(Command::Demo), _) => {
             sessiongate::ops::logging::init(sessiongate::ops::logging::LogFormat::Text);
             sessiongate::cli::demo::run().map_err(|e| e.to_string())
@@ -135,6 +170,30 @@ fn healthcheck(config: &Path) -> ExitCode {
         Err(why) => {
             eprintln!("healthcheck: {why}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `passkeys list|remove`: exit 2, not 1, when the user has no such passkey.
+fn passkeys(command: PasskeysCommand) -> ExitCode {
+    use sessiongate::cli::passkeys::{Action, Which, run};
+    let (config, user, action) = match command {
+        PasskeysCommand::List { config, user } => (config, user, Action::List),
+        PasskeysCommand::Remove {
+            config, user, id, ..
+        } => {
+            let which = id.map_or(Which::All, Which::Id);
+            (config, user, Action::Remove(which))
+        }
+    };
+    match run(&config, &user, &action) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sessiongate: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

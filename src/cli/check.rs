@@ -297,25 +297,25 @@ async fn store(config: &Config) -> Finding {
         StoreConfig::Memory => return memory_store(config),
         StoreConfig::Redis(redis) => redis,
     };
-    let deadline = redis.timeout.max(REDIS_DEADLINE);
-    match tokio::time::timeout(deadline, ping(redis)).await {
-        Ok(Ok(())) => Finding::ok(format!(
+    match redis_answers(redis).await {
+        Ok(()) => Finding::ok(format!(
             "session.store: redis {} answers PING",
             redis.display
         )),
-        Ok(Err(e)) => Finding::problem(format!(
-            "session.store: redis {}: PING failed: {e}",
-            redis.display
-        )),
-        Err(_) => Finding::problem(format!(
-            "session.store: redis {}: no answer within {deadline:?}",
-            redis.display
-        )),
+        Err(why) => Finding::problem(format!("session.store: redis {}: {why}", redis.display)),
     }
 }
 
-/// A fresh connection, as the store makes (TLS, password, RESP3; with sentinels to the
-/// master they name), and one PING on it.
+/// Whether Redis answers a PING on a fresh connection in time; why not, if not.
+pub async fn redis_answers(redis: &RedisConfig) -> Result<(), String> {
+    let deadline = redis.timeout.max(REDIS_DEADLINE);
+    match tokio::time::timeout(deadline, ping(redis)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("PING failed: {e}")),
+        Err(_) => Err(format!("no answer within {deadline:?}")),
+    }
+}
+
 /// The memory store, and `session.state_dir` if set: a directory only this user may write to
 /// (or one its parent lets sessiongate make).
 fn memory_store(config: &Config) -> Finding {
@@ -347,6 +347,8 @@ fn memory_store(config: &Config) -> Finding {
     }
 }
 
+/// A fresh connection, as the store makes (TLS, password, RESP3; with sentinels to the
+/// master they name), and one PING on it.
 async fn ping(config: &RedisConfig) -> Result<(), String> {
     let config = crate::session::redis_link::resolve(config).await?;
     let pinged = async {

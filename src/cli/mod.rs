@@ -6,3 +6,4 @@ pub mod demo;
 pub mod explain;
 pub mod hash_password;
 pub mod healthcheck;
+pub mod passkeys;

@@ -7,6 +7,7 @@
 //! sign-in finds its user. A change replaces the whole document, as one step against other
 //! changes (a passkey added while another signs in loses neither).
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use redis::Script;
@@ -36,6 +37,8 @@ return 1
     )
 });
 
+/// Clones share the store.
+#[derive(Clone)]
 pub enum UserData {
     /// The memory-only store: nothing is kept.
     Unkept,
@@ -165,6 +168,50 @@ impl UserData {
         }
     }
 
+    /// Deletes the data of every user with data whom `configured` does not name (a user
+    /// removed from the config takes their passkeys with them); who they were.
+    pub async fn prune(&self, configured: &HashSet<String>) -> Result<Vec<String>, StoreError> {
+        let mut gone = Vec::new();
+        for user in self.users().await? {
+            if !configured.contains(&user) {
+                self.change(&user, |_| (None, ())).await?;
+                gone.push(user);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// [`Self::prune`], logged: one line per user, and a warning naming `when` (the start, a
+    /// reload) if the store does not answer.
+    pub async fn forget_removed(&self, configured: &HashSet<String>, when: &str) {
+        match self.prune(configured).await {
+            Ok(gone) => gone.iter().for_each(|user| log_forgotten(user)),
+            Err(e) => tracing::warn!(
+                "{when}: the passkeys of users removed from the config could not be deleted ({e}); the next reload tries again"
+            ),
+        }
+    }
+
+    /// [`Self::forget_removed`] at start, which may run outside any async runtime: at once
+    /// in a state directory (on disk soon after; a crash before that deletes them again at
+    /// the next start), and on the Redis thread with Redis, which may not answer yet.
+    pub fn forget_removed_at_start(&self, configured: HashSet<String>) {
+        match self {
+            UserData::Unkept => {}
+            UserData::Durable(d) => {
+                for user in d.user_data_users() {
+                    if !configured.contains(&user) && d.forget_user_data(&user) {
+                        log_forgotten(&user);
+                    }
+                }
+            }
+            UserData::Redis { link, .. } => {
+                let data = self.clone();
+                link.spawn(async move { data.forget_removed(&configured, "at start").await });
+            }
+        }
+    }
+
     /// Redis: sets `user`'s data to `new` if it is still `old`.
     async fn swap(
         &self,
@@ -195,6 +242,10 @@ impl UserData {
             .await?;
         Ok(done == 1)
     }
+}
+
+fn log_forgotten(user: &str) {
+    tracing::info!(user, "passkeys of removed user {user} deleted");
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod metrics;
 mod oidc_lifecycle;
 mod oidc_provider;
 mod oidc_sign_in;
+mod passkey_admin;
 mod passkey_token_check;
 mod passkeys;
 mod proxying;

@@ -18,28 +18,34 @@ use crate::common::passkey_token::PasskeyToken;
 use crate::common::*;
 
 /// A sessiongate reached as a browser on `localhost` reaches it.
-struct Site {
+pub(crate) struct Site {
     addr: SocketAddr,
     host: String,
-    origin: String,
+    pub(crate) origin: String,
 }
 
 impl Site {
-    fn of(proxy: &Proxy) -> Site {
-        Site::named(proxy, "localhost")
+    pub(crate) fn of(proxy: &Proxy) -> Site {
+        Site::at(proxy.addr)
     }
 
-    /// The site as a browser reaches it at `name` (a host that resolves to the proxy).
-    fn named(proxy: &Proxy, name: &str) -> Site {
-        let host = format!("{name}:{}", proxy.addr.port());
+    /// The sessiongate listening on `addr` (the binary, say).
+    pub(crate) fn at(addr: SocketAddr) -> Site {
+        Site::named(addr, "localhost")
+    }
+
+    /// The sessiongate at `addr` as a browser reaches it at `name` (a host that resolves to
+    /// it).
+    fn named(addr: SocketAddr, name: &str) -> Site {
+        let host = format!("{name}:{}", addr.port());
         Site {
-            addr: proxy.addr,
+            addr,
             origin: format!("http://{host}"),
             host,
         }
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str, cookie: &str) -> Resp {
         let mut headers = vec![("host", self.host.as_str()), BROWSER];
         if !cookie.is_empty() {
             headers.push(("cookie", cookie));
@@ -48,7 +54,7 @@ impl Site {
     }
 
     /// A same-origin form post, as the page's own form or script sends it.
-    async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
+    pub(crate) async fn post(&self, path: &str, cookie: &str, fields: &[(&str, &str)]) -> Resp {
         let form: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
@@ -65,7 +71,7 @@ impl Site {
 }
 
 /// The value of the hidden field `name` in `html`.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let rest = html.split(&marker).nth(1).expect(name);
     rest.split('"').next().unwrap().to_string()
@@ -81,24 +87,35 @@ fn cookie_ending(res: &Resp, suffix: &str) -> String {
 }
 
 /// A config with passkeys on, kept in a fresh state directory.
-fn passkey_config(upstream: SocketAddr, state: &std::path::Path) -> Config {
+pub(crate) fn passkey_config(upstream: SocketAddr, state: &std::path::Path) -> Config {
     let toml = config_toml(upstream, "", &format!("state_dir = '{}'", state.display()));
     Config::from_toml(&with_auth(&toml, "passkeys = true")).unwrap()
 }
 
 /// Signs alice in with her password, as a browser on `site`: her session cookie.
-async fn password_session(site: &Site) -> String {
+pub(crate) async fn password_session(site: &Site) -> String {
+    password_session_as(site, USER, PASSWORD).await
+}
+
+/// Signs `user` in with `password`, as a browser on `site`: their session cookie.
+pub(crate) async fn password_session_as(site: &Site, user: &str, password: &str) -> String {
     let page = site.get("/.sessiongate/login", "").await;
     let signin = cookie_ending(&page, "-signin");
     let csrf = hidden(&page.text(), "csrf");
-    let fields = [("username", USER), ("password", PASSWORD), ("csrf", &csrf)];
+    let fields = [("username", user), ("password", password), ("csrf", &csrf)];
     let res = site.post("/.sessiongate/login", &signin, &fields).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
     cookie_pair(&res)
 }
 
-/// Registers a passkey named `name` on alice's account page with `token`.
-async fn add_passkey(site: &Site, session: &str, token: &mut PasskeyToken, name: &str) -> Resp {
+/// Registers a passkey named `name` with `token` on the account page of the user whose
+/// `session` it is.
+pub(crate) async fn add_passkey(
+    site: &Site,
+    session: &str,
+    token: &mut PasskeyToken,
+    name: &str,
+) -> Resp {
     let page = site.get("/.sessiongate/account", session).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text());
     let csrf = hidden(&page.text(), "csrf");
@@ -151,7 +168,7 @@ async fn answer(site: &Site, signin: &str, csrf: &str, ceremony: &str, credentia
 }
 
 /// A whole passkey sign-in with `token` in a fresh browser.
-async fn passkey_sign_in(site: &Site, token: &mut PasskeyToken) -> Resp {
+pub(crate) async fn passkey_sign_in(site: &Site, token: &mut PasskeyToken) -> Resp {
     let (signin, csrf, _) = sign_in_page(site).await;
     let options = challenge(site, &signin, &csrf).await;
     let credential = token.assert(&options, &site.origin).unwrap();
@@ -316,7 +333,7 @@ async fn bent_passkey_ceremonies_are_refused() {
 }
 
 /// A passkey answer refused with 401, the sign-in page saying `why`, and no session.
-fn refused(res: &Resp, why: &str) {
+pub(crate) fn refused(res: &Resp, why: &str) {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{}", res.text());
     assert!(
         res.text().contains("Signing in with a passkey failed"),
@@ -738,7 +755,7 @@ async fn auth_passkey_rp_id_shares_passkeys_across_subdomains_and_no_further() {
     let toml = config_toml(upstream.addr, "", &line);
     let toml = with_auth(&toml, "passkeys = true\npasskey_rp_id = \"localhost\"");
     let proxy = start_proxy_with(&toml).await;
-    let app = Site::named(&proxy, "app.localhost");
+    let app = Site::named(proxy.addr, "app.localhost");
     let session = password_session(&app).await;
     let mut token = PasskeyToken::new();
     let added = add_passkey(&app, &session, &mut token, "Key").await;
@@ -746,12 +763,12 @@ async fn auth_passkey_rp_id_shares_passkeys_across_subdomains_and_no_further() {
     assert_eq!(token.credentials()[0].rp_id, "localhost");
 
     // Made on app.localhost, it signs in on admin.localhost (origin checked exactly, per host).
-    let admin = Site::named(&proxy, "admin.localhost");
+    let admin = Site::named(proxy.addr, "admin.localhost");
     let res = passkey_sign_in(&admin, &mut token).await;
     assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.text());
 
     // A host outside the passkey domain gets no challenge, and is told why.
-    let outside = Site::named(&proxy, "example.test");
+    let outside = Site::named(proxy.addr, "example.test");
     let (signin, csrf, _) = sign_in_page(&outside).await;
     let res = outside
         .post("/.sessiongate/passkey/options", &signin, &[("csrf", &csrf)])

@@ -25,11 +25,11 @@ pub enum StateError {
     File { file: PathBuf, why: String },
 }
 
-/// A state directory this process has checked and locked.
+/// A state directory this process has checked and, unless only reading it, locked.
 pub struct StateDir {
     path: PathBuf,
     /// Holding this open holds the lock; it is released when the process ends, however.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 const LOG_PREFIX: &str = "log.";
@@ -37,11 +37,30 @@ const LOG_PREFIX: &str = "log.";
 impl StateDir {
     /// Makes `path` if missing (0700), checks no other user may write to it, and locks it.
     pub fn open(path: &Path) -> Result<StateDir, StateError> {
-        check(path, true)?;
+        Self::locked(path, true)
+    }
+
+    /// [`Self::open`] for a directory that must exist already (`sessiongate passkeys`).
+    pub fn open_existing(path: &Path) -> Result<StateDir, StateError> {
+        Self::locked(path, false)
+    }
+
+    /// The directory for reading only, without its lock: the sessiongate holding it may be
+    /// writing meanwhile (see `load::load_unlocked`). Never to write to.
+    pub fn unlocked(path: &Path) -> Result<StateDir, StateError> {
+        check(path, false)?;
+        Ok(StateDir {
+            path: path.to_path_buf(),
+            _lock: None,
+        })
+    }
+
+    fn locked(path: &Path, create: bool) -> Result<StateDir, StateError> {
+        check(path, create)?;
         let lock = lock(path)?;
         Ok(StateDir {
             path: path.to_path_buf(),
-            _lock: lock,
+            _lock: Some(lock),
         })
     }
 

@@ -56,6 +56,43 @@ pub fn load(
     Ok(loaded)
 }
 
+/// Times [`load_unlocked`] reads again while snapshots replace the logs under it.
+const UNLOCKED_TRIES: usize = 10;
+
+/// Reads `dir` as [`load`] does while the sessiongate holding it may be writing: when a
+/// snapshot replaced the logs meanwhile (some read already, or gone before they could be),
+/// it reads again. What a write cut short at the end of the newest log holds has not
+/// happened yet, and is left out. The sessions read are not kept.
+pub fn load_unlocked(dir: &StateDir) -> Result<Loaded, StateError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = identity(&dir.snapshot());
+        let sessions = MemoryStore::new(Duration::from_secs(60), Duration::from_secs(60));
+        let read = load(dir, &sessions, &UserNames::default());
+        let settled = identity(&dir.snapshot()) == before;
+        match read {
+            Ok(loaded) if settled => return Ok(loaded),
+            Err(e) if tries >= UNLOCKED_TRIES => return Err(e),
+            _ if tries >= UNLOCKED_TRIES => {
+                return Err(StateError::Dir {
+                    dir: dir.path().to_path_buf(),
+                    why: "its files kept changing while they were read; try again".into(),
+                });
+            }
+            // Also a log deleted between listing and opening it, by the snapshot covering it.
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Which snapshot file is in place (a new one is renamed over the old).
+fn identity(snapshot: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(snapshot).ok()?;
+    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+}
+
 fn read_file(
     file: &Path,
     into: &MemoryStore<SessionKey>,
@@ -73,8 +110,9 @@ fn read_file(
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: the files are this process's own, in a directory it holds the lock on, so no
-    // other sessiongate changes them while they are mapped; the map is only read.
+    // SAFETY: the map is only read. State files are only ever appended to, renamed into
+    // place or deleted, never truncated or rewritten in place, so the bytes mapped stay as
+    // they are even while the sessiongate holding the directory writes on (read unlocked).
     let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(|e| err(e.to_string()))?;
     let Some(frames) = map.strip_prefix(MAGIC.as_slice()) else {
         if MAGIC.starts_with(&map) {

@@ -353,6 +353,17 @@ impl DurableStore {
         out
     }
 
+    /// Deletes `user`'s data without waiting for the disk (for the start, which has no async
+    /// runtime to wait in); whether there was any.
+    pub fn forget_user_data(&self, user: &str) -> bool {
+        let (record, ()) = self.change_in_memory(user, |_| (None, ()));
+        let forgotten = record.is_some();
+        if let Some(record) = record {
+            self.append(&[record]);
+        }
+        forgotten
+    }
+
     /// The in-memory half of [`Self::change_user_data`]: the record to write, if anything
     /// changed.
     fn change_in_memory<T>(

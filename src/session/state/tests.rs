@@ -223,3 +223,53 @@ async fn a_clean_close_writes_when_sessions_were_last_used() {
     close(store);
     std::fs::remove_dir_all(&path).unwrap();
 }
+
+fn entry(version: u32) -> UserEntry {
+    UserEntry {
+        handle: [7; 16],
+        json: format!("{{\"version\":{version}}}"),
+    }
+}
+
+/// The holder adds users u1, u2, ... in order and replaces its logs with a snapshot after
+/// each: a reader without the lock finds logs gone between listing and opening them, or
+/// read before a snapshot that covers them, and still gets every user, u1 to some uN.
+#[tokio::test]
+async fn users_data_reads_whole_without_the_lock_while_the_holder_compacts() {
+    let path = temp("unlocked");
+    let (store, _) = open(&path);
+    store
+        .change_user_data("bob", |_| (Some(entry(0)), ()))
+        .await;
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for n in 1..=300 {
+                let user = format!("u{n}");
+                let (record, ()) = store.change_in_memory(&user, |_| (Some(entry(n)), ()));
+                store.append(&[record.expect("a change")]);
+                keeper::compact(&store.inner);
+            }
+        })
+    };
+    let unlocked = StateDir::unlocked(&path).unwrap();
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        reads += 1;
+        let read = load::load_unlocked(&unlocked).unwrap().user_data;
+        assert_eq!(read.get("bob"), Some(&entry(0)));
+        let added = read.len() - 1;
+        assert!(
+            (1..=added).all(|n| read.contains_key(&format!("u{n}"))),
+            "a gap in {added} users read"
+        );
+    }
+    writer.join().unwrap();
+    assert!(store.forget_user_data("bob"));
+    assert!(!store.forget_user_data("bob"), "gone already");
+    store.synced().await;
+    let read = load::load_unlocked(&unlocked).unwrap().user_data;
+    assert_eq!((read.len(), read.get("bob")), (300, None));
+    close(store);
+    std::fs::remove_dir_all(&path).unwrap();
+}
