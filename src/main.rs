@@ -83,7 +83,8 @@ enum PasskeysCommand {
         #[arg(long, value_name = "NAME")]
         user: String,
     },
-    /// Remove one passkey of the user (--id, as `list` prints it) or all of them (--all).
+    /// Remove one passkey of the user (--id=ID, as `list` prints it; an id may start with '-')
+    /// or all of them (--all).
     /// With session.state_dir, stop sessiongate first. Exit 2 when there is no such passkey.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Remove {

@@ -61,8 +61,9 @@ async fn kept(proxy: &Proxy, user: &str) -> bool {
 
 #[tokio::test]
 async fn a_user_removed_at_a_reload_loses_their_passkeys_for_good() {
-    let captured = Captured::default();
-    let _logs = captured.install();
+    // What is deleted is read from the store, not from the log: a log line hit first by
+    // another test's thread can be missed by this thread's scoped subscriber (tracing caches
+    // each call site's interest process-wide). The binary's log is checked in the Redis test.
     let dir = tempfile::tempdir().unwrap();
     let (file, state) = (dir.path().join("sessiongate.toml"), dir.path().join("s"));
     let upstream = start_upstream().await;
@@ -77,15 +78,6 @@ async fn a_user_removed_at_a_reload_loses_their_passkeys_for_good() {
     proxy.app.reload().await.unwrap();
     assert!(!kept(&proxy, "bob").await, "bob's passkeys deleted");
     assert!(kept(&proxy, USER).await, "alice keeps hers");
-    assert_eq!(
-        captured
-            .text()
-            .matches("passkeys of removed user bob deleted")
-            .count(),
-        1,
-        "{}",
-        captured.text()
-    );
     refused(
         &passkey_sign_in(&site, &mut bobs).await,
         "not registered here",
@@ -100,12 +92,6 @@ async fn a_user_removed_at_a_reload_loses_their_passkeys_for_good() {
         "not registered here",
     );
     signs_in(&site, &mut alices).await;
-    assert_eq!(
-        captured.text().matches("passkeys of removed user").count(),
-        1,
-        "nothing more to delete: {}",
-        captured.text()
-    );
 }
 
 #[tokio::test]
@@ -263,8 +249,14 @@ async fn passkeys_are_listed_while_sessiongate_runs_and_removed_once_it_stopped(
     let file = &bin.file;
     let running = spawn_sessiongate(file, &[("NO_COLOR", "1")]);
     let site = Site::at(running.addr);
-    let mut laptop = passkey_for(&site, USER, PASSWORD, "Work laptop").await;
-    let mut phone = passkey_for(&site, USER, PASSWORD, "Phone \"old\"").await;
+    // Both in one session: with a passkey, the password alone no longer signs in.
+    let session = password_session_as(&site, USER, PASSWORD).await;
+    let mut laptop = PasskeyToken::new();
+    let mut phone = PasskeyToken::new();
+    for (token, name) in [(&mut laptop, "Work laptop"), (&mut phone, "Phone \"old\"")] {
+        let added = add_passkey(&site, &session, token, name).await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text());
+    }
     signs_in(&site, &mut phone).await;
 
     let (code, out, err) = passkeys(file, &["list", "--user", USER]);
@@ -302,13 +294,13 @@ async fn passkeys_are_listed_while_sessiongate_runs_and_removed_once_it_stopped(
     assert!(running.stop().success());
 
     let id = id_of(&laptop);
-    let (code, out, err) = passkeys(file, &["remove", "--user", USER, "--id", &id]);
+    let (code, out, err) = passkeys(file, &["remove", "--user", USER, &format!("--id={id}")]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
         format!("removed passkey {id} \"Work laptop\" of alice\n")
     );
-    let (code, _, err) = passkeys(file, &["remove", "--user", USER, "--id", &id]);
+    let (code, _, err) = passkeys(file, &["remove", "--user", USER, &format!("--id={id}")]);
     assert_eq!(code, 2);
     assert!(
         err.contains(&format!("no passkey with id \"{id}\"")),
@@ -404,7 +396,7 @@ async fn passkeys_in_redis_are_listed_and_removed_while_sessiongate_runs() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.starts_with(&format!("{id}  \"Key\"  added ")), "{out}");
 
-    let (code, out, err) = passkeys(&file, &["remove", "--user", USER, "--id", &id]);
+    let (code, out, err) = passkeys(&file, &["remove", "--user", USER, &format!("--id={id}")]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("removed passkey {id} \"Key\" of alice\n"));
     refused(
