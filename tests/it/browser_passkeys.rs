@@ -5,7 +5,9 @@
 //! It proves what the raw-HTTP tests in `passkeys` cannot: that `passkey.js` and the pages
 //! work together in a browser that enforces WebAuthn's rules itself. A passkey added on the
 //! account page is a discoverable credential, it signs in from the sign-in page's button
-//! with no username typed, and once removed it is refused. The pages pass axe-core.
+//! with no username typed, it serves as the second step after the password, and once removed
+//! it is refused. An authenticator app set up on the account page (its QR code shown, one
+//! code confirming it) is asked for after the password. The pages pass axe-core.
 //!
 //! The browser is on `http://localhost:PORT`: chromium refuses WebAuthn on a bare IP address.
 
@@ -16,14 +18,21 @@ use crate::browser_harness::*;
 use crate::common::*;
 use fantoccini::{Client, Locator};
 use serde_json::json;
+use sessiongate::credentials::totp::{TotpSecret, unix_now};
 
 const LOGIN_PATH: &str = "/.sessiongate/login";
 const LOGOUT_PATH: &str = "/.sessiongate/logout";
 const ACCOUNT_PATH: &str = "/.sessiongate/account";
 /// A page of the app behind the gate.
 const APP_PATH: &str = "/reports";
+/// The second step of a sign-in, after the password.
+const CODE_PATH: &str = "/.sessiongate/login/code";
+/// Where "Set up an authenticator app" posts; the set-up is shown at this address.
+const TOTP_START_PATH: &str = "/.sessiongate/account/totp/start";
 const SIGN_IN_FORM: &str = "form[data-passkey='sign-in']";
 const ADD_FORM: &str = "form[data-passkey='add']";
+/// The code page's passkey form.
+const SECOND_FORM: &str = "form[data-passkey='second']";
 
 /// Passkeys on, kept in `state`; `extra` is appended (more tables).
 fn passkey_toml(upstream: SocketAddr, state: &Path, extra: &str) -> String {
@@ -59,10 +68,11 @@ async fn shown_errors(client: &Client) -> Option<Vec<String>> {
     serde_json::from_value(errors).ok()
 }
 
-/// Opens the app's page, signs alice in with her password as a person types it, and opens
-/// the account page.
-async fn password_sign_in_to_account(client: &Client, proxy: &Proxy) {
-    client.goto(&local(proxy, ACCOUNT_PATH)).await.unwrap();
+/// Opens `path` signed out, which shows the sign-in page, types alice's username and
+/// password as a person does and clicks "Sign in"; where that leads is the caller's to wait
+/// for.
+async fn type_password(client: &Client, proxy: &Proxy, path: &str) {
+    client.goto(&local(proxy, path)).await.unwrap();
     wait_for_path(client, LOGIN_PATH).await;
     for (name, value) in [("username", USER), ("password", PASSWORD)] {
         let input = client
@@ -71,14 +81,48 @@ async fn password_sign_in_to_account(client: &Client, proxy: &Proxy) {
             .unwrap();
         input.send_keys(value).await.unwrap();
     }
-    client
-        .find(Locator::Css("form:not([data-passkey]) button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        client,
+        "form:not([data-passkey]) button[type=submit]",
+        "Sign in",
+    )
+    .await;
+}
+
+/// Opens the account page, signs alice in with her password as a person types it, and waits
+/// for the account page.
+async fn password_sign_in_to_account(client: &Client, proxy: &Proxy) {
+    type_password(client, proxy, ACCOUNT_PATH).await;
     wait_for_path(client, ACCOUNT_PATH).await;
+}
+
+/// Clicks the button `css`, which must say `label`.
+async fn click(client: &Client, css: &str, label: &str) {
+    let button = client.find(Locator::Css(css)).await.unwrap();
+    assert_eq!(button.text().await.unwrap(), label, "the button {css}");
+    button.click().await.unwrap();
+}
+
+/// Like [`wait_for_path`], but fails at once with the page's error if one shows: a refused
+/// code or passkey answers with its page again, not with the awaited one.
+async fn reach(client: &Client, path: &str) {
+    wait_until(&format!("the browser reaching {path}"), || async {
+        if let Some(errors) = shown_errors(client).await.filter(|e| !e.is_empty()) {
+            panic!("an error instead of {path}: {errors:?}");
+        }
+        let url = client.current_url().await.ok()?;
+        let ready = client
+            .execute("return document.readyState", vec![])
+            .await
+            .ok()?;
+        (url.path() == path && ready == "complete").then_some(())
+    })
+    .await;
+}
+
+/// Whether the page has an element `css` (present, shown or not).
+async fn has(client: &Client, css: &str) -> bool {
+    !client.find_all(Locator::Css(css)).await.unwrap().is_empty()
 }
 
 /// The rows of the passkey table as their cells' text, `None` while the page is replaced.
@@ -103,12 +147,8 @@ async fn add_passkey(client: &Client, name: &str) -> Vec<Vec<String>> {
     wait_shown(client, ADD_FORM).await;
     let input = client.find(Locator::Css("#passkey-name")).await.unwrap();
     input.send_keys(name).await.unwrap();
-    let button = client
-        .find(Locator::Css(&format!("{ADD_FORM} button[type=submit]")))
-        .await
-        .unwrap();
-    assert_eq!(button.text().await.unwrap(), "Add a passkey");
-    button.click().await.unwrap();
+    let button = format!("{ADD_FORM} button[type=submit]");
+    click(client, &button, "Add a passkey").await;
     wait_until(&format!("the account page listing {name}"), || async {
         if let Some(errors) = shown_errors(client).await.filter(|e| !e.is_empty()) {
             panic!("adding the passkey failed: {errors:?}");
@@ -132,6 +172,13 @@ async fn sign_out(client: &Client) {
         )
         .await
         .unwrap();
+    wait_for_path(client, LOGIN_PATH).await;
+}
+
+/// Clicks the account page's "Sign out" button.
+async fn click_sign_out(client: &Client) {
+    let button = format!("form[action='{LOGOUT_PATH}'] button[type=submit]");
+    click(client, &button, "Sign out").await;
     wait_for_path(client, LOGIN_PATH).await;
 }
 
@@ -169,12 +216,8 @@ async fn click_passkey_sign_in(client: &Client, proxy: &Proxy) {
     client.goto(&local(proxy, APP_PATH)).await.unwrap();
     wait_for_path(client, LOGIN_PATH).await;
     wait_shown(client, SIGN_IN_FORM).await;
-    let button = client
-        .find(Locator::Css(&format!("{SIGN_IN_FORM} button[type=submit]")))
-        .await
-        .unwrap();
-    assert_eq!(button.text().await.unwrap(), "Sign in with a passkey");
-    button.click().await.unwrap();
+    let button = format!("{SIGN_IN_FORM} button[type=submit]");
+    click(client, &button, "Sign in with a passkey").await;
 }
 
 #[tokio::test]
@@ -266,6 +309,137 @@ async fn enrol_sign_in_remove(client: &Client, proxy: &Proxy) {
 }
 
 #[tokio::test]
+async fn password_then_a_passkey_as_the_second_factor_in_headless_chromium() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_with(&passkey_toml(upstream.addr, &state.path().join("s"), "")).await;
+    let axe = axe_source();
+    in_chromium(|client| async move {
+        add_virtual_authenticator(&client).await;
+        // Once she has a passkey, the sign-in page would sign in with it by itself before
+        // the password is typed.
+        before_every_page(&client, NO_AUTOFILL).await;
+        password_sign_in_to_account(&client, &proxy).await;
+        add_passkey(&client, "Work laptop").await;
+        click_sign_out(&client).await;
+
+        type_password(&client, &proxy, APP_PATH).await;
+        wait_for_path(&client, CODE_PATH).await;
+        assert_eq!(
+            upstream.requests(),
+            0,
+            "nothing reaches the app after the password"
+        );
+        let title = text_of(&client, "h1").await;
+        assert_eq!(title.as_deref(), Some("Confirm it is you"));
+        assert!(
+            !has(&client, "#code").await,
+            "a code field with no authenticator app"
+        );
+        wait_shown(&client, SECOND_FORM).await;
+        in_both_schemes(&client, &axe, "code page offering a passkey").await;
+        let button = format!("{SECOND_FORM} button[type=submit]");
+        click(&client, &button, "Use a passkey").await;
+        reach(&client, APP_PATH).await;
+        assert_signed_in_as_alice(&client, &proxy).await;
+
+        client.goto(&local(&proxy, ACCOUNT_PATH)).await.unwrap();
+        wait_for_path(&client, ACCOUNT_PATH).await;
+        let rows = passkey_rows(&client).await.unwrap();
+        assert_ne!(rows[0][2], "never", "its use recorded: {rows:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_authenticator_app_set_up_from_the_account_page_in_headless_chromium() {
+    let upstream = start_upstream().await;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = start_proxy_with(&passkey_toml(upstream.addr, &state.path().join("s"), "")).await;
+    let axe = axe_source();
+    in_chromium(|client| async move {
+        password_sign_in_to_account(&client, &proxy).await;
+        let secret = start_totp_setup(&client).await;
+        in_both_schemes(
+            &client,
+            &axe,
+            "account page setting up an authenticator app",
+        )
+        .await;
+        confirm_totp_setup(&client, &secret).await;
+        click_sign_out(&client).await;
+
+        type_password(&client, &proxy, APP_PATH).await;
+        wait_for_path(&client, CODE_PATH).await;
+        assert_eq!(
+            upstream.requests(),
+            0,
+            "nothing reaches the app after the password"
+        );
+        let title = text_of(&client, "h1").await;
+        assert_eq!(title.as_deref(), Some("Enter your code"));
+        assert!(
+            !has(&client, SECOND_FORM).await,
+            "a passkey offered with none"
+        );
+        // The confirming code's step is used up: the next step's code, which the one step of
+        // skew accepts.
+        let code = secret.code_at(unix_now() + 30);
+        let input = client.find(Locator::Css("#code")).await.unwrap();
+        input.send_keys(&code).await.unwrap();
+        click(&client, "form button[type=submit]", "Continue").await;
+        reach(&client, APP_PATH).await;
+        assert_signed_in_as_alice(&client, &proxy).await;
+    })
+    .await;
+}
+
+/// On the account page: clicks "Set up an authenticator app" and waits for the set-up, its
+/// QR code drawn. The key it shows.
+async fn start_totp_setup(client: &Client) -> TotpSecret {
+    let button = "form[action$='/account/totp/start'] button[type=submit]";
+    click(client, button, "Set up an authenticator app").await;
+    reach(client, TOTP_START_PATH).await;
+    let key = text_of(client, "code.secret").await.expect("the key shown");
+    let secret = TotpSecret::from_base32(&key).unwrap_or_else(|e| panic!("the key shown: {e}"));
+    let qr = client.find(Locator::Css("img.qr")).await.unwrap();
+    assert!(qr.is_displayed().await.unwrap(), "the QR code is shown");
+    wait_until("the QR code drawn", || async {
+        let width = client
+            .execute(
+                "const img = document.querySelector('img.qr');
+                 return img.complete ? img.naturalWidth : 0;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (width.as_u64()? > 0).then_some(())
+    })
+    .await;
+    secret
+}
+
+/// On the set-up: types the code of the moment, clicks "Confirm and turn on" and waits for
+/// the account page to say the app is set up.
+async fn confirm_totp_setup(client: &Client, secret: &TotpSecret) {
+    // Computed just before typing it; one step of skew covers a step boundary meanwhile.
+    let code = secret.code_at(unix_now());
+    let input = client.find(Locator::Css("#totp-code")).await.unwrap();
+    input.send_keys(&code).await.unwrap();
+    let button = "form[action$='/account/totp/confirm'] button[type=submit]";
+    click(client, button, "Confirm and turn on").await;
+    reach(client, ACCOUNT_PATH).await;
+    let main = text_of(client, "main").await.unwrap();
+    assert!(
+        main.contains("Set up ") && main.contains("its code is asked after your password"),
+        "{main}"
+    );
+    let remove = "form[action$='/account/totp/remove'] button[type=submit]";
+    let label = text_of(client, remove).await;
+    assert_eq!(label.as_deref(), Some("Remove the authenticator app"));
+}
+
+#[tokio::test]
 async fn the_account_page_and_the_passkey_sign_in_page_pass_axe_core_in_light_and_dark() {
     let upstream = start_upstream().await;
     let state = tempfile::tempdir().unwrap();
@@ -296,9 +470,10 @@ async fn in_both_schemes(client: &Client, axe: &str, what: &str) {
     }
 }
 
-/// Writes docs/account-{light,dark}{,-360}.png: the account page with one passkey, at 1280 x
-/// 800 and 360 px wide. Run with
-/// `SESSIONGATE_SCREENSHOTS=1 cargo test --test it browser_passkeys:: -- --ignored`.
+/// Writes docs/account-{light,dark}{,-360}.png: the account page with one passkey and an
+/// authenticator app set up, 1280 and 360 px wide, as tall as the page (at least 800 and 740
+/// px). Run with
+/// `SESSIONGATE_SCREENSHOTS=1 cargo test --test it browser_passkeys::screenshots -- --ignored`.
 #[tokio::test]
 #[ignore = "writes the README's screenshots; run with SESSIONGATE_SCREENSHOTS=1"]
 async fn screenshots_of_the_account_page() {
@@ -315,6 +490,8 @@ async fn screenshots_of_the_account_page() {
         add_virtual_authenticator(&client).await;
         password_sign_in_to_account(&client, &proxy).await;
         add_passkey(&client, "Work laptop").await;
+        let secret = start_totp_setup(&client).await;
+        confirm_totp_setup(&client, &secret).await;
         for (scheme, width, height, suffix) in [
             ("light", 1280, 800, ""),
             ("dark", 1280, 800, ""),
@@ -326,9 +503,32 @@ async fn screenshots_of_the_account_page() {
             client.goto(&local(&proxy, ACCOUNT_PATH)).await.unwrap();
             wait_for_path(&client, ACCOUNT_PATH).await;
             wait_shown(&client, ADD_FORM).await;
+            // The whole page: the authenticator app's section is below a phone's first screen.
+            fit_height(&client, width).await;
             let png = client.screenshot().await.unwrap();
             std::fs::write(docs.join(format!("account-{scheme}{suffix}.png")), png).unwrap();
         }
     })
     .await;
+}
+
+/// Makes the viewport `width` wide and as tall as the page, so it has no scroll bar. Again
+/// until it fits: the page's top padding is a share of the viewport's height, so it grows
+/// with it.
+async fn fit_height(client: &Client, width: u32) {
+    for _ in 0..10 {
+        let sizes = client
+            .execute(
+                "return [document.documentElement.scrollHeight, window.innerHeight]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let [page, shown] = [0, 1].map(|i| u32::try_from(sizes[i].as_u64().unwrap()).unwrap());
+        if page <= shown {
+            return;
+        }
+        viewport(client, width, page).await;
+    }
+    panic!("the page grows with the viewport and never fits");
 }
