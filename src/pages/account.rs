@@ -74,11 +74,11 @@ pub fn page<S>(
         r#"<main class="wide">
 <h1>Your account</h1>
 <p>Signed in as <strong>{user}</strong>. <a href="{sessions}">Your sessions</a></p>
-{error}{passkeys}{totp}<form method="post" action="{logout}">
+<form method="post" action="{logout}">
 <input type="hidden" name="csrf" value="{csrf}">
 <button type="submit" class="secondary">Sign out</button>
 </form>
-</main>"#,
+{error}{passkeys}{totp}</main>"#,
         user = escape_html(account.user),
         sessions = escape_html(links.sessions),
         logout = escape_html(links.logout),
