@@ -9,7 +9,6 @@ use hyper::body::Incoming;
 use super::cookies::SignInCookie;
 use super::csrf::Binding;
 use super::form::read_checked_form;
-use super::limiter::Verdict;
 use super::second_factor;
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable, store_unavailable};
 use crate::credentials::password::VerifyError;
@@ -140,16 +139,9 @@ impl Attempt<'_> {
 
     /// Checked before hashing, the same way for known and unknown names.
     async fn within_limits(&self, username: &str) -> Result<(), (Response<Body>, LoginResult)> {
-        match self.auth.limiter.check(username, &self.client).await {
-            Ok(Verdict::Allowed) => Ok(()),
-            Ok(Verdict::Limited(wait)) => {
-                tracing::warn!(
-                    client = self.client.as_str(),
-                    "login refused: too many failed attempts"
-                );
-                let res = self.refused(&Refusal::TooManyAttempts { wait }, username);
-                Err((res, LoginResult::RateLimited))
-            }
+        match sign_in::held_back(self.auth, username, &self.client, "login").await {
+            Ok(None) => Ok(()),
+            Ok(Some(refusal)) => Err((self.refused(&refusal, username), LoginResult::RateLimited)),
             Err(e) => Err(self.unavailable(&e)),
         }
     }

@@ -17,7 +17,6 @@ use subtle::ConstantTimeEq;
 
 use super::cookies::SignInCookie;
 use super::form::read_checked_form;
-use super::limiter::Verdict;
 use super::provider_attempts::{Ceremony, browser_tag};
 use super::sign_in::{self, Posted, SignIn, Step, login_unavailable};
 use crate::credentials::passkey::{self, Keys, Party, PasskeyError};
@@ -267,21 +266,10 @@ impl PasskeyAttempt<'_> {
 
     /// The same failure limits as a password, for the passkey's user when it names one.
     async fn within_limits(&self, user: Option<&str>) -> Result<(), (Response<Body>, LoginResult)> {
-        match self
-            .auth
-            .limiter
-            .check(user.unwrap_or(""), &self.client)
-            .await
-        {
-            Ok(Verdict::Allowed) => Ok(()),
-            Ok(Verdict::Limited(wait)) => {
-                tracing::warn!(
-                    client = self.client.as_str(),
-                    "passkey refused: too many failed attempts"
-                );
-                let res = self.refused(&Refusal::TooManyAttempts { wait });
-                Err((res, LoginResult::RateLimited))
-            }
+        let user = user.unwrap_or("");
+        match sign_in::held_back(self.auth, user, &self.client, "passkey").await {
+            Ok(None) => Ok(()),
+            Ok(Some(refusal)) => Err((self.refused(&refusal), LoginResult::RateLimited)),
             Err(e) => Err(self.unavailable(&e)),
         }
     }

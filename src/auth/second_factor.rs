@@ -14,7 +14,6 @@ use hyper::body::Incoming;
 use super::cookies::SignInCookie;
 use super::csrf::Binding;
 use super::form::read_checked_form;
-use super::limiter::Verdict;
 use super::passkey;
 use super::pending::{AfterWrong, PendingLogin};
 use super::provider_attempts::{Ceremony, tag_of};
@@ -353,21 +352,10 @@ impl CodeAttempt<'_> {
 
     /// The same failure limits as the password step, counted for the pending user.
     async fn within_limits(&self) -> Result<(), (Response<Body>, LoginResult)> {
-        match self
-            .auth
-            .limiter
-            .check(&self.pending.user, &self.client)
-            .await
-        {
-            Ok(Verdict::Allowed) => Ok(()),
-            Ok(Verdict::Limited(wait)) => {
-                tracing::warn!(
-                    client = self.client.as_str(),
-                    "code refused: too many failed attempts"
-                );
-                let res = self.code_refused(&Refusal::TooManyAttempts { wait });
-                Err((res, LoginResult::RateLimited))
-            }
+        let user = &self.pending.user;
+        match sign_in::held_back(self.auth, user, &self.client, "code").await {
+            Ok(None) => Ok(()),
+            Ok(Some(refusal)) => Err((self.code_refused(&refusal), LoginResult::RateLimited)),
             Err(e) => Err(self.unavailable(&e)),
         }
     }

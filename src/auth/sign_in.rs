@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use super::cookies::{PrefixCookies, SignInCookie};
 use super::csrf::{Binding, FormTokens};
 use super::form::{Form, read_checked_form};
+use super::limiter::Verdict;
 use super::pending::Pending;
 use super::provider_attempts::Attempts;
 use super::provider_attempts::Ceremony;
@@ -286,6 +287,23 @@ pub(crate) fn login_unavailable(
         rd,
         "",
     )
+}
+
+/// Whether `user` from `client` may try a sign-in `step` ("login", "code", "passkey") now:
+/// `None`, or the refusal to answer with (429, logged), under the failure limits.
+pub(crate) async fn held_back(
+    auth: &SignIn<'_>,
+    user: &str,
+    client: &str,
+    step: &str,
+) -> Result<Option<Refusal<'static>>, StoreError> {
+    match auth.limiter.check(user, client).await? {
+        Verdict::Allowed => Ok(None),
+        Verdict::Limited(wait) => {
+            tracing::warn!(client, "{step} refused: too many failed attempts");
+            Ok(Some(Refusal::TooManyAttempts { wait }))
+        }
+    }
 }
 
 /// 503 for a request that needed the session store when it could not answer.

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use crate::app::App;
 use crate::auth::csrf::Binding;
 use crate::auth::form::{Form, read_checked_form};
-use crate::auth::limiter::Verdict;
 use crate::auth::passkey::{self as ceremonies, party_of};
 use crate::auth::provider_attempts::tag_of;
 use crate::auth::provider_attempts::{Ceremony, TotpSetup};
@@ -196,9 +195,10 @@ async fn confirmed(
         return Err(Refusal::ConfirmPassword);
     }
     let user = &session.user.name;
-    match app.limiter.check(user, client).await.map_err(unavailable)? {
-        Verdict::Allowed => {}
-        Verdict::Limited(wait) => return Err(Refusal::TooManyAttempts { wait }),
+    let sign_in = app.sign_in();
+    let held = crate::auth::sign_in::held_back(&sign_in, user, client, "account change");
+    if let Some(refusal) = held.await.map_err(unavailable)? {
+        return Err(refusal);
     }
     match app
         .verifier

@@ -293,43 +293,36 @@ async fn bent_passkey_ceremonies_are_refused() {
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
 
     // Another origin, another passkey domain, no user verification.
-    let options = challenge(&site, &signin, &csrf).await;
-    let elsewhere = token.assert(&options, "http://evil.localhost:1").unwrap();
-    let res = answer(
+    let browser = (signin.as_str(), csrf.as_str());
+    let res = bent_sign_in(
         &site,
-        &signin,
-        &csrf,
-        options["ceremony"].as_str().unwrap(),
-        &elsewhere,
+        browser,
+        &mut token.clone(),
+        "http://evil.localhost:1",
     )
     .await;
     refused(&res, "another site");
     let mut wrong_rp = token.clone();
     wrong_rp.rp_id_override = Some("example.com".into());
-    let options = challenge(&site, &signin, &csrf).await;
-    let bad = wrong_rp.assert(&options, &site.origin).unwrap();
-    let res = answer(
-        &site,
-        &signin,
-        &csrf,
-        options["ceremony"].as_str().unwrap(),
-        &bad,
-    )
-    .await;
+    let res = bent_sign_in(&site, browser, &mut wrong_rp, &site.origin).await;
     refused(&res, "another passkey domain");
     let mut no_uv = token.clone();
     no_uv.uv = false;
-    let options = challenge(&site, &signin, &csrf).await;
-    let bad = no_uv.assert(&options, &site.origin).unwrap();
-    let res = answer(
-        &site,
-        &signin,
-        &csrf,
-        options["ceremony"].as_str().unwrap(),
-        &bad,
-    )
-    .await;
+    let res = bent_sign_in(&site, browser, &mut no_uv, &site.origin).await;
     refused(&res, "did not verify the user");
+}
+
+/// A sign-in in the browser `(sign-in cookie, form token)` with `token` signing for `origin`.
+async fn bent_sign_in(
+    site: &Site,
+    (signin, csrf): (&str, &str),
+    token: &mut PasskeyToken,
+    origin: &str,
+) -> Resp {
+    let options = challenge(site, signin, csrf).await;
+    let credential = token.assert(&options, origin).unwrap();
+    let ceremony = options["ceremony"].as_str().unwrap();
+    answer(site, signin, csrf, ceremony, &credential).await
 }
 
 /// A passkey answer refused with 401, the sign-in page saying `why`, and no session.
@@ -643,6 +636,16 @@ async fn an_authenticator_app_set_up_on_the_account_page_is_asked_after_the_pass
     let page = site.get("/.sessiongate/account", &session).await.text();
     assert!(page.contains("Passkeys are not turned on"), "{page}");
     let csrf = hidden(&page, "csrf");
+    for path in [
+        "/.sessiongate/passkey/options",
+        "/.sessiongate/account/passkey/options",
+    ] {
+        let off = site
+            .post(path, &session, &[("csrf", &csrf), ("name", "K")])
+            .await;
+        assert_eq!(off.status, StatusCode::NOT_FOUND, "{path}: {}", off.text());
+        assert!(off.text().contains("auth.passkeys"), "{}", off.text());
+    }
     let start = site
         .post(
             "/.sessiongate/account/totp/start",
