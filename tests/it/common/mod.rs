@@ -234,10 +234,18 @@ pub async fn start_silent_upstream() -> SocketAddr {
     addr
 }
 
-/// A loopback address nothing listens on.
+/// A loopback address nothing listens on, and nothing will: the port stays bound (without
+/// listening, so connecting is refused) for the rest of the process. A port merely closed again
+/// could be handed to another test process's listener while every test binary runs at once.
 pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Kept bound until the process ends: one descriptor per test that asks.
+    std::mem::forget(socket);
+    addr
 }
 
 // ---------------------------------------------------------------------------------------------
