@@ -177,32 +177,17 @@ impl Attempt<'_> {
     /// The right password for `user`: the second step for a user with a second factor (TOTP,
     /// passkeys), else the session.
     async fn accepted(&self, policy: &Policy, user: &User) -> (Response<Body>, LoginResult) {
-        let Posted {
-            previous,
-            meta,
-            form,
-        } = &self.posted;
+        let posted = &self.posted;
         let factors = match second_factor::factors(self.auth, user).await {
             Ok(factors) => factors,
             Err(e) => return self.unavailable(&e),
         };
         if factors.any() {
-            let rd = safe_return(&form.rd, policy.redirect_hosts());
+            let rd = safe_return(&posted.form.rd, policy.redirect_hosts());
             return second_factor::begin(self.auth, &self.browser, user, rd).await;
         }
-        let made = sign_in::complete(
-            self.auth,
-            &self.browser,
-            policy,
-            user,
-            *previous,
-            meta,
-            &form.rd,
-        );
-        match made.await {
-            Ok(res) => (res, LoginResult::Success),
-            Err(res) => (res, LoginResult::Unavailable),
-        }
+        let rd = &posted.form.rd;
+        sign_in::complete_posted(self.auth, &self.browser, policy, user, posted, rd).await
     }
 }
 

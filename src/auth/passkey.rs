@@ -47,6 +47,26 @@ pub(crate) fn party_of(
     Some((origin, rp_id))
 }
 
+/// Files the ceremony `make` builds around the crate's state, once `started`, and answers the
+/// page's script: the ceremony's name and the options for `navigator.credentials` (JSON), or
+/// why none could start.
+pub(crate) async fn offer(
+    auth: &SignIn<'_>,
+    started: Result<(serde_json::Value, String), PasskeyError>,
+    make: impl FnOnce(String) -> Ceremony,
+) -> Response<Body> {
+    let (options, state) = match started {
+        Ok(started) => started,
+        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let name = ceremony_name();
+    match auth.ceremonies.put(&name, make(state)).await {
+        Ok(true) => options_json(&name, options),
+        Ok(false) => Refusal::LoginsBusy.response(),
+        Err(e) => sign_in::store_unavailable(&e),
+    }
+}
+
 /// A random name for a new ceremony.
 pub(crate) fn ceremony_name() -> String {
     use base64::Engine;
@@ -57,7 +77,7 @@ pub(crate) fn ceremony_name() -> String {
 }
 
 /// The JSON a script gets: the ceremony's name and the options for `navigator.credentials`.
-pub(crate) fn options_json(name: &str, options: serde_json::Value) -> Response<Body> {
+fn options_json(name: &str, options: serde_json::Value) -> Response<Body> {
     let body = serde_json::json!({ "ceremony": name, "publicKey": options["publicKey"] });
     let mut res = response::json(StatusCode::OK, Bytes::from(body.to_string()));
     no_store(&mut res);
@@ -93,24 +113,18 @@ pub async fn options(auth: &SignIn<'_>, proto: &str, req: Request<Incoming>) -> 
     let Some(cookie) = browser.binding_value() else {
         return Refusal::NoFormCookie.response();
     };
-    let (options, state) = match Party::new(&rp_id, &origin).and_then(|p| p.start_sign_in()) {
-        Ok(started) => started,
-        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let name = ceremony_name();
-    let ceremony = Ceremony {
+    let started = Party::new(&rp_id, &origin).and_then(|p| p.start_sign_in());
+    let bound = browser_tag(cookie);
+    offer(auth, started, |state| Ceremony {
         state,
-        bound: browser_tag(cookie),
+        bound,
         rp_id,
         origin,
         user: None,
         name: None,
-    };
-    match auth.ceremonies.put(&name, ceremony).await {
-        Ok(true) => options_json(&name, options),
-        Ok(false) => Refusal::LoginsBusy.response(),
-        Err(e) => sign_in::store_unavailable(&e),
-    }
+        handle: None,
+    })
+    .await
 }
 
 /// `POST {prefix}/passkey/sign-in` from `client`: the browser's answer, as a form.
@@ -244,24 +258,8 @@ impl PasskeyAttempt<'_> {
         user: &crate::gate::policy::User,
     ) -> (Response<Body>, LoginResult) {
         tracing::info!(user = user.name.as_str(), "passkey accepted");
-        let Posted {
-            previous,
-            meta,
-            form,
-        } = &self.posted;
-        let made = sign_in::complete(
-            self.auth,
-            &self.browser,
-            policy,
-            user,
-            *previous,
-            meta,
-            &form.rd,
-        );
-        match made.await {
-            Ok(res) => (res, LoginResult::Success),
-            Err(res) => (res, LoginResult::Unavailable),
-        }
+        let (posted, browser) = (&self.posted, &self.browser);
+        sign_in::complete_posted(self.auth, browser, policy, user, posted, &posted.form.rd).await
     }
 
     /// The same failure limits as a password, for the passkey's user when it names one.

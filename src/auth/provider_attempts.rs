@@ -47,9 +47,11 @@ pub struct Ceremony {
     /// The passkey domain and the origin it was started for.
     pub rp_id: String,
     pub origin: String,
-    /// Registration: the passkey's name and whose it will be.
+    /// Whose passkey it checks (a second factor) or will be (a registration).
     pub user: Option<String>,
+    /// Registration: the new passkey's name and the user's handle.
     pub name: Option<String>,
+    pub handle: Option<[u8; 16]>,
 }
 
 /// How long a TOTP set-up on the account page waits for its first code.

@@ -389,16 +389,14 @@ impl CodeAttempt<'_> {
             Ok(None) => return (self.start_over(TOO_LONG), LoginResult::Invalid),
             Err(e) => return self.unavailable(&e),
         };
-        let Posted { previous, meta, .. } = &self.posted;
-        let browser = &self.browser;
-        match sign_in::complete(auth, browser, policy, user, *previous, meta, &pending.rd).await {
-            Ok(mut res) => {
-                res.headers_mut()
-                    .append(header::SET_COOKIE, auth.cookies.pending(None));
-                (res, LoginResult::Success)
-            }
-            Err(res) => (res, LoginResult::Unavailable),
+        let (posted, browser) = (&self.posted, &self.browser);
+        let (mut res, result) =
+            sign_in::complete_posted(auth, browser, policy, user, posted, &pending.rd).await;
+        if result == LoginResult::Success {
+            res.headers_mut()
+                .append(header::SET_COOKIE, auth.cookies.pending(None));
         }
+        (res, result)
     }
 }
 
@@ -431,24 +429,16 @@ pub async fn passkey_options(
         Err(e) => return sign_in::store_unavailable(&e),
     };
     let started = Party::new(&rp_id, &origin).and_then(|p| p.start_second_factor(&keys));
-    let (options, state) = match started {
-        Ok(started) => started,
-        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let name = passkey::ceremony_name();
-    let ceremony = Ceremony {
+    passkey::offer(auth, started, |state| Ceremony {
         state,
         bound: tag_of(id.as_bytes()),
         rp_id,
         origin,
         user: Some(user.name.clone()),
         name: None,
-    };
-    match auth.ceremonies.put(&name, ceremony).await {
-        Ok(true) => passkey::options_json(&name, options),
-        Ok(false) => Refusal::LoginsBusy.response(),
-        Err(e) => sign_in::store_unavailable(&e),
-    }
+        handle: None,
+    })
+    .await
 }
 
 /// `POST {prefix}/login/passkey` from `client`: the passkey answer for a pending sign-in.

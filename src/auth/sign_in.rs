@@ -272,6 +272,30 @@ pub(crate) async fn complete(
     Ok(res)
 }
 
+/// [`complete`] for a step whose post was read: the answer, and how it ended for the metrics.
+pub(crate) async fn complete_posted(
+    auth: &SignIn<'_>,
+    browser: &SignInCookie,
+    policy: &Policy,
+    user: &User,
+    posted: &Posted,
+    rd: &str,
+) -> (Response<Body>, LoginResult) {
+    let made = complete(
+        auth,
+        browser,
+        policy,
+        user,
+        posted.previous,
+        &posted.meta,
+        rd,
+    );
+    match made.await {
+        Ok(res) => (res, LoginResult::Success),
+        Err(res) => (res, LoginResult::Unavailable),
+    }
+}
+
 /// The sign-in page again, 503, when the session store (or the shared failure counters) could
 /// not answer: nothing was decided, and the person is told to try again.
 pub(crate) fn login_unavailable(

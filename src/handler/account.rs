@@ -265,36 +265,16 @@ pub async fn options(
     let handle = entry.map_or_else(passkey::new_handle, |e| e.handle);
     let started =
         Party::new(&rp_id, &origin).and_then(|p| p.start_registration(user, handle, &keys));
-    let (options, state) = match started {
-        Ok(started) => started,
-        Err(e) => return response::text(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    let ceremony_name = ceremonies::ceremony_name();
-    let ceremony = Ceremony {
+    ceremonies::offer(&app.sign_in(), started, |state| Ceremony {
         state,
         bound: bound(&session),
         rp_id,
         origin,
         user: Some(user.clone()),
-        name: Some(format!("{}:{name}", hex16(&handle))),
-    };
-    match app.ceremonies.put(&ceremony_name, ceremony).await {
-        Ok(true) => ceremonies::options_json(&ceremony_name, options),
-        Ok(false) => Refusal::LoginsBusy.response(),
-        Err(e) => store_unavailable(&e),
-    }
-}
-
-fn hex16(handle: &[u8; 16]) -> String {
-    handle.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex16(text: &str) -> Option<[u8; 16]> {
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+        name: Some(name.to_string()),
+        handle: Some(handle),
+    })
+    .await
 }
 
 /// `POST {prefix}/account/passkey/add` with `ceremony` and `credential`: the new passkey,
@@ -305,18 +285,16 @@ pub async fn add(app: &App, req: Request<Incoming>, signed: Signed) -> Response<
         Err(res) => return res,
     };
     let sign_in = app.sign_in();
-    let ceremony = match ceremonies::take_ceremony(&sign_in, &form.ceremony, &bound(&session)).await
-    {
-        Ok(Some(c)) if c.user.as_deref() == Some(session.user.name.as_str()) => c,
+    let taken = ceremonies::take_ceremony(&sign_in, &form.ceremony, &bound(&session)).await;
+    let mine = |c: &Ceremony| c.user.as_deref() == Some(session.user.name.as_str());
+    let (ceremony, handle, name) = match taken {
+        Ok(Some(c)) if mine(&c) => match (c.handle, c.name.clone()) {
+            (Some(handle), Some(name)) => (c, handle, name),
+            _ => return refused(app, &session, &Refusal::PasskeyRestart).await,
+        },
         Ok(_) => return refused(app, &session, &Refusal::PasskeyRestart).await,
         Err(e) => return store_unavailable(&e),
     };
-    let (handle, name) = ceremony
-        .name
-        .as_deref()
-        .and_then(|n| n.split_once(':'))
-        .and_then(|(h, n)| Some((unhex16(h)?, n.to_string())))
-        .unwrap_or(([0; 16], String::new()));
     let made = Party::new(&ceremony.rp_id, &ceremony.origin)
         .and_then(|p| p.finish_registration(&ceremony.state, &form.credential));
     let passkey = match made {
