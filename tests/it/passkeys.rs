@@ -483,10 +483,19 @@ fn passkeys_need_a_store_that_keeps_them() {
     let err = Config::from_toml(&ip).unwrap_err().to_string();
     assert!(err.contains("auth.passkey_rp_id"), "{err}");
     // The passkey domain must cover the hosts the session cookie goes to.
-    let shared = with_session(&toml, "state_dir = '/tmp/x'\ncookie_domain = \"example.com\"");
-    let narrower = with_auth(&shared, "passkeys = true\npasskey_rp_id = \"app.example.com\"");
+    let shared = with_session(
+        &toml,
+        "state_dir = '/tmp/x'\ncookie_domain = \"example.com\"",
+    );
+    let narrower = with_auth(
+        &shared,
+        "passkeys = true\npasskey_rp_id = \"app.example.com\"",
+    );
     let err = Config::from_toml(&narrower).unwrap_err().to_string();
-    assert!(err.contains("does not cover session.cookie_domain"), "{err}");
+    assert!(
+        err.contains("does not cover session.cookie_domain"),
+        "{err}"
+    );
     let parent = with_auth(&shared, "passkeys = true\npasskey_rp_id = \"example.com\"");
     Config::from_toml(&parent).unwrap();
 }
